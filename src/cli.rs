@@ -1,0 +1,224 @@
+//! The commands: demo, run, query, state, simulator. Each parses its
+//! arguments, resolves the warehouse (`--warehouse` > `CHATLAKE_WAREHOUSE` >
+//! the pipeline's `warehouse`) and calls into the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{Duration, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::normalize::time;
+use crate::pipeline::{self, RunOptions, RunReport};
+use crate::query::{self, Format};
+use crate::simulator::{SimConfig, Simulator};
+use crate::sink::Warehouse;
+use crate::state::StateStore;
+
+/// The demo pipeline, compiled in so `chatlake demo` works from any directory.
+const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
+
+/// chatlake: customer-chat APIs -> Parquet warehouse -> SQL reports.
+#[derive(Debug, Parser)]
+#[command(name = "chatlake", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Warehouse selection shared by the commands.
+#[derive(Debug, clap::Args)]
+pub struct WarehouseArg {
+    /// Warehouse: a path, file:///abs/path or s3://bucket/prefix
+    /// (default: $CHATLAKE_WAREHOUSE, then the pipeline's `warehouse`).
+    #[arg(long, env = "CHATLAKE_WAREHOUSE")]
+    pub warehouse: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the built-in simulator, run pipelines/demo.toml against it and print the reports.
+    Demo {
+        #[command(flatten)]
+        wh: WarehouseArg,
+    },
+    /// Run a pipeline once: extract, write partitions, advance watermarks.
+    Run {
+        /// Pipeline file (TOML).
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// First local date (YYYY-MM-DD, pipeline timezone). Default: watermark minus lookback_days.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Last local date, inclusive. Default: today.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Only this stream, as SOURCE.STREAM (repeatable).
+        #[arg(long = "stream", value_name = "SOURCE.STREAM")]
+        streams: Vec<String>,
+        /// Ignore watermarks and re-extract from start_date.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Run read-only SQL over the warehouse tables and the reporting views.
+    Query {
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// The SQL statement.
+        sql: String,
+    },
+    /// Show or reset watermarks.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// Serve the simulated APIs on 127.0.0.1 until interrupted.
+    Simulator {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// First day with data (default: 400 days ago).
+        #[arg(long)]
+        from: Option<NaiveDate>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Print each stream's watermark.
+    Show {
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[command(flatten)]
+        wh: WarehouseArg,
+    },
+    /// Forget watermarks (all streams, or one): the next run starts at start_date.
+    Reset {
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// Only this stream (SOURCE.STREAM).
+        #[arg(long)]
+        stream: Option<String>,
+    },
+}
+
+/// Runs a parsed command; `interactive` turns on the progress bar.
+pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo { wh } => demo(wh.warehouse, interactive).await,
+        Command::Run { pipeline, wh, from, to, streams, full_refresh } => {
+            let p = Pipeline::load(&pipeline)?;
+            let wh = open_warehouse(wh.warehouse, Some(&p))?;
+            let opts = RunOptions { from, to, streams, full_refresh, now: None, progress: interactive };
+            let report = pipeline::run_once(&p, &wh, &opts).await?;
+            Ok(print_report(&report))
+        }
+        Command::Query { wh, format, sql } => {
+            let wh = open_warehouse(wh.warehouse, None)?;
+            let ctx = query::session(&wh).await?;
+            let batches = query::run(&ctx, &sql).await?;
+            print!("{}", query::render(&batches, format)?);
+            if format == Format::Table {
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State { action: StateAction::Show { pipeline, wh } } => {
+            let p = Pipeline::load(&pipeline)?;
+            let wh = open_warehouse(wh.warehouse, Some(&p))?;
+            let states = StateStore::new(&wh, &p.config.name).list().await?;
+            if states.is_empty() {
+                println!("no state for pipeline {} in {wh}", p.config.name);
+            }
+            for s in states {
+                let wm = s.watermark.map_or("-".to_string(), |d| d.to_string());
+                println!("{:<32} watermark {wm:<10}  updated {}  run {}", s.stream, s.updated_at.format("%Y-%m-%dT%H:%M:%SZ"), s.run_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State { action: StateAction::Reset { pipeline, wh, stream } } => {
+            let p = Pipeline::load(&pipeline)?;
+            let wh = open_warehouse(wh.warehouse, Some(&p))?;
+            let removed = StateStore::new(&wh, &p.config.name).reset(stream.as_deref()).await?;
+            println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulator { port, from } => {
+            let today = Utc::now().date_naive();
+            let first = from.unwrap_or(today - Duration::days(400));
+            let mut config = SimConfig::demo(first, today + Duration::days(1));
+            config.socialintents.until = Some(Utc::now());
+            let sim = Simulator::start_on(config, port).await?;
+            println!("simulator serving Social Intents at {}", sim.socialintents_url());
+            println!("credentials: account_id = {}, api_token = {}", crate::simulator::DEMO_ACCOUNT_ID, crate::simulator::DEMO_API_TOKEN);
+            tokio::signal::ctrl_c().await.map_err(|e| Error::io("waiting for Ctrl-C", e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_warehouse(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> Result<Warehouse> {
+    let location = flag_or_env
+        .or_else(|| pipeline.map(|p| p.config.warehouse.clone()))
+        .unwrap_or_else(|| "./warehouse".to_string());
+    Warehouse::open(&location)
+}
+
+/// `chatlake demo`: simulator on loopback + the demo pipeline + the reports.
+async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> {
+    // Parse once without the simulator URL, only to learn the dates to simulate.
+    let probe = Pipeline::parse(DEMO_PIPELINE, Path::new("pipelines/demo.toml"), &|_| None)?;
+    let today = time::local_date(Utc::now(), probe.tz);
+    let mut sim_config = SimConfig::demo(probe.config.start_date - Duration::days(1), today + Duration::days(1));
+    sim_config.socialintents.until = Some(Utc::now());
+    let sim = Simulator::start(sim_config).await?;
+    let url = sim.url();
+    let p = Pipeline::parse(DEMO_PIPELINE, Path::new("pipelines/demo.toml"), &|name| {
+        (name == "CHATLAKE_SIMULATOR_URL").then(|| url.clone())
+    })?;
+    let wh = open_warehouse(warehouse, Some(&p))?;
+    println!("chatlake demo: simulator at {}, warehouse {wh}\n", sim.url());
+    let opts = RunOptions { progress: interactive, ..RunOptions::default() };
+    let report = pipeline::run_once(&p, &wh, &opts).await?;
+    let code = print_report(&report);
+    let ctx = query::session(&wh).await?;
+    let since = today - Duration::days(6);
+    for (title, sql) in [
+        ("reporting.missed_chat_rate", format!("SELECT * FROM reporting.missed_chat_rate WHERE dt >= DATE '{since}' ORDER BY dt, channel")),
+        ("reporting.response_times", format!("SELECT * FROM reporting.response_times WHERE dt >= DATE '{since}' ORDER BY dt, agent_name")),
+    ] {
+        println!("\n{title} (last 7 days)");
+        println!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?);
+    }
+    println!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"");
+    Ok(code)
+}
+
+/// Prints one line per stream; failures go to stderr. Exit 1 if any failed.
+fn print_report(r: &RunReport) -> ExitCode {
+    println!("run {}", r.run_id);
+    println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status", "stream", "window", "pages", "records", "rows", "rejects", "retries");
+    for s in &r.streams {
+        let window = s.window.map_or("snapshot".to_string(), |w| w.to_string());
+        let status = if s.error.is_some() { "FAILED" } else { "ok" };
+        println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}", s.stream, window, s.pages, s.records, s.rows_written, s.rejects, s.retries);
+    }
+    let failed: Vec<_> = r.failures().collect();
+    for s in &failed {
+        eprintln!("error: {}", s.error.as_deref().unwrap_or(""));
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,281 @@
+//! The pipeline file (TOML in `pipelines/`): parse with unknown keys refused,
+//! interpolate `${VAR}` in every string, then validate without any I/O.
+
+mod secret;
+pub mod vars;
+
+pub use secret::Secret;
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// One pipeline file, as written (after `${VAR}` interpolation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Pipeline name; keys its state in `_state/<name>/` and its meta.runs rows.
+    pub name: String,
+    /// IANA timezone: `dt` partitions, date windows and the schedule use it.
+    pub timezone: String,
+    /// Cron expression with a seconds field, evaluated in `timezone`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Warehouse URL: a path, `file:///abs/path` or `s3://bucket/prefix`.
+    #[serde(default = "default_warehouse")]
+    pub warehouse: String,
+    /// First local date extracted when a stream has no watermark yet.
+    pub start_date: NaiveDate,
+    /// Days re-extracted before the watermark on each run (late updates).
+    #[serde(default = "default_lookback_days")]
+    pub lookback_days: u32,
+    /// HTTP client settings shared by every source.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The sources this pipeline extracts.
+    #[serde(default)]
+    pub sources: SourcesConfig,
+}
+
+fn default_warehouse() -> String {
+    "./warehouse".into()
+}
+fn default_lookback_days() -> u32 {
+    2
+}
+
+/// HTTP client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// TCP connect timeout.
+    pub connect_timeout_secs: u64,
+    /// Whole-request timeout (headers and body).
+    pub request_timeout_secs: u64,
+    /// Attempts per request, the first included, for 429, 5xx and connection errors.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt, with full jitter.
+    pub backoff_base_ms: u64,
+    /// Longest single wait, Retry-After included.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_secs: 10,
+            request_timeout_secs: 120,
+            max_attempts: 6,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
+
+/// Sources by name; each is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Social Intents live chat.
+    pub socialintents: Option<SocialIntentsConfig>,
+}
+
+/// `[sources.socialintents]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocialIntentsConfig {
+    /// API root, e.g. `https://api.socialintents.com/v1/api`.
+    pub base_url: String,
+    /// Basic-auth user name.
+    pub account_id: String,
+    /// Basic-auth password (the REST API token).
+    pub api_token: Secret,
+    /// Streams to extract: chats, missed_chats, offline_messages, contacts, widgets.
+    pub streams: Vec<String>,
+    /// Longest date window of one request, in days.
+    #[serde(default = "default_window_days")]
+    pub window_days: u32,
+    /// Client-side rate limit for this source.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+}
+
+fn default_window_days() -> u32 {
+    7
+}
+fn default_rpm() -> u32 {
+    120
+}
+
+/// Stream names of the Social Intents source.
+pub const SOCIALINTENTS_STREAMS: &[&str] =
+    &["chats", "missed_chats", "offline_messages", "contacts", "widgets"];
+
+/// A loaded, validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it came from (for messages).
+    pub file: PathBuf,
+    /// Its settings.
+    pub config: PipelineConfig,
+    /// `config.timezone`, parsed.
+    pub tz: Tz,
+}
+
+impl Pipeline {
+    /// Reads, interpolates (from the process environment) and validates a pipeline file.
+    pub fn load(file: &Path) -> Result<Pipeline> {
+        Self::load_with(file, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Pipeline::load`], with `${VAR}` looked up through `lookup`.
+    pub fn load_with(file: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::io(format!("reading pipeline {}", file.display()), e))?;
+        Self::parse(&text, file, lookup)
+    }
+
+    /// Parses pipeline text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline> {
+        let err = |message: String| Error::Config { file: file.to_path_buf(), message };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        interpolate_tree(&mut value, "", lookup).map_err(err)?;
+        let config: PipelineConfig =
+            PipelineConfig::deserialize(value).map_err(|e| err(e.to_string()))?;
+        let tz = validate(&config).map_err(err)?;
+        Ok(Pipeline { file: file.to_path_buf(), config, tz })
+    }
+}
+
+fn interpolate_tree(
+    value: &mut toml::Value,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) => *s = vars::interpolate(s, key, lookup)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_tree(item, &format!("{key}[{i}]"), lookup)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+                interpolate_tree(v, &path, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks everything that can be checked without I/O; returns the parsed timezone.
+fn validate(c: &PipelineConfig) -> Result<Tz, String> {
+    if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch)) {
+        return Err(format!("name `{}`: use letters, digits, - and _ only", c.name));
+    }
+    let tz: Tz = c
+        .timezone
+        .parse()
+        .map_err(|_| format!("timezone `{}` is not an IANA timezone (e.g. America/New_York)", c.timezone))?;
+    if let Some(expr) = &c.schedule {
+        crate::schedule::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
+    }
+    if c.lookback_days > 366 {
+        return Err(format!("lookback_days = {}: at most 366", c.lookback_days));
+    }
+    if c.http.max_attempts == 0 {
+        return Err("http.max_attempts: at least 1".into());
+    }
+    let Some(si) = &c.sources.socialintents else {
+        return Err("no source configured: add [sources.socialintents]".into());
+    };
+    url::Url::parse(&si.base_url)
+        .map_err(|e| format!("sources.socialintents.base_url `{}`: {e}", si.base_url))?;
+    if si.streams.is_empty() {
+        return Err("sources.socialintents.streams is empty".into());
+    }
+    for s in &si.streams {
+        if !SOCIALINTENTS_STREAMS.contains(&s.as_str()) {
+            return Err(format!(
+                "sources.socialintents.streams: unknown stream `{s}` (known: {})",
+                SOCIALINTENTS_STREAMS.join(", ")
+            ));
+        }
+    }
+    if !(1..=31).contains(&si.window_days) {
+        return Err(format!("sources.socialintents.window_days = {}: use 1 to 31", si.window_days));
+    }
+    if si.requests_per_minute == 0 {
+        return Err("sources.socialintents.requests_per_minute: at least 1".into());
+    }
+    Ok(tz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "acme"
+timezone = "America/New_York"
+schedule = "0 30 2 * * *"
+start_date = "2025-01-01"
+[sources.socialintents]
+base_url = "https://api.socialintents.com/v1/api"
+account_id = "${SI_ACCOUNT}"
+api_token = "${SI_TOKEN}"
+streams = ["chats", "widgets"]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SI_ACCOUNT" => Some("acct".into()),
+            "SI_TOKEN" => Some("tok-123".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_and_interpolates() {
+        let p = Pipeline::parse(GOOD, Path::new("p.toml"), &env).unwrap();
+        let si = p.config.sources.socialintents.as_ref().unwrap();
+        assert_eq!(si.account_id, "acct");
+        assert_eq!(si.api_token.expose(), "tok-123");
+        assert_eq!(p.config.lookback_days, 2);
+        assert_eq!(p.tz, chrono_tz::America::New_York);
+        assert!(!format!("{p:?}").contains("tok-123"), "secret leaked into Debug");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let text = GOOD.replace("lookback", "x").replace("start_date", "lookbak_days = 1\nstart_date");
+        let e = Pipeline::parse(&text, Path::new("pipelines/acme.toml"), &env).unwrap_err().to_string();
+        assert!(e.contains("lookbak_days") && e.contains("pipelines/acme.toml"), "{e}");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let e = Pipeline::parse(GOOD, Path::new("p.toml"), &|_| None).unwrap_err().to_string();
+        assert!(e.contains("SI_ACCOUNT") || e.contains("SI_TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (from, to, needle) in [
+            ("America/New_York", "Mars/Base", "IANA"),
+            ("\"chats\", \"widgets\"", "\"chatz\"", "chatz"),
+            ("0 30 2 * * *", "every night", "schedule"),
+        ] {
+            let e = Pipeline::parse(&GOOD.replace(from, to), Path::new("p.toml"), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

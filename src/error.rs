@@ -1,0 +1,103 @@
+//! The crate error: one enum whose variants name the thing at fault (file,
+//! source, endpoint, stream, window, partition), and whether retrying can help.
+
+use std::path::PathBuf;
+
+/// Result with the crate [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in chatlake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A pipeline file could not be read or is invalid.
+    #[error("pipeline {file}: {message}")]
+    Config { file: PathBuf, message: String },
+
+    /// A command-line argument is invalid.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An HTTP request failed after its retries (or at once for 4xx).
+    #[error("{source_name} {endpoint}: {message}")]
+    Http {
+        source_name: String,
+        endpoint: String,
+        message: String,
+        /// Whether another attempt could succeed (429, 5xx, connection).
+        retryable: bool,
+    },
+
+    /// The API answered, but the body is not what its documentation says.
+    #[error("{source_name} {endpoint}: bad response: {message}")]
+    BadResponse { source_name: String, endpoint: String, message: String },
+
+    /// A record batch could not be built for a table.
+    #[error("table {table}, column {column}: {message}")]
+    Normalize { table: String, column: String, message: String },
+
+    /// Reading or writing the warehouse failed.
+    #[error("warehouse {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// Encoding or decoding a Parquet file failed.
+    #[error("parquet {path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    /// The watermark state is unreadable or was changed by another writer.
+    #[error("state {path}: {message}")]
+    State { path: String, message: String },
+
+    /// A SQL query or view failed.
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+
+    /// Arrow failed while building or printing a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// A stream failed for one window (wraps the cause with its place).
+    #[error("stream {stream}, window {window}: {source}")]
+    Stream {
+        stream: String,
+        window: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Local I/O (reading a pipeline file, binding the simulator).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same operation could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Http { retryable, .. } => *retryable,
+            Error::Stream { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Wraps a warehouse error with the path it concerns.
+    pub fn store(path: impl ToString, source: object_store::Error) -> Self {
+        Error::Store { path: path.to_string(), source }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

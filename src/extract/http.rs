@@ -1,0 +1,209 @@
+//! The one HTTP client every source uses: auth, timeouts, retries with
+//! exponential backoff and full jitter on 429/5xx/connection errors (honouring
+//! Retry-After), bounded attempts, and a client-side rate limit. Credentials
+//! live only in request headers: errors and logs carry the source and the
+//! endpoint path, never the URL's userinfo or the auth header.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{header, StatusCode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{HttpConfig, Secret};
+use crate::error::{Error, Result};
+
+/// How a source authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// HTTP Basic (Social Intents: account id and API token).
+    Basic { user: String, password: Secret },
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+}
+
+/// A rate-limited, retrying client for one source.
+pub struct HttpClient {
+    client: reqwest::Client,
+    source: String,
+    auth: Auth,
+    max_attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    interval: Duration,
+    next_slot: Mutex<Instant>,
+    retries: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl HttpClient {
+    /// A client for `source` sending at most `requests_per_minute`.
+    pub fn new(source: &str, auth: Auth, cfg: &HttpConfig, requests_per_minute: u32) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .timeout(Duration::from_secs(cfg.request_timeout_secs))
+            .user_agent(concat!("chatlake/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Http {
+                source_name: source.into(),
+                endpoint: String::new(),
+                message: format!("building the HTTP client: {e}"),
+                retryable: false,
+            })?;
+        Ok(HttpClient {
+            client,
+            source: source.to_string(),
+            auth,
+            max_attempts: cfg.max_attempts.max(1),
+            backoff_base: Duration::from_millis(cfg.backoff_base_ms),
+            backoff_max: Duration::from_millis(cfg.backoff_max_ms),
+            interval: Duration::from_secs(60) / requests_per_minute.max(1),
+            next_slot: Mutex::new(Instant::now()),
+            retries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Attempts that were retried so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent so far (every attempt counts).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// GETs `url` and returns the body of a 2xx answer. `endpoint` names the
+    /// request in errors and logs (a path, no credentials).
+    pub async fn get(&self, url: Url, endpoint: &str) -> Result<Bytes> {
+        let mut attempt = 1;
+        loop {
+            self.wait_for_slot().await;
+            let (err, retry_after) = match self.try_once(url.clone(), endpoint).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            if !err.is_retryable() || attempt >= self.max_attempts {
+                return Err(match err {
+                    Error::Http { source_name, endpoint, message, retryable } if retryable => Error::Http {
+                        source_name,
+                        endpoint,
+                        message: format!("{message} (gave up after {attempt} attempts)"),
+                        retryable,
+                    },
+                    other => other,
+                });
+            }
+            let delay = retry_after.map(|d| d.min(self.backoff_max)).unwrap_or_else(|| self.backoff(attempt));
+            tracing::warn!(source = %self.source, endpoint, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn try_once(&self, url: Url, endpoint: &str) -> Result<Bytes, (Error, Option<Duration>)> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let fail = |message: String, retryable: bool| Error::Http {
+            source_name: self.source.clone(),
+            endpoint: endpoint.to_string(),
+            message,
+            retryable,
+        };
+        let req = match &self.auth {
+            Auth::Basic { user, password } => self.client.get(url).basic_auth(user, Some(password.expose())),
+            Auth::Bearer(token) => self.client.get(url).bearer_auth(token.expose()),
+        };
+        let resp = req.send().await.map_err(|e| (fail(describe(&e), true), None))?;
+        let status = resp.status();
+        tracing::debug!(source = %self.source, endpoint, status = status.as_u16(), "response");
+        if status.is_success() {
+            return resp.bytes().await.map_err(|e| (fail(format!("reading the body: {}", describe(&e)), true), None));
+        }
+        let retry_after = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = resp.text().await.unwrap_or_default();
+        let snippet: String = body.chars().take(200).collect();
+        let message = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                format!("{status}: the credentials were refused; check the source's account id / token ({snippet})")
+            }
+            StatusCode::NOT_FOUND => format!("{status}: no such endpoint; check base_url ({snippet})"),
+            _ => format!("{status}: {snippet}"),
+        };
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        Err((fail(message, retryable), retry_after))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.backoff_base.saturating_mul(1 << attempt.min(20)).min(self.backoff_max);
+        // Full jitter: anywhere in [cap/2, cap] keeps retries of parallel work apart.
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
+    }
+
+    async fn wait_for_slot(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// A transport error without the URL (which could carry userinfo).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{kind}: {}", e.to_string().replace(e.url().map(|u| u.as_str()).unwrap_or("\u{0}"), "<url>"));
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = HttpConfig { backoff_base_ms: 100, backoff_max_ms: 1000, ..HttpConfig::default() };
+        let c = HttpClient::new("t", Auth::Bearer(Secret::new("x")), &cfg, 60).unwrap();
+        for attempt in 1..10 {
+            let d = c.backoff(attempt).as_millis() as u64;
+            let cap = (100u64 << attempt).min(1000);
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d}ms vs cap {cap}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Social Intents response bodies -> rows: the `apiStatus` envelope, and one
+//! mapper per record shape (chat, contact, widget).
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::normalize::{as_i64, time, Cell, Record, Row};
+use crate::schema;
+
+/// A record turned into rows: its time (which decides `dt`), the main row and
+/// child rows (chat messages).
+pub struct Parsed {
+    pub time: Option<DateTime<Utc>>,
+    pub rows: (Row, Vec<Row>),
+}
+
+/// The records of a response: checks `apiStatus` and finds the record array.
+pub fn envelope(body: &[u8], endpoint: &str) -> Result<Vec<Value>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(mut obj) = value else {
+        return Err("expected a JSON object with apiStatus".into());
+    };
+    let status = obj.get("apiStatus").and_then(Value::as_str).unwrap_or("Success");
+    if status != "Success" {
+        let code = obj.get("apiStatusCode").map(|v| v.to_string()).unwrap_or_default();
+        let message = obj.get("apiStatusMessage").and_then(Value::as_str).unwrap_or("");
+        return Err(format!("apiStatus {status} {code}: {message}"));
+    }
+    let key = match endpoint {
+        "contacts" => "contacts",
+        "apps" => "apps",
+        _ => "chats",
+    };
+    if let Some(v) = obj.remove(key) {
+        return match v {
+            Value::Array(items) => Ok(items),
+            Value::Null => Ok(Vec::new()),
+            other => Err(format!("`{key}` is {}, expected an array", kind(&other))),
+        };
+    }
+    // Accept the record array under another name if it is the only one.
+    let arrays: Vec<String> = obj.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| k.clone()).collect();
+    match arrays.as_slice() {
+        [only] => Ok(obj.remove(only).and_then(|v| v.as_array().cloned()).unwrap_or_default()),
+        _ => Err(format!("no `{key}` array in the response")),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Normalizes one record of `endpoint`; an error is the reject reason.
+pub fn parse(endpoint: &str, raw: Value, extracted_at: i64) -> Result<Parsed, String> {
+    let Value::Object(obj) = raw else {
+        return Err(format!("record is {}, expected an object", kind(&raw)));
+    };
+    match endpoint {
+        "chats" | "missedchats" => chat(obj, "socialintents.chats", true, extracted_at),
+        "offlinemessages" => chat(obj, "socialintents.offline_messages", false, extracted_at),
+        "contacts" => contact(obj, extracted_at),
+        "apps" => widget(obj, extracted_at),
+        other => Err(format!("no mapper for endpoint {other}")),
+    }
+}
+
+/// `startDate`-style field (requested in UTC) -> instant.
+fn si_time(r: &mut Record<'_>, field: &str) -> Result<DateTime<Utc>, String> {
+    let s = r.required_str(field)?;
+    time::parse_socialintents(&s).map(|n| n.and_utc()).map_err(|e| format!("field `{field}`: {e}"))
+}
+
+fn chat(obj: Map<String, Value>, table: &str, with_messages: bool, extracted_at: i64) -> Result<Parsed, String> {
+    let table = schema::table(table);
+    let mut r = Record::new(table, obj);
+    let id = r.required_str("id")?;
+    let started = si_time(&mut r, "startDate")?;
+    r.set("chat_id", Cell::Str(id.clone()));
+    r.set("started_at", Cell::Micros(time::micros(started)));
+    for (column, field) in [
+        ("chat_type", "chatType"),
+        ("widget_id", "appId"),
+        ("visitor_id", "visitorId"),
+        ("visitor_name", "visitorName"),
+        ("visitor_name", "visitorFullName"),
+        ("visitor_email", "visitorEmail"),
+        ("visitor_phone", "visitorPhone"),
+        ("agent_id", "agentId"),
+        ("agent_name", "agentName"),
+        ("agent_email", "agentEmail"),
+        ("page", "page"),
+        ("referrer", "referrer"),
+        ("ip", "ip"),
+        ("location", "location"),
+        ("user_agent", "userAgent"),
+        ("text_body", "textBody"),
+        ("html_body", "htmlBody"),
+    ] {
+        if column == "visitor_name" && field == "visitorFullName" && r.has("visitor_name") {
+            continue; // visitorName won; visitorFullName stays in _extra if it differs
+        }
+        r.string(column, field);
+    }
+    r.int("duration_seconds", "duration");
+    r.int("visits", "visits");
+    let mut children = Vec::new();
+    if with_messages {
+        let messages = match r.take("messages") {
+            None => Vec::new(),
+            Some(Value::Array(m)) => m,
+            Some(other) => return Err(format!("field `messages` is {}, expected an array", kind(&other))),
+        };
+        r.set("message_count", Cell::Int(messages.len() as i64));
+        let mt = schema::table("socialintents.chat_messages");
+        for (i, m) in messages.into_iter().enumerate() {
+            let Value::Object(mobj) = m else {
+                return Err(format!("messages[{i}] is {}, expected an object", kind(&m)));
+            };
+            let mut mr = Record::new(mt, mobj);
+            mr.set("chat_id", Cell::Str(id.clone()));
+            mr.set("seq", Cell::Int(i as i64 + 1));
+            if let Some(ts) = mr.take("timestamp") {
+                let sent = as_i64(&ts)
+                    .ok_or_else(|| format!("messages[{i}].timestamp is {ts}, expected epoch milliseconds"))
+                    .and_then(time::from_epoch_millis)?;
+                mr.set("sent_at", Cell::Micros(time::micros(sent)));
+            }
+            mr.string("type", "type");
+            mr.string("nickname", "nickname");
+            mr.string("body", "body");
+            children.push(mr.finish(extracted_at).map_err(|e| format!("messages[{i}]: {e}"))?);
+        }
+    } else {
+        let n = r.peek("messages").and_then(Value::as_array).map(|m| m.len()).unwrap_or(0);
+        r.set("message_count", Cell::Int(n as i64));
+    }
+    Ok(Parsed { time: Some(started), rows: (r.finish(extracted_at)?, children) })
+}
+
+fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
+    let mut r = Record::new(schema::table("socialintents.contacts"), obj);
+    let id = r.required_str("id")?;
+    let created = si_time(&mut r, "createdDate")?;
+    r.set("contact_id", Cell::Str(id));
+    r.set("created_at", Cell::Micros(time::micros(created)));
+    r.string("widget_id", "appId");
+    r.string("name", "name");
+    r.string("email", "email");
+    r.string("phone", "phone");
+    Ok(Parsed { time: Some(created), rows: (r.finish(extracted_at)?, Vec::new()) })
+}
+
+fn widget(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
+    let mut r = Record::new(schema::table("socialintents.widgets"), obj);
+    let id = r.required_str("id")?;
+    r.set("widget_id", Cell::Str(id));
+    r.string("name", "name");
+    r.string("timezone", "timezone");
+    if r.peek("createdDate").is_some() {
+        let created = si_time(&mut r, "createdDate")?;
+        r.set("created_at", Cell::Micros(time::micros(created)));
+    }
+    Ok(Parsed { time: None, rows: (r.finish(extracted_at)?, Vec::new()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "id": "2c9fa7465ccfd687015cda9fed35085a", "appId": "w1", "accountId": "acct",
+            "startDate": "2017-06-24 15:01:31 PM", "visitorName": "Tom", "agentName": "James",
+            "duration": 41, "visits": "5", "chatType": "Answered",
+            "messages": [
+                {"type": "messageToAgent", "nickname": "Tom", "timestamp": 1498316491095i64, "body": "Hi"},
+                {"type": "messageToVisitor", "nickname": "James", "timestamp": 1498316505253i64, "body": "Hello", "mood": "happy"}
+            ]
+        })
+    }
+
+    #[test]
+    fn chat_maps_columns_messages_and_extra() {
+        let p = parse("chats", sample(), 7).unwrap();
+        let t = schema::table("socialintents.chats");
+        let (main, msgs) = p.rows;
+        let cell = |c: &str| main.cells[t.index_of(c).unwrap()].clone();
+        assert_eq!(cell("started_at"), Cell::Micros(1498316491_000_000));
+        assert_eq!(cell("visits"), Cell::Int(5));
+        assert_eq!(cell("message_count"), Cell::Int(2));
+        assert_eq!(main.extra.as_deref(), Some(r#"{"accountId":"acct"}"#));
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].cells[2], Cell::Micros(1498316505253_000));
+        assert_eq!(msgs[1].extra.as_deref(), Some(r#"{"mood":"happy"}"#));
+    }
+
+    #[test]
+    fn bad_records_give_reasons() {
+        let mut v = sample();
+        v["startDate"] = json!("not a date");
+        assert!(parse("chats", v, 0).err().unwrap().contains("startDate"));
+        let mut v = sample();
+        v["messages"][1]["timestamp"] = json!("soon");
+        assert!(parse("chats", v, 0).err().unwrap().contains("messages[1].timestamp"));
+        assert!(parse("chats", json!([1]), 0).is_err());
+    }
+
+    #[test]
+    fn envelope_checks_status() {
+        let e = envelope(br#"{"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}"#, "chats");
+        assert!(e.unwrap_err().contains("Invalid token"));
+        assert_eq!(envelope(br#"{"apiStatus":"Success","chats":[{"id":1}]}"#, "chats").unwrap().len(), 1);
+        assert!(envelope(b"{\"apiStatus\":\"Succ", "chats").unwrap_err().contains("invalid JSON"));
+    }
+}

@@ -1,0 +1,26 @@
+//! chatlake: customer-chat SaaS APIs -> Hive-partitioned Parquet -> DataFusion SQL.
+//!
+//! The data flow, one module per stage, in the order data moves:
+//! [`config`] (pipeline file) -> [`extract`] (HTTP pages for one date window)
+//! -> [`normalize`] (Arrow batches with the [`schema`] of each table) ->
+//! [`sink`] (partitions replaced atomically) -> [`state`] (watermark saved after
+//! the commit). [`pipeline::run_once`] strings them together; [`query`] reads
+//! the warehouse back with the `sql/` views; [`simulator`] fakes the APIs.
+
+#![forbid(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod normalize;
+pub mod pipeline;
+pub mod query;
+pub mod schedule;
+pub mod schema;
+pub mod simulator;
+pub mod sink;
+pub mod state;
+
+pub use error::{Error, Result};

@@ -1,0 +1,43 @@
+//! The `chatlake` binary: parse the command line, set up logging, run the
+//! command, and turn the outcome into an exit code (0 ok, 1 failed, 2 usage).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = chatlake::cli::Cli::parse();
+    let interactive = std::io::stderr().is_terminal();
+    // On a terminal the progress bar tells the story; elsewhere, tracing lines do.
+    let default_level = if interactive { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(interactive)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(chatlake::cli::execute(cli, interactive)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            match e {
+                chatlake::Error::Usage(_) | chatlake::Error::Config { .. } => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

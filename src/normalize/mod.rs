@@ -1,0 +1,402 @@
+//! Stage 2: source records (JSON objects) -> rows of a table -> Arrow
+//! RecordBatches with the table's schema.
+//!
+//! A source mapper moves each known field of a record into its column with a
+//! [`Record`]; what is left of the object becomes `_extra`. A record that cannot
+//! fill a non-null column becomes a [`Reject`] (meta.rejects), never a panic or
+//! a silent drop. A [`TableBuffer`] holds one window's rows, one per primary key
+//! (the last pushed wins), grouped by `dt` partition.
+
+pub mod time;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, DurationMicrosecondBuilder, Float64Builder,
+    Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::schema::{ColumnType, TableDef};
+
+/// One typed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Timestamp, microseconds since the epoch, UTC.
+    Micros(i64),
+    /// Days since the epoch.
+    Date(i32),
+    /// Duration in microseconds.
+    Duration(i64),
+    List(Vec<String>),
+}
+
+impl Cell {
+    fn key_part(&self) -> String {
+        match self {
+            Cell::Null => String::new(),
+            Cell::Str(s) => s.clone(),
+            Cell::Int(v) | Cell::Micros(v) | Cell::Duration(v) => v.to_string(),
+            Cell::Date(v) => v.to_string(),
+            Cell::Float(v) => v.to_string(),
+            Cell::Bool(v) => v.to_string(),
+            Cell::List(v) => v.join("\u{1f}"),
+        }
+    }
+}
+
+/// One row of a table, before it becomes Arrow columns.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// One cell per column of [`TableDef::columns`].
+    pub cells: Vec<Cell>,
+    /// JSON object text of unknown fields, if any.
+    pub extra: Option<String>,
+    /// When the record was fetched (µs since the epoch).
+    pub extracted_at: i64,
+}
+
+/// A record that could not become a row.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// Table it was meant for.
+    pub table: String,
+    /// Why, naming the field.
+    pub reason: String,
+    /// The record as the API sent it.
+    pub raw_json: String,
+}
+
+/// Builds one row from one JSON object, column by column.
+pub struct Record<'a> {
+    table: &'a TableDef,
+    obj: Map<String, Value>,
+    cells: Vec<Cell>,
+    /// Fields whose value had the wrong type: kept verbatim in `_extra`.
+    drifted: Map<String, Value>,
+}
+
+impl<'a> Record<'a> {
+    /// Starts a row of `table` from `obj`.
+    pub fn new(table: &'a TableDef, obj: Map<String, Value>) -> Self {
+        Record { table, obj, cells: vec![Cell::Null; table.columns.len()], drifted: Map::new() }
+    }
+
+    /// Removes `field` from the record (it is then known, not `_extra`).
+    pub fn take(&mut self, field: &str) -> Option<Value> {
+        self.obj.remove(field).filter(|v| !v.is_null())
+    }
+
+    /// A field's value, left in the record.
+    pub fn peek(&self, field: &str) -> Option<&Value> {
+        self.obj.get(field)
+    }
+
+    /// Whether `column` already has a value.
+    pub fn has(&self, column: &str) -> bool {
+        self.table.index_of(column).is_some_and(|i| self.cells[i] != Cell::Null)
+    }
+
+    /// Puts a value in `column`.
+    pub fn set(&mut self, column: &str, cell: Cell) {
+        let i = self
+            .table
+            .index_of(column)
+            .unwrap_or_else(|| panic!("mapper for {} sets unknown column {column}", self.table.name));
+        self.cells[i] = cell;
+    }
+
+    /// Moves text field `field` into string column `column`. Numbers and
+    /// booleans are written as text; an array or object is kept in `_extra`.
+    pub fn string(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(Value::String(s)) => self.set(column, Cell::Str(s)),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => self.set(column, Cell::Str(v.to_string())),
+            Some(v) => self.drift(field, v),
+        }
+    }
+
+    /// Moves integer field `field` into int64 column `column` (numeric text
+    /// is accepted; anything else is kept in `_extra`).
+    pub fn int(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(v) => match as_i64(&v) {
+                Some(n) => self.set(column, Cell::Int(n)),
+                None => self.drift(field, v),
+            },
+        }
+    }
+
+    /// Moves boolean field `field` into bool column `column`.
+    pub fn boolean(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(Value::Bool(b)) => self.set(column, Cell::Bool(b)),
+            Some(Value::String(s)) if s == "true" || s == "false" => self.set(column, Cell::Bool(s == "true")),
+            Some(v) => self.drift(field, v),
+        }
+    }
+
+    /// Takes a field that must be a string, for keys and times: an error
+    /// (the record is rejected) when missing or of another type.
+    pub fn required_str(&mut self, field: &str) -> Result<String, String> {
+        match self.take(field) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(v) => Err(format!("field `{field}` is {v}, expected a non-empty string")),
+            None => Err(format!("field `{field}` is missing")),
+        }
+    }
+
+    fn drift(&mut self, field: &str, v: Value) {
+        self.drifted.insert(field.to_string(), v);
+    }
+
+    /// Finishes the row; an error names the first non-null column left empty.
+    pub fn finish(mut self, extracted_at: i64) -> Result<Row, String> {
+        for (c, cell) in self.table.columns.iter().zip(&self.cells) {
+            if !c.nullable && *cell == Cell::Null {
+                return Err(format!("column `{}` has no value", c.name));
+            }
+        }
+        self.obj.append(&mut self.drifted);
+        let extra = (!self.obj.is_empty()).then(|| Value::Object(self.obj).to_string());
+        Ok(Row { cells: self.cells, extra, extracted_at })
+    }
+}
+
+/// An integer from a JSON number or numeric string.
+pub fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// One window's rows of one table: one row per primary key, by partition.
+pub struct TableBuffer {
+    table: &'static TableDef,
+    run_id: String,
+    partitions: BTreeMap<Option<NaiveDate>, Vec<Option<Row>>>,
+    index: HashMap<String, (Option<NaiveDate>, usize)>,
+}
+
+impl TableBuffer {
+    /// An empty buffer for `table`; rows will carry `run_id`.
+    pub fn new(table: &'static TableDef, run_id: &str) -> Self {
+        TableBuffer { table, run_id: run_id.to_string(), partitions: BTreeMap::new(), index: HashMap::new() }
+    }
+
+    /// The table this buffer fills.
+    pub fn table(&self) -> &'static TableDef {
+        self.table
+    }
+
+    /// Adds a row to partition `dt` (None: unpartitioned). A row with the same
+    /// primary key replaces the earlier one, wherever that one was.
+    pub fn push(&mut self, dt: Option<NaiveDate>, row: Row) {
+        let key: String = self
+            .table
+            .primary_key
+            .iter()
+            .map(|c| row.cells[self.table.index_of(c).expect("validated pk")].key_part())
+            .collect::<Vec<_>>()
+            .join("\u{1e}");
+        if let Some((old_dt, i)) = self.index.get(&key).copied() {
+            self.partitions.get_mut(&old_dt).expect("indexed partition")[i] = None;
+        }
+        let rows = self.partitions.entry(dt).or_default();
+        rows.push(Some(row));
+        self.index.insert(key, (dt, rows.len() - 1));
+    }
+
+    /// Distinct rows held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Makes sure partition `dt` exists (written, even if empty, so that a
+    /// re-run over a day that lost its rows at the source clears it).
+    pub fn touch(&mut self, dt: Option<NaiveDate>) {
+        self.partitions.entry(dt).or_default();
+    }
+
+    /// Drains the buffer into one sorted RecordBatch per partition.
+    pub fn into_batches(self) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
+        let TableBuffer { table, run_id, partitions, .. } = self;
+        partitions
+            .into_iter()
+            .map(|(dt, rows)| {
+                let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
+                sort_rows(table, &mut rows);
+                Ok((dt, build_batch(table, &run_id, &rows)?))
+            })
+            .collect()
+    }
+}
+
+fn sort_rows(table: &TableDef, rows: &mut [Row]) {
+    let idx: Vec<usize> = table.sort_by.iter().map(|c| table.index_of(c).expect("validated")).collect();
+    rows.sort_by(|a, b| {
+        idx.iter()
+            .map(|&i| cmp_cells(&a.cells[i], &b.cells[i]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
+fn cmp_cells(a: &Cell, b: &Cell) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a, b) {
+        (Cell::Null, Cell::Null) => Equal,
+        (Cell::Null, _) => Greater, // nulls last
+        (_, Cell::Null) => Less,
+        (Cell::Str(x), Cell::Str(y)) => x.cmp(y),
+        (Cell::Int(x) | Cell::Micros(x) | Cell::Duration(x), Cell::Int(y) | Cell::Micros(y) | Cell::Duration(y)) => x.cmp(y),
+        (Cell::Date(x), Cell::Date(y)) => x.cmp(y),
+        (Cell::Float(x), Cell::Float(y)) => x.total_cmp(y),
+        _ => a.key_part().cmp(&b.key_part()),
+    }
+}
+
+/// Builds a RecordBatch with `table`'s file schema from rows.
+pub fn build_batch(table: &TableDef, run_id: &str, rows: &[Row]) -> Result<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(table.columns.len() + 3);
+    for (i, col) in table.columns.iter().enumerate() {
+        let wrong = |cell: &Cell| Error::Normalize {
+            table: table.name.clone(),
+            column: col.name.clone(),
+            message: format!("value {cell:?} does not fit type {:?}", col.ty),
+        };
+        macro_rules! build {
+            ($builder:expr, $pat:pat => $val:expr) => {{
+                let mut b = $builder;
+                for r in rows {
+                    match &r.cells[i] {
+                        Cell::Null => b.append_null(),
+                        $pat => b.append_value($val),
+                        other => return Err(wrong(other)),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }};
+        }
+        let array = match col.ty {
+            ColumnType::String => build!(StringBuilder::new(), Cell::Str(s) => s),
+            ColumnType::Int64 => build!(Int64Builder::new(), Cell::Int(v) => *v),
+            ColumnType::Float64 => build!(Float64Builder::new(), Cell::Float(v) => *v),
+            ColumnType::Bool => build!(BooleanBuilder::new(), Cell::Bool(v) => *v),
+            ColumnType::Timestamp => {
+                build!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Cell::Micros(v) => *v)
+            }
+            ColumnType::Date => build!(Date32Builder::new(), Cell::Date(v) => *v),
+            ColumnType::Duration => build!(DurationMicrosecondBuilder::new(), Cell::Duration(v) => *v),
+            ColumnType::ListString => {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for r in rows {
+                    match &r.cells[i] {
+                        Cell::Null => b.append_null(),
+                        Cell::List(items) => {
+                            for s in items {
+                                b.values().append_value(s);
+                            }
+                            b.append(true);
+                        }
+                        other => return Err(wrong(other)),
+                    }
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+        };
+        arrays.push(array);
+    }
+    let mut extracted = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut run = StringBuilder::new();
+    let mut extra = StringBuilder::new();
+    for r in rows {
+        extracted.append_value(r.extracted_at);
+        run.append_value(run_id);
+        extra.append_option(r.extra.as_deref());
+    }
+    arrays.push(Arc::new(extracted.finish()));
+    arrays.push(Arc::new(run.finish()));
+    arrays.push(Arc::new(extra.finish()));
+    RecordBatch::try_new(table.file_schema(), arrays).map_err(|e| Error::Normalize {
+        table: table.name.clone(),
+        column: "*".into(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema;
+    use serde_json::json;
+
+    fn widget(id: &str, extra: Value) -> Map<String, Value> {
+        let mut m = json!({"id": id, "name": format!("w{id}")}).as_object().unwrap().clone();
+        if let Value::Object(e) = extra {
+            m.extend(e);
+        }
+        m
+    }
+
+    fn row(obj: Map<String, Value>) -> Result<Row, String> {
+        let t = schema::table("socialintents.widgets");
+        let mut r = Record::new(t, obj);
+        let id = r.required_str("id")?;
+        r.set("widget_id", Cell::Str(id));
+        r.string("name", "name");
+        r.string("timezone", "timezone");
+        r.finish(0)
+    }
+
+    #[test]
+    fn unknown_and_drifted_fields_land_in_extra() {
+        let r = row(widget("1", json!({"color": "red", "timezone": {"nested": true}}))).unwrap();
+        let extra: Value = serde_json::from_str(r.extra.as_deref().unwrap()).unwrap();
+        assert_eq!(extra, json!({"color": "red", "timezone": {"nested": true}}));
+        assert!(row(widget("2", json!({}))).unwrap().extra.is_none());
+    }
+
+    #[test]
+    fn missing_key_is_a_reason_not_a_panic() {
+        let mut obj = widget("1", json!({}));
+        obj.remove("id");
+        assert!(row(obj).unwrap_err().contains("`id`"));
+    }
+
+    #[test]
+    fn buffer_keeps_the_last_version_of_a_key_even_across_partitions() {
+        let t = schema::table("socialintents.widgets");
+        let mut b = TableBuffer::new(t, "run1");
+        let d1 = NaiveDate::from_ymd_opt(2025, 1, 1);
+        let d2 = NaiveDate::from_ymd_opt(2025, 1, 2);
+        b.push(d1, row(widget("1", json!({"name": "old"}))).unwrap());
+        b.push(d1, row(widget("2", json!({}))).unwrap());
+        b.push(d2, row(widget("1", json!({"name": "new"}))).unwrap());
+        assert_eq!(b.len(), 2);
+        let batches = b.into_batches().unwrap();
+        let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
+        assert_eq!(rows, 2);
+        assert_eq!(batches[1].1.num_rows(), 1);
+    }
+}

@@ -1,0 +1,277 @@
+//! `run_once`: the whole flow for one pipeline run, stream by stream and
+//! window by window: extract -> normalize -> sink (partitions replaced
+//! atomically) -> state (watermark saved only after its partitions are
+//! committed) -> one meta.runs row per stream.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::extract::socialintents::SocialIntents;
+use crate::extract::window::{self, Window};
+use crate::extract::{Extracted, StreamKind, StreamSpec};
+use crate::normalize::{build_batch, time, Cell, Reject, Row};
+use crate::schema;
+use crate::sink::Warehouse;
+use crate::state::StateStore;
+
+/// What the user asked of this run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// First local date (default: watermark minus lookback, or start_date).
+    pub from: Option<NaiveDate>,
+    /// Last local date, inclusive (default: today in the pipeline timezone).
+    pub to: Option<NaiveDate>,
+    /// Only these streams (`source.stream`); empty: all configured.
+    pub streams: Vec<String>,
+    /// Ignore watermarks: re-extract from start_date.
+    pub full_refresh: bool,
+    /// The clock: "today" is this instant's local date.
+    pub now: Option<DateTime<Utc>>,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// The outcome of one stream in one run (also its meta.runs row).
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub stream: String,
+    pub window: Option<Window>,
+    pub pages: u64,
+    pub records: u64,
+    pub rows_written: u64,
+    pub rejects: u64,
+    pub retries: u64,
+    /// Why it failed; None on success.
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub streams: Vec<StreamReport>,
+}
+
+impl RunReport {
+    /// Streams that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &StreamReport> {
+        self.streams.iter().filter(|s| s.error.is_some())
+    }
+}
+
+/// Runs every selected stream of `pipeline` into `wh` once.
+pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) -> Result<RunReport> {
+    let cfg = &pipeline.config;
+    let now = opts.now.unwrap_or_else(Utc::now);
+    let today = time::local_date(now, pipeline.tz);
+    let run_id = format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000));
+    let si_cfg = cfg.sources.socialintents.as_ref().ok_or_else(|| Error::Usage("no source configured".into()))?;
+    let source = SocialIntents::new(si_cfg, &cfg.http, pipeline.tz)?;
+    let specs = select(source.streams(), &opts.streams)?;
+    if let (Some(f), Some(t)) = (opts.from, opts.to) {
+        if f > t {
+            return Err(Error::Usage(format!("--from {f} is after --to {t}")));
+        }
+    }
+    let states = StateStore::new(wh, &cfg.name);
+    let bar = progress_bar(opts.progress);
+    tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
+
+    let mut reports = Vec::new();
+    for spec in &specs {
+        let started_at = Utc::now();
+        let mut rep = StreamReport {
+            stream: spec.name.clone(),
+            window: None,
+            pages: 0,
+            records: 0,
+            rows_written: 0,
+            rejects: 0,
+            retries: 0,
+            error: None,
+            started_at,
+            finished_at: started_at,
+        };
+        let retries_before = source.retries();
+        let ctx = StreamCtx { pipeline, wh, states: &states, source: &source, run_id: &run_id, today, bar: &bar };
+        if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
+            tracing::error!(stream = %spec.name, error = %e, "stream failed");
+            rep.error = Some(e.to_string());
+        }
+        rep.retries = source.retries() - retries_before;
+        rep.finished_at = Utc::now();
+        if let Err(e) = write_run_row(wh, pipeline, &run_id, &rep).await {
+            rep.error.get_or_insert(format!("writing meta.runs: {e}"));
+        }
+        tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, retries = rep.retries,
+            status = if rep.error.is_some() { "failed" } else { "success" }, "stream finished");
+        reports.push(rep);
+    }
+    bar.finish_and_clear();
+    Ok(RunReport { run_id, streams: reports })
+}
+
+struct StreamCtx<'a> {
+    pipeline: &'a Pipeline,
+    wh: &'a Warehouse,
+    states: &'a StateStore<'a>,
+    source: &'a SocialIntents,
+    run_id: &'a str,
+    today: NaiveDate,
+    bar: &'a ProgressBar,
+}
+
+async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
+    let mut loaded = ctx.states.load(&spec.name).await?;
+    let window_days = match spec.kind {
+        StreamKind::Snapshot => {
+            ctx.bar.set_message(spec.name.clone());
+            let out = ctx.source.extract(spec, None, ctx.run_id).await.map_err(|e| at(spec, "snapshot", e))?;
+            commit(ctx, spec, None, out, rep).await.map_err(|e| at(spec, "snapshot", e))?;
+            ctx.states.save(&spec.name, loaded.as_ref(), None, ctx.run_id).await?;
+            return Ok(());
+        }
+        StreamKind::Windowed { window_days } => window_days,
+    };
+    let cfg = &ctx.pipeline.config;
+    let mut watermark = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.watermark) };
+    let default = window::default_range(watermark, cfg.start_date, cfg.lookback_days, ctx.today);
+    let range = Window { from: opts.from.unwrap_or(default.from), to: opts.to.unwrap_or(default.to) };
+    rep.window = Some(range);
+    let windows = window::split(range, window_days);
+    ctx.bar.inc_length(windows.len() as u64);
+    for w in windows {
+        ctx.bar.set_message(format!("{} {w}", spec.name));
+        let out = ctx.source.extract(spec, Some(w), ctx.run_id).await.map_err(|e| at(spec, &w.to_string(), e))?;
+        let rows = commit(ctx, spec, Some(w), out, rep).await.map_err(|e| at(spec, &w.to_string(), e))?;
+        if window::extends_watermark(watermark, cfg.start_date, w) {
+            let reached = w.to.min(ctx.today);
+            let new = watermark.map_or(reached, |wm| wm.max(reached));
+            loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), Some(new), ctx.run_id).await?);
+            watermark = Some(new);
+        }
+        tracing::info!(stream = %spec.name, window = %w, rows, watermark = ?watermark, "window committed");
+        ctx.bar.inc(1);
+    }
+    Ok(())
+}
+
+fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {
+    Error::Stream { stream: spec.name.clone(), window: window.to_string(), source: Box::new(e) }
+}
+
+/// Writes one window: every partition of every table, then its rejects.
+async fn commit(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, out: Extracted, rep: &mut StreamReport) -> Result<u64> {
+    rep.pages += out.pages;
+    rep.records += out.records;
+    let mut rows = 0u64;
+    for buffer in out.buffers {
+        let table = buffer.table();
+        for (dt, batch) in buffer.into_batches()? {
+            rows += ctx.wh.replace_partition(table, dt, &batch).await? as u64;
+        }
+    }
+    rep.rows_written += rows;
+    if !out.rejects.is_empty() {
+        rep.rejects += out.rejects.len() as u64;
+        tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = out.rejects.len(), "records quarantined in meta.rejects");
+        write_rejects(ctx, spec, w, &out.rejects).await?;
+    }
+    Ok(rows)
+}
+
+async fn write_rejects(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, rejects: &[Reject]) -> Result<()> {
+    let table = schema::table("meta.rejects");
+    let now = Utc::now();
+    let date = |d: NaiveDate| Cell::Date(days_since_epoch(d));
+    let rows: Vec<Row> = rejects
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Row {
+            cells: vec![
+                Cell::Str(r.table.clone()),
+                Cell::Str(spec.name.clone()),
+                w.map_or(Cell::Null, |w| date(w.from)),
+                w.map_or(Cell::Null, |w| date(w.to)),
+                Cell::Int(i as i64 + 1),
+                Cell::Str(r.reason.clone()),
+                Cell::Str(r.raw_json.clone()),
+                Cell::Str(ctx.run_id.to_string()),
+                Cell::Micros(time::micros(now)),
+            ],
+            extra: None,
+            extracted_at: time::micros(now),
+        })
+        .collect();
+    let batch = build_batch(table, ctx.run_id, &rows)?;
+    let part = w.map_or("snapshot".to_string(), |w| w.from.to_string());
+    let name = format!("{}-{}-{part}", ctx.run_id, spec.name);
+    ctx.wh.append(table, ctx.today, &name, &batch).await
+}
+
+async fn write_run_row(wh: &Warehouse, pipeline: &Pipeline, run_id: &str, rep: &StreamReport) -> Result<()> {
+    let table = schema::table("meta.runs");
+    let date = |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(days_since_epoch(d)));
+    let int = |v: u64| Cell::Int(v as i64);
+    let row = Row {
+        cells: vec![
+            Cell::Str(run_id.to_string()),
+            Cell::Str(pipeline.config.name.clone()),
+            Cell::Str(rep.stream.clone()),
+            date(rep.window.map(|w| w.from)),
+            date(rep.window.map(|w| w.to)),
+            int(rep.pages),
+            int(rep.records),
+            int(rep.rows_written),
+            int(rep.rejects),
+            int(rep.retries),
+            Cell::Str(if rep.error.is_some() { "failed" } else { "success" }.into()),
+            rep.error.clone().map_or(Cell::Null, Cell::Str),
+            Cell::Micros(time::micros(rep.started_at)),
+            Cell::Micros(time::micros(rep.finished_at)),
+        ],
+        extra: None,
+        extracted_at: time::micros(rep.finished_at),
+    };
+    let batch = build_batch(table, run_id, &[row])?;
+    let dt = time::local_date(rep.started_at, pipeline.tz);
+    wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch).await
+}
+
+/// Days since 1970-01-01 (Arrow Date32).
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+/// Keeps the streams named by `--stream` (`source.stream`; `missed_chats`
+/// selects the chats stream it feeds).
+fn select(specs: Vec<StreamSpec>, wanted: &[String]) -> Result<Vec<StreamSpec>> {
+    if wanted.is_empty() {
+        return Ok(specs);
+    }
+    let canonical = |w: &str| if w == "socialintents.missed_chats" { "socialintents.chats".to_string() } else { w.to_string() };
+    for w in wanted {
+        if !specs.iter().any(|s| s.name == canonical(w)) {
+            let known: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Usage(format!("--stream {w}: not a configured stream (configured: {})", known.join(", "))));
+        }
+    }
+    Ok(specs.into_iter().filter(|s| wanted.iter().any(|w| canonical(w) == s.name)).collect())
+}
+
+fn progress_bar(enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} windows  {msg}")
+            .expect("static template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

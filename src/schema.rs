@@ -1,0 +1,213 @@
+//! The table registry: `schemas/**/*.toml`, compiled in, parsed into
+//! [`TableDef`]s with their Arrow schemas. The one definition of every
+//! table's columns, key, partitioning and sort order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+/// Name of the Hive partition column.
+pub const DT: &str = "dt";
+/// Standard column: when the record was fetched.
+pub const EXTRACTED_AT: &str = "_extracted_at";
+/// Standard column: the run that wrote it.
+pub const RUN_ID: &str = "_run_id";
+/// Standard column: JSON of fields the schema does not know.
+pub const EXTRA: &str = "_extra";
+
+const FILES: &[(&str, &str)] = &[
+    ("socialintents/chats.toml", include_str!("../schemas/socialintents/chats.toml")),
+    ("socialintents/chat_messages.toml", include_str!("../schemas/socialintents/chat_messages.toml")),
+    ("socialintents/offline_messages.toml", include_str!("../schemas/socialintents/offline_messages.toml")),
+    ("socialintents/contacts.toml", include_str!("../schemas/socialintents/contacts.toml")),
+    ("socialintents/widgets.toml", include_str!("../schemas/socialintents/widgets.toml")),
+    ("meta/runs.toml", include_str!("../schemas/meta/runs.toml")),
+    ("meta/rejects.toml", include_str!("../schemas/meta/rejects.toml")),
+];
+
+/// Column types a schema file may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ColumnType {
+    #[serde(rename = "string")]
+    String,
+    #[serde(rename = "int64")]
+    Int64,
+    #[serde(rename = "float64")]
+    Float64,
+    #[serde(rename = "bool")]
+    Bool,
+    /// Timestamp(Microsecond, "UTC").
+    #[serde(rename = "timestamp")]
+    Timestamp,
+    /// Date32.
+    #[serde(rename = "date")]
+    Date,
+    /// Duration(Microsecond).
+    #[serde(rename = "duration")]
+    Duration,
+    /// List<Utf8>.
+    #[serde(rename = "list<string>")]
+    ListString,
+}
+
+impl ColumnType {
+    /// The Arrow type stored in Parquet.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Duration => DataType::Duration(TimeUnit::Microsecond),
+            ColumnType::ListString => {
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+            }
+        }
+    }
+}
+
+/// One column of a schema file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    pub doc: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One table, as its schema file defines it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDef {
+    /// `<schema>.<table>`.
+    #[serde(rename = "table")]
+    pub name: String,
+    pub description: String,
+    pub primary_key: Vec<String>,
+    /// Column whose local date is `dt`; `"parent"` when the dt comes from the
+    /// parent record (chat messages live with their chat); none: unpartitioned.
+    #[serde(default)]
+    pub partition_by: Option<String>,
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    pub columns: Vec<ColumnDef>,
+    #[serde(skip)]
+    file_schema: Option<SchemaRef>,
+}
+
+impl TableDef {
+    /// `socialintents` of `socialintents.chats`.
+    pub fn schema_name(&self) -> &str {
+        self.name.split_once('.').map(|(s, _)| s).unwrap_or("")
+    }
+    /// `chats` of `socialintents.chats`.
+    pub fn table_name(&self) -> &str {
+        self.name.split_once('.').map(|(_, t)| t).unwrap_or(&self.name)
+    }
+    /// Whether rows live under `dt=YYYY-MM-DD/`.
+    pub fn is_partitioned(&self) -> bool {
+        self.partition_by.is_some()
+    }
+    /// Index of a column among [`TableDef::columns`].
+    pub fn index_of(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == column)
+    }
+    /// The schema inside each Parquet file: the columns, then `_extracted_at`,
+    /// `_run_id`, `_extra` (no `dt`: it is the directory name).
+    pub fn file_schema(&self) -> SchemaRef {
+        self.file_schema.clone().expect("registry builds file_schema")
+    }
+    /// The schema a query sees: the file schema plus `dt` (Date32) when partitioned.
+    pub fn table_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.file_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        if self.is_partitioned() {
+            fields.push(Field::new(DT, DataType::Date32, false));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    fn build(mut self, file: &str) -> Result<TableDef, String> {
+        if !self.name.contains('.') {
+            return Err(format!("schemas/{file}: table `{}` must be <schema>.<table>", self.name));
+        }
+        let known = |c: &String| self.index_of(c).is_some();
+        for c in self.primary_key.iter().chain(&self.sort_by) {
+            if !known(c) {
+                return Err(format!("schemas/{file}: unknown column `{c}` in primary_key/sort_by"));
+            }
+        }
+        if let Some(p) = &self.partition_by {
+            let ok = p == "parent"
+                || self.index_of(p).is_some_and(|i| self.columns[i].ty == ColumnType::Timestamp);
+            if !ok {
+                return Err(format!("schemas/{file}: partition_by `{p}` must be a timestamp column or \"parent\""));
+            }
+        }
+        let mut fields: Vec<Field> =
+            self.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable)).collect();
+        fields.push(Field::new(EXTRACTED_AT, ColumnType::Timestamp.arrow(), false));
+        fields.push(Field::new(RUN_ID, DataType::Utf8, false));
+        fields.push(Field::new(EXTRA, DataType::Utf8, true));
+        self.file_schema = Some(Arc::new(Schema::new(fields)));
+        Ok(self)
+    }
+}
+
+fn registry() -> &'static BTreeMap<String, TableDef> {
+    static REGISTRY: OnceLock<BTreeMap<String, TableDef>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        FILES
+            .iter()
+            .map(|(file, text)| {
+                // The files are compiled in and checked by the unit test below,
+                // so a bad one cannot reach a user.
+                let def: TableDef = toml::from_str(text)
+                    .map_err(|e| format!("schemas/{file}: {e}"))
+                    .and_then(|d: TableDef| d.build(file))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (def.name.clone(), def)
+            })
+            .collect()
+    })
+}
+
+/// The table named `schema.table`. Panics on a name that is not in `schemas/`
+/// (names come from code, never from data).
+pub fn table(name: &str) -> &'static TableDef {
+    registry().get(name).unwrap_or_else(|| panic!("no schema file defines table {name}"))
+}
+
+/// Every table, sorted by name.
+pub fn tables() -> impl Iterator<Item = &'static TableDef> {
+    registry().values()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_file_loads_and_documents_every_column() {
+        assert_eq!(tables().count(), FILES.len());
+        for t in tables() {
+            assert!(!t.description.trim().is_empty(), "{}", t.name);
+            for c in &t.columns {
+                assert!(!c.doc.trim().is_empty(), "{}.{} has no doc", t.name, c.name);
+            }
+            let s = t.file_schema();
+            assert!(s.field_with_name(EXTRA).is_ok() && s.field_with_name(DT).is_err());
+            assert_eq!(t.table_schema().field_with_name(DT).is_ok(), t.is_partitioned());
+        }
+    }
+}

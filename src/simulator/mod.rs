@@ -1,0 +1,188 @@
+//! The built-in simulator: a deterministic fake of the source APIs on
+//! 127.0.0.1, with auth checks, the documented filters and quirks, and fault
+//! switches (429 with Retry-After, 500, latency, truncated bodies, an API
+//! error status, malformed records). `demo` and the tests run against it.
+
+pub mod data;
+mod socialintents;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+pub use data::SiData;
+
+/// Credentials the simulator accepts (the demo pipeline uses these).
+pub const DEMO_ACCOUNT_ID: &str = "demo-account";
+/// The demo API token.
+pub const DEMO_API_TOKEN: &str = "demo-token";
+
+/// Faults to inject, as probabilities per request (0.0 to 1.0).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer 429 with `Retry-After: retry_after_secs`.
+    pub rate_429: f64,
+    /// Answer 500.
+    pub rate_500: f64,
+    pub retry_after_secs: u32,
+    /// Sleep before answering.
+    pub latency_ms: u64,
+    /// Cut the body in half (invalid JSON with a 200).
+    pub truncate_rate: f64,
+    /// Answer `apiStatus: Error` with this message.
+    pub api_error: Option<String>,
+}
+
+/// What the simulator serves and accepts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub socialintents: SiData,
+    pub account_id: String,
+    pub api_token: String,
+    /// Seed of the fault dice.
+    pub fault_seed: u64,
+}
+
+impl SimConfig {
+    /// The demo account: data from `first_day` to `last_day`.
+    pub fn demo(first_day: chrono::NaiveDate, last_day: chrono::NaiveDate) -> Self {
+        SimConfig {
+            socialintents: SiData::new(first_day, last_day, 40),
+            account_id: DEMO_ACCOUNT_ID.into(),
+            api_token: DEMO_API_TOKEN.into(),
+            fault_seed: 7,
+        }
+    }
+}
+
+/// Shared state of a running simulator.
+pub struct SimState {
+    config: Mutex<SimConfig>,
+    faults: Mutex<Faults>,
+    dice: Mutex<fastrand::Rng>,
+    requests: Mutex<BTreeMap<String, u64>>,
+    injected: AtomicU64,
+}
+
+impl SimState {
+    fn config(&self) -> SimConfig {
+        self.config.lock().expect("sim config lock").clone()
+    }
+
+    /// Rolls the fault dice for one request: Some(response) to send instead.
+    async fn fault(&self) -> Option<Response> {
+        let f = self.faults.lock().expect("faults lock").clone();
+        if f.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        let roll = self.dice.lock().expect("dice lock").f64();
+        if roll < f.rate_429 {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limited").into_response();
+            r.headers_mut().insert("retry-after", HeaderValue::from(f.retry_after_secs));
+            return Some(r);
+        }
+        if roll < f.rate_429 + f.rate_500 {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Some((StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response());
+        }
+        None
+    }
+
+    /// Whether to truncate this body.
+    fn truncate(&self) -> bool {
+        let rate = self.faults.lock().expect("faults lock").truncate_rate;
+        let hit = rate > 0.0 && self.dice.lock().expect("dice lock").f64() < rate;
+        if hit {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    fn count(&self, path: &str) {
+        *self.requests.lock().expect("requests lock").entry(path.to_string()).or_default() += 1;
+    }
+}
+
+/// A running simulator; stops when dropped.
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Simulator {
+    /// Serves `config` on 127.0.0.1 at a free port (or `port`).
+    pub async fn start(config: SimConfig) -> Result<Simulator> {
+        Self::start_on(config, 0).await
+    }
+
+    /// As [`Simulator::start`], on a given port.
+    pub async fn start_on(config: SimConfig, port: u16) -> Result<Simulator> {
+        let state = Arc::new(SimState {
+            dice: Mutex::new(fastrand::Rng::with_seed(config.fault_seed)),
+            config: Mutex::new(config),
+            faults: Mutex::new(Faults::default()),
+            requests: Mutex::new(BTreeMap::new()),
+            injected: AtomicU64::new(0),
+        });
+        let app = Router::new().nest("/socialintents/v1/api", socialintents::routes()).with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| Error::io(format!("simulator: binding 127.0.0.1:{port}"), e))?;
+        let addr = listener.local_addr().map_err(|e| Error::io("simulator address", e))?;
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(Simulator { addr, state, _stop: tx })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Social Intents base_url.
+    pub fn socialintents_url(&self) -> String {
+        format!("{}/socialintents/v1/api", self.url())
+    }
+
+    /// Replaces the fault switches.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Changes the served data (e.g. bump `revision`).
+    pub fn update(&self, f: impl FnOnce(&mut SimConfig)) {
+        f(&mut self.state.config.lock().expect("sim config lock"));
+    }
+
+    /// The served data.
+    pub fn config(&self) -> SimConfig {
+        self.state.config()
+    }
+
+    /// Requests received per endpoint path (faulted ones included).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.state.requests.lock().expect("requests lock").clone()
+    }
+
+    /// Faults injected so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.state.injected.load(Ordering::Relaxed)
+    }
+}
