@@ -16,6 +16,9 @@ use url::Url;
 use crate::config::{HttpConfig, Secret};
 use crate::error::{Error, Result};
 
+/// Longest Retry-After honoured; a longer one is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// How a source authenticates.
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -98,11 +101,37 @@ impl HttpClient {
                     other => other,
                 });
             }
-            let delay = retry_after.map(|d| d.min(self.backoff_max)).unwrap_or_else(|| self.backoff(attempt));
+            // The server's Retry-After wins over our own backoff (bounded, in case of nonsense).
+            let delay = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff(attempt));
             tracing::warn!(source = %self.source, endpoint, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
             self.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
             attempt += 1;
+        }
+    }
+
+    /// GETs `url` and parses the body as JSON. A body that is not valid JSON
+    /// (cut off in transit) is retried like a 5xx.
+    pub async fn get_json(&self, url: Url, endpoint: &str) -> Result<serde_json::Value> {
+        let mut attempt = 1;
+        loop {
+            let body = self.get(url.clone(), endpoint).await?;
+            match serde_json::from_slice(&body) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < self.max_attempts => {
+                    tracing::warn!(source = %self.source, endpoint, attempt, error = %e, "invalid JSON body, retrying");
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::BadResponse {
+                        source_name: self.source.clone(),
+                        endpoint: endpoint.to_string(),
+                        message: format!("invalid JSON after {attempt} attempts: {e}"),
+                    })
+                }
+            }
         }
     }
 

@@ -180,7 +180,7 @@ impl SiData {
         let mut rng = fastrand::Rng::with_seed(self.day_seed(day, 1));
         let mut out = Vec::new();
         for i in 0..self.chats_per_day {
-            let at = day_start_utc(day) + Duration::milliseconds(rng.i64(0..86_400_000));
+            let at = day_start_utc(day) + Duration::seconds(rng.i64(0..86_400)); // startDate has whole seconds
             let kind = if rng.u32(0..100) < 22 { "Missed" } else { "Answered" };
             out.push(self.chat(&mut rng, format!("c{}{:04}", day.format("%Y%m%d"), i), at, kind));
         }

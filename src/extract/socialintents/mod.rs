@@ -172,8 +172,8 @@ impl SocialIntents {
             }
         };
         let extracted_at = Utc::now();
-        let body = self.client.get(url, &label).await?;
-        let records = records::envelope(&body, endpoint).map_err(|message| Error::BadResponse {
+        let body = self.client.get_json(url, &label).await?;
+        let records = records::envelope(body, endpoint).map_err(|message| Error::BadResponse {
             source_name: SOURCE.into(),
             endpoint: label.clone(),
             message,

@@ -15,9 +15,8 @@ pub struct Parsed {
 }
 
 /// The records of a response: checks `apiStatus` and finds the record array.
-pub fn envelope(body: &[u8], endpoint: &str) -> Result<Vec<Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(mut obj) = value else {
+pub fn envelope(body: Value, endpoint: &str) -> Result<Vec<Value>, String> {
+    let Value::Object(mut obj) = body else {
         return Err("expected a JSON object with apiStatus".into());
     };
     let status = obj.get("apiStatus").and_then(Value::as_str).unwrap_or("Success");
@@ -215,9 +214,10 @@ mod tests {
 
     #[test]
     fn envelope_checks_status() {
-        let e = envelope(br#"{"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}"#, "chats");
+        let e = envelope(json!({"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}), "chats");
         assert!(e.unwrap_err().contains("Invalid token"));
-        assert_eq!(envelope(br#"{"apiStatus":"Success","chats":[{"id":1}]}"#, "chats").unwrap().len(), 1);
-        assert!(envelope(b"{\"apiStatus\":\"Succ", "chats").unwrap_err().contains("invalid JSON"));
+        assert_eq!(envelope(json!({"apiStatus":"Success","chats":[{"id":1}]}), "chats").unwrap().len(), 1);
+        assert_eq!(envelope(json!({"apiStatus":"Success","contacts":[{"id":1}]}), "contacts").unwrap().len(), 1);
+        assert!(envelope(json!([]), "chats").is_err());
     }
 }

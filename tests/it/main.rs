@@ -1,0 +1,10 @@
+//! Integration tests, one binary (links once). Each runs the real pipeline
+//! against the built-in simulator and compares the warehouse with figures
+//! computed from the simulator's records.
+
+mod support;
+
+mod cli;
+mod faults;
+mod pipeline;
+mod views;

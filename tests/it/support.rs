@@ -1,0 +1,194 @@
+//! Test harness: a simulator, a temporary warehouse and a pipeline pointing
+//! at both, plus the expected figures computed straight from the simulator's
+//! records (never from the pipeline's own code).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use arrow::record_batch::RecordBatch;
+use chatlake::config::Pipeline;
+use chatlake::normalize::time::{local_date, local_range};
+use chatlake::pipeline::{run_once, RunOptions, RunReport};
+use chatlake::query;
+use chatlake::simulator::data::SimChat;
+use chatlake::simulator::{SiData, SimConfig, Simulator};
+use chatlake::sink::Warehouse;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+
+pub const TOKEN: &str = "tok-SECRET-7f3a9c";
+
+pub fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+pub struct Env {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub wh: Warehouse,
+    pub pipeline: Pipeline,
+    pub pipeline_file: std::path::PathBuf,
+}
+
+/// Simulated account: chats from 2025-10-25 to 2025-11-10 (the fall-back
+/// night of 2025-11-02 inside), `per_day` regular chats per day.
+pub fn data(per_day: u32) -> SiData {
+    SiData::new(d("2025-10-25"), d("2025-11-10"), per_day)
+}
+
+pub fn pipeline_text(base_url: &str, token: &str, window_days: u32, extra: &str) -> String {
+    format!(
+        r#"name = "test"
+timezone = "America/New_York"
+schedule = "0 30 2 * * *"
+start_date = "2025-10-27"
+lookback_days = 2
+[http]
+max_attempts = 8
+backoff_base_ms = 5
+backoff_max_ms = 100
+connect_timeout_secs = 5
+request_timeout_secs = 30
+[sources.socialintents]
+base_url = "{base_url}"
+account_id = "acct"
+api_token = "{token}"
+streams = ["chats", "missed_chats", "offline_messages", "contacts", "widgets"]
+window_days = {window_days}
+requests_per_minute = 60000
+{extra}"#
+    )
+}
+
+pub async fn env_with(data: SiData, window_days: u32) -> Env {
+    let sim = Simulator::start(SimConfig {
+        socialintents: data,
+        account_id: "acct".into(),
+        api_token: TOKEN.into(),
+        fault_seed: 11,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "");
+    let pipeline_file = dir.path().join("test.toml");
+    std::fs::write(&pipeline_file, &text).unwrap();
+    let pipeline = Pipeline::load(&pipeline_file).unwrap();
+    let wh = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
+    Env { sim, dir, wh, pipeline, pipeline_file }
+}
+
+/// "Now" at noon UTC the day after `day`: every window up to `day` is in the past.
+pub fn now_after(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.succ_opt().unwrap().and_hms_opt(12, 0, 0).unwrap())
+}
+
+impl Env {
+    pub async fn run(&self, from: Option<&str>, to: &str) -> RunReport {
+        let opts = RunOptions {
+            from: from.map(d),
+            to: Some(d(to)),
+            now: Some(now_after(d(to))),
+            ..RunOptions::default()
+        };
+        run_once(&self.pipeline, &self.wh, &opts).await.unwrap()
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.pipeline.tz
+    }
+
+    /// The chats the simulator serves for local dates from..=to (its truth).
+    pub fn served_chats(&self, from: &str, to: &str) -> Vec<SimChat> {
+        let (a, b) = local_range(d(from), d(to), self.tz());
+        self.sim.config().socialintents.chats_in(a, b)
+    }
+
+    pub async fn sql(&self, q: &str) -> Vec<RecordBatch> {
+        let ctx = query::session(&self.wh).await.unwrap();
+        query::run(&ctx, q).await.unwrap_or_else(|e| panic!("{q}: {e}"))
+    }
+
+    pub async fn int(&self, q: &str) -> i64 {
+        let b = self.sql(q).await;
+        let col = b[0].column(0);
+        arrow::compute::cast(col, &arrow::datatypes::DataType::Int64).unwrap().as_primitive::<arrow::datatypes::Int64Type>().value(0)
+    }
+
+    /// Rows of a query as strings (every column cast to text), for set comparison.
+    pub async fn rows(&self, q: &str) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for b in self.sql(q).await {
+            let cols: Vec<_> = b
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+                .collect();
+            for i in 0..b.num_rows() {
+                out.push(
+                    cols.iter()
+                        .map(|c| if c.is_null(i) { "NULL".to_string() } else { c.as_string::<i32>().value(i).to_string() })
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    /// Asserts the warehouse holds exactly the served chats and messages of
+    /// local dates from..=to: same ids, same instants, right dt, no duplicate.
+    pub async fn assert_exact(&self, from: &str, to: &str) -> usize {
+        let served: Vec<SimChat> = self.served_chats(from, to).into_iter().filter(|c| !c.malformed).collect();
+        let tz = self.tz();
+        let expected: BTreeMap<String, (i64, String, i64)> = served
+            .iter()
+            .map(|c| (c.id.clone(), (c.start.timestamp_micros(), local_date(c.start, tz).to_string(), c.visits)))
+            .collect();
+        let got_rows = self
+            .rows(&format!(
+                "SELECT chat_id, CAST(started_at AS BIGINT) AS t, CAST(dt AS VARCHAR) AS d, visits FROM socialintents.chats \
+                 WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"
+            ))
+            .await;
+        assert_eq!(got_rows.len(), expected.len(), "row count (duplicates or losses)");
+        let got: BTreeMap<String, (i64, String, i64)> = got_rows
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].parse().unwrap(), r[2].clone(), r[3].parse().unwrap())))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "duplicate chat ids");
+        let diff: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: expected {v:?}, got {:?}", got.get(k)))
+            .take(5)
+            .collect();
+        assert!(diff.is_empty(), "chats differ from the simulator's:\n{}", diff.join("\n"));
+        let messages: usize = served.iter().map(|c| c.messages.len()).sum();
+        let got_messages = self
+            .int(&format!("SELECT COUNT(*) FROM socialintents.chat_messages WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"))
+            .await;
+        let distinct = self
+            .int(&format!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT chat_id, seq FROM socialintents.chat_messages WHERE dt BETWEEN DATE '{from}' AND DATE '{to}')"
+            ))
+            .await;
+        assert_eq!(got_messages as usize, messages, "message count");
+        assert_eq!(distinct as usize, messages, "duplicate messages");
+        expected.len()
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
