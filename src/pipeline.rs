@@ -4,6 +4,7 @@
 //! committed) -> one meta.runs row per stream.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Pipeline;
@@ -15,6 +16,9 @@ use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::Warehouse;
 use crate::state::StateStore;
+
+/// Partitions written at once within a window.
+const PARALLEL_PUTS: usize = 8;
 
 /// What the user asked of this run.
 #[derive(Debug, Clone, Default)]
@@ -168,13 +172,17 @@ fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {
 async fn commit(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, out: Extracted, rep: &mut StreamReport) -> Result<u64> {
     rep.pages += out.pages;
     rep.records += out.records;
-    let mut rows = 0u64;
+    let mut parts = Vec::new();
     for buffer in out.buffers {
         let table = buffer.table();
-        for (dt, batch) in buffer.into_batches()? {
-            rows += ctx.wh.replace_partition(table, dt, &batch).await? as u64;
-        }
+        parts.extend(buffer.into_batches()?.into_iter().map(|(dt, batch)| (table, dt, batch)));
     }
+    // Each partition is its own atomic PUT; several go up at once.
+    let rows: u64 = futures::stream::iter(parts)
+        .map(|(table, dt, batch)| async move { ctx.wh.replace_partition(table, dt, &batch).await })
+        .buffer_unordered(PARALLEL_PUTS)
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
+        .await?;
     rep.rows_written += rows;
     if !out.rejects.is_empty() {
         rep.rejects += out.rejects.len() as u64;
