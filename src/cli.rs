@@ -193,10 +193,13 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     let ctx = query::session(&wh).await?;
     let since = today - Duration::days(6);
     for (title, sql) in [
-        ("reporting.missed_chat_rate", format!("SELECT * FROM reporting.missed_chat_rate WHERE dt >= DATE '{since}' ORDER BY dt, channel")),
-        ("reporting.response_times", format!("SELECT * FROM reporting.response_times WHERE dt >= DATE '{since}' ORDER BY dt, agent_name")),
+        ("reporting.missed_chat_rate", format!("SELECT dt, source, channel, chats, missed_chats, round(missed_rate, 3) AS missed_rate \
+                 FROM reporting.missed_chat_rate WHERE dt >= DATE '{since}' ORDER BY dt, channel")),
+        ("reporting.response_times", format!("SELECT dt, source, agent_name, answered_chats, round(avg_first_response_seconds, 1) AS avg_first_response_seconds, \
+                 round(p50_first_response_seconds, 1) AS p50_first_response_seconds, round(p90_first_response_seconds, 1) AS p90_first_response_seconds \
+                 FROM reporting.response_times WHERE dt >= DATE '{since}' ORDER BY dt, agent_name")),
     ] {
-        println!("\n{title} (last 7 days)");
+        println!("\n{title} (last 7 days, rounded for display)");
         println!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?);
     }
     println!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"");
