@@ -1,7 +1,8 @@
 //! Backfill benchmark: a large simulated history (1,000,000 chats with their
 //! messages by default) through the real pipeline into a local warehouse,
 //! then the reporting views over it. Prints records/s, peak RSS and view
-//! timings. Run: `cargo bench --bench backfill` (CHATLAKE_BENCH_CHATS=N to
+//! timings. The simulator runs as a separate `chatlake simulator` process, so
+//! the peak RSS is the pipeline's own. Run: `cargo bench --bench backfill` (CHATLAKE_BENCH_CHATS=N to
 //! change the size). Figures are recorded in BENCHMARKS.md.
 
 use std::time::Instant;
@@ -9,9 +10,37 @@ use std::time::Instant;
 use chatlake::config::Pipeline;
 use chatlake::pipeline::{run_once, RunOptions};
 use chatlake::query;
-use chatlake::simulator::{SimConfig, Simulator};
 use chatlake::sink::Warehouse;
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Kills the simulator process when the benchmark ends.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(["simulator", "--port", &port.to_string(), "--from", &first.to_string(), "--to", &last.to_string()])
+        .args(["--chats-per-day", &per_day.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting `chatlake simulator`");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (Child(child), format!("http://127.0.0.1:{port}/socialintents/v1/api"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("simulator did not start on port {port}");
+}
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -24,15 +53,15 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     let chats: u64 = std::env::var("CHATLAKE_BENCH_CHATS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let days: u64 = 365;
-    let per_day = (chats / days).max(1) as u32;
+    // A fixed daily volume (about 1M chats a year): a longer history means
+    // more days, not bigger windows, so peak memory must stay flat.
+    let per_day: u32 = std::env::var("CHATLAKE_BENCH_CHATS_PER_DAY").ok().and_then(|v| v.parse().ok()).unwrap_or(2740);
+    let days: u64 = chats.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
+    let (_sim, url) = start_simulator(first, last, per_day);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut cfg = SimConfig::demo(first, last);
-        cfg.socialintents.chats_per_day = per_day;
-        let sim = Simulator::start(cfg).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"name = "bench"
@@ -46,7 +75,7 @@ streams = ["chats", "missed_chats"]
 window_days = 7
 requests_per_minute = 100000
 "#,
-            sim.socialintents_url()
+            url
         );
         let p = Pipeline::parse(&text, std::path::Path::new("bench.toml"), &|_| None).unwrap();
         let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();

@@ -87,6 +87,12 @@ pub enum Command {
         /// First day with data (default: 400 days ago).
         #[arg(long)]
         from: Option<NaiveDate>,
+        /// Last day with data (default: up to now).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Regular chats per day.
+        #[arg(long, default_value_t = 40)]
+        chats_per_day: u32,
     },
 }
 
@@ -152,11 +158,14 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulator { port, from } => {
+        Command::Simulator { port, from, to, chats_per_day } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
-            let mut config = SimConfig::demo(first, today + Duration::days(1));
-            config.socialintents.until = Some(Utc::now());
+            let mut config = SimConfig::demo(first, to.unwrap_or(today + Duration::days(1)));
+            config.socialintents.chats_per_day = chats_per_day;
+            if to.is_none() {
+                config.socialintents.until = Some(Utc::now());
+            }
             let sim = Simulator::start_on(config, port).await?;
             println!("simulator serving Social Intents at {}", sim.socialintents_url());
             println!("credentials: account_id = {}, api_token = {}", crate::simulator::DEMO_ACCOUNT_ID, crate::simulator::DEMO_API_TOKEN);
