@@ -129,7 +129,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             Ok(print_report(&report))
         }
         Command::Query { wh, format, sql } => {
-            let wh = open_warehouse(wh.warehouse, None)?;
+            let wh = existing_warehouse(wh.warehouse, None)?;
             let ctx = query::session(&wh).await?;
             let batches = query::run(&ctx, &sql).await?;
             print!("{}", query::render(&batches, format)?);
@@ -140,7 +140,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         }
         Command::State { action: StateAction::Show { pipeline, wh } } => {
             let p = Pipeline::load(&pipeline)?;
-            let wh = open_warehouse(wh.warehouse, Some(&p))?;
+            let wh = existing_warehouse(wh.warehouse, Some(&p))?;
             let states = StateStore::new(&wh, &p.config.name).list().await?;
             if states.is_empty() {
                 println!("no state for pipeline {} in {wh}", p.config.name);
@@ -153,7 +153,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         }
         Command::State { action: StateAction::Reset { pipeline, wh, stream } } => {
             let p = Pipeline::load(&pipeline)?;
-            let wh = open_warehouse(wh.warehouse, Some(&p))?;
+            let wh = existing_warehouse(wh.warehouse, Some(&p))?;
             let removed = StateStore::new(&wh, &p.config.name).reset(stream.as_deref()).await?;
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
@@ -175,11 +175,20 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
     }
 }
 
+/// The warehouse to write: `--warehouse` > `CHATLAKE_WAREHOUSE` > the pipeline's.
 fn open_warehouse(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> Result<Warehouse> {
-    let location = flag_or_env
+    Warehouse::open(&warehouse_location(flag_or_env, pipeline))
+}
+
+/// The warehouse to read (query, state): it must exist already.
+fn existing_warehouse(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> Result<Warehouse> {
+    Warehouse::open_existing(&warehouse_location(flag_or_env, pipeline))
+}
+
+fn warehouse_location(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> String {
+    flag_or_env
         .or_else(|| pipeline.map(|p| p.config.warehouse.clone()))
-        .unwrap_or_else(|| "./warehouse".to_string());
-    Warehouse::open(&location)
+        .unwrap_or_else(|| "./warehouse".to_string())
 }
 
 /// `chatlake demo`: simulator on loopback + the demo pipeline + the reports.

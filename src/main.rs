@@ -31,12 +31,8 @@ fn main() -> ExitCode {
     match runtime.block_on(chatlake::cli::execute(cli, interactive)) {
         Ok(code) => code,
         Err(e) => {
+            // Every error's message already includes its cause.
             eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
             match e {
                 chatlake::Error::Usage(_) | chatlake::Error::Config { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,

@@ -9,9 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::extract::socialintents::SocialIntents;
 use crate::extract::window::{self, Window};
-use crate::extract::{Extracted, StreamKind, StreamSpec};
+use crate::extract::{Extracted, Source, StreamKind, StreamSpec};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::Warehouse;
@@ -73,9 +72,10 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let now = opts.now.unwrap_or_else(Utc::now);
     let today = time::local_date(now, pipeline.tz);
     let run_id = format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000));
-    let si_cfg = cfg.sources.socialintents.as_ref().ok_or_else(|| Error::Usage("no source configured".into()))?;
-    let source = SocialIntents::new(si_cfg, &cfg.http, pipeline.tz)?;
-    let specs = select(source.streams(), &opts.streams)?;
+    let sources = Source::all(cfg, pipeline.tz)?;
+    let all: Vec<(usize, StreamSpec)> =
+        sources.iter().enumerate().flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec))).collect();
+    let specs = select(all, &opts.streams)?;
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
         if f > t {
             return Err(Error::Usage(format!("--from {f} is after --to {t}")));
@@ -86,7 +86,8 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
     let mut reports = Vec::new();
-    for spec in &specs {
+    for (source_index, spec) in &specs {
+        let source = &sources[*source_index];
         let started_at = Utc::now();
         let mut rep = StreamReport {
             stream: spec.name.clone(),
@@ -101,7 +102,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             finished_at: started_at,
         };
         let retries_before = source.retries();
-        let ctx = StreamCtx { pipeline, wh, states: &states, source: &source, run_id: &run_id, today, bar: &bar };
+        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, today, bar: &bar };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
             rep.error = Some(e.to_string());
@@ -123,7 +124,7 @@ struct StreamCtx<'a> {
     pipeline: &'a Pipeline,
     wh: &'a Warehouse,
     states: &'a StateStore<'a>,
-    source: &'a SocialIntents,
+    source: &'a Source,
     run_id: &'a str,
     today: NaiveDate,
     bar: &'a ProgressBar,
@@ -257,18 +258,18 @@ pub fn days_since_epoch(d: NaiveDate) -> i32 {
 
 /// Keeps the streams named by `--stream` (`source.stream`; `missed_chats`
 /// selects the chats stream it feeds).
-fn select(specs: Vec<StreamSpec>, wanted: &[String]) -> Result<Vec<StreamSpec>> {
+fn select<T>(specs: Vec<(T, StreamSpec)>, wanted: &[String]) -> Result<Vec<(T, StreamSpec)>> {
     if wanted.is_empty() {
         return Ok(specs);
     }
     let canonical = |w: &str| if w == "socialintents.missed_chats" { "socialintents.chats".to_string() } else { w.to_string() };
     for w in wanted {
-        if !specs.iter().any(|s| s.name == canonical(w)) {
-            let known: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        if !specs.iter().any(|(_, s)| s.name == canonical(w)) {
+            let known: Vec<_> = specs.iter().map(|(_, s)| s.name.as_str()).collect();
             return Err(Error::Usage(format!("--stream {w}: not a configured stream (configured: {})", known.join(", "))));
         }
     }
-    Ok(specs.into_iter().filter(|s| wanted.iter().any(|w| canonical(w) == s.name)).collect())
+    Ok(specs.into_iter().filter(|(_, s)| wanted.iter().any(|w| canonical(w) == s.name)).collect())
 }
 
 fn progress_bar(enabled: bool) -> ProgressBar {

@@ -7,8 +7,50 @@ pub mod http;
 pub mod socialintents;
 pub mod window;
 
+use chrono_tz::Tz;
+
+use self::window::Window;
+use crate::config::PipelineConfig;
+use crate::error::Result;
 use crate::normalize::{Reject, TableBuffer};
 use crate::schema::TableDef;
+
+/// A configured source. A new API is one more folder and one more variant.
+pub enum Source {
+    SocialIntents(socialintents::SocialIntents),
+}
+
+impl Source {
+    /// Every source the pipeline configures, in a fixed order.
+    pub fn all(cfg: &PipelineConfig, tz: Tz) -> Result<Vec<Source>> {
+        let mut out = Vec::new();
+        if let Some(si) = &cfg.sources.socialintents {
+            out.push(Source::SocialIntents(socialintents::SocialIntents::new(si, &cfg.http, tz)?));
+        }
+        Ok(out)
+    }
+
+    /// The streams this source extracts.
+    pub fn streams(&self) -> Vec<StreamSpec> {
+        match self {
+            Source::SocialIntents(s) => s.streams(),
+        }
+    }
+
+    /// Fetches and normalizes one window of a stream (None: snapshot).
+    pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
+        match self {
+            Source::SocialIntents(s) => s.extract(spec, window, run_id).await,
+        }
+    }
+
+    /// HTTP retries so far.
+    pub fn retries(&self) -> u64 {
+        match self {
+            Source::SocialIntents(s) => s.retries(),
+        }
+    }
+}
 
 /// How a stream is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

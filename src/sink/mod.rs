@@ -38,6 +38,15 @@ impl Warehouse {
     /// Opens a warehouse from a path, `file:///abs/path` or `s3://bucket/prefix`.
     /// A local directory is created if missing.
     pub fn open(location: &str) -> Result<Warehouse> {
+        Self::open_with(location, true)
+    }
+
+    /// Opens a warehouse to read it: a local directory must already exist.
+    pub fn open_existing(location: &str) -> Result<Warehouse> {
+        Self::open_with(location, false)
+    }
+
+    fn open_with(location: &str, create: bool) -> Result<Warehouse> {
         let fail = |m: String| Error::Usage(format!("warehouse `{location}`: {m}"));
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -60,7 +69,11 @@ impl Warehouse {
             None if location.contains("://") => return Err(fail("use a path, file:// or s3://".into())),
             None => std::path::PathBuf::from(location),
         };
-        std::fs::create_dir_all(&local).map_err(|e| Error::io(format!("creating warehouse {location}"), e))?;
+        if create {
+            std::fs::create_dir_all(&local).map_err(|e| Error::io(format!("creating warehouse {location}"), e))?;
+        } else if !local.is_dir() {
+            return Err(fail("no such directory (run a pipeline into it first)".into()));
+        }
         let abs = std::fs::canonicalize(&local).map_err(|e| Error::io(format!("warehouse {location}"), e))?;
         let root = Path::from_absolute_path(&abs).map_err(|e| Error::store(location, e.into()))?;
         Ok(Warehouse {

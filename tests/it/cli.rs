@@ -39,6 +39,11 @@ fn run_state_and_query_from_the_command_line() {
     let (_, out, _) = chatlake(&["state", "show", "--pipeline", file, "--warehouse", wh]);
     assert!(!out.contains("socialintents.chats"), "{out}");
 
+    let missing = env.dir.path().join("no-such-warehouse");
+    let (code, _, err) = chatlake(&["query", "--warehouse", missing.to_str().unwrap(), "SELECT 1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no such directory") && !missing.exists(), "{err}");
+
     let (code, _, err) = chatlake(&["run", "--pipeline", file, "--warehouse", wh, "--stream", "socialintents.nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("socialintents.nope"), "{err}");
