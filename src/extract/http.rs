@@ -83,11 +83,32 @@ impl HttpClient {
     /// GETs `url` and returns the body of a 2xx answer. `endpoint` names the
     /// request in errors and logs (a path, no credentials).
     pub async fn get(&self, url: Url, endpoint: &str) -> Result<Bytes> {
+        self.get_decoded(url, endpoint, |body| Ok(body.clone())).await
+    }
+
+    /// GETs `url` and parses the body as JSON. A body that is not valid JSON
+    /// (cut off in transit) is retried like a 5xx, within the same attempts.
+    pub async fn get_json(&self, url: Url, endpoint: &str) -> Result<serde_json::Value> {
+        self.get_decoded(url, endpoint, |body| serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}")))
+            .await
+    }
+
+    /// The one retry loop: at most `max_attempts` requests, whether an attempt
+    /// failed at the HTTP level or its body could not be decoded.
+    async fn get_decoded<T>(&self, url: Url, endpoint: &str, decode: impl Fn(&Bytes) -> Result<T, String>) -> Result<T> {
         let mut attempt = 1;
         loop {
             self.wait_for_slot().await;
             let (err, retry_after) = match self.try_once(url.clone(), endpoint).await {
-                Ok(body) => return Ok(body),
+                Ok(body) => match decode(&body) {
+                    Ok(value) => return Ok(value),
+                    Err(message) => (Error::Http {
+                        source_name: self.source.clone(),
+                        endpoint: endpoint.to_string(),
+                        message,
+                        retryable: true,
+                    }, None),
+                },
                 Err(failure) => failure,
             };
             if !err.is_retryable() || attempt >= self.max_attempts {
@@ -107,31 +128,6 @@ impl HttpClient {
             self.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
             attempt += 1;
-        }
-    }
-
-    /// GETs `url` and parses the body as JSON. A body that is not valid JSON
-    /// (cut off in transit) is retried like a 5xx.
-    pub async fn get_json(&self, url: Url, endpoint: &str) -> Result<serde_json::Value> {
-        let mut attempt = 1;
-        loop {
-            let body = self.get(url.clone(), endpoint).await?;
-            match serde_json::from_slice(&body) {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt < self.max_attempts => {
-                    tracing::warn!(source = %self.source, endpoint, attempt, error = %e, "invalid JSON body, retrying");
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::BadResponse {
-                        source_name: self.source.clone(),
-                        endpoint: endpoint.to_string(),
-                        message: format!("invalid JSON after {attempt} attempts: {e}"),
-                    })
-                }
-            }
         }
     }
 

@@ -135,3 +135,14 @@ fn killed_mid_run_then_rerun_ends_exact() {
         partial.map(|l| l.state.watermark)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json_shares_the_attempt_bound_with_http_errors() {
+    let env = env_with(data(5), 7).await;
+    env.sim.set_faults(Faults { truncate_rate: 1.0, ..Faults::default() });
+    let report = env.run(Some("2025-10-27"), "2025-10-28").await;
+    let err = report.streams[0].error.clone().expect("every body is cut off");
+    assert!(err.contains("invalid JSON") && err.contains("gave up after 8 attempts"), "{err}");
+    // max_attempts = 8 in the test pipeline: 8 requests, not 8 x 8.
+    assert_eq!(env.sim.requests()["socialintents/missedchats"], 8);
+}
