@@ -23,6 +23,12 @@ const FILES: &[(&str, &str)] = &[
     ("socialintents/offline_messages.toml", include_str!("../schemas/socialintents/offline_messages.toml")),
     ("socialintents/contacts.toml", include_str!("../schemas/socialintents/contacts.toml")),
     ("socialintents/widgets.toml", include_str!("../schemas/socialintents/widgets.toml")),
+    ("social25/tenants.toml", include_str!("../schemas/social25/tenants.toml")),
+    ("social25/platforms.toml", include_str!("../schemas/social25/platforms.toml")),
+    ("social25/agents.toml", include_str!("../schemas/social25/agents.toml")),
+    ("social25/conversations.toml", include_str!("../schemas/social25/conversations.toml")),
+    ("social25/messages.toml", include_str!("../schemas/social25/messages.toml")),
+    ("social25/failed_syncs.toml", include_str!("../schemas/social25/failed_syncs.toml")),
     ("meta/runs.toml", include_str!("../schemas/meta/runs.toml")),
     ("meta/rejects.toml", include_str!("../schemas/meta/rejects.toml")),
 ];

@@ -82,7 +82,46 @@ impl Default for HttpConfig {
 pub struct SourcesConfig {
     /// Social Intents live chat.
     pub socialintents: Option<SocialIntentsConfig>,
+    /// Social25 chat API.
+    pub social25: Option<Social25Config>,
 }
+
+/// `[sources.social25]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Social25Config {
+    /// API root, e.g. `https://social25.herokuapp.com/api/v1.0`.
+    pub base_url: String,
+    /// Bearer token.
+    pub token: Secret,
+    /// The tenant's UUID.
+    pub tenant_id: String,
+    /// Streams: tenants, agents, conversations, messages, failed_syncs.
+    pub streams: Vec<String>,
+    /// `standard` (default) or `salesforce` format of failed syncs.
+    #[serde(default)]
+    pub failed_sync_type: Option<String>,
+    /// Longest failed-sync window in local days. The API refuses more than 31
+    /// days between from_time and till_time; 30 leaves room for a DST hour.
+    #[serde(default = "default_s25_window_days")]
+    pub window_days: u32,
+    /// Client-side rate limit for this source.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// Conversations whose messages are fetched at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_s25_window_days() -> u32 {
+    30
+}
+fn default_concurrency() -> usize {
+    4
+}
+
+/// Stream names of the Social25 source.
+pub const SOCIAL25_STREAMS: &[&str] = &["tenants", "agents", "conversations", "messages", "failed_syncs"];
 
 /// `[sources.socialintents]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -192,9 +231,13 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());
     }
-    let Some(si) = &c.sources.socialintents else {
-        return Err("no source configured: add [sources.socialintents]".into());
-    };
+    if c.sources.socialintents.is_none() && c.sources.social25.is_none() {
+        return Err("no source configured: add [sources.socialintents] or [sources.social25]".into());
+    }
+    if let Some(s) = &c.sources.social25 {
+        validate_social25(s)?;
+    }
+    let Some(si) = &c.sources.socialintents else { return Ok(tz) };
     url::Url::parse(&si.base_url)
         .map_err(|e| format!("sources.socialintents.base_url `{}`: {e}", si.base_url))?;
     if si.streams.is_empty() {
@@ -215,6 +258,33 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         return Err("sources.socialintents.requests_per_minute: at least 1".into());
     }
     Ok(tz)
+}
+
+fn validate_social25(s: &Social25Config) -> Result<(), String> {
+    url::Url::parse(&s.base_url).map_err(|e| format!("sources.social25.base_url `{}`: {e}", s.base_url))?;
+    if s.tenant_id.is_empty() || !s.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("sources.social25.tenant_id `{}`: expected a UUID", s.tenant_id));
+    }
+    if s.streams.is_empty() {
+        return Err("sources.social25.streams is empty".into());
+    }
+    for st in &s.streams {
+        if !SOCIAL25_STREAMS.contains(&st.as_str()) {
+            return Err(format!("sources.social25.streams: unknown stream `{st}` (known: {})", SOCIAL25_STREAMS.join(", ")));
+        }
+    }
+    if let Some(t) = &s.failed_sync_type {
+        if t != "standard" && t != "salesforce" {
+            return Err(format!("sources.social25.failed_sync_type `{t}`: use \"standard\" or \"salesforce\""));
+        }
+    }
+    if !(1..=30).contains(&s.window_days) {
+        return Err(format!("sources.social25.window_days = {}: use 1 to 30 (the API allows 31 days)", s.window_days));
+    }
+    if s.requests_per_minute == 0 || s.max_concurrency == 0 {
+        return Err("sources.social25: requests_per_minute and max_concurrency must be at least 1".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
