@@ -63,6 +63,10 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// Arrow failed on a partition file (reading, merging, sorting).
+    #[error("{context}: {source}")]
+    ArrowAt { context: String, source: arrow::error::ArrowError },
+
     /// A stream failed for one window (wraps the cause with its place).
     #[error("stream {stream}, window {window}: {source}")]
     Stream {

@@ -3,6 +3,8 @@
 //! atomically) -> state (watermark saved only after its partitions are
 //! committed) -> one meta.runs row per stream.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,6 +45,8 @@ pub struct StreamReport {
     pub window: Option<Window>,
     pub pages: u64,
     pub records: u64,
+    /// Records the source said it had (paginated listings' `count`).
+    pub source_count: Option<u64>,
     pub rows_written: u64,
     pub rejects: u64,
     pub retries: u64,
@@ -72,7 +76,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let now = opts.now.unwrap_or_else(Utc::now);
     let today = time::local_date(now, pipeline.tz);
     let run_id = format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000));
-    let sources = Source::all(cfg, pipeline.tz)?;
+    let sources = Source::all(cfg, pipeline.tz, now)?;
     let all: Vec<(usize, StreamSpec)> =
         sources.iter().enumerate().flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec))).collect();
     let specs = select(all, &opts.streams)?;
@@ -94,6 +98,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             window: None,
             pages: 0,
             records: 0,
+            source_count: None,
             rows_written: 0,
             rejects: 0,
             retries: 0,
@@ -102,7 +107,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             finished_at: started_at,
         };
         let retries_before = source.retries();
-        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, today, bar: &bar };
+        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, now, today, bar: &bar };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
             rep.error = Some(e.to_string());
@@ -126,21 +131,48 @@ struct StreamCtx<'a> {
     states: &'a StateStore<'a>,
     source: &'a Source,
     run_id: &'a str,
+    now: DateTime<Utc>,
     today: NaiveDate,
     bar: &'a ProgressBar,
 }
 
+/// How a commit writes a partition.
+enum Write<'a> {
+    /// The partition becomes exactly the new rows.
+    Replace,
+    /// Rows whose `key_column` is one of `keys` are replaced, others kept.
+    Merge { key_column: &'a str, keys: &'a HashSet<String> },
+}
+
 async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
     let mut loaded = ctx.states.load(&spec.name).await?;
-    let window_days = match spec.kind {
+    let (window_days, final_lag) = match spec.kind {
         StreamKind::Snapshot => {
             ctx.bar.set_message(spec.name.clone());
             let out = ctx.source.extract(spec, None, ctx.run_id).await.map_err(|e| at(spec, "snapshot", e))?;
-            commit(ctx, spec, None, out, rep).await.map_err(|e| at(spec, "snapshot", e))?;
-            ctx.states.save(&spec.name, loaded.as_ref(), None, ctx.run_id).await?;
+            let written = commit(ctx, spec, None, out, Write::Replace, rep).await.map_err(|e| at(spec, "snapshot", e))?;
+            delete_stale_partitions(ctx, spec, &written).await.map_err(|e| at(spec, "snapshot", e))?;
+            ctx.states.save(&spec.name, loaded.as_ref(), None, None, ctx.run_id).await?;
             return Ok(());
         }
-        StreamKind::Windowed { window_days } => window_days,
+        StreamKind::Changes { key_column } => {
+            let cursor = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.cursor.clone()) };
+            let plan = ctx.source.plan_changes(spec, cursor).await.map_err(|e| at(spec, "changes", e))?;
+            rep.pages += plan.pages;
+            ctx.bar.inc_length(plan.chunks.len() as u64);
+            for (i, chunk) in plan.chunks.iter().enumerate() {
+                let label = format!("changes {}/{}", i + 1, plan.chunks.len());
+                ctx.bar.set_message(format!("{} {label}", spec.name));
+                let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
+                let out = ctx.source.extract_changes(spec, chunk, ctx.run_id).await.map_err(|e| at(spec, &label, e))?;
+                commit(ctx, spec, None, out, Write::Merge { key_column, keys: &keys }, rep).await.map_err(|e| at(spec, &label, e))?;
+                // The cursor moves only once every partition of the chunk is merged.
+                loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), chunk.reached, Some(chunk.cursor.clone()), ctx.run_id).await?);
+                ctx.bar.inc(1);
+            }
+            return Ok(());
+        }
+        StreamKind::Windowed { window_days, final_lag } => (window_days, final_lag),
     };
     let cfg = &ctx.pipeline.config;
     let mut watermark = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.watermark) };
@@ -152,14 +184,19 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
     for w in windows {
         ctx.bar.set_message(format!("{} {w}", spec.name));
         let out = ctx.source.extract(spec, Some(w), ctx.run_id).await.map_err(|e| at(spec, &w.to_string(), e))?;
-        let rows = commit(ctx, spec, Some(w), out, rep).await.map_err(|e| at(spec, &w.to_string(), e))?;
-        if window::extends_watermark(watermark, cfg.start_date, w) {
-            let reached = w.to.min(ctx.today);
+        let written = commit(ctx, spec, Some(w), out, Write::Replace, rep).await.map_err(|e| at(spec, &w.to_string(), e))?;
+        // The last day whose data is complete: today is never complete; with a
+        // finality lag, only days that ended before now minus the lag are.
+        let reached = match final_lag {
+            None => Some(w.to.min(ctx.today)),
+            Some(lag) => w.days().filter(|d| time::local_range(*d, *d, ctx.pipeline.tz).1 <= ctx.now - lag).last(),
+        };
+        if let Some(reached) = reached.filter(|_| window::extends_watermark(watermark, cfg.start_date, w)) {
             let new = watermark.map_or(reached, |wm| wm.max(reached));
-            loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), Some(new), ctx.run_id).await?);
+            loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), Some(new), None, ctx.run_id).await?);
             watermark = Some(new);
         }
-        tracing::info!(stream = %spec.name, window = %w, rows, watermark = ?watermark, "window committed");
+        tracing::info!(stream = %spec.name, window = %w, partitions = written.len(), watermark = ?watermark, "window committed");
         ctx.bar.inc(1);
     }
     Ok(())
@@ -169,18 +206,39 @@ fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {
     Error::Stream { stream: spec.name.clone(), window: window.to_string(), source: Box::new(e) }
 }
 
-/// Writes one window: every partition of every table, then its rejects.
-async fn commit(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, out: Extracted, rep: &mut StreamReport) -> Result<u64> {
+/// Writes one extract: every partition of every table, then its rejects.
+/// Returns the partitions written (table name, dt).
+async fn commit(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    w: Option<Window>,
+    out: Extracted,
+    how: Write<'_>,
+    rep: &mut StreamReport,
+) -> Result<Vec<(String, Option<NaiveDate>)>> {
     rep.pages += out.pages;
     rep.records += out.records;
+    if let Some(c) = out.source_count {
+        *rep.source_count.get_or_insert(0) += c;
+    }
     let mut parts = Vec::new();
     for buffer in out.buffers {
         let table = buffer.table();
         parts.extend(buffer.into_batches()?.into_iter().map(|(dt, batch)| (table, dt, batch)));
     }
+    let written: Vec<(String, Option<NaiveDate>)> = parts.iter().map(|(t, dt, _)| (t.name.clone(), *dt)).collect();
+    let how = &how;
     // Each partition is its own atomic PUT; several go up at once.
     let rows: u64 = futures::stream::iter(parts)
-        .map(|(table, dt, batch)| async move { ctx.wh.replace_partition(table, dt, &batch).await })
+        .map(|(table, dt, batch)| async move {
+            match how {
+                Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await,
+                Write::Merge { key_column, keys } => {
+                    ctx.wh.merge_partition(table, dt, &batch, key_column, keys).await?;
+                    Ok(batch.num_rows())
+                }
+            }
+        })
         .buffer_unordered(PARALLEL_PUTS)
         .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
         .await?;
@@ -190,7 +248,23 @@ async fn commit(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, out: 
         tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = out.rejects.len(), "records quarantined in meta.rejects");
         write_rejects(ctx, spec, w, &out.rejects).await?;
     }
-    Ok(rows)
+    Ok(written)
+}
+
+/// After a snapshot of a partitioned table: removes the partitions the
+/// snapshot no longer has (every record that was there is gone or moved).
+async fn delete_stale_partitions(ctx: &StreamCtx<'_>, spec: &StreamSpec, written: &[(String, Option<NaiveDate>)]) -> Result<()> {
+    for table in spec.tables.iter().filter(|t| t.is_partitioned()) {
+        let keep: HashSet<NaiveDate> = written.iter().filter(|(t, _)| *t == table.name).filter_map(|(_, d)| *d).collect();
+        for dt in ctx.wh.partitions(table).await? {
+            if !keep.contains(&dt) {
+                let empty = arrow::record_batch::RecordBatch::new_empty(table.file_schema());
+                ctx.wh.replace_partition(table, Some(dt), &empty).await?;
+                tracing::info!(table = %table.name, dt = %dt, "stale partition removed");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn write_rejects(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, rejects: &[Reject]) -> Result<()> {
@@ -235,6 +309,7 @@ async fn write_run_row(wh: &Warehouse, pipeline: &Pipeline, run_id: &str, rep: &
             date(rep.window.map(|w| w.to)),
             int(rep.pages),
             int(rep.records),
+            rep.source_count.map_or(Cell::Null, int),
             int(rep.rows_written),
             int(rep.rejects),
             int(rep.retries),

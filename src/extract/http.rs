@@ -181,6 +181,104 @@ impl HttpClient {
     }
 }
 
+/// A `{count, next, previous, results}` listing read to its end.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Every record of every page, in order.
+    pub records: Vec<serde_json::Value>,
+    /// Pages read.
+    pub pages: u64,
+    /// What the API said the listing holds (`count` of the last page).
+    pub count: Option<u64>,
+}
+
+/// Pages of one listing at most; a guard against a server that never ends.
+const MAX_PAGES: u64 = 100_000;
+
+impl HttpClient {
+    /// Reads a paginated listing from `first`, following each absolute `next`
+    /// URL. A `next` on another scheme, host or port than `first` (the
+    /// credentials would go there) or one already read (a loop) stops with an
+    /// error. When the rows received differ from `count` (the data moved while
+    /// paging), the listing is read once more; a second mismatch is an error,
+    /// so nothing partial is committed.
+    pub async fn get_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let listing = self.read_listing(first.clone(), endpoint).await?;
+            match listing.count {
+                Some(count) if count != listing.records.len() as u64 => {
+                    let message = format!(
+                        "the API reported count {count} but its {} page(s) held {} rows",
+                        listing.pages,
+                        listing.records.len()
+                    );
+                    if attempt >= 2 {
+                        return Err(self.bad(endpoint, format!("{message} twice; not committing a partial listing")));
+                    }
+                    tracing::warn!(source = %self.source, endpoint, "{message}; reading the listing again");
+                }
+                _ => return Ok(listing),
+            }
+        }
+    }
+
+    async fn read_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Listing::default();
+        let mut url = first.clone();
+        loop {
+            seen.insert(url.to_string());
+            let page_label = if out.pages == 0 { endpoint.to_string() } else { format!("{endpoint} (page {})", out.pages + 1) };
+            let body = self.get_json(url.clone(), &page_label).await?;
+            out.pages += 1;
+            let serde_json::Value::Object(mut page) = body else {
+                return Err(self.bad(&page_label, "expected a JSON object with `results`".into()));
+            };
+            match page.remove("results") {
+                Some(serde_json::Value::Array(items)) => out.records.extend(items),
+                Some(serde_json::Value::Null) | None => {
+                    return Err(self.bad(&page_label, "no `results` array in the page".into()))
+                }
+                Some(_) => return Err(self.bad(&page_label, "`results` is not an array".into())),
+            }
+            out.count = page.get("count").and_then(serde_json::Value::as_u64).or(out.count);
+            let next = match page.get("next") {
+                None | Some(serde_json::Value::Null) => return Ok(out),
+                Some(serde_json::Value::String(s)) if s.is_empty() => return Ok(out),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => return Err(self.bad(&page_label, format!("`next` is {other}, expected a URL or null"))),
+            };
+            let next_url = Url::parse(&next)
+                .map_err(|e| self.bad(&page_label, format!("`next` is not an absolute URL ({e})")))?;
+            if (next_url.scheme(), next_url.host_str(), next_url.port_or_known_default())
+                != (first.scheme(), first.host_str(), first.port_or_known_default())
+            {
+                return Err(self.bad(
+                    &page_label,
+                    format!(
+                        "`next` points to another server ({}://{}); not following it with our credentials",
+                        next_url.scheme(),
+                        next_url.host_str().unwrap_or("?")
+                    ),
+                ));
+            }
+            if seen.contains(next_url.as_str()) {
+                return Err(self.bad(&page_label, format!("`next` repeats a page already read ({}); stopping a pagination loop", next_url.path())));
+            }
+            if out.pages >= MAX_PAGES {
+                return Err(self.bad(&page_label, format!("more than {MAX_PAGES} pages")));
+            }
+            url = next_url;
+        }
+    }
+
+    fn bad(&self, endpoint: &str, message: String) -> Error {
+        Error::BadResponse { source_name: self.source.clone(), endpoint: endpoint.to_string(), message }
+    }
+}
+
 /// A transport error without the URL (which could carry userinfo).
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {

@@ -4,9 +4,11 @@
 //! `normalize`, plus the records it had to reject.
 
 pub mod http;
+pub mod social25;
 pub mod socialintents;
 pub mod window;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use self::window::Window;
@@ -18,14 +20,19 @@ use crate::schema::TableDef;
 /// A configured source. A new API is one more folder and one more variant.
 pub enum Source {
     SocialIntents(socialintents::SocialIntents),
+    Social25(social25::Social25),
 }
 
 impl Source {
-    /// Every source the pipeline configures, in a fixed order.
-    pub fn all(cfg: &PipelineConfig, tz: Tz) -> Result<Vec<Source>> {
+    /// Every source the pipeline configures, in a fixed order. `now` is the
+    /// run's clock (finality horizons are measured from it).
+    pub fn all(cfg: &PipelineConfig, tz: Tz, now: DateTime<Utc>) -> Result<Vec<Source>> {
         let mut out = Vec::new();
         if let Some(si) = &cfg.sources.socialintents {
             out.push(Source::SocialIntents(socialintents::SocialIntents::new(si, &cfg.http, tz)?));
+        }
+        if let Some(s25) = &cfg.sources.social25 {
+            out.push(Source::Social25(social25::Social25::new(s25, &cfg.http, tz, now, cfg.lookback_days)?));
         }
         Ok(out)
     }
@@ -34,6 +41,7 @@ impl Source {
     pub fn streams(&self) -> Vec<StreamSpec> {
         match self {
             Source::SocialIntents(s) => s.streams(),
+            Source::Social25(s) => s.streams(),
         }
     }
 
@@ -41,6 +49,24 @@ impl Source {
     pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
         match self {
             Source::SocialIntents(s) => s.extract(spec, window, run_id).await,
+            Source::Social25(s) => s.extract(spec, window, run_id).await,
+        }
+    }
+
+    /// Plans a change-driven stream from its cursor: which keys to re-read, in
+    /// chunks, each with the cursor to save once it is committed.
+    pub async fn plan_changes(&self, spec: &StreamSpec, cursor: Option<serde_json::Value>) -> Result<ChangePlan> {
+        match self {
+            Source::Social25(s) => s.plan_changes(spec, cursor).await,
+            Source::SocialIntents(_) => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+        }
+    }
+
+    /// Fetches and normalizes every record of one chunk's keys.
+    pub async fn extract_changes(&self, spec: &StreamSpec, chunk: &ChangeChunk, run_id: &str) -> Result<Extracted> {
+        match self {
+            Source::Social25(s) => s.extract_changes(spec, chunk, run_id).await,
+            Source::SocialIntents(_) => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
         }
     }
 
@@ -48,6 +74,7 @@ impl Source {
     pub fn retries(&self) -> u64 {
         match self {
             Source::SocialIntents(s) => s.retries(),
+            Source::Social25(s) => s.retries(),
         }
     }
 }
@@ -55,10 +82,35 @@ impl Source {
 /// How a stream is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
-    /// By local-date windows of at most this many days; partitions replaced per window.
-    Windowed { window_days: u32 },
-    /// Everything at once; the table is replaced whole.
+    /// By local-date windows of at most this many days; partitions replaced
+    /// per window. With `final_lag`, records younger than that are not final
+    /// yet: nothing later than now minus the lag is asked for, and the
+    /// watermark only passes days that ended before it.
+    Windowed { window_days: u32, final_lag: Option<chrono::Duration> },
+    /// Everything at once; the table is replaced whole (a partitioned table:
+    /// every partition present is replaced, the others deleted).
     Snapshot,
+    /// Driven by a cursor: only the records of changed keys are re-read, and
+    /// each partition they land in is merged (rows of those keys replaced).
+    Changes { key_column: &'static str },
+}
+
+/// What a change-driven stream will re-read, in chunks committed one by one.
+#[derive(Debug, Default)]
+pub struct ChangePlan {
+    pub chunks: Vec<ChangeChunk>,
+    /// Pages and records read while planning (e.g. the conversation listing).
+    pub pages: u64,
+}
+
+/// Keys re-read together; once their partitions are merged, `cursor` is saved.
+#[derive(Debug, Clone)]
+pub struct ChangeChunk {
+    pub keys: Vec<String>,
+    /// The stream's cursor after this chunk.
+    pub cursor: serde_json::Value,
+    /// The local date the cursor reached (shown as the watermark).
+    pub reached: Option<NaiveDate>,
 }
 
 /// One stream of a source, as the pipeline schedules it.
@@ -83,4 +135,26 @@ pub struct Extracted {
     pub pages: u64,
     /// Records received (before deduplication).
     pub records: u64,
+    /// Records the API said it had (paginated listings' `count`), if it said.
+    pub source_count: Option<u64>,
+}
+
+impl Extracted {
+    /// Empty buffers for `spec`'s tables.
+    pub fn new(spec: &StreamSpec, run_id: &str) -> Self {
+        Extracted {
+            buffers: spec.tables.iter().map(|t| TableBuffer::new(t, run_id)).collect(),
+            rejects: Vec::new(),
+            pages: 0,
+            records: 0,
+            source_count: None,
+        }
+    }
+
+    /// Adds a listing's `count` to the source count.
+    pub fn add_count(&mut self, count: Option<u64>) {
+        if let Some(c) = count {
+            *self.source_count.get_or_insert(0) += c;
+        }
+    }
 }

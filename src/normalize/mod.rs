@@ -148,6 +148,47 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Moves any field into string column `column` as text: a string as is,
+    /// anything else (object, array, number) as its JSON text.
+    pub fn text(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(Value::String(s)) => self.set(column, Cell::Str(s)),
+            Some(v) => self.set(column, Cell::Str(v.to_string())),
+        }
+    }
+
+    /// Moves a list-of-strings field into a `list<string>` column; other
+    /// shapes are kept in `_extra`.
+    pub fn string_list(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(Value::Array(items)) if items.iter().all(|i| i.is_string()) => {
+                let items = items.into_iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+                self.set(column, Cell::List(items))
+            }
+            Some(v) => self.drift(field, v),
+        }
+    }
+
+    /// Moves an optional naive-UTC ISO time into timestamp column `column`;
+    /// an unparseable value is kept in `_extra`.
+    pub fn naive_utc(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(Value::String(s)) => match time::parse_naive_utc(&s) {
+                Ok(t) => self.set(column, Cell::Micros(time::micros(t))),
+                Err(_) => self.drift(field, Value::String(s)),
+            },
+            Some(v) => self.drift(field, v),
+        }
+    }
+
+    /// Removes a field that must never be stored (secrets), not even in `_extra`.
+    pub fn discard(&mut self, field: &str) {
+        self.obj.remove(field);
+    }
+
     /// Takes a field that must be a string, for keys and times: an error
     /// (the record is rejected) when missing or of another type.
     pub fn required_str(&mut self, field: &str) -> Result<String, String> {

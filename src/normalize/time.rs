@@ -42,6 +42,30 @@ pub fn parse_naive_utc(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("`{s}` is not an ISO date-time"))
 }
 
+/// Parses a Django duration string, `[D ]HH:MM:SS[.ffffff]` ("116 05:19:39.788243";
+/// days may be negative, "-1 23:00:00" being minus one hour), into microseconds.
+pub fn parse_duration_micros(s: &str) -> Result<i64, String> {
+    let bad = || format!("`{s}` is not a duration like \"116 05:19:39.788243\"");
+    let t = s.trim();
+    let (days, clock) = match t.split_once(' ') {
+        Some((d, c)) => (d.trim().parse::<i64>().map_err(|_| bad())?, c.trim()),
+        None => (0, t),
+    };
+    let mut parts = clock.split(':');
+    let (Some(h), Some(m), Some(sec), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let h: i64 = h.parse().map_err(|_| bad())?;
+    let m: i64 = m.parse().map_err(|_| bad())?;
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    if !(0..60).contains(&m) || !(0..60).contains(&whole) || h < 0 || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let micros_frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+    Ok(((days * 86_400 + h * 3_600 + m * 60 + whole) * 1_000_000) + micros_frac)
+}
+
 /// Epoch milliseconds to an instant; out-of-range values are an error.
 pub fn from_epoch_millis(ms: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("epoch milliseconds {ms} out of range"))
@@ -133,5 +157,22 @@ mod tests {
             micros(Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap()) + 123_456
         );
         assert_eq!(from_epoch_millis(1498316491095).unwrap().timestamp_millis(), 1498316491095);
+    }
+
+    #[test]
+    fn django_durations() {
+        assert_eq!(parse_duration_micros("116 05:19:39.788243").unwrap(), ((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243);
+        assert_eq!(parse_duration_micros("05:19:39").unwrap(), (5 * 3600 + 19 * 60 + 39) * 1_000_000);
+        assert_eq!(parse_duration_micros("0 00:00:00.5").unwrap(), 500_000);
+        assert_eq!(parse_duration_micros("-1 23:00:00").unwrap(), -3_600_000_000);
+        for bad in ["", "116", "1 2:3", "x 05:19:39", "05:61:00", "05:19:39.1234567"] {
+            assert!(parse_duration_micros(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn naive_iso_with_and_without_micros_is_utc() {
+        assert_eq!(parse_naive_utc("2018-10-25T08:06:42").unwrap().timestamp(), 1_540_454_802);
+        assert_eq!(parse_naive_utc("2018-10-25T08:06:43.730595").unwrap().timestamp_micros(), 1_540_454_803_730_595);
     }
 }

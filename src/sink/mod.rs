@@ -7,7 +7,12 @@ pub mod partition;
 
 use std::sync::Arc;
 
+use arrow::array::{Array, BooleanArray, StringArray};
+use arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -116,6 +121,61 @@ impl Warehouse {
         Ok(batch.num_rows())
     }
 
+    /// The partitions a table has in the warehouse, sorted.
+    pub async fn partitions(&self, table: &TableDef) -> Result<Vec<NaiveDate>> {
+        let dir = partition::table_dir(&self.root, table);
+        let listed = match self.store.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store(&dir, e)),
+        };
+        let mut out: Vec<NaiveDate> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().and_then(partition::parse_partition)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Merges `batch` into partition `dt`: the partition's rows whose
+    /// `key_column` is one of `keys` are replaced by `batch` (which holds the
+    /// complete new rows of those keys); other rows stay. One read, one PUT.
+    pub async fn merge_partition(
+        &self,
+        table: &TableDef,
+        dt: Option<NaiveDate>,
+        batch: &RecordBatch,
+        key_column: &str,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let path = partition::data_file(&self.root, table, dt);
+        let schema = table.file_schema();
+        let mut parts = Vec::new();
+        for old in self.read_file(&path).await? {
+            let old = conform(&old, &schema).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?;
+            let col = old.column_by_name(key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let Some(col) = col else {
+                return Err(Error::Normalize { table: table.name.clone(), column: key_column.into(), message: format!("{path} has no text column {key_column}") });
+            };
+            let keep: BooleanArray = col.iter().map(|v| Some(!v.is_some_and(|v| keys.contains(v)))).collect();
+            parts.push(filter_record_batch(&old, &keep).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?);
+        }
+        parts.push(batch.clone());
+        let merged = concat_batches(&schema, &parts).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?;
+        let merged = sort_batch(table, &merged).map_err(|e| Error::ArrowAt { context: format!("sorting {path}"), source: e })?;
+        self.replace_partition(table, dt, &merged).await
+    }
+
+    /// Every batch of one Parquet file; a missing file is no batches.
+    async fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let bytes = match self.store.get(path).await {
+            Ok(got) => got.bytes().await.map_err(|e| Error::store(path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store(path, e)),
+        };
+        let perr = |source| Error::Parquet { path: path.to_string(), source };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
+        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })
+    }
+
     /// Adds a file named `name` to partition `dt` of an append-only table.
     pub async fn append(&self, table: &TableDef, dt: NaiveDate, name: &str, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
@@ -140,6 +200,41 @@ impl std::fmt::Display for Warehouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.display)
     }
+}
+
+/// `batch` with exactly `schema`'s columns: columns are taken by name, and a
+/// column an older file lacks is all nulls.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, ArrowError> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// Sorts a batch by the table's `sort_by` columns (nulls last).
+fn sort_batch(table: &TableDef, batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    if table.sort_by.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let columns: Vec<SortColumn> = table
+        .sort_by
+        .iter()
+        .map(|c| SortColumn {
+            values: Arc::clone(batch.column(table.index_of(c).expect("validated sort column"))),
+            options: Some(SortOptions { descending: false, nulls_first: false }),
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &indices)
 }
 
 /// zstd, page statistics, and the sort order recorded in the footer.

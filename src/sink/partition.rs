@@ -30,6 +30,11 @@ pub fn data_file(root: &Path, table: &TableDef, dt: Option<NaiveDate>) -> Path {
     partition_dir(root, table, dt).join(DATA_FILE)
 }
 
+/// The date of a `dt=YYYY-MM-DD` directory name.
+pub fn parse_partition(segment: &str) -> Option<NaiveDate> {
+    segment.strip_prefix(&format!("{DT}=")).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+}
+
 /// A file of an append-only table (meta.*): unique per run and part, so
 /// appends never overwrite each other.
 pub fn append_file(root: &Path, table: &TableDef, dt: NaiveDate, name: &str) -> Path {

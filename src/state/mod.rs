@@ -31,6 +31,10 @@ pub struct StreamState {
     pub updated_at: DateTime<Utc>,
     /// Incremented on every save.
     pub generation: u64,
+    /// Source-specific position of a change-driven stream (Social25 messages:
+    /// the latest last-message time committed and the conversations near it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
 }
 
 /// A loaded state with the store version it was read at.
@@ -81,8 +85,15 @@ impl<'a> StateStore<'a> {
         Ok(Some(Loaded { state, version: Some(version) }))
     }
 
-    /// Saves a new watermark for `stream`, on top of `prev` (what was loaded).
-    pub async fn save(&self, stream: &str, prev: Option<&Loaded>, watermark: Option<NaiveDate>, run_id: &str) -> Result<Loaded> {
+    /// Saves a new watermark (and cursor) for `stream`, on top of `prev` (what was loaded).
+    pub async fn save(
+        &self,
+        stream: &str,
+        prev: Option<&Loaded>,
+        watermark: Option<NaiveDate>,
+        cursor: Option<serde_json::Value>,
+        run_id: &str,
+    ) -> Result<Loaded> {
         let path = self.path(stream);
         let state = StreamState {
             version: STATE_VERSION,
@@ -92,6 +103,7 @@ impl<'a> StateStore<'a> {
             run_id: run_id.to_string(),
             updated_at: Utc::now(),
             generation: prev.map(|p| p.state.generation + 1).unwrap_or(1),
+            cursor,
         };
         let body = serde_json::to_vec_pretty(&state).expect("state serializes");
         let mode = match prev.and_then(|p| p.version.clone()) {

@@ -57,7 +57,7 @@ impl SocialIntents {
     /// replaced by the union of the two, deduplicated on chat id.
     pub fn streams(&self) -> Vec<StreamSpec> {
         let has = |s: &str| self.cfg.streams.iter().any(|x| x == s);
-        let windowed = StreamKind::Windowed { window_days: self.cfg.window_days };
+        let windowed = StreamKind::Windowed { window_days: self.cfg.window_days, final_lag: None };
         let mut out = Vec::new();
         let mut chat_endpoints = Vec::new();
         if has("missed_chats") {
@@ -113,7 +113,7 @@ impl SocialIntents {
         } else {
             buffers[0].touch(None);
         }
-        let mut out = Extracted { buffers: Vec::new(), rejects: Vec::new(), pages: 0, records: 0 };
+        let mut out = Extracted { buffers: Vec::new(), rejects: Vec::new(), pages: 0, records: 0, source_count: None };
         let mut parsed: Vec<Parsed> = Vec::new();
         for endpoint in &spec.endpoints {
             let (records, extracted_at) = self.fetch(endpoint, window).await?;

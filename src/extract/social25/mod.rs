@@ -1,0 +1,415 @@
+//! Social25 (`../shared/api-docs/social25-api.txt`): tenants (with their
+//! platforms), agents, conversations, messages and failed syncs. Every list
+//! endpoint is a `{count, next, previous, results}` listing read to its end
+//! by [`HttpClient::get_listing`]; times are naive UTC.
+//!
+//! - tenants, agents: snapshots, replaced every run.
+//! - conversations: all five states (the API's default is only open and
+//!   auto_bot), a partitioned snapshot by the local date of `created`.
+//! - messages: change-driven. The cursor holds the latest last-message time
+//!   committed plus the fingerprints of the conversations whose last message
+//!   is within `lookback_days` of it (bounded by recent activity, not by
+//!   history). Only conversations whose last message changed are re-read, a
+//!   few at once, in chunks ordered by last-message time; each chunk's
+//!   partitions are merged by conversation, then the cursor is saved.
+//! - failed_syncs: windows of at most 30 local days (at most 31 UTC days
+//!   across DST), never asking past now minus 15 minutes.
+
+mod records;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use records::{ConversationSummary, PLATFORM_SECRETS};
+
+use super::http::{Auth, HttpClient, Listing};
+use super::window::Window;
+use super::{ChangeChunk, ChangePlan, Extracted, StreamKind, StreamSpec};
+use crate::config::{HttpConfig, Social25Config};
+use crate::error::{Error, Result};
+use crate::normalize::{time, Reject};
+use crate::schema;
+
+const SOURCE: &str = "social25";
+
+/// Every conversation state; each is listed with `?state=`.
+pub const STATES: &[&str] = &["open", "closed", "auto_bot", "expired", "blocked"];
+
+/// Failed syncs younger than this are still being retried by Social25.
+pub const FINALITY: Duration = Duration::minutes(15);
+
+/// Conversations whose messages are committed (and the cursor saved) together.
+const CHUNK: usize = 200;
+
+/// A configured Social25 source.
+pub struct Social25 {
+    client: HttpClient,
+    base_url: String,
+    tz: Tz,
+    now: DateTime<Utc>,
+    overlap: Duration,
+    cfg: Social25Config,
+    /// The conversation listing of this run, shared by the conversations and
+    /// messages streams so it is read once.
+    listed: tokio::sync::Mutex<Option<Arc<Vec<ConversationSummary>>>>,
+}
+
+/// The messages stream's cursor, saved in its state file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessagesCursor {
+    /// Latest last-message time whose conversation's messages are committed.
+    pub high_water: Option<DateTime<Utc>>,
+    /// Conversations whose last message is within the overlap of
+    /// `high_water`: id -> (last message fingerprint, its time).
+    pub recent: BTreeMap<String, (String, DateTime<Utc>)>,
+}
+
+impl MessagesCursor {
+    /// Whether a conversation's messages must be read again.
+    pub fn changed(&self, c: &ConversationSummary, overlap: Duration) -> bool {
+        let Some((fingerprint, at)) = &c.last else { return false };
+        match self.high_water {
+            None => true,
+            Some(high) if *at < high - overlap => false,
+            Some(_) => self.recent.get(&c.id).map(|(f, _)| f) != Some(fingerprint),
+        }
+    }
+
+    /// The cursor once `done` (sorted by last-message time) is committed.
+    pub fn advance(&mut self, done: &[&ConversationSummary], overlap: Duration) {
+        for c in done {
+            if let Some((fingerprint, at)) = &c.last {
+                self.high_water = Some(self.high_water.map_or(*at, |h| h.max(*at)));
+                self.recent.insert(c.id.clone(), (fingerprint.clone(), *at));
+            }
+        }
+        if let Some(high) = self.high_water {
+            self.recent.retain(|_, (_, at)| *at >= high - overlap);
+        }
+    }
+}
+
+impl Social25 {
+    /// Builds the source; `now` is the run's clock, `lookback_days` the
+    /// overlap in which late messages are still noticed.
+    pub fn new(cfg: &Social25Config, http: &HttpConfig, tz: Tz, now: DateTime<Utc>, lookback_days: u32) -> Result<Self> {
+        Ok(Social25 {
+            client: HttpClient::new(SOURCE, Auth::Bearer(cfg.token.clone()), http, cfg.requests_per_minute)?,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            tz,
+            now,
+            overlap: Duration::days(lookback_days as i64).max(Duration::hours(1)),
+            cfg: cfg.clone(),
+            listed: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// HTTP retries so far.
+    pub fn retries(&self) -> u64 {
+        self.client.retries()
+    }
+
+    /// The streams the config asks for, in dependency order (conversations
+    /// before messages, which reuse its listing).
+    pub fn streams(&self) -> Vec<StreamSpec> {
+        let t = |name: &str| schema::table(name);
+        let all = [
+            ("tenants", StreamKind::Snapshot, vec![t("social25.tenants"), t("social25.platforms")], "tenants/"),
+            ("agents", StreamKind::Snapshot, vec![t("social25.agents")], "tenants/{t}/agents/"),
+            ("conversations", StreamKind::Snapshot, vec![t("social25.conversations")], "tenants/{t}/conversations/"),
+            (
+                "messages",
+                StreamKind::Changes { key_column: "conversation_id" },
+                vec![t("social25.messages")],
+                "tenants/{t}/conversations/{c}/messages/",
+            ),
+            (
+                "failed_syncs",
+                StreamKind::Windowed { window_days: self.cfg.window_days, final_lag: Some(FINALITY) },
+                vec![t("social25.failed_syncs")],
+                "tenants/{t}/messages/failed/",
+            ),
+        ];
+        all.into_iter()
+            .filter(|(name, ..)| self.cfg.streams.iter().any(|s| s == name))
+            .map(|(name, kind, tables, endpoint)| StreamSpec {
+                name: format!("{SOURCE}.{name}"),
+                kind,
+                tables,
+                endpoints: vec![endpoint],
+            })
+            .collect()
+    }
+
+    /// `base_url` + `path` (+ query pairs); `label` names it in errors.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<(Url, String)> {
+        let mut url = Url::parse(&format!("{}/{path}", self.base_url)).map_err(|e| Error::BadResponse {
+            source_name: SOURCE.into(),
+            endpoint: path.into(),
+            message: format!("bad base_url: {e}"),
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let label = match url.query() {
+            Some(q) => format!("/{path}?{q}"),
+            None => format!("/{path}"),
+        };
+        Ok((url, label))
+    }
+
+    async fn listing(&self, path: &str, query: &[(&str, &str)]) -> Result<Listing> {
+        let (url, label) = self.url(path, query)?;
+        self.client.get_listing(url, &label).await
+    }
+
+    fn tenant_path(&self, rest: &str) -> String {
+        format!("tenants/{}/{rest}", self.cfg.tenant_id)
+    }
+
+    /// Fetches and normalizes a snapshot (window None) or one failed-sync window.
+    pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
+        let mut out = Extracted::new(spec, run_id);
+        let stream = spec.name.trim_start_matches("social25.");
+        let extracted_at = time::micros(Utc::now());
+        let reject = |out: &mut Extracted, table: &str, reason: String, raw: &serde_json::Value| {
+            out.rejects.push(Reject { table: table.into(), reason, raw_json: raw.to_string() })
+        };
+        match (stream, window) {
+            ("tenants", None) => {
+                let l = self.listing("tenants/", &[]).await?;
+                count(&mut out, &l);
+                out.buffers[0].touch(None);
+                out.buffers[1].touch(None);
+                for raw in l.records {
+                    match records::tenant(raw.clone(), extracted_at) {
+                        Ok((tenant, platforms)) => {
+                            out.buffers[0].push(None, tenant);
+                            for p in platforms {
+                                out.buffers[1].push(None, p);
+                            }
+                        }
+                        Err(reason) => reject(&mut out, "social25.tenants", reason, &scrub(raw)),
+                    }
+                }
+            }
+            ("agents", None) => {
+                let l = self.listing(&self.tenant_path("agents/"), &[]).await?;
+                count(&mut out, &l);
+                out.buffers[0].touch(None);
+                for raw in l.records {
+                    match records::agent(raw.clone(), extracted_at) {
+                        Ok(row) => out.buffers[0].push(None, row),
+                        Err(reason) => reject(&mut out, "social25.agents", reason, &raw),
+                    }
+                }
+            }
+            ("conversations", None) => {
+                let (raws, summaries) = self.list_conversations(&mut out).await?;
+                *self.listed.lock().await = Some(Arc::new(summaries));
+                for raw in raws {
+                    match records::conversation(raw.clone(), extracted_at) {
+                        Ok((created, row)) => out.buffers[0].push(Some(time::local_date(created, self.tz)), row),
+                        Err(reason) => reject(&mut out, "social25.conversations", reason, &raw),
+                    }
+                }
+            }
+            ("failed_syncs", Some(w)) => self.failed_syncs(w, &mut out, extracted_at).await?,
+            _ => {
+                return Err(Error::Usage(format!("{}: not extracted {}", spec.name, if window.is_some() { "by window" } else { "as a snapshot" })))
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every conversation in every state: the raw records and their summaries.
+    async fn list_conversations(&self, out: &mut Extracted) -> Result<(Vec<serde_json::Value>, Vec<ConversationSummary>)> {
+        let mut raws = Vec::new();
+        for state in STATES {
+            let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
+            count(out, &l);
+            raws.extend(l.records);
+        }
+        let summaries = raws.iter().filter_map(records::summary).collect();
+        Ok((raws, summaries))
+    }
+
+    /// The conversation summaries of this run (listed now unless the
+    /// conversations stream already did).
+    async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
+        let mut listed = self.listed.lock().await;
+        if let Some(s) = listed.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let mut scratch = Extracted { buffers: Vec::new(), rejects: Vec::new(), pages: 0, records: 0, source_count: None };
+        let (_, summaries) = self.list_conversations(&mut scratch).await?;
+        *pages += scratch.pages;
+        let s = Arc::new(summaries);
+        *listed = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Which conversations' messages to read again, oldest change first.
+    pub async fn plan_changes(&self, spec: &StreamSpec, cursor: Option<serde_json::Value>) -> Result<ChangePlan> {
+        let mut cursor: MessagesCursor = match cursor {
+            None => MessagesCursor::default(),
+            Some(v) => serde_json::from_value(v).map_err(|e| Error::State {
+                path: spec.name.clone(),
+                message: format!("unreadable messages cursor ({e}); `chatlake state reset --stream {}` starts over", spec.name),
+            })?,
+        };
+        let mut plan = ChangePlan::default();
+        let summaries = self.summaries(&mut plan.pages).await?;
+        let mut changed: Vec<&ConversationSummary> =
+            summaries.iter().filter(|c| cursor.changed(c, self.overlap)).collect();
+        changed.sort_by(|a, b| a.last.as_ref().map(|l| l.1).cmp(&b.last.as_ref().map(|l| l.1)).then(a.id.cmp(&b.id)));
+        changed.dedup_by(|a, b| a.id == b.id);
+        tracing::info!(stream = %spec.name, conversations = summaries.len(), changed = changed.len(), "messages to re-read");
+        for chunk in changed.chunks(CHUNK) {
+            cursor.advance(chunk, self.overlap);
+            plan.chunks.push(ChangeChunk {
+                keys: chunk.iter().map(|c| c.id.clone()).collect(),
+                cursor: serde_json::to_value(&cursor).expect("cursor serializes"),
+                reached: cursor.high_water.map(|h| time::local_date(h, self.tz)),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Every message of the chunk's conversations, a few conversations at once.
+    pub async fn extract_changes(&self, spec: &StreamSpec, chunk: &ChangeChunk, run_id: &str) -> Result<Extracted> {
+        let mut out = Extracted::new(spec, run_id);
+        let extracted_at = time::micros(Utc::now());
+        let mut fetched = futures::stream::iter(chunk.keys.iter())
+            .map(|c| async move {
+                let path = self.tenant_path(&format!("conversations/{c}/messages/"));
+                (c, self.listing(&path, &[]).await)
+            })
+            .buffer_unordered(self.cfg.max_concurrency);
+        while let Some((conversation, listing)) = fetched.next().await {
+            let l = listing?;
+            count(&mut out, &l);
+            for raw in l.records {
+                match records::message(raw.clone(), conversation, extracted_at) {
+                    Ok((sent, row)) => out.buffers[0].push(Some(time::local_date(sent, self.tz)), row),
+                    Err(reason) => out.rejects.push(Reject {
+                        table: "social25.messages".into(),
+                        reason: format!("conversation {conversation}: {reason}"),
+                        raw_json: raw.to_string(),
+                    }),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One failed-sync window, asked only up to the finality horizon.
+    async fn failed_syncs(&self, w: Window, out: &mut Extracted, extracted_at: i64) -> Result<()> {
+        let (start, end) = time::local_range(w.from, w.to, self.tz);
+        let horizon = final_horizon(self.now);
+        let till = end.min(horizon);
+        if till <= start {
+            return Ok(()); // nothing in this window is final yet
+        }
+        // Partitions of days this request covers (today's only up to the horizon).
+        for d in w.days().filter(|d| time::day_start(*d, self.tz) < till) {
+            out.buffers[0].touch(Some(d));
+        }
+        let fmt = |t: DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
+        let (from_time, till_time) = (fmt(start), fmt(till));
+        let mut query = vec![("from_time", from_time.as_str()), ("till_time", till_time.as_str())];
+        if let Some(t) = &self.cfg.failed_sync_type {
+            query.push(("type", t.as_str()));
+        }
+        let l = self.listing(&self.tenant_path("messages/failed/"), &query).await?;
+        count(out, &l);
+        for raw in l.records {
+            match records::failed_sync(raw.clone(), extracted_at) {
+                Ok((sent, row)) => {
+                    let dt = time::local_date(sent, self.tz);
+                    if dt >= w.from && dt <= w.to {
+                        out.buffers[0].push(Some(dt), row);
+                    }
+                }
+                Err(reason) => out.rejects.push(Reject { table: "social25.failed_syncs".into(), reason, raw_json: raw.to_string() }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The latest instant whose failed syncs are final, in whole seconds.
+pub fn final_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
+    let h = now - FINALITY;
+    DateTime::from_timestamp(h.timestamp(), 0).unwrap_or(h)
+}
+
+fn count(out: &mut Extracted, l: &Listing) {
+    out.pages += l.pages;
+    out.records += l.records.len() as u64;
+    out.add_count(l.count);
+}
+
+/// A raw tenant for meta.rejects, without platform secrets.
+fn scrub(mut raw: serde_json::Value) -> serde_json::Value {
+    if let Some(platforms) = raw.get_mut("platforms").and_then(|p| p.as_array_mut()) {
+        for p in platforms.iter_mut().filter_map(|p| p.as_object_mut()) {
+            for s in PLATFORM_SECRETS {
+                p.remove(*s);
+            }
+        }
+    }
+    raw
+}
+
+/// The last local date that ended before `horizon` (None: not even `from`).
+pub fn last_final_day(w: Window, horizon: DateTime<Utc>, tz: Tz) -> Option<NaiveDate> {
+    w.days().filter(|d| time::local_range(*d, *d, tz).1 <= horizon).last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn conv(id: &str, fp: &str, at: DateTime<Utc>) -> ConversationSummary {
+        ConversationSummary { id: id.into(), last: Some((fp.into(), at)) }
+    }
+
+    #[test]
+    fn cursor_reads_only_changed_conversations_and_stays_bounded() {
+        let t0 = Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap();
+        let overlap = Duration::days(2);
+        let old = conv("a", "m1@", t0 - Duration::days(10));
+        let recent = conv("b", "m2@", t0);
+        let mut cur = MessagesCursor::default();
+        assert!(cur.changed(&old, overlap) && cur.changed(&recent, overlap));
+        cur.advance(&[&old, &recent], overlap);
+        assert_eq!(cur.high_water, Some(t0));
+        assert_eq!(cur.recent.keys().collect::<Vec<_>>(), ["b"], "old conversations leave the cursor");
+        assert!(!cur.changed(&old, overlap) && !cur.changed(&recent, overlap));
+        // A new message in b, a late (backdated, within the overlap) one in c, and a status change.
+        assert!(cur.changed(&conv("b", "m3@", t0 + Duration::minutes(5)), overlap));
+        assert!(cur.changed(&conv("c", "m4@", t0 - Duration::hours(3)), overlap));
+        assert!(cur.changed(&conv("b", "m2@later", t0), overlap));
+        assert!(!cur.changed(&ConversationSummary { id: "d".into(), last: None }, overlap));
+    }
+
+    #[test]
+    fn finality() {
+        let tz = chrono_tz::America::New_York;
+        let now = Utc.with_ymd_and_hms(2025, 3, 10, 4, 10, 30).unwrap(); // 00:10:30 local, Mar 10
+        let h = final_horizon(now);
+        assert_eq!(h, Utc.with_ymd_and_hms(2025, 3, 10, 3, 55, 30).unwrap());
+        let d = |day| NaiveDate::from_ymd_opt(2025, 3, day).unwrap();
+        // 23:55 local on Mar 9 is the horizon: Mar 9 (a 23-hour day) is not final yet.
+        assert_eq!(last_final_day(Window { from: d(1), to: d(10) }, h, tz), Some(d(8)));
+        assert_eq!(last_final_day(Window { from: d(9), to: d(10) }, h, tz), None);
+    }
+}
