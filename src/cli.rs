@@ -168,6 +168,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             }
             let sim = Simulator::start_on(config, port).await?;
             println!("simulator serving Social Intents at {}", sim.socialintents_url());
+            println!("                 and Social25 at {} (token {}, tenant {})", sim.social25_url(), crate::simulator::social25::DEMO_TOKEN, crate::simulator::social25::DEMO_TENANT_ID);
             println!("credentials: account_id = {}, api_token = {}", crate::simulator::DEMO_ACCOUNT_ID, crate::simulator::DEMO_API_TOKEN);
             tokio::signal::ctrl_c().await.map_err(|e| Error::io("waiting for Ctrl-C", e))?;
             Ok(ExitCode::SUCCESS)
@@ -229,7 +230,7 @@ fn print_report(r: &RunReport) -> ExitCode {
     println!("run {}", r.run_id);
     println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status", "stream", "window", "pages", "records", "rows", "rejects", "retries");
     for s in &r.streams {
-        let window = s.window.map_or("snapshot".to_string(), |w| w.to_string());
+        let window = &s.scope;
         let status = if s.error.is_some() { "FAILED" } else { "ok" };
         println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}", s.stream, window, s.pages, s.records, s.rows_written, s.rejects, s.retries);
     }

@@ -42,7 +42,10 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct StreamReport {
     pub stream: String,
+    /// The date range read (windowed streams).
     pub window: Option<Window>,
+    /// What was read, for people: the range, "snapshot" or "N changed".
+    pub scope: String,
     pub pages: u64,
     pub records: u64,
     /// Records the source said it had (paginated listings' `count`).
@@ -96,6 +99,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         let mut rep = StreamReport {
             stream: spec.name.clone(),
             window: None,
+            scope: "snapshot".into(),
             pages: 0,
             records: 0,
             source_count: None,
@@ -159,6 +163,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
             let cursor = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.cursor.clone()) };
             let plan = ctx.source.plan_changes(spec, cursor).await.map_err(|e| at(spec, "changes", e))?;
             rep.pages += plan.pages;
+            rep.scope = format!("{} changed", plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>());
             ctx.bar.inc_length(plan.chunks.len() as u64);
             for (i, chunk) in plan.chunks.iter().enumerate() {
                 let label = format!("changes {}/{}", i + 1, plan.chunks.len());
@@ -179,6 +184,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
     let default = window::default_range(watermark, cfg.start_date, cfg.lookback_days, ctx.today);
     let range = Window { from: opts.from.unwrap_or(default.from), to: opts.to.unwrap_or(default.to) };
     rep.window = Some(range);
+    rep.scope = range.to_string();
     let windows = window::split(range, window_days);
     ctx.bar.inc_length(windows.len() as u64);
     for w in windows {

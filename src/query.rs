@@ -21,6 +21,7 @@ pub const VIEWS: &[(&str, &str)] = &[
     ("sql/reporting.chats.sql", include_str!("../sql/reporting.chats.sql")),
     ("sql/reporting.missed_chat_rate.sql", include_str!("../sql/reporting.missed_chat_rate.sql")),
     ("sql/reporting.response_times.sql", include_str!("../sql/reporting.response_times.sql")),
+    ("sql/reporting.failed_syncs_daily.sql", include_str!("../sql/reporting.failed_syncs_daily.sql")),
 ];
 
 /// Output formats of `chatlake query`.

@@ -4,12 +4,13 @@
 //! error status, malformed records). `demo` and the tests run against it.
 
 pub mod data;
+pub mod social25;
 mod socialintents;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 pub use data::SiData;
+pub use social25::S25Data;
 
 /// Credentials the simulator accepts (the demo pipeline uses these).
 pub const DEMO_ACCOUNT_ID: &str = "demo-account";
@@ -45,6 +47,7 @@ pub struct Faults {
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub socialintents: SiData,
+    pub social25: S25Data,
     pub account_id: String,
     pub api_token: String,
     /// Seed of the fault dice.
@@ -56,6 +59,7 @@ impl SimConfig {
     pub fn demo(first_day: chrono::NaiveDate, last_day: chrono::NaiveDate) -> Self {
         SimConfig {
             socialintents: SiData::new(first_day, last_day, 40),
+            social25: S25Data::new(first_day, last_day, 8),
             account_id: DEMO_ACCOUNT_ID.into(),
             api_token: DEMO_API_TOKEN.into(),
             fault_seed: 7,
@@ -70,6 +74,10 @@ pub struct SimState {
     dice: Mutex<fastrand::Rng>,
     requests: Mutex<BTreeMap<String, u64>>,
     injected: AtomicU64,
+    /// `http://127.0.0.1:PORT`, for absolute `next` links.
+    base_url: OnceLock<String>,
+    /// Social25 failed-sync requests: (from_time, till_time).
+    failed_windows: Mutex<Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>>,
 }
 
 impl SimState {
@@ -133,12 +141,18 @@ impl Simulator {
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(BTreeMap::new()),
             injected: AtomicU64::new(0),
+            base_url: OnceLock::new(),
+            failed_windows: Mutex::new(Vec::new()),
         });
-        let app = Router::new().nest("/socialintents/v1/api", socialintents::routes()).with_state(Arc::clone(&state));
+        let app = Router::new()
+            .nest("/socialintents/v1/api", socialintents::routes())
+            .nest(social25::PREFIX, social25::routes())
+            .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|e| Error::io(format!("simulator: binding 127.0.0.1:{port}"), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("simulator address", e))?;
+        let _ = state.base_url.set(format!("http://{addr}"));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let server = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -159,6 +173,16 @@ impl Simulator {
     /// The Social Intents base_url.
     pub fn socialintents_url(&self) -> String {
         format!("{}/socialintents/v1/api", self.url())
+    }
+
+    /// The Social25 base_url.
+    pub fn social25_url(&self) -> String {
+        format!("{}{}", self.url(), social25::PREFIX)
+    }
+
+    /// Every Social25 failed-sync request so far: (from_time, till_time), as UTC.
+    pub fn failed_sync_windows(&self) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        self.state.failed_windows.lock().expect("windows lock").clone()
     }
 
     /// Replaces the fault switches.
