@@ -76,7 +76,7 @@ pub struct SimState {
     injected: AtomicU64,
     /// `http://127.0.0.1:PORT`, for absolute `next` links.
     base_url: OnceLock<String>,
-    /// Social25 failed-sync requests: (from_time, till_time).
+    /// Social25 failed-sync listings asked for (first pages): (from_time, till_time).
     failed_windows: Mutex<Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>>,
 }
 
@@ -180,7 +180,8 @@ impl Simulator {
         format!("{}{}", self.url(), social25::PREFIX)
     }
 
-    /// Every Social25 failed-sync request so far: (from_time, till_time), as UTC.
+    /// Every Social25 failed-sync listing asked for so far (its first page):
+    /// (from_time, till_time), as UTC.
     pub fn failed_sync_windows(&self) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
         self.state.failed_windows.lock().expect("windows lock").clone()
     }

@@ -72,10 +72,15 @@ pub struct S25Data {
     pub now: Option<DateTime<Utc>>,
     /// Every Nth message (by id hash) is served with a broken timestamp; 0: none.
     pub malformed_every: u64,
-    /// Messages added to conversations after the fact: id -> how many.
+    /// Messages added to conversations after the fact: id -> how many, ten
+    /// minutes apart, after the conversation's last message and after
+    /// `appended_after` (new messages carry fresh timestamps).
     pub appended: BTreeMap<String, u32>,
+    pub appended_after: Option<DateTime<Utc>>,
     /// Fault: a misbehaving `next`.
     pub bad_next: Option<BadNext>,
+    /// Fault: `count` claims this many more rows than the listing has.
+    pub count_skew: u64,
 }
 
 /// One conversation.
@@ -140,7 +145,9 @@ impl S25Data {
             now: None,
             malformed_every: 0,
             appended: BTreeMap::new(),
+            appended_after: None,
             bad_next: None,
+            count_skew: 0,
         }
     }
 
@@ -218,8 +225,12 @@ impl S25Data {
         }
         let mut at = created + Duration::microseconds(rng.i64(500_000..5_000_000));
         let mut messages = Vec::new();
+        let regular = msgs.len() - extra as usize;
         for (k, (outbound, gap, kind, text)) in msgs.into_iter().enumerate() {
             at += gap;
+            if k == regular {
+                at = at.max(self.appended_after.unwrap_or(at));
+            }
             if at > now {
                 break;
             }
@@ -393,7 +404,7 @@ fn page(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String>, 
     });
     let previous = (n > 1).then(|| link(n - 1, &base));
     let results: Vec<Value> = items.into_iter().skip((n - 1) * size).take(size).collect();
-    let mut body = json!({"count": count, "next": next, "previous": previous, "results": results}).to_string();
+    let mut body = json!({"count": count as u64 + data.count_skew, "next": next, "previous": previous, "results": results}).to_string();
     if sim.truncate() {
         body.truncate(body.len() / 2);
     }
@@ -481,7 +492,9 @@ async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, ur
     let (Some(from), Some(till)) = (time("from_time"), time("till_time")) else {
         return detail(StatusCode::BAD_REQUEST, "from_time and till_time are required, formatted like 2021-05-01T00:00:00.");
     };
-    sim.failed_windows.lock().expect("windows lock").push((from, till));
+    if !q.contains_key("page") {
+        sim.failed_windows.lock().expect("windows lock").push((from, till)); // one entry per listing, not per page
+    }
     if till - from > Duration::days(31) {
         return detail(StatusCode::BAD_REQUEST, "There can not be more than 31 days between from_time and till_time.");
     }

@@ -7,4 +7,5 @@ mod support;
 mod cli;
 mod faults;
 mod pipeline;
+mod social25;
 mod views;

@@ -64,6 +64,7 @@ requests_per_minute = 60000
 pub async fn env_with(data: SiData, window_days: u32) -> Env {
     let sim = Simulator::start(SimConfig {
         socialintents: data,
+        social25: chatlake::simulator::S25Data::new(d("2025-10-25"), d("2025-11-10"), 0),
         account_id: "acct".into(),
         api_token: TOKEN.into(),
         fault_seed: 11,

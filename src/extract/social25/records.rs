@@ -93,9 +93,14 @@ pub fn summary(raw: &Value) -> Option<ConversationSummary> {
     let id = raw.get("id")?.as_str()?.to_string();
     let last = raw.get("last_message").filter(|m| m.is_object()).and_then(|m| {
         let mid = m.get("id")?.as_str()?;
-        let at = time::parse_naive_utc(m.get("timestamp")?.as_str()?).ok()?;
-        let modified = m.get("modified_timestamp").and_then(Value::as_str).unwrap_or("");
-        Some((format!("{mid}@{modified}"), at))
+        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
+        // An unreadable message time must not hide the conversation: fall
+        // back to the modified time, then to the conversation's creation.
+        let at = ["timestamp", "modified_timestamp"]
+            .iter()
+            .find_map(|k| time::parse_naive_utc(text(k)).ok())
+            .or_else(|| raw.get("created").and_then(Value::as_str).and_then(|c| time::parse_naive_utc(c).ok()))?;
+        Some((format!("{mid}@{}@{}", text("timestamp"), text("modified_timestamp")), at))
     });
     Some(ConversationSummary { id, last })
 }
@@ -247,7 +252,7 @@ mod tests {
             "last_message": {"id": "m9", "timestamp": "2018-10-25T08:06:42", "modified_timestamp": "2018-10-25T08:06:43.730595", "text": null},
             "has_expired": "116 05:19:39.788243"});
         let s = summary(&raw).unwrap();
-        assert_eq!(s.last.as_ref().unwrap().0, "m9@2018-10-25T08:06:43.730595");
+        assert_eq!(s.last.as_ref().unwrap().0, "m9@2018-10-25T08:06:42@2018-10-25T08:06:43.730595");
         let (created, row) = conversation(raw, 0).unwrap();
         assert_eq!(created.timestamp_micros(), 1_536_582_628_431_583);
         let t = schema::table("social25.conversations");
