@@ -210,15 +210,21 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     let report = pipeline::run_once(&p, &wh, &opts).await?;
     let code = print_report(&report);
     let ctx = query::session(&wh).await?;
-    let since = today - Duration::days(6);
+    let week = today - Duration::days(6);
+    let yesterday = today - Duration::days(1);
     for (title, sql) in [
-        ("reporting.missed_chat_rate", format!("SELECT dt, source, channel, chats, missed_chats, round(missed_rate, 3) AS missed_rate \
-                 FROM reporting.missed_chat_rate WHERE dt >= DATE '{since}' ORDER BY dt, channel")),
-        ("reporting.response_times", format!("SELECT dt, source, agent_name, answered_chats, round(avg_first_response_seconds, 1) AS avg_first_response_seconds, \
+        ("reporting.missed_chat_rate, last 7 days by source and channel", format!(
+            "SELECT source, channel, SUM(chats) AS chats, SUM(missed_chats) AS missed_chats, \
+                 round(CAST(SUM(missed_chats) AS DOUBLE) / SUM(chats), 3) AS missed_rate \
+                 FROM reporting.missed_chat_rate WHERE dt >= DATE '{week}' GROUP BY source, channel ORDER BY source, channel")),
+        ("reporting.response_times, yesterday", format!(
+            "SELECT dt, source, agent_name, answered_chats, round(avg_first_response_seconds, 1) AS avg_first_response_seconds, \
                  round(p50_first_response_seconds, 1) AS p50_first_response_seconds, round(p90_first_response_seconds, 1) AS p90_first_response_seconds \
-                 FROM reporting.response_times WHERE dt >= DATE '{since}' ORDER BY dt, agent_name")),
+                 FROM reporting.response_times WHERE dt = DATE '{yesterday}' ORDER BY source, agent_name")),
+        ("reporting.failed_syncs_daily, last 7 days", format!(
+            "SELECT dt, log_message, failed_messages FROM reporting.failed_syncs_daily WHERE dt >= DATE '{week}' ORDER BY dt, log_message")),
     ] {
-        println!("\n{title} (last 7 days, rounded for display)");
+        println!("\n{title} (rounded for display)");
         println!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?);
     }
     println!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"");

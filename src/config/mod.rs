@@ -348,4 +348,33 @@ streams = ["chats", "widgets"]
             assert!(e.contains(needle), "{e}");
         }
     }
+
+    const S25: &str = r#"
+name = "acme"
+timezone = "Europe/Amsterdam"
+start_date = "2025-01-01"
+[sources.social25]
+base_url = "https://social25.herokuapp.com/api/v1.0"
+token = "${S25_TOKEN}"
+tenant_id = "007be0e1-6c95-4843-8673-a76a479266f8"
+streams = ["tenants", "agents", "conversations", "messages", "failed_syncs"]
+"#;
+
+    #[test]
+    fn social25_alone_is_a_pipeline_and_its_limits_are_checked() {
+        let env = |n: &str| (n == "S25_TOKEN").then(|| "s25-tok".to_string());
+        let p = Pipeline::parse(S25, Path::new("p.toml"), &env).unwrap();
+        let s = p.config.sources.social25.as_ref().unwrap();
+        assert_eq!((s.window_days, s.max_concurrency), (30, 4));
+        assert!(!format!("{p:?}").contains("s25-tok"));
+        for (from, to, needle) in [
+            ("streams = [", "window_days = 31\nstreams = [", "window_days = 31"),
+            ("streams = [", "failed_sync_type = \"sf\"\nstreams = [", "failed_sync_type"),
+            ("\"messages\",", "\"message\",", "unknown stream `message`"),
+            ("007be0e1-6c95-4843-8673-a76a479266f8", "../../x", "tenant_id"),
+        ] {
+            let e = Pipeline::parse(&S25.replace(from, to), Path::new("p.toml"), &env).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 }

@@ -141,7 +141,7 @@ impl S25Data {
             first_day,
             last_day,
             conversations_per_day,
-            page_size: 50,
+            page_size: 100,
             now: None,
             malformed_every: 0,
             appended: BTreeMap::new(),

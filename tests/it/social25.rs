@@ -300,7 +300,7 @@ fn killed_mid_run_then_rerun_ends_exact() {
             .unwrap()
     };
     let mut kills = 0;
-    for kill_after_ms in [600u64, 1400, 2200] {
+    for kill_after_ms in [600u64, 1400] {
         let mut child = run();
         std::thread::sleep(StdDuration::from_millis(kill_after_ms));
         if child.try_wait().unwrap().is_none() {
@@ -309,7 +309,24 @@ fn killed_mid_run_then_rerun_ends_exact() {
         }
         child.wait().unwrap();
     }
+    // And once between message chunks: the moment the first chunk's cursor is
+    // saved (300 conversations make two chunks), the second is being merged.
+    let cursor_file = wh.join("_state/s25/social25.messages.json");
+    let _ = std::fs::remove_file(&cursor_file);
+    let mut child = run();
+    let started = std::time::Instant::now();
+    while !cursor_file.exists() && started.elapsed() < StdDuration::from_secs(60) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(StdDuration::from_millis(2));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        kills += 1;
+    }
+    child.wait().unwrap();
     assert!(kills >= 2, "the runs finished before they could be killed");
+    let mid = rt.block_on(StateStore::new(&env.wh, "s25").load("social25.messages")).unwrap().expect("first chunk's cursor");
+    let recent = mid.state.cursor.as_ref().unwrap()["recent"].as_object().unwrap().len();
+    assert!(recent > 0);
     env.sim.set_faults(Faults::default());
     assert!(run().wait().unwrap().success());
     let (convs, messages) = rt.block_on(assert_s25_exact(&env));
