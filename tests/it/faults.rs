@@ -2,7 +2,7 @@
 //! credentials, and a `chatlake run` process killed with SIGKILL mid-run.
 //! Each ends by comparing the warehouse with the simulator's records.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chatlake::simulator::Faults;
@@ -103,31 +103,12 @@ fn killed_mid_run_then_rerun_ends_exact() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env_with(data(20), 2));
     env.sim.set_faults(Faults { latency_ms: 60, ..Faults::default() });
-    let wh = env.dir.path().join("wh");
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_chatlake"))
-            .args(["run", "--pipeline", env.pipeline_file.to_str().unwrap(), "--from", "2025-10-27", "--to", "2025-11-08"])
-            .arg("--warehouse")
-            .arg(&wh)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut kills = 0;
-    for kill_after_ms in [350u64, 900, 1500] {
-        let mut child = run();
-        std::thread::sleep(Duration::from_millis(kill_after_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    let args = ["--from", "2025-10-27", "--to", "2025-11-08"];
+    let kills = kill_runs_after(&env, &args, &[350, 900, 1500]);
     assert!(kills >= 2, "the runs finished before they could be killed");
     let partial = rt.block_on(StateStore::new(&env.wh, "test").load("socialintents.chats")).unwrap();
     env.sim.set_faults(Faults::default());
-    let status = run().wait().unwrap();
+    let status = spawn_run(&env, &args).wait().unwrap();
     assert!(status.success());
     let rows = rt.block_on(env.assert_exact("2025-10-27", "2025-11-08"));
     println!(

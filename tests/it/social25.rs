@@ -5,7 +5,6 @@
 //! chrono-tz, never from the pipeline's code.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::time::Duration as StdDuration;
 
 use chatlake::config::Pipeline;
@@ -288,32 +287,12 @@ fn killed_mid_run_then_rerun_ends_exact() {
     data.page_size = 20;
     let env = rt.block_on(s25_env(data, "2025-10-25", 30));
     env.sim.set_faults(Faults { latency_ms: 15, ..Faults::default() });
-    let wh = env.dir.path().join("wh");
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_chatlake"))
-            .args(["run", "--pipeline", env.pipeline_file.to_str().unwrap()])
-            .arg("--warehouse")
-            .arg(&wh)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut kills = 0;
-    for kill_after_ms in [600u64, 1400] {
-        let mut child = run();
-        std::thread::sleep(StdDuration::from_millis(kill_after_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    let mut kills = kill_runs_after(&env, &[], &[600, 1400]);
     // And once between message chunks: the moment the first chunk's cursor is
     // saved (300 conversations make two chunks), the second is being merged.
-    let cursor_file = wh.join("_state/s25/social25.messages.json");
+    let cursor_file = env.dir.path().join("wh/_state/s25/social25.messages.json");
     let _ = std::fs::remove_file(&cursor_file);
-    let mut child = run();
+    let mut child = spawn_run(&env, &[]);
     let started = std::time::Instant::now();
     while !cursor_file.exists() && started.elapsed() < StdDuration::from_secs(60) && child.try_wait().unwrap().is_none() {
         std::thread::sleep(StdDuration::from_millis(2));
@@ -328,7 +307,7 @@ fn killed_mid_run_then_rerun_ends_exact() {
     let recent = mid.state.cursor.as_ref().unwrap()["recent"].as_object().unwrap().len();
     assert!(recent > 0);
     env.sim.set_faults(Faults::default());
-    assert!(run().wait().unwrap().success());
+    assert!(spawn_run(&env, &[]).wait().unwrap().success());
     let (convs, messages) = rt.block_on(assert_s25_exact(&env));
     rt.block_on(assert_failed_exact(&env, Utc::now() - Duration::minutes(15)));
     println!("social25 kill -9: {kills} kills, then {convs} conversations and {messages} messages exact");
@@ -367,7 +346,8 @@ async fn pagination_loops_foreign_hosts_and_count_mismatches_stop_with_a_clear_e
     let mut data = s25_data(1);
     data.page_size = 2; // 5 agents: 3 pages
     let env = s25_env(data, "2025-10-25", 30).await;
-    let cases: [(&str, Box<dyn Fn(&mut S25Data)>, &str, u64); 3] = [
+    type Setup = Box<dyn Fn(&mut S25Data)>;
+    let cases: [(&str, Setup, &str, u64); 3] = [
         ("repeat", Box::new(|d| d.bad_next = Some(BadNext::Repeat)), "repeats a page", 1),
         ("foreign", Box::new(|d| d.bad_next = Some(BadNext::ForeignHost)), "another server (http://collector.example)", 1),
         ("count", Box::new(|d| d.count_skew = 1), "reported count 6 but its 3 page(s) held 5 rows twice", 6),

@@ -193,3 +193,33 @@ pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Spawns `chatlake run --pipeline <file> --warehouse <wh>` (plus `args`),
+/// quietly, for tests that kill it.
+pub fn spawn_run(env: &Env, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(["run", "--pipeline", env.pipeline_file.to_str().unwrap()])
+        .args(args)
+        .arg("--warehouse")
+        .arg(env.dir.path().join("wh"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts a run for each delay and SIGKILLs it after that many ms (if it is
+/// still running); returns how many were killed.
+pub fn kill_runs_after(env: &Env, args: &[&str], delays_ms: &[u64]) -> usize {
+    let mut kills = 0;
+    for ms in delays_ms {
+        let mut child = spawn_run(env, args);
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    kills
+}

@@ -192,12 +192,12 @@ mod tests {
         let t = schema::table("socialintents.chats");
         let (main, msgs) = p.rows;
         let cell = |c: &str| main.cells[t.index_of(c).unwrap()].clone();
-        assert_eq!(cell("started_at"), Cell::Micros(1498316491_000_000));
+        assert_eq!(cell("started_at"), Cell::Micros(1_498_316_491_000_000));
         assert_eq!(cell("visits"), Cell::Int(5));
         assert_eq!(cell("message_count"), Cell::Int(2));
         assert_eq!(main.extra.as_deref(), Some(r#"{"accountId":"acct"}"#));
         assert_eq!(msgs.len(), 2);
-        assert_eq!(msgs[1].cells[2], Cell::Micros(1498316505253_000));
+        assert_eq!(msgs[1].cells[2], Cell::Micros(1_498_316_505_253_000));
         assert_eq!(msgs[1].extra.as_deref(), Some(r#"{"mood":"happy"}"#));
     }
 
