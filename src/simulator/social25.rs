@@ -493,6 +493,9 @@ async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, ur
         return detail(StatusCode::BAD_REQUEST, "from_time and till_time are required, formatted like 2021-05-01T00:00:00.");
     };
     if !q.contains_key("page") {
+        if let Some(t) = q.get("type") {
+            sim.count(&format!("social25/failed?type={t}"));
+        }
         sim.failed_windows.lock().expect("windows lock").push((from, till)); // one entry per listing, not per page
     }
     if till - from > Duration::days(31) {

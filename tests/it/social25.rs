@@ -255,6 +255,7 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
     // 11:45 UTC on Nov 7 is 06:45 in New York: Nov 6 is final, Nov 7 is not.
     let state = || async { StateStore::new(&env.wh, "s25").load("social25.failed_syncs").await.unwrap().unwrap().state };
     assert_eq!(state().await.watermark, Some(d("2025-11-06")));
+    assert!(!env.sim.requests().keys().any(|k| k.contains("type=")), "type is only sent when configured");
     // A day later the rest of Nov 7 is final; the re-run starts at watermark - lookback.
     let later = now() + Duration::days(1);
     env.sim.update(|c| c.social25.now = Some(later));
@@ -264,6 +265,17 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
     assert_eq!(second[0].0, chatlake::normalize::time::day_start(d("2025-11-04"), TZ));
     assert_failed_exact(&env, later - Duration::minutes(15)).await;
     assert_eq!(state().await.watermark, Some(d("2025-11-07")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sync_type_is_passed_through() {
+    let env = s25_env(s25_data(4), "2025-11-01", 30).await;
+    let text = s25_pipeline(&env.sim.social25_url(), "2025-11-01", 30).replace("window_days", "failed_sync_type = \"salesforce\"\nwindow_days");
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let pipeline = Pipeline::load(&env.pipeline_file).unwrap();
+    let opts = RunOptions { now: Some(now()), streams: vec!["social25.failed_syncs".into()], ..RunOptions::default() };
+    ok(&run_once(&pipeline, &env.wh, &opts).await.unwrap());
+    assert_eq!(env.sim.requests().get("social25/failed?type=salesforce"), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

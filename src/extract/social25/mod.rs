@@ -211,14 +211,20 @@ impl Social25 {
                 }
             }
             ("conversations", None) => {
-                let (raws, summaries) = self.list_conversations(&mut out).await?;
-                *self.listed.lock().await = Some(Arc::new(summaries));
-                for raw in raws {
-                    match records::conversation(raw.clone(), extracted_at) {
-                        Ok((created, row)) => out.buffers[0].push(Some(time::local_date(created, self.tz)), row),
-                        Err(reason) => reject(&mut out, "social25.conversations", reason, &raw),
+                // State by state, so only one state's raw JSON is held at a time.
+                let mut summaries = Vec::new();
+                for state in STATES {
+                    let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
+                    count(&mut out, &l);
+                    summaries.extend(l.records.iter().filter_map(records::summary));
+                    for raw in l.records {
+                        match records::conversation(raw.clone(), extracted_at) {
+                            Ok((created, row)) => out.buffers[0].push(Some(time::local_date(created, self.tz)), row),
+                            Err(reason) => reject(&mut out, "social25.conversations", reason, &raw),
+                        }
                     }
                 }
+                *self.listed.lock().await = Some(Arc::new(summaries));
             }
             ("failed_syncs", Some(w)) => self.failed_syncs(w, &mut out, extracted_at).await?,
             _ => {
@@ -228,18 +234,6 @@ impl Social25 {
         Ok(out)
     }
 
-    /// Every conversation in every state: the raw records and their summaries.
-    async fn list_conversations(&self, out: &mut Extracted) -> Result<(Vec<serde_json::Value>, Vec<ConversationSummary>)> {
-        let mut raws = Vec::new();
-        for state in STATES {
-            let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
-            count(out, &l);
-            raws.extend(l.records);
-        }
-        let summaries = raws.iter().filter_map(records::summary).collect();
-        Ok((raws, summaries))
-    }
-
     /// The conversation summaries of this run (listed now unless the
     /// conversations stream already did).
     async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
@@ -247,9 +241,12 @@ impl Social25 {
         if let Some(s) = listed.as_ref() {
             return Ok(Arc::clone(s));
         }
-        let mut scratch = Extracted { buffers: Vec::new(), rejects: Vec::new(), pages: 0, records: 0, source_count: None };
-        let (_, summaries) = self.list_conversations(&mut scratch).await?;
-        *pages += scratch.pages;
+        let mut summaries = Vec::new();
+        for state in STATES {
+            let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
+            *pages += l.pages;
+            summaries.extend(l.records.iter().filter_map(records::summary));
+        }
         let s = Arc::new(summaries);
         *listed = Some(Arc::clone(&s));
         Ok(s)
