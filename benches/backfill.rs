@@ -1,9 +1,14 @@
-//! Backfill benchmark: a large simulated history (1,000,000 chats with their
-//! messages by default) through the real pipeline into a local warehouse,
-//! then the reporting views over it. Prints records/s, peak RSS and view
-//! timings. The simulator runs as a separate `chatlake simulator` process, so
-//! the peak RSS is the pipeline's own. Run: `cargo bench --bench backfill` (CHATLAKE_BENCH_CHATS=N to
-//! change the size). Figures are recorded in BENCHMARKS.md.
+//! Backfill benchmark: a large simulated history through the real pipeline
+//! into a local warehouse, then the reporting views over it. Prints records/s,
+//! peak RSS and view timings. The simulator runs as a separate `chatlake
+//! simulator` process, so the peak RSS is the pipeline's own. Figures are
+//! recorded in BENCHMARKS.md.
+//!
+//! - `cargo bench --bench backfill`: 1,000,000 Social Intents chats with their
+//!   messages (CHATLAKE_BENCH_CHATS=N to change the size).
+//! - `CHATLAKE_BENCH_SOURCE=social25 cargo bench --bench backfill`: 100,000
+//!   Social25 conversations (CHATLAKE_BENCH_CONVERSATIONS=N), their messages
+//!   and failed syncs, then an incremental run with nothing changed.
 
 use std::time::Instant;
 
@@ -25,17 +30,19 @@ impl Drop for Child {
     }
 }
 
+/// Starts `chatlake simulator` with `per_day` chats and conversations a day;
+/// returns it and its root URL.
 fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
         .args(["simulator", "--port", &port.to_string(), "--from", &first.to_string(), "--to", &last.to_string()])
-        .args(["--chats-per-day", &per_day.to_string()])
+        .args(["--chats-per-day", &per_day.to_string(), "--conversations-per-day", &per_day.to_string()])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("starting `chatlake simulator`");
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (Child(child), format!("http://127.0.0.1:{port}/socialintents/v1/api"));
+            return (Child(child), format!("http://127.0.0.1:{port}"));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -51,7 +58,75 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
+    match std::env::var("CHATLAKE_BENCH_SOURCE").as_deref() {
+        Ok("social25") => social25(),
+        Ok("socialintents") | Err(_) => socialintents(),
+        Ok(other) => panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents or social25"),
+    }
+}
+
+fn social25() {
+    let conversations = env_u64("CHATLAKE_BENCH_CONVERSATIONS", 100_000);
+    let per_day = env_u64("CHATLAKE_BENCH_CONVERSATIONS_PER_DAY", 300) as u32;
+    let days = conversations.div_ceil(per_day as u64);
+    let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    let last = first + Duration::days(days as i64 - 1);
+    let (_sim, url) = start_simulator(first, last, per_day);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"name = "bench25"
+timezone = "America/New_York"
+start_date = "{first}"
+[sources.social25]
+base_url = "{url}/social25/api/v1.0"
+token = "demo-social25-token"
+tenant_id = "007be0e1-6c95-4843-8673-a76a479266f8"
+streams = ["conversations", "messages", "failed_syncs"]
+requests_per_minute = 1000000
+max_concurrency = 8
+"#
+        );
+        let p = Pipeline::parse(&text, std::path::Path::new("bench25.toml"), &|_| None).unwrap();
+        let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+        println!("social25 backfill: {days} days, {per_day} conversations a day");
+        for label in ["first run (backfill)", "second run (nothing changed)"] {
+            let t = Instant::now();
+            let report = run_once(&p, &wh, &RunOptions::default()).await.unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            println!("  {label}: {secs:.1} s");
+            for s in &report.streams {
+                assert!(s.error.is_none(), "{}: {:?}", s.stream, s.error);
+                let secs = (s.finished_at - s.started_at).num_milliseconds() as f64 / 1000.0;
+                println!(
+                    "    {:<24} {:>22} {:>7} pages {:>8} records {:>8} rows {:>6.1} s {:>8.0} records/s",
+                    s.stream, s.scope, s.pages, s.records, s.rows_written, secs, s.records as f64 / secs.max(0.001)
+                );
+            }
+            println!("    peak RSS so far {:.0} MB", peak_rss_mb());
+        }
+        let ctx = query::session(&wh).await.unwrap();
+        for sql in [
+            "SELECT COUNT(*) FROM social25.messages",
+            "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate WHERE source = 'social25'",
+            "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times WHERE source = 'social25'",
+        ] {
+            let t = Instant::now();
+            let batches = query::run(&ctx, sql).await.unwrap();
+            let text = query::render(&batches, query::Format::Csv).unwrap();
+            println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
+        }
+        println!("  peak RSS after views {:.0} MB", peak_rss_mb());
+    });
+}
+
+fn socialintents() {
     let chats: u64 = std::env::var("CHATLAKE_BENCH_CHATS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     // A fixed daily volume (about 1M chats a year): a longer history means
     // more days, not bigger windows, so peak memory must stay flat.
@@ -68,7 +143,7 @@ fn main() {
 timezone = "America/New_York"
 start_date = "{first}"
 [sources.socialintents]
-base_url = "{}"
+base_url = "{}/socialintents/v1/api"
 account_id = "demo-account"
 api_token = "demo-token"
 streams = ["chats", "missed_chats"]

@@ -90,9 +90,12 @@ pub enum Command {
         /// Last day with data (default: up to now).
         #[arg(long)]
         to: Option<NaiveDate>,
-        /// Regular chats per day.
+        /// Regular Social Intents chats per day.
         #[arg(long, default_value_t = 40)]
         chats_per_day: u32,
+        /// Social25 conversations per day.
+        #[arg(long, default_value_t = 8)]
+        conversations_per_day: u32,
     },
 }
 
@@ -158,11 +161,12 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulator { port, from, to, chats_per_day } => {
+        Command::Simulator { port, from, to, chats_per_day, conversations_per_day } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
             let mut config = SimConfig::demo(first, to.unwrap_or(today + Duration::days(1)));
             config.socialintents.chats_per_day = chats_per_day;
+            config.social25.conversations_per_day = conversations_per_day;
             if to.is_none() {
                 config.socialintents.until = Some(Utc::now());
             }

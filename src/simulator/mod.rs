@@ -76,6 +76,10 @@ pub struct SimState {
     injected: AtomicU64,
     /// `http://127.0.0.1:PORT`, for absolute `next` links.
     base_url: OnceLock<String>,
+    /// Bumped by every [`Simulator::update`] (keys the caches below).
+    version: AtomicU64,
+    /// Social25 conversations at (version, now): listing pages share one generation.
+    s25_cache: Mutex<Option<(u64, chrono::DateTime<chrono::Utc>, Arc<Vec<social25::S25Conversation>>)>>,
     /// Social25 failed-sync listings asked for (first pages): (from_time, till_time).
     failed_windows: Mutex<Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>>,
 }
@@ -115,6 +119,21 @@ impl SimState {
         hit
     }
 
+    /// The Social25 conversations that exist at `now`, generated once per
+    /// (data version, now) and shared by the pages of a listing.
+    fn s25_conversations(&self, data: &S25Data, now: chrono::DateTime<chrono::Utc>) -> Arc<Vec<social25::S25Conversation>> {
+        let version = self.version.load(Ordering::Relaxed);
+        let mut cache = self.s25_cache.lock().expect("s25 cache lock");
+        if let Some((v, t, list)) = cache.as_ref() {
+            if *v == version && *t == now {
+                return Arc::clone(list);
+            }
+        }
+        let list = Arc::new(data.conversations_at(now));
+        *cache = Some((version, now, Arc::clone(&list)));
+        list
+    }
+
     fn count(&self, path: &str) {
         *self.requests.lock().expect("requests lock").entry(path.to_string()).or_default() += 1;
     }
@@ -142,6 +161,8 @@ impl Simulator {
             requests: Mutex::new(BTreeMap::new()),
             injected: AtomicU64::new(0),
             base_url: OnceLock::new(),
+            version: AtomicU64::new(0),
+            s25_cache: Mutex::new(None),
             failed_windows: Mutex::new(Vec::new()),
         });
         let app = Router::new()
@@ -194,6 +215,7 @@ impl Simulator {
     /// Changes the served data (e.g. bump `revision`).
     pub fn update(&self, f: impl FnOnce(&mut SimConfig)) {
         f(&mut self.state.config.lock().expect("sim config lock"));
+        self.state.version.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The served data.

@@ -163,7 +163,11 @@ impl S25Data {
 
     /// Every conversation that exists now, oldest first.
     pub fn conversations(&self) -> Vec<S25Conversation> {
-        let now = self.now();
+        self.conversations_at(self.now())
+    }
+
+    /// Every conversation that exists at `now`, oldest first.
+    pub fn conversations_at(&self, now: DateTime<Utc>) -> Vec<S25Conversation> {
         let last = self.last_day.min(now.date_naive());
         self.first_day
             .iter_days()
@@ -375,8 +379,9 @@ async fn gate(sim: &SimState, key: &str, headers: &HeaderMap, tenant: Option<&st
     Ok(data)
 }
 
-/// One page of `items` as `{count, next, previous, results}`, with absolute links.
-fn page(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String>, items: Vec<Value>) -> Response {
+/// One page of `items` as `{count, next, previous, results}`, with absolute
+/// links; only the page's items are rendered.
+fn page<T>(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String>, items: &[T], render: impl Fn(&T) -> Value) -> Response {
     let size = data.page_size.max(1);
     let n: usize = q.get("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
     let count = items.len();
@@ -403,7 +408,7 @@ fn page(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String>, 
         Some(BadNext::ForeignHost) => link(n + 1, "http://collector.example"),
     });
     let previous = (n > 1).then(|| link(n - 1, &base));
-    let results: Vec<Value> = items.into_iter().skip((n - 1) * size).take(size).collect();
+    let results: Vec<Value> = items.iter().skip((n - 1) * size).take(size).map(render).collect();
     let mut body = json!({"count": count as u64 + data.count_skew, "next": next, "previous": previous, "results": results}).to_string();
     if sim.truncate() {
         body.truncate(body.len() / 2);
@@ -432,7 +437,7 @@ async fn tenants(State(sim): State<Arc<SimState>>, uri: Uri, Query(q): Q, header
         "agent": {"id": a.0, "username": a.1, "first_name": a.2, "last_name": a.3, "type": "HUMAN", "tenant_id": data.tenant_id},
         "pusher_channel": "presence-acme", "agents": null, "dispatch_style": 1, "platforms": platforms,
     });
-    page(&sim, &data, &uri, &q, vec![tenant])
+    page(&sim, &data, &uri, &q, &[tenant], Value::clone)
 }
 
 async fn agents(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
@@ -440,16 +445,12 @@ async fn agents(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, ur
         Ok(d) => d,
         Err(r) => return r,
     };
-    let items = AGENTS
-        .iter()
-        .map(|(id, user, first, last)| {
+    page(&sim, &data, &uri, &q, AGENTS, |(id, user, first, last)| {
             json!({"id": id, "username": user, "first_name": first, "last_name": last,
                    "type": if *user == "bot" { "AUTOMATED" } else { "HUMAN" }, "is_manager": *user == "sofia.b",
                    "is_staff": true, "is_active": true, "timezone": "Europe/Amsterdam", "profile_picture": null,
                    "pusher_channel": format!("private-{user}"), "tenant_id": data.tenant_id, "is_online": false})
         })
-        .collect();
-    page(&sim, &data, &uri, &q, items)
 }
 
 async fn conversations(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
@@ -462,9 +463,11 @@ async fn conversations(State(sim): State<Arc<SimState>>, Path(tenant): Path<Stri
         Some(s) if ["OPEN", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED"].contains(&s.as_str()) => vec![s],
         Some(s) => return detail(StatusCode::BAD_REQUEST, &format!("Unknown state {s}.")),
     };
-    let now = data.now();
-    let items = data.conversations().iter().filter(|c| states.iter().any(|s| s == c.state)).map(|c| conversation_json(c, now)).collect();
-    page(&sim, &data, &uri, &q, items)
+    // Without a fixed clock, "now" moves in whole seconds so a listing's pages share one generation.
+    let now = data.now.unwrap_or_else(|| DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("valid"));
+    let all = sim.s25_conversations(&data, now);
+    let items: Vec<&S25Conversation> = all.iter().filter(|c| states.iter().any(|s| s == c.state)).collect();
+    page(&sim, &data, &uri, &q, &items, |c| conversation_json(c, now))
 }
 
 async fn messages(
@@ -479,8 +482,7 @@ async fn messages(
         Err(r) => return r,
     };
     let Some(c) = data.find(&conversation) else { return detail(StatusCode::NOT_FOUND, "Not found.") };
-    let items = c.messages.iter().map(message_json).collect();
-    page(&sim, &data, &uri, &q, items)
+    page(&sim, &data, &uri, &q, &c.messages, message_json)
 }
 
 async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
@@ -504,10 +506,8 @@ async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, ur
     if till > data.now() - Duration::minutes(15) {
         return detail(StatusCode::BAD_REQUEST, "Messages can be retrieved 15 minutes after they have been received.");
     }
-    let items = data
-        .failed_in(from, till)
-        .iter()
-        .map(|m| {
+    let items = data.failed_in(from, till);
+    page(&sim, &data, &uri, &q, &items, |m| {
             let mut v = message_json(m);
             let o = v.as_object_mut().expect("object");
             o.insert("ext_identifier".into(), json!(uuid(hash_str(&m.id), 3)));
@@ -518,8 +518,6 @@ async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, ur
             o.insert("log_message".into(), json!(m.failure));
             v
         })
-        .collect();
-    page(&sim, &data, &uri, &q, items)
 }
 
 #[cfg(test)]
