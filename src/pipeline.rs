@@ -3,7 +3,7 @@
 //! atomically) -> state (watermark saved only after its partitions are
 //! committed) -> one meta.runs row per stream.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -12,11 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
-use crate::extract::{Extracted, Source, StreamKind, StreamSpec};
+use crate::extract::{Extracted, Source, Stored, StreamKind, StreamSpec};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
-use crate::sink::Warehouse;
-use crate::state::StateStore;
+use crate::sink::{Merge, Warehouse};
+use crate::state::{Loaded, StateStore};
 
 /// Partitions written at once within a window.
 const PARALLEL_PUTS: usize = 8;
@@ -146,6 +146,8 @@ enum Write<'a> {
     Replace,
     /// Rows whose `key_column` is one of `keys` are replaced, others kept.
     Merge { key_column: &'a str, keys: &'a HashSet<String> },
+    /// As Merge, and rows of `tombstones` get `deleted_at = at`.
+    Upsert { key_column: &'a str, replace: &'a HashSet<String>, tombstones: &'a HashSet<String>, at: i64 },
 }
 
 async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
@@ -177,6 +179,10 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
             }
             return Ok(());
         }
+        StreamKind::Upsert { key_column } => {
+            ctx.bar.set_message(spec.name.clone());
+            return run_upsert(ctx, spec, key_column, loaded.as_ref(), rep).await.map_err(|e| at(spec, "whole", e));
+        }
         StreamKind::Windowed { window_days, final_lag } => (window_days, final_lag),
     };
     let cfg = &ctx.pipeline.config;
@@ -206,6 +212,62 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
         ctx.bar.inc(1);
     }
     Ok(())
+}
+
+/// An upsert stream: compare the source with the warehouse, merge the new and
+/// changed rows into their partitions, mark the vanished ones, then save the
+/// high-water `updatedAt`.
+async fn run_upsert(ctx: &StreamCtx<'_>, spec: &StreamSpec, key_column: &'static str, loaded: Option<&Loaded>, rep: &mut StreamReport) -> Result<()> {
+    let table = spec.tables[0];
+    let stored = stored_keys(ctx.wh, table, key_column).await?;
+    let mut up = ctx.source.extract_upsert(spec, &stored, ctx.run_id).await?;
+    // Besides where the new rows go: where changed and vanished keys live now.
+    for key in up.replace.iter().chain(&up.tombstones) {
+        if let Some(s) = stored.get(key) {
+            up.extracted.buffers[0].touch(s.dt);
+        }
+    }
+    rep.scope = format!("{} changed, {} gone", up.replace.len(), up.tombstones.len());
+    let how = Write::Upsert { key_column, replace: &up.replace, tombstones: &up.tombstones, at: time::micros(ctx.now) };
+    commit(ctx, spec, None, up.extracted, how, rep).await?;
+    rep.rows_written += up.tombstones.len() as u64;
+    if !up.tombstones.is_empty() {
+        tracing::info!(stream = %spec.name, gone = up.tombstones.len(), "records gone from the source marked deleted");
+    }
+    let high = up.high_water.or_else(|| {
+        loaded.and_then(|l| l.state.cursor.as_ref()?.get("high_water")?.as_str()?.parse::<DateTime<Utc>>().ok())
+    });
+    let cursor = high.map(|h| serde_json::json!({ "high_water": h }));
+    ctx.states.save(&spec.name, loaded, high.map(|h| time::local_date(h, ctx.pipeline.tz)), cursor, ctx.run_id).await?;
+    Ok(())
+}
+
+/// Key -> what the warehouse holds for it (partition, updated_at, deleted, company).
+async fn stored_keys(wh: &Warehouse, table: &schema::TableDef, key_column: &str) -> Result<HashMap<String, Stored>> {
+    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+    let mut out = HashMap::new();
+    for (dt, b) in wh.scan(table, &[key_column, "updated_at", "deleted_at", "company_id"]).await? {
+        let text = |c: &str| b.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned());
+        let ts = |c: &str| b.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
+        let (Some(keys), updated, deleted, company) = (text(key_column), ts("updated_at"), ts("deleted_at"), text("company_id")) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if keys.is_null(i) {
+                continue;
+            }
+            out.insert(
+                keys.value(i).to_string(),
+                Stored {
+                    dt,
+                    updated_at: updated.as_ref().filter(|u| !u.is_null(i)).map(|u| u.value(i)),
+                    deleted: deleted.as_ref().is_some_and(|d| !d.is_null(i)),
+                    scope: company.as_ref().filter(|c| !c.is_null(i)).map(|c| c.value(i).to_string()),
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {
@@ -240,7 +302,13 @@ async fn commit(
             match how {
                 Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await,
                 Write::Merge { key_column, keys } => {
-                    ctx.wh.merge_partition(table, dt, &batch, key_column, keys).await?;
+                    let merge = Merge { key_column, replace: keys, tombstones: None };
+                    ctx.wh.merge_partition(table, dt, &batch, &merge).await?;
+                    Ok(batch.num_rows())
+                }
+                Write::Upsert { key_column, replace, tombstones, at } => {
+                    let merge = Merge { key_column, replace, tombstones: Some((tombstones, *at)) };
+                    ctx.wh.merge_partition(table, dt, &batch, &merge).await?;
                     Ok(batch.num_rows())
                 }
             }

@@ -22,6 +22,8 @@ pub const VIEWS: &[(&str, &str)] = &[
     ("sql/reporting.missed_chat_rate.sql", include_str!("../sql/reporting.missed_chat_rate.sql")),
     ("sql/reporting.response_times.sql", include_str!("../sql/reporting.response_times.sql")),
     ("sql/reporting.failed_syncs_daily.sql", include_str!("../sql/reporting.failed_syncs_daily.sql")),
+    ("sql/reporting.company_conversations.sql", include_str!("../sql/reporting.company_conversations.sql")),
+    ("sql/reporting.chats_by_company.sql", include_str!("../sql/reporting.chats_by_company.sql")),
 ];
 
 /// Output formats of `chatlake query`.

@@ -29,6 +29,9 @@ const FILES: &[(&str, &str)] = &[
     ("social25/conversations.toml", include_str!("../schemas/social25/conversations.toml")),
     ("social25/messages.toml", include_str!("../schemas/social25/messages.toml")),
     ("social25/failed_syncs.toml", include_str!("../schemas/social25/failed_syncs.toml")),
+    ("crm/companies.toml", include_str!("../schemas/crm/companies.toml")),
+    ("crm/contacts.toml", include_str!("../schemas/crm/contacts.toml")),
+    ("crm/conversations.toml", include_str!("../schemas/crm/conversations.toml")),
     ("meta/runs.toml", include_str!("../schemas/meta/runs.toml")),
     ("meta/rejects.toml", include_str!("../schemas/meta/rejects.toml")),
 ];

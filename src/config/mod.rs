@@ -84,7 +84,34 @@ pub struct SourcesConfig {
     pub socialintents: Option<SocialIntentsConfig>,
     /// Social25 chat API.
     pub social25: Option<Social25Config>,
+    /// The CRM "Developer API".
+    pub crm: Option<CrmConfig>,
 }
+
+/// `[sources.crm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmConfig {
+    /// API root, e.g. `https://crm.example.com/api/v1`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer`.
+    pub api_key: Secret,
+    /// Streams: companies, contacts, conversations.
+    pub streams: Vec<String>,
+    /// Only these companies (the `companyId` filter); empty: all.
+    #[serde(default)]
+    pub company_ids: Vec<String>,
+    /// Client-side rate limit (the API asks for at most 100 a minute).
+    #[serde(default = "default_crm_rpm")]
+    pub requests_per_minute: u32,
+}
+
+fn default_crm_rpm() -> u32 {
+    100
+}
+
+/// Stream names of the CRM source.
+pub const CRM_STREAMS: &[&str] = &["companies", "contacts", "conversations"];
 
 /// `[sources.social25]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -231,8 +258,11 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());
     }
-    if c.sources.socialintents.is_none() && c.sources.social25.is_none() {
-        return Err("no source configured: add [sources.socialintents] or [sources.social25]".into());
+    if c.sources.socialintents.is_none() && c.sources.social25.is_none() && c.sources.crm.is_none() {
+        return Err("no source configured: add [sources.socialintents], [sources.social25] or [sources.crm]".into());
+    }
+    if let Some(crm) = &c.sources.crm {
+        validate_crm(crm)?;
     }
     if let Some(s) = &c.sources.social25 {
         validate_social25(s)?;
@@ -258,6 +288,27 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         return Err("sources.socialintents.requests_per_minute: at least 1".into());
     }
     Ok(tz)
+}
+
+fn validate_crm(s: &CrmConfig) -> Result<(), String> {
+    url::Url::parse(&s.base_url).map_err(|e| format!("sources.crm.base_url `{}`: {e}", s.base_url))?;
+    if s.streams.is_empty() {
+        return Err("sources.crm.streams is empty".into());
+    }
+    for st in &s.streams {
+        if !CRM_STREAMS.contains(&st.as_str()) {
+            return Err(format!("sources.crm.streams: unknown stream `{st}` (known: {})", CRM_STREAMS.join(", ")));
+        }
+    }
+    for id in &s.company_ids {
+        if id.is_empty() || id.contains(['/', '?', '#', '&']) {
+            return Err(format!("sources.crm.company_ids: `{id}` is not a company id"));
+        }
+    }
+    if s.requests_per_minute == 0 {
+        return Err("sources.crm.requests_per_minute: at least 1".into());
+    }
+    Ok(())
 }
 
 fn validate_social25(s: &Social25Config) -> Result<(), String> {

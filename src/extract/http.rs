@@ -93,6 +93,16 @@ impl HttpClient {
             .await
     }
 
+    /// GETs `url` and returns a body that is complete, valid JSON (checked
+    /// without building a tree; a cut-off body is retried like a 5xx). The
+    /// caller then walks it record by record.
+    pub async fn get_complete_json(&self, url: Url, endpoint: &str) -> Result<Bytes> {
+        self.get_decoded(url, endpoint, |body| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| body.clone()).map_err(|e| format!("invalid JSON: {e}"))
+        })
+        .await
+    }
+
     /// The one retry loop: at most `max_attempts` requests, whether an attempt
     /// failed at the HTTP level or its body could not be decoded.
     async fn get_decoded<T>(&self, url: Url, endpoint: &str, decode: impl Fn(&Bytes) -> Result<T, String>) -> Result<T> {

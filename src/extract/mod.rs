@@ -3,6 +3,7 @@
 //! A source turns a window into [`Extracted`]: table buffers filled through
 //! `normalize`, plus the records it had to reject.
 
+pub mod crm;
 pub mod http;
 pub mod social25;
 pub mod socialintents;
@@ -21,6 +22,7 @@ use crate::schema::TableDef;
 pub enum Source {
     SocialIntents(socialintents::SocialIntents),
     Social25(social25::Social25),
+    Crm(crm::Crm),
 }
 
 impl Source {
@@ -34,6 +36,9 @@ impl Source {
         if let Some(s25) = &cfg.sources.social25 {
             out.push(Source::Social25(social25::Social25::new(s25, &cfg.http, tz, now, cfg.lookback_days)?));
         }
+        if let Some(crm) = &cfg.sources.crm {
+            out.push(Source::Crm(crm::Crm::new(crm, &cfg.http, tz)?));
+        }
         Ok(out)
     }
 
@@ -42,6 +47,7 @@ impl Source {
         match self {
             Source::SocialIntents(s) => s.streams(),
             Source::Social25(s) => s.streams(),
+            Source::Crm(s) => s.streams(),
         }
     }
 
@@ -50,6 +56,7 @@ impl Source {
         match self {
             Source::SocialIntents(s) => s.extract(spec, window, run_id).await,
             Source::Social25(s) => s.extract(spec, window, run_id).await,
+            Source::Crm(_) => Err(crate::error::Error::Usage(format!("{} is read whole (upsert)", spec.name))),
         }
     }
 
@@ -58,7 +65,15 @@ impl Source {
     pub async fn plan_changes(&self, spec: &StreamSpec, cursor: Option<serde_json::Value>) -> Result<ChangePlan> {
         match self {
             Source::Social25(s) => s.plan_changes(spec, cursor).await,
-            Source::SocialIntents(_) => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+            _ => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+        }
+    }
+
+    /// Reads an upsert stream whole and compares it with what the warehouse holds.
+    pub async fn extract_upsert(&self, spec: &StreamSpec, stored: &std::collections::HashMap<String, Stored>, run_id: &str) -> Result<Upserts> {
+        match self {
+            Source::Crm(s) => s.extract_upsert(spec, stored, run_id).await,
+            _ => Err(crate::error::Error::Usage(format!("{} is not an upsert stream", spec.name))),
         }
     }
 
@@ -66,7 +81,7 @@ impl Source {
     pub async fn extract_changes(&self, spec: &StreamSpec, chunk: &ChangeChunk, run_id: &str) -> Result<Extracted> {
         match self {
             Source::Social25(s) => s.extract_changes(spec, chunk, run_id).await,
-            Source::SocialIntents(_) => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+            _ => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
         }
     }
 
@@ -75,6 +90,7 @@ impl Source {
         match self {
             Source::SocialIntents(s) => s.retries(),
             Source::Social25(s) => s.retries(),
+            Source::Crm(s) => s.retries(),
         }
     }
 }
@@ -93,6 +109,35 @@ pub enum StreamKind {
     /// Driven by a cursor: only the records of changed keys are re-read, and
     /// each partition they land in is merged (rows of those keys replaced).
     Changes { key_column: &'static str },
+    /// Read whole every run and compared with the warehouse by key and
+    /// `updated_at`: only new or changed rows are written (partitions merged
+    /// by key), and keys gone from the source get `deleted_at`.
+    Upsert { key_column: &'static str },
+}
+
+/// What the warehouse holds for one key of an upsert stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// Its partition.
+    pub dt: Option<NaiveDate>,
+    /// Its `updated_at` (µs).
+    pub updated_at: Option<i64>,
+    /// Whether it is marked deleted.
+    pub deleted: bool,
+    /// Its `company_id`, for sources that read a subset of companies.
+    pub scope: Option<String>,
+}
+
+/// An upsert stream's reading, compared with the warehouse.
+pub struct Upserts {
+    /// The rows to write (new or changed), and rejects.
+    pub extracted: Extracted,
+    /// Keys whose rows are (re)written.
+    pub replace: std::collections::HashSet<String>,
+    /// Keys gone from the source: their rows are kept with `deleted_at` set.
+    pub tombstones: std::collections::HashSet<String>,
+    /// Latest `updatedAt` read.
+    pub high_water: Option<DateTime<Utc>>,
 }
 
 /// What a change-driven stream will re-read, in chunks committed one by one.

@@ -138,6 +138,18 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Moves numeric field `field` into float64 column `column` (numeric
+    /// text is accepted; anything else is kept in `_extra`).
+    pub fn float(&mut self, column: &str, field: &str) {
+        match self.take(field) {
+            None => {}
+            Some(v) => match v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(f) => self.set(column, Cell::Float(f)),
+                None => self.drift(field, v),
+            },
+        }
+    }
+
     /// Moves boolean field `field` into bool column `column`.
     pub fn boolean(&mut self, column: &str, field: &str) {
         match self.take(field) {

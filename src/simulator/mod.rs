@@ -3,6 +3,7 @@
 //! switches (429 with Retry-After, 500, latency, truncated bodies, an API
 //! error status, malformed records). `demo` and the tests run against it.
 
+pub mod crm;
 pub mod data;
 pub mod social25;
 mod socialintents;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 pub use data::SiData;
+pub use crm::CrmData;
 pub use social25::S25Data;
 
 /// Credentials the simulator accepts (the demo pipeline uses these).
@@ -48,6 +50,7 @@ pub struct Faults {
 pub struct SimConfig {
     pub socialintents: SiData,
     pub social25: S25Data,
+    pub crm: CrmData,
     pub account_id: String,
     pub api_token: String,
     /// Seed of the fault dice.
@@ -60,10 +63,29 @@ impl SimConfig {
         SimConfig {
             socialintents: SiData::new(first_day, last_day, 40),
             social25: S25Data::new(first_day, last_day, 8),
+            crm: CrmData::new(first_day, last_day, 6),
             account_id: DEMO_ACCOUNT_ID.into(),
             api_token: DEMO_API_TOKEN.into(),
             fault_seed: 7,
         }
+        .with_crm_contacts_for_visitors(20)
+    }
+
+    /// Makes every `every`-th Social Intents visitor (by chat start) a CRM
+    /// contact, so chats join to companies by email.
+    pub fn with_crm_contacts_for_visitors(mut self, every: usize) -> Self {
+        let si = &self.socialintents;
+        let start = si.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
+        let end = (si.last_day + chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN).and_utc();
+        let mut seen = std::collections::BTreeSet::new();
+        self.crm.linked_emails = si
+            .chats_in(start, end)
+            .into_iter()
+            .step_by(every.max(1))
+            .map(|c| c.visitor_email)
+            .filter(|e| seen.insert(e.clone()))
+            .collect();
+        self
     }
 }
 
@@ -168,6 +190,7 @@ impl Simulator {
         let app = Router::new()
             .nest("/socialintents/v1/api", socialintents::routes())
             .nest(social25::PREFIX, social25::routes())
+            .nest(crm::PREFIX, crm::routes())
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -199,6 +222,11 @@ impl Simulator {
     /// The Social25 base_url.
     pub fn social25_url(&self) -> String {
         format!("{}{}", self.url(), social25::PREFIX)
+    }
+
+    /// The CRM base_url.
+    pub fn crm_url(&self) -> String {
+        format!("{}{}", self.url(), crm::PREFIX)
     }
 
     /// Every Social25 failed-sync listing asked for so far (its first page):

@@ -7,7 +7,9 @@ pub mod partition;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, StringArray};
+use std::collections::HashSet;
+
+use arrow::array::{Array, BooleanArray, StringArray, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -135,33 +137,51 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// Merges `batch` into partition `dt`: the partition's rows whose
-    /// `key_column` is one of `keys` are replaced by `batch` (which holds the
-    /// complete new rows of those keys); other rows stay. One read, one PUT.
-    pub async fn merge_partition(
-        &self,
-        table: &TableDef,
-        dt: Option<NaiveDate>,
-        batch: &RecordBatch,
-        key_column: &str,
-        keys: &std::collections::HashSet<String>,
-    ) -> Result<usize> {
+    /// Merges `batch` into partition `dt`: the partition's rows whose key is
+    /// in `merge.replace` are dropped (`batch` holds their new versions),
+    /// rows whose key is in `merge.tombstones` get `deleted_at` set (if not
+    /// yet), and all other rows stay. One read, one PUT. Returns the rows of
+    /// the partition after the merge.
+    pub async fn merge_partition(&self, table: &TableDef, dt: Option<NaiveDate>, batch: &RecordBatch, merge: &Merge<'_>) -> Result<usize> {
         let path = partition::data_file(&self.root, table, dt);
         let schema = table.file_schema();
+        let aerr = |e| Error::ArrowAt { context: format!("merging into {path}"), source: e };
         let mut parts = Vec::new();
         for old in self.read_file(&path).await? {
-            let old = conform(&old, &schema).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?;
-            let col = old.column_by_name(key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let old = conform(&old, &schema).map_err(aerr)?;
+            let col = old.column_by_name(merge.key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
             let Some(col) = col else {
-                return Err(Error::Normalize { table: table.name.clone(), column: key_column.into(), message: format!("{path} has no text column {key_column}") });
+                return Err(Error::Normalize { table: table.name.clone(), column: merge.key_column.into(), message: format!("{path} has no text column {}", merge.key_column) });
             };
-            let keep: BooleanArray = col.iter().map(|v| Some(!v.is_some_and(|v| keys.contains(v)))).collect();
-            parts.push(filter_record_batch(&old, &keep).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?);
+            let keep: BooleanArray = col.iter().map(|v| Some(!v.is_some_and(|v| merge.replace.contains(v)))).collect();
+            let mut kept = filter_record_batch(&old, &keep).map_err(aerr)?;
+            if let Some((tombstones, at)) = merge.tombstones {
+                kept = mark_deleted(table, &kept, merge.key_column, tombstones, at).map_err(aerr)?;
+            }
+            parts.push(kept);
         }
         parts.push(batch.clone());
-        let merged = concat_batches(&schema, &parts).map_err(|e| Error::ArrowAt { context: format!("merging into {path}"), source: e })?;
+        let merged = concat_batches(&schema, &parts).map_err(aerr)?;
         let merged = sort_batch(table, &merged).map_err(|e| Error::ArrowAt { context: format!("sorting {path}"), source: e })?;
         self.replace_partition(table, dt, &merged).await
+    }
+
+    /// Every row of a table, `columns` only, with its partition; one file at a
+    /// time (the caller keeps what it needs).
+    pub async fn scan(&self, table: &TableDef, columns: &[&str]) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
+        let dts: Vec<Option<NaiveDate>> =
+            if table.is_partitioned() { self.partitions(table).await?.into_iter().map(Some).collect() } else { vec![None] };
+        let mut out = Vec::new();
+        for dt in dts {
+            let path = partition::data_file(&self.root, table, dt);
+            for b in self.read_file(&path).await? {
+                let b = conform(&b, &table.file_schema()).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
+                let idx: Vec<usize> = columns.iter().filter_map(|c| b.schema().index_of(c).ok()).collect();
+                let projected = b.project(&idx).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
+                out.push((dt, projected));
+            }
+        }
+        Ok(out)
     }
 
     /// Every batch of one Parquet file; a missing file is no batches.
@@ -218,6 +238,33 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<Recor
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// How [`Warehouse::merge_partition`] treats the rows already there.
+pub struct Merge<'a> {
+    /// The text column that identifies a row (or a group of rows).
+    pub key_column: &'a str,
+    /// Keys whose old rows are dropped: the new batch holds their rows.
+    pub replace: &'a HashSet<String>,
+    /// Keys whose rows are kept but marked deleted at this instant (µs).
+    pub tombstones: Option<(&'a HashSet<String>, i64)>,
+}
+
+/// Sets `deleted_at` (where still null) on the rows whose key is a tombstone.
+fn mark_deleted(table: &TableDef, batch: &RecordBatch, key_column: &str, tombstones: &HashSet<String>, at: i64) -> std::result::Result<RecordBatch, ArrowError> {
+    let Some(i) = table.index_of("deleted_at") else { return Ok(batch.clone()) };
+    let keys = batch.column_by_name(key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    let old = batch.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>();
+    let (Some(keys), Some(old)) = (keys, old) else { return Ok(batch.clone()) };
+    let new: TimestampMicrosecondArray = keys
+        .iter()
+        .zip(old.iter())
+        .map(|(k, d)| d.or_else(|| k.filter(|k| tombstones.contains(*k)).map(|_| at)))
+        .collect::<TimestampMicrosecondArray>()
+        .with_timezone("UTC");
+    let mut columns = batch.columns().to_vec();
+    columns[i] = Arc::new(new);
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// Sorts a batch by the table's `sort_by` columns (nulls last).

@@ -60,6 +60,7 @@ async fn s25_env(data: S25Data, start_date: &str, window_days: u32) -> Env {
     let sim = Simulator::start(SimConfig {
         socialintents: SiData::new(d("2025-10-25"), d("2025-10-25"), 0),
         social25: data,
+        crm: chatlake::simulator::CrmData::new(d("2025-10-25"), d("2025-10-25"), 0),
         account_id: "acct".into(),
         api_token: TOKEN.into(),
         fault_seed: 5,

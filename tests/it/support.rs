@@ -65,6 +65,7 @@ pub async fn env_with(data: SiData, window_days: u32) -> Env {
     let sim = Simulator::start(SimConfig {
         socialintents: data,
         social25: chatlake::simulator::S25Data::new(d("2025-10-25"), d("2025-11-10"), 0),
+        crm: chatlake::simulator::CrmData::new(d("2025-10-25"), d("2025-10-25"), 0),
         account_id: "acct".into(),
         api_token: TOKEN.into(),
         fault_seed: 11,
