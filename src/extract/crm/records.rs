@@ -44,6 +44,7 @@ pub fn for_each_element(body: &[u8], f: impl FnMut(Value)) -> Result<u64, String
 }
 
 /// A parsed record: its row, creation time (dt of conversations) and updatedAt.
+#[derive(Debug)]
 pub struct Parsed {
     pub row: Row,
     pub created: Option<DateTime<Utc>>,
