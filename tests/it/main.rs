@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod crm;
 mod faults;
 mod pipeline;
 mod social25;
