@@ -225,6 +225,10 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
             "SELECT dt, source, agent_name, answered_chats, round(avg_first_response_seconds, 1) AS avg_first_response_seconds, \
                  round(p50_first_response_seconds, 1) AS p50_first_response_seconds, round(p90_first_response_seconds, 1) AS p90_first_response_seconds \
                  FROM reporting.response_times WHERE dt = DATE '{yesterday}' ORDER BY source, agent_name")),
+        ("reporting.chats_by_company, last 7 days", format!(
+            "SELECT company_name, SUM(chats) AS chats, SUM(missed_chats) AS missed_chats, \
+                 round(CAST(SUM(missed_chats) AS DOUBLE) / SUM(chats), 3) AS missed_rate \
+                 FROM reporting.chats_by_company WHERE dt >= DATE '{week}' GROUP BY company_name ORDER BY company_name")),
         ("reporting.failed_syncs_daily, last 7 days", format!(
             "SELECT dt, log_message, failed_messages FROM reporting.failed_syncs_daily WHERE dt >= DATE '{week}' ORDER BY dt, log_message")),
     ] {

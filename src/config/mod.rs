@@ -428,4 +428,31 @@ streams = ["tenants", "agents", "conversations", "messages", "failed_syncs"]
             assert!(e.contains(needle), "{e}");
         }
     }
+
+    #[test]
+    fn crm_is_checked() {
+        let text = r#"
+name = "acme"
+timezone = "UTC"
+start_date = "2025-01-01"
+[sources.crm]
+base_url = "https://crm.example.com/api/v1"
+api_key = "${CRM_API_KEY}"
+streams = ["companies", "contacts", "conversations"]
+company_ids = ["123e4567"]
+"#;
+        let env = |n: &str| (n == "CRM_API_KEY").then(|| "crm-key-1".to_string());
+        let p = Pipeline::parse(text, Path::new("p.toml"), &env).unwrap();
+        let crm = p.config.sources.crm.as_ref().unwrap();
+        assert_eq!((crm.requests_per_minute, crm.company_ids.len()), (100, 1));
+        assert!(!format!("{p:?}").contains("crm-key-1"));
+        for (from, to, needle) in [
+            ("\"contacts\",", "\"contact\",", "unknown stream `contact`"),
+            ("\"123e4567\"", "\"a&b\"", "company_ids"),
+            ("api_key", "apikey", "apikey"),
+        ] {
+            let e = Pipeline::parse(&text.replace(from, to), Path::new("p.toml"), &env).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 }
