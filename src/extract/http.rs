@@ -202,6 +202,14 @@ pub struct Listing {
     pub count: Option<u64>,
 }
 
+/// What paging through one listing saw.
+#[derive(Debug, Default)]
+struct PageStats {
+    pages: u64,
+    rows: u64,
+    count: Option<u64>,
+}
+
 /// Pages of one listing at most; a guard against a server that never ends.
 const MAX_PAGES: u64 = 100_000;
 
@@ -213,30 +221,44 @@ impl HttpClient {
     /// paging), the listing is read once more; a second mismatch is an error,
     /// so nothing partial is committed.
     pub async fn get_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
+        let (records, stats) = self.get_listing_each(first, endpoint, Vec::new, |all, page| all.extend(page)).await?;
+        Ok(Listing { records, pages: stats.pages, count: stats.count })
+    }
+
+    /// As [`HttpClient::get_listing`], handing each page to `on_page` as it
+    /// arrives, so only one page of raw JSON is held at a time. Each attempt
+    /// starts from a fresh `init()`; the state of the attempt whose rows match
+    /// `count` is returned.
+    pub async fn get_listing_each<S>(
+        &self,
+        first: Url,
+        endpoint: &str,
+        init: impl Fn() -> S,
+        mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>),
+    ) -> Result<(S, Listing)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let listing = self.read_listing(first.clone(), endpoint).await?;
-            match listing.count {
-                Some(count) if count != listing.records.len() as u64 => {
-                    let message = format!(
-                        "the API reported count {count} but its {} page(s) held {} rows",
-                        listing.pages,
-                        listing.records.len()
-                    );
+            let mut state = init();
+            let stats = self.read_listing(first.clone(), endpoint, |page| on_page(&mut state, page)).await?;
+            let rows = stats.rows;
+            match stats.count {
+                Some(count) if count != rows => {
+                    let message = format!("the API reported count {count} but its {} page(s) held {rows} rows", stats.pages);
                     if attempt >= 2 {
                         return Err(self.bad(endpoint, format!("{message} twice; not committing a partial listing")));
                     }
                     tracing::warn!(source = %self.source, endpoint, "{message}; reading the listing again");
                 }
-                _ => return Ok(listing),
+                _ => return Ok((state, Listing { records: Vec::new(), pages: stats.pages, count: stats.count })),
             }
         }
     }
 
-    async fn read_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
+    /// Follows `next` from `first`, giving each page's results to `on_page`.
+    async fn read_listing(&self, first: Url, endpoint: &str, mut on_page: impl FnMut(Vec<serde_json::Value>)) -> Result<PageStats> {
         let mut seen = std::collections::HashSet::new();
-        let mut out = Listing::default();
+        let mut out = PageStats::default();
         let mut url = first.clone();
         loop {
             seen.insert(url.to_string());
@@ -247,7 +269,10 @@ impl HttpClient {
                 return Err(self.bad(&page_label, "expected a JSON object with `results`".into()));
             };
             match page.remove("results") {
-                Some(serde_json::Value::Array(items)) => out.records.extend(items),
+                Some(serde_json::Value::Array(items)) => {
+                    out.rows += items.len() as u64;
+                    on_page(items);
+                }
                 Some(serde_json::Value::Null) | None => {
                     return Err(self.bad(&page_label, "no `results` array in the page".into()))
                 }

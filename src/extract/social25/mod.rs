@@ -211,18 +211,34 @@ impl Social25 {
                 }
             }
             ("conversations", None) => {
-                // State by state, so only one state's raw JSON is held at a time.
+                // Page by page: only one page of raw JSON is held at a time.
                 let mut summaries = Vec::new();
                 for state in STATES {
-                    let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
-                    count(&mut out, &l);
-                    summaries.extend(l.records.iter().filter_map(records::summary));
-                    for raw in l.records {
-                        match records::conversation(raw.clone(), extracted_at) {
-                            Ok((created, row)) => out.buffers[0].push(Some(time::local_date(created, self.tz)), row),
-                            Err(reason) => reject(&mut out, "social25.conversations", reason, &raw),
-                        }
+                    let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
+                    let ((rows, sums, rejects), l) = self
+                        .client
+                        .get_listing_each(url, &label, Default::default, |(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
+                            for raw in page {
+                                sums.extend(records::summary(&raw));
+                                match records::conversation(raw.clone(), extracted_at) {
+                                    Ok((created, row)) => rows.push((time::local_date(created, self.tz), row)),
+                                    Err(reason) => rejects.push(Reject {
+                                        table: "social25.conversations".into(),
+                                        reason,
+                                        raw_json: raw.to_string(),
+                                    }),
+                                }
+                            }
+                        })
+                        .await?;
+                    out.pages += l.pages;
+                    out.records += (rows.len() + rejects.len()) as u64;
+                    out.add_count(l.count);
+                    for (dt, row) in rows {
+                        out.buffers[0].push(Some(dt), row);
                     }
+                    out.rejects.extend(rejects);
+                    summaries.extend(sums);
                 }
                 *self.listed.lock().await = Some(Arc::new(summaries));
             }
@@ -243,9 +259,13 @@ impl Social25 {
         }
         let mut summaries = Vec::new();
         for state in STATES {
-            let l = self.listing(&self.tenant_path("conversations/"), &[("state", state)]).await?;
+            let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
+            let (sums, l) = self
+                .client
+                .get_listing_each(url, &label, Vec::new, |sums, page| sums.extend(page.iter().filter_map(records::summary)))
+                .await?;
             *pages += l.pages;
-            summaries.extend(l.records.iter().filter_map(records::summary));
+            summaries.extend(sums);
         }
         let s = Arc::new(summaries);
         *listed = Some(Arc::clone(&s));
