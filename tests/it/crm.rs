@@ -385,3 +385,29 @@ async fn company_views_equal_figures_computed_from_the_simulator() {
         .collect();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn killed_mid_run_then_rerun_ends_exact() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut data = crm_data(40);
+    data.now = None; // the binary runs on the wall clock; all the data is in the past
+    let env = rt.block_on(crm_env(data, SiData::new(d("2025-10-25"), d("2025-10-25"), 0), "", false));
+    rt.block_on(run_at(&env, now()));
+    // Edits and deletions everywhere, then runs killed while they merge them.
+    env.sim.update(|c| {
+        for conv in c.crm.conversations().iter().step_by(3) {
+            c.crm.edits.insert(conv.id.clone(), now() + Duration::hours(1));
+        }
+        let gone: Vec<String> = c.crm.conversations().iter().skip(1).step_by(7).map(|c| c.id.clone()).collect();
+        c.crm.deleted.extend(gone);
+    });
+    env.sim.set_faults(Faults { latency_ms: 150, ..Faults::default() });
+    let kills = kill_runs_after(&env, &[], &[120, 300, 470, 490, 510]);
+    assert!(kills >= 2, "the runs finished before they could be killed");
+    env.sim.set_faults(Faults::default());
+    assert!(spawn_run(&env, &[]).wait().unwrap().success());
+    rt.block_on(assert_crm_exact(&env));
+    let deleted = env.sim.config().crm.deleted.len() as i64;
+    let marked = rt.block_on(env.int("SELECT COUNT(*) FROM crm.conversations WHERE deleted_at IS NOT NULL"));
+    assert_eq!(marked, deleted);
+}
