@@ -9,6 +9,9 @@
 //! - `CHATLAKE_BENCH_SOURCE=social25 cargo bench --bench backfill`: 100,000
 //!   Social25 conversations (CHATLAKE_BENCH_CONVERSATIONS=N), their messages
 //!   and failed syncs, then an incremental run with nothing changed.
+//! - `CHATLAKE_BENCH_SOURCE=crm cargo bench --bench backfill`: a CRM account
+//!   with 100,000 conversations (CHATLAKE_BENCH_CONVERSATIONS=N) in one JSON
+//!   array, then a run with nothing changed.
 
 use std::time::Instant;
 
@@ -37,6 +40,7 @@ fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, S
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
         .args(["simulator", "--port", &port.to_string(), "--from", &first.to_string(), "--to", &last.to_string()])
         .args(["--chats-per-day", &per_day.to_string(), "--conversations-per-day", &per_day.to_string()])
+        .args(["--crm-conversations-per-day", &per_day.to_string()])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("starting `chatlake simulator`");
@@ -65,6 +69,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn main() {
     match std::env::var("CHATLAKE_BENCH_SOURCE").as_deref() {
         Ok("social25") => social25(),
+        Ok("crm") => crm(),
         Ok("socialintents") | Err(_) => socialintents(),
         Ok(other) => panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents or social25"),
     }
@@ -123,6 +128,47 @@ max_concurrency = 8
             println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
         }
         println!("  peak RSS after views {:.0} MB", peak_rss_mb());
+    });
+}
+
+fn crm() {
+    let conversations = env_u64("CHATLAKE_BENCH_CONVERSATIONS", 100_000);
+    let per_day = env_u64("CHATLAKE_BENCH_CONVERSATIONS_PER_DAY", 300) as u32;
+    let days = conversations.div_ceil(per_day as u64);
+    let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    let last = first + Duration::days(days as i64 - 1);
+    let (_sim, url) = start_simulator(first, last, per_day);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"name = "benchcrm"
+timezone = "America/New_York"
+start_date = "{first}"
+[sources.crm]
+base_url = "{url}/crm/api/v1"
+api_key = "demo-crm-key"
+streams = ["companies", "contacts", "conversations"]
+requests_per_minute = 100000
+"#
+        );
+        let p = Pipeline::parse(&text, std::path::Path::new("benchcrm.toml"), &|_| None).unwrap();
+        let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+        println!("crm backfill: {days} days, {per_day} conversations a day, one JSON array per endpoint");
+        for label in ["first run (backfill)", "second run (nothing changed)"] {
+            let t = Instant::now();
+            let report = run_once(&p, &wh, &RunOptions::default()).await.unwrap();
+            println!("  {label}: {:.1} s", t.elapsed().as_secs_f64());
+            for s in &report.streams {
+                assert!(s.error.is_none(), "{}: {:?}", s.stream, s.error);
+                let secs = (s.finished_at - s.started_at).num_milliseconds() as f64 / 1000.0;
+                println!(
+                    "    {:<20} {:>22} {:>8} records {:>8} rows {:>6.1} s {:>8.0} records/s",
+                    s.stream, s.scope, s.records, s.rows_written, secs, s.records as f64 / secs.max(0.001)
+                );
+            }
+            println!("    peak RSS so far {:.0} MB", peak_rss_mb());
+        }
     });
 }
 

@@ -96,6 +96,9 @@ pub enum Command {
         /// Social25 conversations per day.
         #[arg(long, default_value_t = 8)]
         conversations_per_day: u32,
+        /// CRM helpdesk conversations per day.
+        #[arg(long, default_value_t = 6)]
+        crm_conversations_per_day: u32,
     },
 }
 
@@ -161,12 +164,13 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulator { port, from, to, chats_per_day, conversations_per_day } => {
+        Command::Simulator { port, from, to, chats_per_day, conversations_per_day, crm_conversations_per_day } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
             let mut config = SimConfig::demo(first, to.unwrap_or(today + Duration::days(1)));
             config.socialintents.chats_per_day = chats_per_day;
             config.social25.conversations_per_day = conversations_per_day;
+            config.crm.conversations_per_day = crm_conversations_per_day;
             if to.is_none() {
                 config.socialintents.until = Some(Utc::now());
             }

@@ -1,10 +1,11 @@
 //! chatlake: customer-chat SaaS APIs -> Hive-partitioned Parquet -> DataFusion SQL.
 //!
 //! The data flow, one module per stage, in the order data moves:
-//! [`config`] (pipeline file) -> [`extract`] (HTTP pages for one date window)
+//! [`config`] (pipeline file) -> [`extract`] (HTTP pages: a date window, a
+//! snapshot, changed keys, or a whole upsert read)
 //! -> [`normalize`] (Arrow batches with the [`schema`] of each table) ->
-//! [`sink`] (partitions replaced atomically) -> [`state`] (watermark saved after
-//! the commit). [`pipeline::run_once`] strings them together; [`query`] reads
+//! [`sink`] (partitions replaced or merged, one atomic PUT each) -> [`state`]
+//! (watermark or cursor saved after the commit). [`pipeline::run_once`] strings them together; [`query`] reads
 //! the warehouse back with the `sql/` views; [`simulator`] fakes the APIs.
 
 #![forbid(unsafe_code)]

@@ -1,7 +1,12 @@
-//! `run_once`: the whole flow for one pipeline run, stream by stream and
-//! window by window: extract -> normalize -> sink (partitions replaced
-//! atomically) -> state (watermark saved only after its partitions are
-//! committed) -> one meta.runs row per stream.
+//! `run_once`: the whole flow for one pipeline run, stream by stream:
+//! extract -> normalize -> sink (each partition written with one atomic PUT)
+//! -> state (saved only after what it covers is committed) -> one meta.runs
+//! row per stream. How a stream is read depends on its [`StreamKind`]:
+//! - windowed: date windows; each window's partitions are replaced;
+//! - snapshot: everything; the table is replaced (stale partitions deleted);
+//! - changes: a cursor names the changed keys; their partitions are merged;
+//! - upsert: everything, compared with the warehouse by key and updated_at;
+//!   changed rows merged, vanished ones marked deleted.
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,7 +1,8 @@
-//! Stage 1: REST APIs -> records for one date window. One folder per source;
-//! [`http`] is the client they share and [`window`] plans the date windows.
-//! A source turns a window into [`Extracted`]: table buffers filled through
-//! `normalize`, plus the records it had to reject.
+//! Stage 1: REST APIs -> records. One folder per source (socialintents,
+//! social25, crm); [`http`] is the client they share and [`window`] plans the
+//! date windows. A source turns a window, a snapshot, a chunk of changed keys
+//! or a whole upsert read into [`Extracted`]: table buffers filled through
+//! `normalize`, plus the records it had to reject. [`StreamKind`] says which.
 
 pub mod crm;
 pub mod http;
