@@ -50,6 +50,7 @@ fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, S
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    drop(Child(child)); // kills and reaps it
     panic!("simulator did not start on port {port}");
 }
 

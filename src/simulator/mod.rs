@@ -89,6 +89,9 @@ impl SimConfig {
     }
 }
 
+/// Social25 conversations generated for (data version, clock).
+type S25Cached = (u64, chrono::DateTime<chrono::Utc>, Arc<Vec<social25::S25Conversation>>);
+
 /// Shared state of a running simulator.
 pub struct SimState {
     config: Mutex<SimConfig>,
@@ -101,7 +104,7 @@ pub struct SimState {
     /// Bumped by every [`Simulator::update`] (keys the caches below).
     version: AtomicU64,
     /// Social25 conversations at (version, now): listing pages share one generation.
-    s25_cache: Mutex<Option<(u64, chrono::DateTime<chrono::Utc>, Arc<Vec<social25::S25Conversation>>)>>,
+    s25_cache: Mutex<Option<S25Cached>>,
     /// Social25 failed-sync listings asked for (first pages): (from_time, till_time).
     failed_windows: Mutex<Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>>,
 }
