@@ -53,23 +53,33 @@ impl Warehouse {
         Self::open_with(location, false)
     }
 
+    /// Opens `s3://bucket/prefix` with the standard `AWS_*` environment plus
+    /// `options` (object_store's S3 config keys, e.g. `aws_endpoint`), which win.
+    pub fn open_s3_with(location: &str, options: &[(&str, &str)]) -> Result<Warehouse> {
+        let fail = |m: String| Error::Usage(format!("warehouse `{location}`: {m}"));
+        let Some(rest) = location.strip_prefix("s3://") else { return Err(fail("not an s3:// URL".into())) };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(fail("no bucket in the URL".into()));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (k, v) in options {
+            let key: object_store::aws::AmazonS3ConfigKey = k.parse().map_err(|e: object_store::Error| fail(e.to_string()))?;
+            builder = builder.with_config(key, *v);
+        }
+        let s3 = builder.build().map_err(|e| Error::store(location, e))?;
+        Ok(Warehouse {
+            store: Arc::new(s3),
+            store_url: Url::parse(&format!("s3://{bucket}")).map_err(|e| fail(e.to_string()))?,
+            root: Path::from(prefix.trim_matches('/')),
+            display: location.to_string(),
+        })
+    }
+
     fn open_with(location: &str, create: bool) -> Result<Warehouse> {
         let fail = |m: String| Error::Usage(format!("warehouse `{location}`: {m}"));
-        if let Some(rest) = location.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(fail("no bucket in the URL".into()));
-            }
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| Error::store(location, e))?;
-            return Ok(Warehouse {
-                store: Arc::new(s3),
-                store_url: Url::parse(&format!("s3://{bucket}")).map_err(|e| fail(e.to_string()))?,
-                root: Path::from(prefix.trim_matches('/')),
-                display: location.to_string(),
-            });
+        if location.starts_with("s3://") {
+            return Self::open_s3_with(location, &[]);
         }
         let local = match location.strip_prefix("file://") {
             Some(p) => std::path::PathBuf::from(p),

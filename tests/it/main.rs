@@ -8,5 +8,6 @@ mod cli;
 mod crm;
 mod faults;
 mod pipeline;
+mod s3;
 mod social25;
 mod views;
