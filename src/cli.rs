@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
@@ -130,7 +132,8 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         Command::Run { pipeline, wh, from, to, streams, full_refresh } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = open_warehouse(wh.warehouse, Some(&p))?;
-            let opts = RunOptions { from, to, streams, full_refresh, now: None, progress: interactive };
+            let stop = stop_on_signals();
+            let opts = RunOptions { from, to, streams, full_refresh, now: None, progress: interactive, stop: Some(stop) };
             let report = pipeline::run_once(&p, &wh, &opts).await?;
             Ok(print_report(&report))
         }
@@ -182,6 +185,29 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A flag set by the first SIGTERM or SIGINT: runs stop before their next
+/// window, with everything committed so far kept, and release their lock.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::warn!("signal received: stopping before the next window (what is committed stays)");
+        set.store(true, Ordering::Relaxed);
+    });
+    flag
 }
 
 /// The warehouse to write: `--warehouse` > `CHATLAKE_WAREHOUSE` > the pipeline's.

@@ -63,6 +63,14 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// The run was asked to stop (SIGTERM/SIGINT) before this stream's next window.
+    #[error("{stream}: stopped before the next window (signal); everything committed so far stays")]
+    Stopped { stream: String },
+
+    /// Another run of the pipeline holds its lock.
+    #[error("pipeline `{pipeline}` is locked: another run is in progress ({holder}, since {since}; the lock expires at {until} unless renewed)")]
+    Locked { pipeline: String, holder: String, since: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc> },
+
     /// Arrow failed on a partition file (reading, merging, sorting).
     #[error("{context}: {source}")]
     ArrowAt { context: String, source: arrow::error::ArrowError },

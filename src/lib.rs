@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod lock;
 pub mod normalize;
 pub mod pipeline;
 pub mod query;

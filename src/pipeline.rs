@@ -9,6 +9,8 @@
 //!   changed rows merged, vanished ones marked deleted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -21,6 +23,7 @@ use crate::extract::{Extracted, Source, Stored, StreamKind, StreamSpec};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::{Merge, Warehouse};
+use crate::lock::{self, RunLock};
 use crate::state::{Loaded, StateStore};
 
 /// Partitions written at once within a window.
@@ -41,6 +44,9 @@ pub struct RunOptions {
     pub now: Option<DateTime<Utc>>,
     /// Draw a progress bar.
     pub progress: bool,
+    /// Set (e.g. by SIGTERM) to stop before the next window or chunk; what
+    /// is committed stays committed.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// The outcome of one stream in one run (also its meta.runs row).
@@ -94,6 +100,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         }
     }
     let states = StateStore::new(wh, &cfg.name);
+    let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
     let bar = progress_bar(opts.progress);
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
@@ -116,7 +123,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             finished_at: started_at,
         };
         let retries_before = source.retries();
-        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, now, today, bar: &bar };
+        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, now, today, bar: &bar, lock: &lock, stop: opts.stop.as_deref() };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
             rep.error = Some(e.to_string());
@@ -131,6 +138,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         reports.push(rep);
     }
     bar.finish_and_clear();
+    lock.release().await;
     Ok(RunReport { run_id, streams: reports })
 }
 
@@ -143,6 +151,21 @@ struct StreamCtx<'a> {
     now: DateTime<Utc>,
     today: NaiveDate,
     bar: &'a ProgressBar,
+    lock: &'a RunLock,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl StreamCtx<'_> {
+    /// Before each window or chunk: stop if asked to, or if the lock was lost.
+    fn check_go_on(&self, spec: &StreamSpec) -> Result<()> {
+        if self.lock.lost() {
+            return Err(Error::State { path: format!("_locks/{}.json", self.pipeline.config.name), message: format!("{}: the pipeline lock was lost; stopped before the next commit", spec.name) });
+        }
+        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(Error::Stopped { stream: spec.name.clone() });
+        }
+        Ok(())
+    }
 }
 
 /// How a commit writes a partition.
@@ -156,6 +179,7 @@ enum Write<'a> {
 }
 
 async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
+    ctx.check_go_on(spec)?;
     let mut loaded = ctx.states.load(&spec.name).await?;
     let (window_days, final_lag) = match spec.kind {
         StreamKind::Snapshot => {
@@ -173,6 +197,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
             rep.scope = format!("{} changed", plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>());
             ctx.bar.inc_length(plan.chunks.len() as u64);
             for (i, chunk) in plan.chunks.iter().enumerate() {
+                ctx.check_go_on(spec)?;
                 let label = format!("changes {}/{}", i + 1, plan.chunks.len());
                 ctx.bar.set_message(format!("{} {label}", spec.name));
                 let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
@@ -199,6 +224,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
     let windows = window::split(range, window_days);
     ctx.bar.inc_length(windows.len() as u64);
     for w in windows {
+        ctx.check_go_on(spec)?;
         ctx.bar.set_message(format!("{} {w}", spec.name));
         let out = ctx.source.extract(spec, Some(w), ctx.run_id).await.map_err(|e| at(spec, &w.to_string(), e))?;
         let written = commit(ctx, spec, Some(w), out, Write::Replace, rep).await.map_err(|e| at(spec, &w.to_string(), e))?;

@@ -1,0 +1,210 @@
+//! One run of a pipeline at a time, across processes and machines: a lock
+//! object `_locks/<pipeline>.json` in the warehouse, created only if absent,
+//! naming its owner (host, pid, run) and an expiry that a background task
+//! renews while the run lasts. A holder that died leaves a lock that expires;
+//! on the same host a holder whose process is gone is recognized at once. On
+//! S3 a takeover is a conditional write (If-Match on the stale lock), so two
+//! contenders cannot both win; local disk has no compare-and-swap, so there
+//! the takeover of a dead holder's lock is a delete then create-if-absent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sink::Warehouse;
+
+/// How long a lock lives without renewal.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
+
+/// What the lock object says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub pipeline: String,
+    pub host: String,
+    pub pid: u32,
+    pub run_id: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl LockInfo {
+    /// Whether the holder is certainly gone: expired, or a process of this
+    /// host that no longer exists.
+    fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at < now || (self.host == hostname() && self.pid != std::process::id() && !pid_alive(self.pid))
+    }
+}
+
+struct Inner {
+    wh: Warehouse,
+    path: Path,
+    info: std::sync::Mutex<LockInfo>,
+    version: std::sync::Mutex<Option<UpdateVersion>>,
+    lost: AtomicBool,
+    ttl: Duration,
+}
+
+/// A held pipeline lock; renewed in the background until released.
+pub struct RunLock {
+    inner: Arc<Inner>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    if !proc.exists() {
+        return true; // cannot tell: rely on the expiry
+    }
+    // A zombie (killed, not yet reaped) holds no lock either.
+    match std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl RunLock {
+    /// Takes the lock of `pipeline`, or fails with [`Error::Locked`] naming the holder.
+    pub async fn acquire(wh: &Warehouse, pipeline: &str, run_id: &str, ttl: Duration) -> Result<RunLock> {
+        let path = wh.root().clone().join("_locks").join(format!("{pipeline}.json"));
+        let now = Utc::now();
+        let info = LockInfo {
+            pipeline: pipeline.to_string(),
+            host: hostname(),
+            pid: std::process::id(),
+            run_id: run_id.to_string(),
+            acquired_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(120)),
+        };
+        let put = |mode: PutMode, info: &LockInfo| {
+            let body = serde_json::to_vec_pretty(info).expect("lock serializes");
+            let opts = PutOptions { mode, ..Default::default() };
+            let path = path.clone();
+            let store = Arc::clone(wh.store());
+            async move { store.put_opts(&path, PutPayload::from(body), opts).await }
+        };
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            match put(PutMode::Create, &info).await {
+                Ok(r) => break r,
+                Err(object_store::Error::AlreadyExists { .. }) if attempts <= 3 => {
+                    let (held, version) = match wh.store().get(&path).await {
+                        Ok(g) => {
+                            let v = UpdateVersion { e_tag: g.meta.e_tag.clone(), version: g.meta.version.clone() };
+                            let bytes = g.bytes().await.map_err(|e| Error::store(&path, e))?;
+                            (serde_json::from_slice::<LockInfo>(&bytes).ok(), v)
+                        }
+                        Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
+                        Err(e) => return Err(Error::store(&path, e)),
+                    };
+                    match held {
+                        Some(h) if !h.is_stale(Utc::now()) => {
+                            return Err(Error::Locked {
+                                pipeline: pipeline.into(),
+                                holder: format!("{} pid {} (run {})", h.host, h.pid, h.run_id),
+                                since: h.acquired_at,
+                                until: h.expires_at,
+                            })
+                        }
+                        _ => {
+                            tracing::warn!(pipeline, path = %path, "taking over a stale lock");
+                            match put(PutMode::Update(version), &info).await {
+                                Ok(r) => break r,
+                                Err(object_store::Error::NotImplemented { .. }) => {
+                                    // Local disk: no If-Match. Remove the dead holder's lock, then race fairly.
+                                    let _ = wh.store().delete(&path).await;
+                                }
+                                Err(object_store::Error::Precondition { .. }) => {} // someone else took it: look again
+                                Err(e) => return Err(Error::store(&path, e)),
+                            }
+                        }
+                    }
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Err(Error::State { path: path.to_string(), message: "could not take the pipeline lock".into() })
+                }
+                Err(e) => return Err(Error::store(&path, e)),
+            }
+        };
+        let inner = Arc::new(Inner {
+            wh: wh.clone(),
+            path,
+            info: std::sync::Mutex::new(info),
+            version: std::sync::Mutex::new(Some(UpdateVersion { e_tag: result.e_tag, version: result.version })),
+            lost: AtomicBool::new(false),
+            ttl,
+        });
+        let renewer = tokio::spawn(renew(Arc::clone(&inner)));
+        tracing::debug!(pipeline, run_id, "pipeline lock taken");
+        Ok(RunLock { inner, renewer })
+    }
+
+    /// Whether the lock was lost (renewal failed: another process took it).
+    pub fn lost(&self) -> bool {
+        self.inner.lost.load(Ordering::Relaxed)
+    }
+
+    /// Stops renewing and deletes the lock if it is still ours.
+    pub async fn release(self) {
+        self.renewer.abort();
+        let inner = &self.inner;
+        if inner.lost.load(Ordering::Relaxed) {
+            return;
+        }
+        let ours = match inner.wh.store().get(&inner.path).await {
+            Ok(g) => g.bytes().await.ok().and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok()).is_some_and(|l| {
+                let me = inner.info.lock().expect("lock info");
+                l.run_id == me.run_id && l.pid == me.pid && l.host == me.host
+            }),
+            Err(_) => false,
+        };
+        if ours {
+            if let Err(e) = inner.wh.store().delete(&inner.path).await {
+                tracing::warn!(path = %inner.path, error = %e, "could not release the pipeline lock; it will expire");
+            }
+        }
+    }
+}
+
+/// Pushes the expiry forward every third of the TTL, conditionally on the
+/// version last written (where the store supports it).
+async fn renew(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(inner.ttl / 3).await;
+        let body = {
+            let mut info = inner.info.lock().expect("lock info");
+            info.expires_at = Utc::now() + chrono::Duration::from_std(inner.ttl).unwrap_or(chrono::Duration::seconds(120));
+            serde_json::to_vec_pretty(&*info).expect("lock serializes")
+        };
+        let version = inner.version.lock().expect("lock version").clone();
+        let put = |mode| inner.wh.store().put_opts(&inner.path, PutPayload::from(body.clone()), PutOptions { mode, ..Default::default() });
+        let result = match version {
+            Some(v) => match put(PutMode::Update(v)).await {
+                Err(object_store::Error::NotImplemented { .. }) => put(PutMode::Overwrite).await,
+                other => other,
+            },
+            None => put(PutMode::Overwrite).await,
+        };
+        match result {
+            Ok(r) => *inner.version.lock().expect("lock version") = Some(UpdateVersion { e_tag: r.e_tag, version: r.version }),
+            Err(e) => {
+                tracing::error!(path = %inner.path, error = %e, "lost the pipeline lock; stopping after the current window");
+                inner.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
