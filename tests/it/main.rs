@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod crm;
+mod lock;
 mod faults;
 mod pipeline;
 mod s3;
