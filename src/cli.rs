@@ -81,6 +81,25 @@ pub enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+    /// Run pipelines at their `schedule` until SIGTERM/SIGINT (a long-running daemon).
+    Schedule {
+        /// Pipeline files, or directories of them (repeatable).
+        #[arg(long = "pipeline", required = true)]
+        pipelines: Vec<PathBuf>,
+        #[command(flatten)]
+        wh: WarehouseArg,
+    },
+    /// Recent runs from meta.runs; exits 1 when a pipeline's last run failed.
+    Runs {
+        /// Only this pipeline's runs.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
     /// Serve the simulated APIs on 127.0.0.1 until interrupted.
     Simulator {
         /// Port to listen on.
@@ -167,6 +186,12 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schedule { pipelines, wh } => schedule(pipelines, wh.warehouse).await,
+        Command::Runs { pipeline, wh, last } => {
+            let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+            let wh = existing_warehouse(wh.warehouse, p.as_ref())?;
+            runs(&wh, p.as_ref().map(|p| p.config.name.as_str()), last).await
+        }
         Command::Simulator { port, from, to, chats_per_day, conversations_per_day, crm_conversations_per_day } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
@@ -184,6 +209,85 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             tokio::signal::ctrl_c().await.map_err(|e| Error::io("waiting for Ctrl-C", e))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `chatlake schedule`: one task per pipeline, until a signal; then each
+/// finishes or abandons its current window cleanly, releases its lock, and
+/// the daemon exits 0.
+async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>) -> Result<ExitCode> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Usage("schedule: no pipeline files given".into()));
+    }
+    let stop = stop_on_signals();
+    let mut tasks = Vec::new();
+    for f in &files {
+        let p = Pipeline::load(f)?;
+        if p.config.schedule.is_none() {
+            return Err(Error::Usage(format!("{}: no `schedule` key; add e.g. schedule = \"0 30 2 * * *\"", f.display())));
+        }
+        let wh = open_warehouse(warehouse.clone(), Some(&p))?;
+        println!("scheduling {} ({}) at \"{}\" in {}, warehouse {wh}", p.config.name, f.display(), p.config.schedule.as_deref().unwrap_or(""), p.config.timezone);
+        tasks.push(crate::schedule::serve_pipeline(p, wh, Arc::clone(&stop)));
+    }
+    // All pipelines wait and run concurrently on this task.
+    let mut code = ExitCode::SUCCESS;
+    for result in futures::future::join_all(tasks).await {
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    println!("scheduler stopped");
+    Ok(code)
+}
+
+/// `chatlake runs`: one line per run (all its streams), newest first.
+async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<ExitCode> {
+    let ctx = query::session(wh).await?;
+    let filter = pipeline.map_or(String::new(), |p| format!("WHERE pipeline = '{}'", p.replace('\'', "''")));
+    let sql = format!(
+        "SELECT pipeline, run_id, MIN(started_at) AS started_at, \
+             CAST(CAST(MAX(finished_at) AS BIGINT) - CAST(MIN(started_at) AS BIGINT) AS DOUBLE) / 1000000.0 AS seconds, \
+             COUNT(*) AS streams, SUM(rows_written) AS rows_written, SUM(rejects) AS rejects, \
+             SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed_streams, \
+             string_agg(error, ' | ') AS errors \
+         FROM meta.runs {filter} GROUP BY pipeline, run_id ORDER BY started_at DESC LIMIT {last}"
+    );
+    let batches = query::run(&ctx, &sql).await?;
+    println!("{}", query::render(&batches, Format::Table)?);
+    // The last run of each pipeline decides the exit code.
+    let latest = format!(
+        "SELECT r.pipeline, SUM(CASE WHEN r.status = 'failed' THEN 1 ELSE 0 END) AS failed \
+         FROM meta.runs r JOIN (SELECT pipeline, MAX(started_at) AS s FROM meta.runs {filter} GROUP BY pipeline) l \
+           ON r.pipeline = l.pipeline \
+         WHERE r.run_id IN (SELECT run_id FROM meta.runs m WHERE m.pipeline = l.pipeline AND m.started_at = l.s) \
+         GROUP BY r.pipeline"
+    );
+    let failed: Vec<String> = query::render(&query::run(&ctx, &latest).await?, Format::Csv)?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.rsplit_once(',').filter(|(_, n)| *n != "0").map(|(p, _)| p.to_string()))
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: the last run failed for: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
     }
 }
 

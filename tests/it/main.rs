@@ -10,5 +10,6 @@ mod lock;
 mod faults;
 mod pipeline;
 mod s3;
+mod schedule;
 mod social25;
 mod views;

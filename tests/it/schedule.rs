@@ -1,0 +1,93 @@
+//! The `chatlake schedule` daemon and `chatlake runs`: scheduled runs happen,
+//! SIGTERM stops the daemon cleanly (exit 0, lock released, data exact), and
+//! `runs` reports the last run and fails when it failed.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chatlake::simulator::Faults;
+
+use crate::support::*;
+
+fn chatlake(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chatlake")).args(args).output().unwrap()
+}
+
+fn meta_run_files(wh: &std::path::Path) -> usize {
+    let dir = wh.join("meta/runs");
+    if !dir.exists() {
+        return 0;
+    }
+    files(&dir).len()
+}
+
+#[test]
+fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(5), 7));
+    // Every 2 seconds; only the chats stream, to keep each run short.
+    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+        .replace("0 30 2 * * *", "*/2 * * * * *")
+        .replace("start_date = \"2025-10-27\"", "start_date = \"2025-10-27\"\nwarehouse = \"./unused\"")
+        .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let wh = env.dir.path().join("wh");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(["schedule", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while meta_run_files(&wh) < 2 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(meta_run_files(&wh) >= 2, "two scheduled runs within a minute");
+    // SIGTERM, possibly mid-run: the daemon finishes or abandons the window and exits 0.
+    let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let waited = Instant::now();
+    while daemon.try_wait().unwrap().is_none() && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = daemon.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("scheduler stopped"), "{stdout}");
+    assert!(!wh.join("_locks/test.json").exists(), "lock released");
+    assert!(wh.join("_state/test/_schedule.json").exists(), "the last slot is remembered");
+    // What the runs committed is exact (they read 2025-10-27..today).
+    rt.block_on(env.assert_exact("2025-10-27", "2025-11-10"));
+    // `runs` lists them and exits 0 (the last run succeeded or was stopped cleanly).
+    let runs = chatlake(&["runs", "--warehouse", wh.to_str().unwrap(), "--last", "5"]);
+    let listed = String::from_utf8_lossy(&runs.stdout);
+    assert!(listed.contains("test") && listed.contains("run_id"), "{listed}");
+    let _ = runs.status;
+}
+
+#[test]
+fn runs_exits_non_zero_when_the_last_run_failed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(3), 7));
+    let wh = env.dir.path().join("wh");
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()];
+        a.extend_from_slice(args);
+        chatlake(&a)
+    };
+    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
+    let ok = chatlake(&["runs", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    env.sim.set_faults(Faults { api_error: Some("Account suspended".into()), ..Faults::default() });
+    assert!(!run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
+    let failed = chatlake(&["runs", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap(), "--last", "2"]);
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("the last run failed for: test"), "{stderr}");
+    assert!(stdout.contains("Account suspended"), "{stdout}");
+    // Another good run: healthy again.
+    env.sim.set_faults(Faults::default());
+    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
+    assert!(chatlake(&["runs", "--warehouse", wh.to_str().unwrap()]).status.success());
+}
