@@ -234,6 +234,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
             None => Some(w.to.min(ctx.today)),
             Some(lag) => w.days().filter(|d| time::local_range(*d, *d, ctx.pipeline.tz).1 <= ctx.now - lag).last(),
         };
+        failpoint("after-partitions-before-watermark");
         if let Some(reached) = reached.filter(|_| window::extends_watermark(watermark, cfg.start_date, w)) {
             let new = watermark.map_or(reached, |wm| wm.max(reached));
             loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), Some(new), None, ctx.run_id).await?);
@@ -299,6 +300,16 @@ async fn stored_keys(wh: &Warehouse, table: &schema::TableDef, key_column: &str)
         }
     }
     Ok(out)
+}
+
+/// Crash-test hook: when `CHATLAKE_FAILPOINT` names this point, the process
+/// aborts here (as a kill -9 would). Used by the fault suite to crash between
+/// committing partitions and saving the watermark; inert otherwise.
+fn failpoint(name: &str) {
+    if std::env::var_os("CHATLAKE_FAILPOINT").is_some_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
 }
 
 fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {

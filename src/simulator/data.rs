@@ -26,6 +26,9 @@ pub struct SiData {
     pub revision: u64,
     /// Nothing later than this instant exists yet (the simulator's "now").
     pub until: Option<DateTime<Utc>>,
+    /// Schema drift: chats gain a new field (`sentiment`) and `visits`
+    /// changes type (served as text like "7 visits").
+    pub drift: bool,
 }
 
 /// Who handled a chat.
@@ -107,6 +110,7 @@ impl SiData {
             malformed_every: 0,
             revision: 0,
             until: None,
+            drift: false,
         }
     }
 

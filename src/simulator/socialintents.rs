@@ -73,12 +73,12 @@ async fn handle(
     let (start, end) = local_range(from, to.max(from), tz);
     let data = &cfg.socialintents;
     let (key, records): (&str, Vec<Value>) = match endpoint.as_str() {
-        "chats" => ("chats", data.chats_in(start, end).iter().map(|c| chat_json(c, tz)).collect()),
+        "chats" => ("chats", data.chats_in(start, end).iter().map(|c| chat_json(c, tz, data.drift)).collect()),
         "missedchats" => (
             "chats",
-            data.chats_in(start, end).iter().filter(|c| c.chat_type == "Missed").map(|c| chat_json(c, tz)).collect(),
+            data.chats_in(start, end).iter().filter(|c| c.chat_type == "Missed").map(|c| chat_json(c, tz, data.drift)).collect(),
         ),
-        "offlinemessages" => ("chats", data.offline_in(start, end).iter().map(|c| chat_json(c, tz)).collect()),
+        "offlinemessages" => ("chats", data.offline_in(start, end).iter().map(|c| chat_json(c, tz, data.drift)).collect()),
         "contacts" => (
             "contacts",
             data.contacts_in(start, end)
@@ -134,7 +134,7 @@ fn render_time(t: DateTime<Utc>, tz: Tz, twelve_hour: bool) -> String {
     }
 }
 
-fn chat_json(c: &SimChat, tz: Tz) -> Value {
+fn chat_json(c: &SimChat, tz: Tz, drift: bool) -> Value {
     let start = if c.malformed { "2017-13-45 99:99:99 PM".to_string() } else { render_time(c.start, tz, c.twelve_hour) };
     let messages: Vec<Value> = c
         .messages
@@ -166,6 +166,10 @@ fn chat_json(c: &SimChat, tz: Tz) -> Value {
     });
     if c.chat_type != "Offline Message" {
         v["messages"] = Value::Array(messages);
+    }
+    if drift {
+        v["sentiment"] = json!("positive");
+        v["visits"] = json!(format!("{} visits", c.visits));
     }
     v
 }
