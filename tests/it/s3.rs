@@ -89,8 +89,15 @@ fn run_query_and_state_work_on_s3() {
     let pipeline = env.pipeline_file.to_str().unwrap();
     for _ in 0..2 {
         // twice: a re-run replaces the same objects
-        let out = chatlake(&server, &["run", "--pipeline", pipeline, "--warehouse", &wh, "--from", "2025-10-27", "--to", "2025-11-04"]);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
+        cmd.args(["run", "--pipeline", pipeline, "--warehouse", &wh, "--from", "2025-10-27", "--to", "2025-11-04"]).env("RUST_LOG", "debug");
+        for (k, v) in server.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!printed.contains(SECRET_KEY) && !printed.contains(TOKEN), "a secret was printed (debug logs included)");
     }
     // The objects are in the bucket, under the prefix, as Hive partitions.
     let stored = files(&server.root.path().join(BUCKET));
