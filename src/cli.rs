@@ -88,6 +88,9 @@ pub enum Command {
         pipelines: Vec<PathBuf>,
         #[command(flatten)]
         wh: WarehouseArg,
+        /// Serve /healthz and Prometheus /metrics on this address (e.g. 127.0.0.1:9187).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Recent runs from meta.runs; exits 1 when a pipeline's last run failed.
     Runs {
@@ -186,7 +189,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schedule { pipelines, wh } => schedule(pipelines, wh.warehouse).await,
+        Command::Schedule { pipelines, wh, listen } => schedule(pipelines, wh.warehouse, listen).await,
         Command::Runs { pipeline, wh, last } => {
             let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
             let wh = existing_warehouse(wh.warehouse, p.as_ref())?;
@@ -215,7 +218,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
 /// `chatlake schedule`: one task per pipeline, until a signal; then each
 /// finishes or abandons its current window cleanly, releases its lock, and
 /// the daemon exits 0.
-async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>) -> Result<ExitCode> {
+async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>, listen: Option<String>) -> Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -234,6 +237,11 @@ async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>) -> Result<Exit
         return Err(Error::Usage("schedule: no pipeline files given".into()));
     }
     let stop = stop_on_signals();
+    let metrics = crate::metrics::Metrics::default();
+    if let Some(addr) = listen {
+        let local = metrics.clone().serve(&addr).await?;
+        println!("serving /healthz and /metrics on http://{local}");
+    }
     let mut tasks = Vec::new();
     for f in &files {
         let p = Pipeline::load(f)?;
@@ -242,7 +250,7 @@ async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>) -> Result<Exit
         }
         let wh = open_warehouse(warehouse.clone(), Some(&p))?;
         println!("scheduling {} ({}) at \"{}\" in {}, warehouse {wh}", p.config.name, f.display(), p.config.schedule.as_deref().unwrap_or(""), p.config.timezone);
-        tasks.push(crate::schedule::serve_pipeline(p, wh, Arc::clone(&stop)));
+        tasks.push(crate::schedule::serve_pipeline(p, wh, Arc::clone(&stop), metrics.clone()));
     }
     // All pipelines wait and run concurrently on this task.
     let mut code = ExitCode::SUCCESS;

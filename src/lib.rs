@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod lock;
+pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod query;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::pipeline::{run_once, RunOptions};
 use crate::sink::Warehouse;
 
@@ -124,7 +125,7 @@ async fn save_last_slot(wh: &Warehouse, pipeline: &str, slot: DateTime<Utc>) -> 
 
 /// Runs one pipeline at its schedule until `stop` is set. A run that fails is
 /// logged and recorded in meta.runs; the daemon goes on to the next slot.
-pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicBool>) -> Result<()> {
+pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicBool>, metrics: Metrics) -> Result<()> {
     let name = pipeline.config.name.clone();
     let expr = pipeline.config.schedule.clone().ok_or_else(|| {
         Error::Usage(format!("{}: no `schedule` in the pipeline file", pipeline.file.display()))
@@ -134,7 +135,7 @@ pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicB
     let mut last = load_last_slot(&wh, &name).await?;
     if let Some(slot) = missed_slot(&schedule, tz, last, Utc::now()) {
         tracing::info!(pipeline = %name, missed = %slot, "running the slot missed while the daemon was down (once)");
-        run_slot(&pipeline, &wh, slot, &stop).await;
+        run_slot(&pipeline, &wh, slot, &stop, &metrics).await;
         last = Some(slot);
     }
     loop {
@@ -155,23 +156,25 @@ pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicB
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        run_slot(&pipeline, &wh, next, &stop).await;
+        run_slot(&pipeline, &wh, next, &stop, &metrics).await;
         last = Some(next);
     }
 }
 
-async fn run_slot(pipeline: &Pipeline, wh: &Warehouse, slot: DateTime<Utc>, stop: &Arc<AtomicBool>) {
+async fn run_slot(pipeline: &Pipeline, wh: &Warehouse, slot: DateTime<Utc>, stop: &Arc<AtomicBool>, metrics: &Metrics) {
     let name = &pipeline.config.name;
     let opts = RunOptions { stop: Some(Arc::clone(stop)), ..RunOptions::default() };
     match run_once(pipeline, wh, &opts).await {
         Ok(report) => {
             let failed = report.failures().count();
+            metrics.record(name, &report);
             tracing::info!(pipeline = %name, run_id = %report.run_id, streams = report.streams.len(), failed, "scheduled run finished");
             if let Err(e) = save_last_slot(wh, name, slot).await {
                 tracing::error!(pipeline = %name, error = %e, "could not record the slot");
             }
         }
         Err(Error::Locked { holder, .. }) => {
+            metrics.skipped(name);
             tracing::warn!(pipeline = %name, holder = %holder, "slot skipped: another run holds the pipeline lock");
         }
         Err(e) => tracing::error!(pipeline = %name, error = %e, "scheduled run could not start"),

@@ -32,8 +32,11 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
     std::fs::write(&env.pipeline_file, text).unwrap();
     let wh = env.dir.path().join("wh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatlake"))
         .args(["schedule", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()])
+        .args(["--listen", &listen])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -43,6 +46,18 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(meta_run_files(&wh) >= 2, "two scheduled runs within a minute");
+    // /healthz and /metrics while it runs.
+    let (health, metrics) = rt.block_on(async {
+        let get = |path: &str| reqwest::get(format!("http://{listen}{path}"));
+        (get("/healthz").await.unwrap().text().await.unwrap(), get("/metrics").await.unwrap().text().await.unwrap())
+    });
+    assert_eq!(health.trim(), "ok");
+    let runs_line = metrics
+        .lines()
+        .find(|l| l.starts_with("chatlake_runs_total{pipeline=\"test\",stream=\"socialintents.chats\",status=\"success\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(runs_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0, "{runs_line}");
+    assert!(metrics.contains("chatlake_last_success_timestamp_seconds{pipeline=\"test\""), "{metrics}");
     // SIGTERM, possibly mid-run: the daemon finishes or abandons the window and exits 0.
     let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
