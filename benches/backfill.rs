@@ -69,44 +69,43 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 fn main() {
     match std::env::var("CHATLAKE_BENCH_SOURCE").as_deref() {
-        Ok("social25") => social25(),
-        Ok("crm") => crm(),
+        Ok(source @ ("social25" | "crm")) => conversations_bench(source),
         Ok("socialintents") | Err(_) => socialintents(),
-        Ok(other) => panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents or social25"),
+        Ok(other) => panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents, social25 or crm"),
     }
 }
 
-fn social25() {
+/// Backfills `source` (social25 or crm) with 300 conversations a day, then
+/// runs again with nothing changed; prints each stream and the peak RSS.
+fn conversations_bench(source: &str) {
     let conversations = env_u64("CHATLAKE_BENCH_CONVERSATIONS", 100_000);
     let per_day = env_u64("CHATLAKE_BENCH_CONVERSATIONS_PER_DAY", 300) as u32;
     let days = conversations.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
     let (_sim, url) = start_simulator(first, last, per_day);
+    let section = match source {
+        "social25" => format!(
+            "[sources.social25]\nbase_url = \"{url}/social25/api/v1.0\"\ntoken = \"demo-social25-token\"\n\
+             tenant_id = \"007be0e1-6c95-4843-8673-a76a479266f8\"\nstreams = [\"conversations\", \"messages\", \"failed_syncs\"]\n\
+             requests_per_minute = 1000000\nmax_concurrency = 8\n"
+        ),
+        _ => format!(
+            "[sources.crm]\nbase_url = \"{url}/crm/api/v1\"\napi_key = \"demo-crm-key\"\n\
+             streams = [\"companies\", \"contacts\", \"conversations\"]\nrequests_per_minute = 100000\n"
+        ),
+    };
+    let text = format!("name = \"bench-{source}\"\ntimezone = \"America/New_York\"\nstart_date = \"{first}\"\n{section}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            r#"name = "bench25"
-timezone = "America/New_York"
-start_date = "{first}"
-[sources.social25]
-base_url = "{url}/social25/api/v1.0"
-token = "demo-social25-token"
-tenant_id = "007be0e1-6c95-4843-8673-a76a479266f8"
-streams = ["conversations", "messages", "failed_syncs"]
-requests_per_minute = 1000000
-max_concurrency = 8
-"#
-        );
-        let p = Pipeline::parse(&text, std::path::Path::new("bench25.toml"), &|_| None).unwrap();
+        let p = Pipeline::parse(&text, std::path::Path::new("bench.toml"), &|_| None).unwrap();
         let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
-        println!("social25 backfill: {days} days, {per_day} conversations a day");
+        println!("{source} backfill: {days} days, {per_day} conversations a day");
         for label in ["first run (backfill)", "second run (nothing changed)"] {
             let t = Instant::now();
             let report = run_once(&p, &wh, &RunOptions::default()).await.unwrap();
-            let secs = t.elapsed().as_secs_f64();
-            println!("  {label}: {secs:.1} s");
+            println!("  {label}: {:.1} s", t.elapsed().as_secs_f64());
             for s in &report.streams {
                 assert!(s.error.is_none(), "{}: {:?}", s.stream, s.error);
                 let secs = (s.finished_at - s.started_at).num_milliseconds() as f64 / 1000.0;
@@ -117,58 +116,19 @@ max_concurrency = 8
             }
             println!("    peak RSS so far {:.0} MB", peak_rss_mb());
         }
-        let ctx = query::session(&wh).await.unwrap();
-        for sql in [
-            "SELECT COUNT(*) FROM social25.messages",
-            "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate WHERE source = 'social25'",
-            "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times WHERE source = 'social25'",
-        ] {
-            let t = Instant::now();
-            let batches = query::run(&ctx, sql).await.unwrap();
-            let text = query::render(&batches, query::Format::Csv).unwrap();
-            println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
-        }
-        println!("  peak RSS after views {:.0} MB", peak_rss_mb());
-    });
-}
-
-fn crm() {
-    let conversations = env_u64("CHATLAKE_BENCH_CONVERSATIONS", 100_000);
-    let per_day = env_u64("CHATLAKE_BENCH_CONVERSATIONS_PER_DAY", 300) as u32;
-    let days = conversations.div_ceil(per_day as u64);
-    let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
-    let last = first + Duration::days(days as i64 - 1);
-    let (_sim, url) = start_simulator(first, last, per_day);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            r#"name = "benchcrm"
-timezone = "America/New_York"
-start_date = "{first}"
-[sources.crm]
-base_url = "{url}/crm/api/v1"
-api_key = "demo-crm-key"
-streams = ["companies", "contacts", "conversations"]
-requests_per_minute = 100000
-"#
-        );
-        let p = Pipeline::parse(&text, std::path::Path::new("benchcrm.toml"), &|_| None).unwrap();
-        let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
-        println!("crm backfill: {days} days, {per_day} conversations a day, one JSON array per endpoint");
-        for label in ["first run (backfill)", "second run (nothing changed)"] {
-            let t = Instant::now();
-            let report = run_once(&p, &wh, &RunOptions::default()).await.unwrap();
-            println!("  {label}: {:.1} s", t.elapsed().as_secs_f64());
-            for s in &report.streams {
-                assert!(s.error.is_none(), "{}: {:?}", s.stream, s.error);
-                let secs = (s.finished_at - s.started_at).num_milliseconds() as f64 / 1000.0;
-                println!(
-                    "    {:<20} {:>22} {:>8} records {:>8} rows {:>6.1} s {:>8.0} records/s",
-                    s.stream, s.scope, s.records, s.rows_written, secs, s.records as f64 / secs.max(0.001)
-                );
+        if source == "social25" {
+            let ctx = query::session(&wh).await.unwrap();
+            for sql in [
+                "SELECT COUNT(*) FROM social25.messages",
+                "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate WHERE source = 'social25'",
+                "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times WHERE source = 'social25'",
+            ] {
+                let t = Instant::now();
+                let batches = query::run(&ctx, sql).await.unwrap();
+                let text = query::render(&batches, query::Format::Csv).unwrap();
+                println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
             }
-            println!("    peak RSS so far {:.0} MB", peak_rss_mb());
+            println!("  peak RSS after views {:.0} MB", peak_rss_mb());
         }
     });
 }
