@@ -6,6 +6,9 @@
 //! S3 a takeover is a conditional write (If-Match on the stale lock), so two
 //! contenders cannot both win; local disk has no compare-and-swap, so there
 //! the takeover of a dead holder's lock is a delete then create-if-absent.
+//! On object stores the winner also reads the lock back after a short settle
+//! delay, because some S3-compatible servers check If-None-Match before the
+//! write rather than atomically with it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sink::Warehouse;
+
+/// On object stores, how long to let racing lock writes land before reading
+/// the lock back.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// How long a lock lives without renewal.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
@@ -139,11 +146,34 @@ impl RunLock {
                 Err(e) => return Err(Error::store(&path, e)),
             }
         };
+        let mut version = UpdateVersion { e_tag: result.e_tag, version: result.version };
+        if !wh.is_local() {
+            // Some S3-compatible servers check If-None-Match before writing,
+            // not atomically with it (s3s-fs does): two creators can both
+            // "succeed" and the last write stays. Let racing writes land, then
+            // read the lock back; whoever is not in it steps aside.
+            tokio::time::sleep(SETTLE).await;
+            let got = wh.store().get(&path).await.map_err(|e| Error::store(&path, e))?;
+            let v = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+            let bytes = got.bytes().await.map_err(|e| Error::store(&path, e))?;
+            match serde_json::from_slice::<LockInfo>(&bytes) {
+                Ok(h) if h.run_id == info.run_id && h.pid == info.pid && h.host == info.host => version = v,
+                Ok(h) => {
+                    return Err(Error::Locked {
+                        pipeline: pipeline.into(),
+                        holder: format!("{} pid {} (run {})", h.host, h.pid, h.run_id),
+                        since: h.acquired_at,
+                        until: h.expires_at,
+                    })
+                }
+                Err(e) => return Err(Error::State { path: path.to_string(), message: format!("unreadable lock: {e}") }),
+            }
+        }
         let inner = Arc::new(Inner {
             wh: wh.clone(),
             path,
             info: std::sync::Mutex::new(info),
-            version: std::sync::Mutex::new(Some(UpdateVersion { e_tag: result.e_tag, version: result.version })),
+            version: std::sync::Mutex::new(Some(version)),
             lost: AtomicBool::new(false),
             ttl,
         });

@@ -101,6 +101,12 @@ impl Warehouse {
         })
     }
 
+    /// Whether the warehouse is on local disk (atomic create-if-absent by the
+    /// file system) rather than an object store.
+    pub fn is_local(&self) -> bool {
+        self.store_url.scheme() == "file"
+    }
+
     /// The object store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
