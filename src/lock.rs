@@ -41,6 +41,21 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// The error a run of `pipeline` gets while this holder has the lock.
+    fn held_against(&self, pipeline: &str) -> Error {
+        Error::Locked {
+            pipeline: pipeline.into(),
+            holder: format!("{} pid {} (run {})", self.host, self.pid, self.run_id),
+            since: self.acquired_at,
+            until: self.expires_at,
+        }
+    }
+
+    /// Whether `other` names the same holder (host, pid and run).
+    fn same_holder(&self, other: &LockInfo) -> bool {
+        self.run_id == other.run_id && self.pid == other.pid && self.host == other.host
+    }
+
     /// Whether the holder is certainly gone: expired, or a process of this
     /// host that no longer exists.
     fn is_stale(&self, now: DateTime<Utc>) -> bool {
@@ -119,12 +134,7 @@ impl RunLock {
                     };
                     match held {
                         Some(h) if !h.is_stale(Utc::now()) => {
-                            return Err(Error::Locked {
-                                pipeline: pipeline.into(),
-                                holder: format!("{} pid {} (run {})", h.host, h.pid, h.run_id),
-                                since: h.acquired_at,
-                                until: h.expires_at,
-                            })
+                            return Err(h.held_against(pipeline))
                         }
                         _ => {
                             tracing::warn!(pipeline, path = %path, "taking over a stale lock");
@@ -157,14 +167,9 @@ impl RunLock {
             let v = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
             let bytes = got.bytes().await.map_err(|e| Error::store(&path, e))?;
             match serde_json::from_slice::<LockInfo>(&bytes) {
-                Ok(h) if h.run_id == info.run_id && h.pid == info.pid && h.host == info.host => version = v,
+                Ok(h) if h.same_holder(&info) => version = v,
                 Ok(h) => {
-                    return Err(Error::Locked {
-                        pipeline: pipeline.into(),
-                        holder: format!("{} pid {} (run {})", h.host, h.pid, h.run_id),
-                        since: h.acquired_at,
-                        until: h.expires_at,
-                    })
+                    return Err(h.held_against(pipeline))
                 }
                 Err(e) => return Err(Error::State { path: path.to_string(), message: format!("unreadable lock: {e}") }),
             }
@@ -195,10 +200,12 @@ impl RunLock {
             return;
         }
         let ours = match inner.wh.store().get(&inner.path).await {
-            Ok(g) => g.bytes().await.ok().and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok()).is_some_and(|l| {
-                let me = inner.info.lock().expect("lock info");
-                l.run_id == me.run_id && l.pid == me.pid && l.host == me.host
-            }),
+            Ok(g) => g
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
+                .is_some_and(|l| l.same_holder(&inner.info.lock().expect("lock info"))),
             Err(_) => false,
         };
         if ours {
