@@ -172,10 +172,8 @@ impl StreamCtx<'_> {
 enum Write<'a> {
     /// The partition becomes exactly the new rows.
     Replace,
-    /// Rows whose `key_column` is one of `keys` are replaced, others kept.
-    Merge { key_column: &'a str, keys: &'a HashSet<String> },
-    /// As Merge, and rows of `tombstones` get `deleted_at = at`.
-    Upsert { key_column: &'a str, replace: &'a HashSet<String>, tombstones: &'a HashSet<String>, at: i64 },
+    /// The new rows are merged in as the sink's [`Merge`] says.
+    Merge(Merge<'a>),
 }
 
 async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
@@ -202,7 +200,7 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
                 ctx.bar.set_message(format!("{} {label}", spec.name));
                 let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
                 let out = ctx.source.extract_changes(spec, chunk, ctx.run_id).await.map_err(|e| at(spec, &label, e))?;
-                commit(ctx, spec, None, out, Write::Merge { key_column, keys: &keys }, rep).await.map_err(|e| at(spec, &label, e))?;
+                commit(ctx, spec, None, out, Write::Merge(Merge { key_column, replace: &keys, tombstones: None }), rep).await.map_err(|e| at(spec, &label, e))?;
                 // The cursor moves only once every partition of the chunk is merged.
                 loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), chunk.reached, Some(chunk.cursor.clone()), ctx.run_id).await?);
                 ctx.bar.inc(1);
@@ -260,7 +258,11 @@ async fn run_upsert(ctx: &StreamCtx<'_>, spec: &StreamSpec, key_column: &'static
         }
     }
     rep.scope = format!("{} changed, {} gone", up.replace.len(), up.tombstones.len());
-    let how = Write::Upsert { key_column, replace: &up.replace, tombstones: &up.tombstones, at: time::micros(ctx.now) };
+    let how = Write::Merge(Merge {
+        key_column,
+        replace: &up.replace,
+        tombstones: Some((&up.tombstones, time::micros(ctx.now))),
+    });
     commit(ctx, spec, None, up.extracted, how, rep).await?;
     rep.rows_written += up.tombstones.len() as u64;
     if !up.tombstones.is_empty() {
@@ -343,14 +345,8 @@ async fn commit(
         .map(|(table, dt, batch)| async move {
             match how {
                 Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await,
-                Write::Merge { key_column, keys } => {
-                    let merge = Merge { key_column, replace: keys, tombstones: None };
-                    ctx.wh.merge_partition(table, dt, &batch, &merge).await?;
-                    Ok(batch.num_rows())
-                }
-                Write::Upsert { key_column, replace, tombstones, at } => {
-                    let merge = Merge { key_column, replace, tombstones: Some((tombstones, *at)) };
-                    ctx.wh.merge_partition(table, dt, &batch, &merge).await?;
+                Write::Merge(merge) => {
+                    ctx.wh.merge_partition(table, dt, &batch, merge).await?;
                     Ok(batch.num_rows())
                 }
             }
