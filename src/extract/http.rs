@@ -80,6 +80,21 @@ impl HttpClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// `base_url/path` with `query` appended, and the label that names the
+    /// request in errors and logs (the path and query, no host, no credentials).
+    pub fn endpoint(&self, base_url: &str, path: &str, query: &[(&str, &str)]) -> Result<(Url, String)> {
+        let mut url = Url::parse(&format!("{}/{path}", base_url.trim_end_matches('/')))
+            .map_err(|e| self.bad(path, format!("bad base_url: {e}")))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let label = match url.query() {
+            Some(q) => format!("/{path}?{q}"),
+            None => format!("/{path}"),
+        };
+        Ok((url, label))
+    }
+
     /// GETs `url` and returns the body of a 2xx answer. `endpoint` names the
     /// request in errors and logs (a path, no credentials).
     pub async fn get(&self, url: Url, endpoint: &str) -> Result<Bytes> {

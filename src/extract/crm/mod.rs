@@ -20,7 +20,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use url::Url;
 
 use super::http::{Auth, HttpClient};
 use super::{Extracted, Stored, StreamKind, StreamSpec, Upserts};
@@ -89,18 +88,8 @@ impl Crm {
         };
         let mut present: HashSet<String> = HashSet::new();
         for company in requests {
-            let mut url = Url::parse(&format!("{}/{endpoint}", self.base_url)).map_err(|e| Error::BadResponse {
-                source_name: SOURCE.into(),
-                endpoint: endpoint.into(),
-                message: format!("bad base_url: {e}"),
-            })?;
-            if let Some(c) = company {
-                url.query_pairs_mut().append_pair("companyId", c);
-            }
-            let label = match url.query() {
-                Some(q) => format!("/{endpoint}?{q}"),
-                None => format!("/{endpoint}"),
-            };
+            let query: Vec<(&str, &str)> = company.map(|c| ("companyId", c)).into_iter().collect();
+            let (url, label) = self.client.endpoint(&self.base_url, endpoint, &query)?;
             let body = self.client.get_complete_json(url, &label).await?;
             let extracted_at = time::micros(Utc::now());
             let out = &mut up.extracted;

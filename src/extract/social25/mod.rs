@@ -149,19 +149,7 @@ impl Social25 {
 
     /// `base_url` + `path` (+ query pairs); `label` names it in errors.
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<(Url, String)> {
-        let mut url = Url::parse(&format!("{}/{path}", self.base_url)).map_err(|e| Error::BadResponse {
-            source_name: SOURCE.into(),
-            endpoint: path.into(),
-            message: format!("bad base_url: {e}"),
-        })?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        let label = match url.query() {
-            Some(q) => format!("/{path}?{q}"),
-            None => format!("/{path}"),
-        };
-        Ok((url, label))
+        self.client.endpoint(&self.base_url, path, query)
     }
 
     async fn listing(&self, path: &str, query: &[(&str, &str)]) -> Result<Listing> {
