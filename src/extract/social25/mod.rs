@@ -201,24 +201,22 @@ impl Social25 {
             ("conversations", None) => {
                 // Page by page: only one page of raw JSON is held at a time.
                 let mut summaries = Vec::new();
-                for state in STATES {
-                    let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
-                    let ((rows, sums, rejects), l) = self
-                        .client
-                        .get_listing_each(url, &label, Default::default, |(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
-                            for raw in page {
-                                sums.extend(records::summary(&raw));
-                                match records::conversation(raw.clone(), extracted_at) {
-                                    Ok((created, row)) => rows.push((time::local_date(created, self.tz), row)),
-                                    Err(reason) => rejects.push(Reject {
-                                        table: "social25.conversations".into(),
-                                        reason,
-                                        raw_json: raw.to_string(),
-                                    }),
-                                }
+                let per_state = self
+                    .each_state(|(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
+                        for raw in page {
+                            sums.extend(records::summary(&raw));
+                            match records::conversation(raw.clone(), extracted_at) {
+                                Ok((created, row)) => rows.push((time::local_date(created, self.tz), row)),
+                                Err(reason) => rejects.push(Reject {
+                                    table: "social25.conversations".into(),
+                                    reason,
+                                    raw_json: raw.to_string(),
+                                }),
                             }
-                        })
-                        .await?;
+                        }
+                    })
+                    .await?;
+                for ((rows, sums, rejects), l) in per_state {
                     out.pages += l.pages;
                     out.records += (rows.len() + rejects.len()) as u64;
                     out.add_count(l.count);
@@ -238,6 +236,18 @@ impl Social25 {
         Ok(out)
     }
 
+    /// Lists the conversations of every state, one listing per state, page by
+    /// page through `on_page` (only one page of raw JSON is held at a time);
+    /// returns each state's result and listing figures.
+    async fn each_state<S: Default>(&self, mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>)) -> Result<Vec<(S, Listing)>> {
+        let mut out = Vec::new();
+        for state in STATES {
+            let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
+            out.push(self.client.get_listing_each(url, &label, S::default, &mut on_page).await?);
+        }
+        Ok(out)
+    }
+
     /// The conversation summaries of this run (listed now unless the
     /// conversations stream already did).
     async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
@@ -246,12 +256,10 @@ impl Social25 {
             return Ok(Arc::clone(s));
         }
         let mut summaries = Vec::new();
-        for state in STATES {
-            let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
-            let (sums, l) = self
-                .client
-                .get_listing_each(url, &label, Vec::new, |sums, page| sums.extend(page.iter().filter_map(records::summary)))
-                .await?;
+        let per_state = self
+            .each_state(|sums: &mut Vec<_>, page| sums.extend(page.iter().filter_map(records::summary)))
+            .await?;
+        for (sums, l) in per_state {
             *pages += l.pages;
             summaries.extend(sums);
         }
