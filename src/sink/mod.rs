@@ -15,6 +15,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -163,7 +164,7 @@ impl Warehouse {
         let schema = table.file_schema();
         let aerr = |e| Error::ArrowAt { context: format!("merging into {path}"), source: e };
         let mut parts = Vec::new();
-        for old in self.read_file(&path).await? {
+        for old in self.read_file(&path, None).await? {
             let old = conform(&old, &schema).map_err(aerr)?;
             let col = old.column_by_name(merge.key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
             let Some(col) = col else {
@@ -187,28 +188,38 @@ impl Warehouse {
     pub async fn scan(&self, table: &TableDef, columns: &[&str]) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
         let dts: Vec<Option<NaiveDate>> =
             if table.is_partitioned() { self.partitions(table).await?.into_iter().map(Some).collect() } else { vec![None] };
+        // The table's schema cut down to `columns`: each file is read with only
+        // those columns decoded, then conformed to it (nulls where a file lacks one).
+        let full = table.file_schema();
+        let idx: Vec<usize> = columns.iter().filter_map(|c| full.index_of(c).ok()).collect();
+        let wanted = Arc::new(full.project(&idx).map_err(|e| Error::ArrowAt { context: format!("columns of {}", table.name), source: e })?);
+        let names: Vec<&str> = wanted.fields().iter().map(|f| f.name().as_str()).collect();
         let mut out = Vec::new();
         for dt in dts {
             let path = partition::data_file(&self.root, table, dt);
-            for b in self.read_file(&path).await? {
-                let b = conform(&b, &table.file_schema()).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
-                let idx: Vec<usize> = columns.iter().filter_map(|c| b.schema().index_of(c).ok()).collect();
-                let projected = b.project(&idx).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
-                out.push((dt, projected));
+            for b in self.read_file(&path, Some(&names)).await? {
+                let b = conform(&b, &wanted).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
+                out.push((dt, b));
             }
         }
         Ok(out)
     }
 
-    /// Every batch of one Parquet file; a missing file is no batches.
-    async fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+    /// Every batch of one Parquet file, only `columns` decoded when given; a
+    /// missing file is no batches.
+    async fn read_file(&self, path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
         let bytes = match self.store.get(path).await {
             Ok(got) => got.bytes().await.map_err(|e| Error::store(path, e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Error::store(path, e)),
         };
         let perr = |source| Error::Parquet { path: path.to_string(), source };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?.build().map_err(perr)?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+        if let Some(columns) = columns {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(perr)?;
         reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })
     }
 
