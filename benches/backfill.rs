@@ -63,6 +63,18 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Times each query over the warehouse (views included), then prints the peak RSS.
+async fn time_queries(wh: &Warehouse, sqls: &[&str]) {
+    let ctx = query::session(wh).await.unwrap();
+    for sql in sqls {
+        let t = Instant::now();
+        let batches = query::run(&ctx, sql).await.unwrap();
+        let text = query::render(&batches, query::Format::Csv).unwrap();
+        println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
+    }
+    println!("  peak RSS after views {:.0} MB", peak_rss_mb());
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -117,18 +129,15 @@ fn conversations_bench(source: &str) {
             println!("    peak RSS so far {:.0} MB", peak_rss_mb());
         }
         if source == "social25" {
-            let ctx = query::session(&wh).await.unwrap();
-            for sql in [
-                "SELECT COUNT(*) FROM social25.messages",
-                "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate WHERE source = 'social25'",
-                "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times WHERE source = 'social25'",
-            ] {
-                let t = Instant::now();
-                let batches = query::run(&ctx, sql).await.unwrap();
-                let text = query::render(&batches, query::Format::Csv).unwrap();
-                println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
-            }
-            println!("  peak RSS after views {:.0} MB", peak_rss_mb());
+            time_queries(
+                &wh,
+                &[
+                    "SELECT COUNT(*) FROM social25.messages",
+                    "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate WHERE source = 'social25'",
+                    "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times WHERE source = 'social25'",
+                ],
+            )
+            .await;
         }
     });
 }
@@ -180,17 +189,14 @@ requests_per_minute = 100000
         println!("  records/s         {:.0}", chats_stream.records as f64 / secs);
         println!("  rows/s            {:.0}", rows as f64 / secs);
         println!("  peak RSS          {:.0} MB", peak_rss_mb());
-        let ctx = query::session(&wh).await.unwrap();
-        for sql in [
-            "SELECT COUNT(*) FROM socialintents.chats",
-            "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate",
-            "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times",
-        ] {
-            let t = Instant::now();
-            let batches = query::run(&ctx, sql).await.unwrap();
-            let text = query::render(&batches, query::Format::Csv).unwrap();
-            println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
-        }
-        println!("  peak RSS after views {:.0} MB", peak_rss_mb());
+        time_queries(
+            &wh,
+            &[
+                "SELECT COUNT(*) FROM socialintents.chats",
+                "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate",
+                "SELECT COUNT(*), AVG(avg_first_response_seconds) FROM reporting.response_times",
+            ],
+        )
+        .await;
     });
 }
