@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use chatlake::config::Pipeline;
 use chatlake::pipeline::{run_once, RunOptions, RunReport};
-use chatlake::simulator::{CrmData, Faults, S25Data, SiData, SimConfig, Simulator};
-use chatlake::sink::Warehouse;
+use chatlake::simulator::{CrmData, Faults, SiData, SimConfig, Simulator};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::support::*;
@@ -59,22 +58,9 @@ requests_per_minute = 600000
 }
 
 async fn crm_env(crm: CrmData, si: SiData, extra: &str, with_socialintents: bool) -> Env {
-    let config = SimConfig {
-        socialintents: si,
-        social25: S25Data::new(d("2025-10-25"), d("2025-10-25"), 0),
-        crm,
-        account_id: "acct".into(),
-        api_token: TOKEN.into(),
-        fault_seed: 3,
-    };
+    let config = SimConfig { socialintents: si, crm, fault_seed: 3, ..empty_sim_config() };
     let config = if with_socialintents { config.with_crm_contacts_for_visitors(2) } else { config };
-    let sim = Simulator::start(config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline_file = dir.path().join("crm.toml");
-    std::fs::write(&pipeline_file, crm_pipeline(&sim, KEY, extra, with_socialintents)).unwrap();
-    let pipeline = Pipeline::load(&pipeline_file).unwrap();
-    let wh = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
-    Env { sim, dir, wh, pipeline, pipeline_file }
+    env_from(config, "crm.toml", |sim| crm_pipeline(sim, KEY, extra, with_socialintents)).await
 }
 
 async fn run_at(env: &Env, at: DateTime<Utc>) -> RunReport {

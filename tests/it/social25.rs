@@ -10,8 +10,7 @@ use std::time::Duration as StdDuration;
 use chatlake::config::Pipeline;
 use chatlake::pipeline::{run_once, RunOptions, RunReport};
 use chatlake::simulator::social25::{BadNext, S25Conversation, AGENTS, DEMO_TENANT_ID};
-use chatlake::simulator::{Faults, S25Data, SiData, SimConfig, Simulator};
-use chatlake::sink::Warehouse;
+use chatlake::simulator::{Faults, S25Data, SimConfig};
 use chatlake::state::StateStore;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -57,22 +56,8 @@ max_concurrency = 4
 }
 
 async fn s25_env(data: S25Data, start_date: &str, window_days: u32) -> Env {
-    let sim = Simulator::start(SimConfig {
-        socialintents: SiData::new(d("2025-10-25"), d("2025-10-25"), 0),
-        social25: data,
-        crm: chatlake::simulator::CrmData::new(d("2025-10-25"), d("2025-10-25"), 0),
-        account_id: "acct".into(),
-        api_token: TOKEN.into(),
-        fault_seed: 5,
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline_file = dir.path().join("s25.toml");
-    std::fs::write(&pipeline_file, s25_pipeline(&sim.social25_url(), start_date, window_days)).unwrap();
-    let pipeline = Pipeline::load(&pipeline_file).unwrap();
-    let wh = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
-    Env { sim, dir, wh, pipeline, pipeline_file }
+    let config = SimConfig { social25: data, fault_seed: 5, ..empty_sim_config() };
+    env_from(config, "s25.toml", |sim| s25_pipeline(&sim.social25_url(), start_date, window_days)).await
 }
 
 async fn run_at(env: &Env, at: DateTime<Utc>, streams: &[&str]) -> RunReport {

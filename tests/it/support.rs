@@ -62,20 +62,29 @@ requests_per_minute = 60000
 }
 
 pub async fn env_with(data: SiData, window_days: u32) -> Env {
-    let sim = Simulator::start(SimConfig {
-        socialintents: data,
-        social25: chatlake::simulator::S25Data::new(d("2025-10-25"), d("2025-11-10"), 0),
+    let config = SimConfig { socialintents: data, fault_seed: 11, ..empty_sim_config() };
+    env_from(config, "test.toml", |sim| pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "")).await
+}
+
+/// A simulator config that serves nothing yet: each test sets its source's data.
+pub fn empty_sim_config() -> SimConfig {
+    SimConfig {
+        socialintents: SiData::new(d("2025-10-25"), d("2025-10-25"), 0),
+        social25: chatlake::simulator::S25Data::new(d("2025-10-25"), d("2025-10-25"), 0),
         crm: chatlake::simulator::CrmData::new(d("2025-10-25"), d("2025-10-25"), 0),
         account_id: "acct".into(),
         api_token: TOKEN.into(),
         fault_seed: 11,
-    })
-    .await
-    .unwrap();
+    }
+}
+
+/// Starts a simulator with `config`, writes the pipeline `text(&sim)` to
+/// `<tempdir>/<file_name>`, and opens the warehouse `<tempdir>/wh`.
+pub async fn env_from(config: SimConfig, file_name: &str, text: impl FnOnce(&Simulator) -> String) -> Env {
+    let sim = Simulator::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "");
-    let pipeline_file = dir.path().join("test.toml");
-    std::fs::write(&pipeline_file, &text).unwrap();
+    let pipeline_file = dir.path().join(file_name);
+    std::fs::write(&pipeline_file, text(&sim)).unwrap();
     let pipeline = Pipeline::load(&pipeline_file).unwrap();
     let wh = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
     Env { sim, dir, wh, pipeline, pipeline_file }
