@@ -280,11 +280,11 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
     println!("{}", query::render(&batches, Format::Table)?);
     // The last run of each pipeline decides the exit code.
     let latest = format!(
-        "SELECT r.pipeline, SUM(CASE WHEN r.status = 'failed' THEN 1 ELSE 0 END) AS failed \
-         FROM meta.runs r JOIN (SELECT pipeline, MAX(started_at) AS s FROM meta.runs {filter} GROUP BY pipeline) l \
-           ON r.pipeline = l.pipeline \
-         WHERE r.run_id IN (SELECT run_id FROM meta.runs m WHERE m.pipeline = l.pipeline AND m.started_at = l.s) \
-         GROUP BY r.pipeline"
+        "WITH r AS (SELECT pipeline, run_id, MAX(started_at) AS s, \
+                           SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed \
+                    FROM meta.runs {filter} GROUP BY pipeline, run_id), \
+              l AS (SELECT pipeline, MAX(s) AS s FROM r GROUP BY pipeline) \
+         SELECT r.pipeline, r.failed FROM r JOIN l ON r.pipeline = l.pipeline AND r.s = l.s"
     );
     let failed: Vec<String> = query::render(&query::run(&ctx, &latest).await?, Format::Csv)?
         .lines()
