@@ -36,10 +36,27 @@ impl Drop for Child {
 /// Starts `chatlake simulator` with `per_day` chats and conversations a day;
 /// returns it and its root URL.
 fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(["simulator", "--port", &port.to_string(), "--from", &first.to_string(), "--to", &last.to_string()])
-        .args(["--chats-per-day", &per_day.to_string(), "--conversations-per-day", &per_day.to_string()])
+        .args([
+            "simulator",
+            "--port",
+            &port.to_string(),
+            "--from",
+            &first.to_string(),
+            "--to",
+            &last.to_string(),
+        ])
+        .args([
+            "--chats-per-day",
+            &per_day.to_string(),
+            "--conversations-per-day",
+            &per_day.to_string(),
+        ])
         .args(["--crm-conversations-per-day", &per_day.to_string()])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -70,13 +87,20 @@ async fn time_queries(wh: &Warehouse, sqls: &[&str]) {
         let t = Instant::now();
         let batches = query::run(&ctx, sql).await.unwrap();
         let text = query::render(&batches, query::Format::Csv).unwrap();
-        println!("  {:>6.2} s  {sql}  -> {}", t.elapsed().as_secs_f64(), text.lines().nth(1).unwrap_or(""));
+        println!(
+            "  {:>6.2} s  {sql}  -> {}",
+            t.elapsed().as_secs_f64(),
+            text.lines().nth(1).unwrap_or("")
+        );
     }
     println!("  peak RSS after views {:.0} MB", peak_rss_mb());
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -143,10 +167,16 @@ fn conversations_bench(source: &str) {
 }
 
 fn socialintents() {
-    let chats: u64 = std::env::var("CHATLAKE_BENCH_CHATS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let chats: u64 = std::env::var("CHATLAKE_BENCH_CHATS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     // A fixed daily volume (about 1M chats a year): a longer history means
     // more days, not bigger windows, so peak memory must stay flat.
-    let per_day: u32 = std::env::var("CHATLAKE_BENCH_CHATS_PER_DAY").ok().and_then(|v| v.parse().ok()).unwrap_or(2740);
+    let per_day: u32 = std::env::var("CHATLAKE_BENCH_CHATS_PER_DAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2740);
     let days: u64 = chats.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
@@ -172,7 +202,9 @@ requests_per_minute = 100000
         let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
         let opts = RunOptions {
             to: Some(last),
-            now: Some(Utc.from_utc_datetime(&(last + Duration::days(1)).and_hms_opt(12, 0, 0).unwrap())),
+            now: Some(
+                Utc.from_utc_datetime(&(last + Duration::days(1)).and_hms_opt(12, 0, 0).unwrap()),
+            ),
             ..RunOptions::default()
         };
         let t = Instant::now();
@@ -186,7 +218,10 @@ requests_per_minute = 100000
         println!("  records received  {}", chats_stream.records);
         println!("  rows written      {unique_chats} (chats + messages)");
         println!("  time              {secs:.1} s");
-        println!("  records/s         {:.0}", chats_stream.records as f64 / secs);
+        println!(
+            "  records/s         {:.0}",
+            chats_stream.records as f64 / secs
+        );
         println!("  rows/s            {:.0}", rows as f64 / secs);
         println!("  peak RSS          {:.0} MB", peak_rss_mb());
         time_queries(

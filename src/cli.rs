@@ -151,11 +151,26 @@ pub enum StateAction {
 pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
     match cli.command {
         Command::Demo { wh } => demo(wh.warehouse, interactive).await,
-        Command::Run { pipeline, wh, from, to, streams, full_refresh } => {
+        Command::Run {
+            pipeline,
+            wh,
+            from,
+            to,
+            streams,
+            full_refresh,
+        } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = open_warehouse(wh.warehouse, Some(&p))?;
             let stop = stop_on_signals();
-            let opts = RunOptions { from, to, streams, full_refresh, now: None, progress: interactive, stop: Some(stop) };
+            let opts = RunOptions {
+                from,
+                to,
+                streams,
+                full_refresh,
+                now: None,
+                progress: interactive,
+                stop: Some(stop),
+            };
             let report = pipeline::run_once(&p, &wh, &opts).await?;
             Ok(print_report(&report))
         }
@@ -169,7 +184,9 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::State { action: StateAction::Show { pipeline, wh } } => {
+        Command::State {
+            action: StateAction::Show { pipeline, wh },
+        } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = existing_warehouse(wh.warehouse, Some(&p))?;
             let states = StateStore::new(&wh, &p.config.name).list().await?;
@@ -178,24 +195,57 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             }
             for s in states {
                 let wm = s.watermark.map_or("-".to_string(), |d| d.to_string());
-                println!("{:<32} watermark {wm:<10}  updated {}  run {}", s.stream, s.updated_at.format("%Y-%m-%dT%H:%M:%SZ"), s.run_id);
+                println!(
+                    "{:<32} watermark {wm:<10}  updated {}  run {}",
+                    s.stream,
+                    s.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    s.run_id
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::State { action: StateAction::Reset { pipeline, wh, stream } } => {
+        Command::State {
+            action:
+                StateAction::Reset {
+                    pipeline,
+                    wh,
+                    stream,
+                },
+        } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = existing_warehouse(wh.warehouse, Some(&p))?;
-            let removed = StateStore::new(&wh, &p.config.name).reset(stream.as_deref()).await?;
-            println!("reset {} stream(s){}", removed.len(), if removed.is_empty() { String::new() } else { format!(": {}", removed.join(", ")) });
+            let removed = StateStore::new(&wh, &p.config.name)
+                .reset(stream.as_deref())
+                .await?;
+            println!(
+                "reset {} stream(s){}",
+                removed.len(),
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", removed.join(", "))
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schedule { pipelines, wh, listen } => schedule(pipelines, wh.warehouse, listen).await,
+        Command::Schedule {
+            pipelines,
+            wh,
+            listen,
+        } => schedule(pipelines, wh.warehouse, listen).await,
         Command::Runs { pipeline, wh, last } => {
             let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
             let wh = existing_warehouse(wh.warehouse, p.as_ref())?;
             runs(&wh, p.as_ref().map(|p| p.config.name.as_str()), last).await
         }
-        Command::Simulator { port, from, to, chats_per_day, conversations_per_day, crm_conversations_per_day } => {
+        Command::Simulator {
+            port,
+            from,
+            to,
+            chats_per_day,
+            conversations_per_day,
+            crm_conversations_per_day,
+        } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
             let mut config = SimConfig::demo(first, to.unwrap_or(today + Duration::days(1)));
@@ -206,10 +256,24 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 config.socialintents.until = Some(Utc::now());
             }
             let sim = Simulator::start_on(config, port).await?;
-            println!("simulator serving Social Intents at {}", sim.socialintents_url());
-            println!("                 and Social25 at {} (token {}, tenant {})", sim.social25_url(), crate::simulator::social25::DEMO_TOKEN, crate::simulator::social25::DEMO_TENANT_ID);
-            println!("credentials: account_id = {}, api_token = {}", crate::simulator::DEMO_ACCOUNT_ID, crate::simulator::DEMO_API_TOKEN);
-            tokio::signal::ctrl_c().await.map_err(|e| Error::io("waiting for Ctrl-C", e))?;
+            println!(
+                "simulator serving Social Intents at {}",
+                sim.socialintents_url()
+            );
+            println!(
+                "                 and Social25 at {} (token {}, tenant {})",
+                sim.social25_url(),
+                crate::simulator::social25::DEMO_TOKEN,
+                crate::simulator::social25::DEMO_TENANT_ID
+            );
+            println!(
+                "credentials: account_id = {}, api_token = {}",
+                crate::simulator::DEMO_ACCOUNT_ID,
+                crate::simulator::DEMO_API_TOKEN
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .map_err(|e| Error::io("waiting for Ctrl-C", e))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -218,7 +282,11 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
 /// `chatlake schedule`: one task per pipeline, until a signal; then each
 /// finishes or abandons its current window cleanly, releases its lock, and
 /// the daemon exits 0.
-async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>, listen: Option<String>) -> Result<ExitCode> {
+async fn schedule(
+    paths: Vec<PathBuf>,
+    warehouse: Option<String>,
+    listen: Option<String>,
+) -> Result<ExitCode> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -246,11 +314,25 @@ async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>, listen: Option
     for f in &files {
         let p = Pipeline::load(f)?;
         if p.config.schedule.is_none() {
-            return Err(Error::Usage(format!("{}: no `schedule` key; add e.g. schedule = \"0 30 2 * * *\"", f.display())));
+            return Err(Error::Usage(format!(
+                "{}: no `schedule` key; add e.g. schedule = \"0 30 2 * * *\"",
+                f.display()
+            )));
         }
         let wh = open_warehouse(warehouse.clone(), Some(&p))?;
-        println!("scheduling {} ({}) at \"{}\" in {}, warehouse {wh}", p.config.name, f.display(), p.config.schedule.as_deref().unwrap_or(""), p.config.timezone);
-        tasks.push(crate::schedule::serve_pipeline(p, wh, Arc::clone(&stop), metrics.clone()));
+        println!(
+            "scheduling {} ({}) at \"{}\" in {}, warehouse {wh}",
+            p.config.name,
+            f.display(),
+            p.config.schedule.as_deref().unwrap_or(""),
+            p.config.timezone
+        );
+        tasks.push(crate::schedule::serve_pipeline(
+            p,
+            wh,
+            Arc::clone(&stop),
+            metrics.clone(),
+        ));
     }
     // All pipelines wait and run concurrently on this task.
     let mut code = ExitCode::SUCCESS;
@@ -267,7 +349,9 @@ async fn schedule(paths: Vec<PathBuf>, warehouse: Option<String>, listen: Option
 /// `chatlake runs`: one line per run (all its streams), newest first.
 async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<ExitCode> {
     let ctx = query::session(wh).await?;
-    let filter = pipeline.map_or(String::new(), |p| format!("WHERE pipeline = '{}'", p.replace('\'', "''")));
+    let filter = pipeline.map_or(String::new(), |p| {
+        format!("WHERE pipeline = '{}'", p.replace('\'', "''"))
+    });
     let sql = format!(
         "SELECT pipeline, run_id, MIN(started_at) AS started_at, \
              CAST(CAST(MAX(finished_at) AS BIGINT) - CAST(MIN(started_at) AS BIGINT) AS DOUBLE) / 1000000.0 AS seconds, \
@@ -289,7 +373,11 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
     let failed: Vec<String> = query::render(&query::run(&ctx, &latest).await?, Format::Csv)?
         .lines()
         .skip(1)
-        .filter_map(|l| l.rsplit_once(',').filter(|(_, n)| *n != "0").map(|(p, _)| p.to_string()))
+        .filter_map(|l| {
+            l.rsplit_once(',')
+                .filter(|(_, n)| *n != "0")
+                .map(|(p, _)| p.to_string())
+        })
         .collect();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -305,18 +393,21 @@ pub fn stop_on_signals() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::warn!("signal received: stopping before the next window (what is committed stays)");
+        tracing::warn!(
+            "signal received: stopping before the next window (what is committed stays)"
+        );
         set.store(true, Ordering::Relaxed);
     });
     flag
@@ -328,7 +419,10 @@ fn open_warehouse(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> R
 }
 
 /// The warehouse to read (query, state): it must exist already.
-fn existing_warehouse(flag_or_env: Option<String>, pipeline: Option<&Pipeline>) -> Result<Warehouse> {
+fn existing_warehouse(
+    flag_or_env: Option<String>,
+    pipeline: Option<&Pipeline>,
+) -> Result<Warehouse> {
     Warehouse::open_existing(&warehouse_location(flag_or_env, pipeline))
 }
 
@@ -343,7 +437,10 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     // Parse once without the simulator URL, only to learn the dates to simulate.
     let probe = Pipeline::parse(DEMO_PIPELINE, Path::new("pipelines/demo.toml"), &|_| None)?;
     let today = time::local_date(Utc::now(), probe.tz);
-    let mut sim_config = SimConfig::demo(probe.config.start_date - Duration::days(1), today + Duration::days(1));
+    let mut sim_config = SimConfig::demo(
+        probe.config.start_date - Duration::days(1),
+        today + Duration::days(1),
+    );
     sim_config.socialintents.until = Some(Utc::now());
     let sim = Simulator::start(sim_config).await?;
     let url = sim.url();
@@ -351,8 +448,14 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
         (name == "CHATLAKE_SIMULATOR_URL").then(|| url.clone())
     })?;
     let wh = open_warehouse(warehouse, Some(&p))?;
-    println!("chatlake demo: simulator at {}, warehouse {wh}\n", sim.url());
-    let opts = RunOptions { progress: interactive, ..RunOptions::default() };
+    println!(
+        "chatlake demo: simulator at {}, warehouse {wh}\n",
+        sim.url()
+    );
+    let opts = RunOptions {
+        progress: interactive,
+        ..RunOptions::default()
+    };
     let report = pipeline::run_once(&p, &wh, &opts).await?;
     let code = print_report(&report);
     let ctx = query::session(&wh).await?;
@@ -384,11 +487,17 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
 /// Prints one line per stream; failures go to stderr. Exit 1 if any failed.
 fn print_report(r: &RunReport) -> ExitCode {
     println!("run {}", r.run_id);
-    println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status", "stream", "window", "pages", "records", "rows", "rejects", "retries");
+    println!(
+        "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status",
+        "stream", "window", "pages", "records", "rows", "rejects", "retries"
+    );
     for s in &r.streams {
         let window = &s.scope;
         let status = if s.error.is_some() { "FAILED" } else { "ok" };
-        println!("{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}", s.stream, window, s.pages, s.records, s.rows_written, s.rejects, s.retries);
+        println!(
+            "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}",
+            s.stream, window, s.pages, s.records, s.rows_written, s.rejects, s.retries
+        );
     }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {

@@ -29,11 +29,19 @@ pub enum Error {
 
     /// The API answered, but the body is not what its documentation says.
     #[error("{source_name} {endpoint}: bad response: {message}")]
-    BadResponse { source_name: String, endpoint: String, message: String },
+    BadResponse {
+        source_name: String,
+        endpoint: String,
+        message: String,
+    },
 
     /// A record batch could not be built for a table.
     #[error("table {table}, column {column}: {message}")]
-    Normalize { table: String, column: String, message: String },
+    Normalize {
+        table: String,
+        column: String,
+        message: String,
+    },
 
     /// Reading or writing the warehouse failed.
     #[error("warehouse {path}: {source}")]
@@ -64,16 +72,26 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
 
     /// The run was asked to stop (SIGTERM/SIGINT) before this stream's next window.
-    #[error("{stream}: stopped before the next window (signal); everything committed so far stays")]
+    #[error(
+        "{stream}: stopped before the next window (signal); everything committed so far stays"
+    )]
     Stopped { stream: String },
 
     /// Another run of the pipeline holds its lock.
     #[error("pipeline `{pipeline}` is locked: another run is in progress ({holder}, since {since}; the lock expires at {until} unless renewed)")]
-    Locked { pipeline: String, holder: String, since: chrono::DateTime<chrono::Utc>, until: chrono::DateTime<chrono::Utc> },
+    Locked {
+        pipeline: String,
+        holder: String,
+        since: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    },
 
     /// Arrow failed on a partition file (reading, merging, sorting).
     #[error("{context}: {source}")]
-    ArrowAt { context: String, source: arrow::error::ArrowError },
+    ArrowAt {
+        context: String,
+        source: arrow::error::ArrowError,
+    },
 
     /// A stream failed for one window (wraps the cause with its place).
     #[error("stream {stream}, window {window}: {source}")]
@@ -105,11 +123,17 @@ impl Error {
 
     /// Wraps a warehouse error with the path it concerns.
     pub fn store(path: impl ToString, source: object_store::Error) -> Self {
-        Error::Store { path: path.to_string(), source }
+        Error::Store {
+            path: path.to_string(),
+            source,
+        }
     }
 
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -59,7 +59,8 @@ impl LockInfo {
     /// Whether the holder is certainly gone: expired, or a process of this
     /// host that no longer exists.
     fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at < now || (self.host == hostname() && self.pid != std::process::id() && !pid_alive(self.pid))
+        self.expires_at < now
+            || (self.host == hostname() && self.pid != std::process::id() && !pid_alive(self.pid))
     }
 }
 
@@ -72,10 +73,27 @@ struct Inner {
     ttl: Duration,
 }
 
-/// A held pipeline lock; renewed in the background until released.
+/// A held pipeline lock; renewed in the background until released. Dropped
+/// without [`RunLock::release`] (a run that panicked), it stops renewing and
+/// deletes the lock in the background, so a long-lived process (the
+/// scheduler) does not keep a dead run's lock alive.
 pub struct RunLock {
     inner: Arc<Inner>,
     renewer: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.released {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            rt.spawn(async move { delete_if_ours(&inner).await });
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -92,15 +110,26 @@ fn pid_alive(pid: u32) -> bool {
     }
     // A zombie (killed, not yet reaped) holds no lock either.
     match std::fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 impl RunLock {
     /// Takes the lock of `pipeline`, or fails with [`Error::Locked`] naming the holder.
-    pub async fn acquire(wh: &Warehouse, pipeline: &str, run_id: &str, ttl: Duration) -> Result<RunLock> {
-        let path = wh.root().clone().join("_locks").join(format!("{pipeline}.json"));
+    pub async fn acquire(
+        wh: &Warehouse,
+        pipeline: &str,
+        run_id: &str,
+        ttl: Duration,
+    ) -> Result<RunLock> {
+        let path = wh
+            .root()
+            .clone()
+            .join("_locks")
+            .join(format!("{pipeline}.json"));
         let now = Utc::now();
         let info = LockInfo {
             pipeline: pipeline.to_string(),
@@ -108,11 +137,15 @@ impl RunLock {
             pid: std::process::id(),
             run_id: run_id.to_string(),
             acquired_at: now,
-            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(120)),
+            expires_at: now
+                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(120)),
         };
         let put = |mode: PutMode, info: &LockInfo| {
             let body = serde_json::to_vec_pretty(info).expect("lock serializes");
-            let opts = PutOptions { mode, ..Default::default() };
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
             let path = path.clone();
             let store = Arc::clone(wh.store());
             async move { store.put_opts(&path, PutPayload::from(body), opts).await }
@@ -125,7 +158,10 @@ impl RunLock {
                 Err(object_store::Error::AlreadyExists { .. }) if attempts <= 3 => {
                     let (held, version) = match wh.store().get(&path).await {
                         Ok(g) => {
-                            let v = UpdateVersion { e_tag: g.meta.e_tag.clone(), version: g.meta.version.clone() };
+                            let v = UpdateVersion {
+                                e_tag: g.meta.e_tag.clone(),
+                                version: g.meta.version.clone(),
+                            };
                             let bytes = g.bytes().await.map_err(|e| Error::store(&path, e))?;
                             (serde_json::from_slice::<LockInfo>(&bytes).ok(), v)
                         }
@@ -133,9 +169,7 @@ impl RunLock {
                         Err(e) => return Err(Error::store(&path, e)),
                     };
                     match held {
-                        Some(h) if !h.is_stale(Utc::now()) => {
-                            return Err(h.held_against(pipeline))
-                        }
+                        Some(h) if !h.is_stale(Utc::now()) => return Err(h.held_against(pipeline)),
                         _ => {
                             tracing::warn!(pipeline, path = %path, "taking over a stale lock");
                             match put(PutMode::Update(version), &info).await {
@@ -151,27 +185,43 @@ impl RunLock {
                     }
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    return Err(Error::State { path: path.to_string(), message: "could not take the pipeline lock".into() })
+                    return Err(Error::State {
+                        path: path.to_string(),
+                        message: "could not take the pipeline lock".into(),
+                    })
                 }
                 Err(e) => return Err(Error::store(&path, e)),
             }
         };
-        let mut version = UpdateVersion { e_tag: result.e_tag, version: result.version };
+        let mut version = UpdateVersion {
+            e_tag: result.e_tag,
+            version: result.version,
+        };
         if !wh.is_local() {
             // Some S3-compatible servers check If-None-Match before writing,
             // not atomically with it (s3s-fs does): two creators can both
             // "succeed" and the last write stays. Let racing writes land, then
             // read the lock back; whoever is not in it steps aside.
             tokio::time::sleep(SETTLE).await;
-            let got = wh.store().get(&path).await.map_err(|e| Error::store(&path, e))?;
-            let v = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+            let got = wh
+                .store()
+                .get(&path)
+                .await
+                .map_err(|e| Error::store(&path, e))?;
+            let v = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
             let bytes = got.bytes().await.map_err(|e| Error::store(&path, e))?;
             match serde_json::from_slice::<LockInfo>(&bytes) {
                 Ok(h) if h.same_holder(&info) => version = v,
-                Ok(h) => {
-                    return Err(h.held_against(pipeline))
+                Ok(h) => return Err(h.held_against(pipeline)),
+                Err(e) => {
+                    return Err(Error::State {
+                        path: path.to_string(),
+                        message: format!("unreadable lock: {e}"),
+                    })
                 }
-                Err(e) => return Err(Error::State { path: path.to_string(), message: format!("unreadable lock: {e}") }),
             }
         }
         let inner = Arc::new(Inner {
@@ -184,7 +234,11 @@ impl RunLock {
         });
         let renewer = tokio::spawn(renew(Arc::clone(&inner)));
         tracing::debug!(pipeline, run_id, "pipeline lock taken");
-        Ok(RunLock { inner, renewer })
+        Ok(RunLock {
+            inner,
+            renewer,
+            released: false,
+        })
     }
 
     /// Whether the lock was lost (renewal failed: another process took it).
@@ -193,27 +247,33 @@ impl RunLock {
     }
 
     /// Stops renewing and deletes the lock if it is still ours.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.renewer.abort();
-        let inner = &self.inner;
-        if inner.lost.load(Ordering::Relaxed) {
-            return;
-        }
-        let ours = match inner.wh.store().get(&inner.path).await {
-            Ok(g) => g
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
-                .is_some_and(|l| l.same_holder(&inner.info.lock().expect("lock info"))),
-            Err(_) => false,
-        };
-        if ours {
-            if let Err(e) = inner.wh.store().delete(&inner.path).await {
-                tracing::warn!(path = %inner.path, error = %e, "could not release the pipeline lock; it will expire");
-            }
+        self.released = true;
+        delete_if_ours(&self.inner).await;
+    }
+}
+
+/// Deletes the lock object if it still names this holder (and was not lost).
+async fn delete_if_ours(inner: &Inner) {
+    if inner.lost.load(Ordering::Relaxed) {
+        return;
+    }
+    let info = inner.info.lock().expect("lock info").clone();
+    if read_holder(&inner.wh, &inner.path)
+        .await
+        .is_some_and(|l| l.same_holder(&info))
+    {
+        if let Err(e) = inner.wh.store().delete(&inner.path).await {
+            tracing::warn!(path = %inner.path, error = %e, "could not release the pipeline lock; it will expire");
         }
     }
+}
+
+/// The holder the lock object names now (None: absent or unreadable).
+async fn read_holder(wh: &Warehouse, path: &Path) -> Option<LockInfo> {
+    let g = wh.store().get(path).await.ok()?;
+    serde_json::from_slice::<LockInfo>(&g.bytes().await.ok()?).ok()
 }
 
 /// Pushes the expiry forward every third of the TTL, conditionally on the
@@ -223,11 +283,21 @@ async fn renew(inner: Arc<Inner>) {
         tokio::time::sleep(inner.ttl / 3).await;
         let body = {
             let mut info = inner.info.lock().expect("lock info");
-            info.expires_at = Utc::now() + chrono::Duration::from_std(inner.ttl).unwrap_or(chrono::Duration::seconds(120));
+            info.expires_at = Utc::now()
+                + chrono::Duration::from_std(inner.ttl).unwrap_or(chrono::Duration::seconds(120));
             serde_json::to_vec_pretty(&*info).expect("lock serializes")
         };
         let version = inner.version.lock().expect("lock version").clone();
-        let put = |mode| inner.wh.store().put_opts(&inner.path, PutPayload::from(body.clone()), PutOptions { mode, ..Default::default() });
+        let put = |mode| {
+            inner.wh.store().put_opts(
+                &inner.path,
+                PutPayload::from(body.clone()),
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+        };
         let result = match version {
             Some(v) => match put(PutMode::Update(v)).await {
                 Err(object_store::Error::NotImplemented { .. }) => put(PutMode::Overwrite).await,
@@ -236,7 +306,12 @@ async fn renew(inner: Arc<Inner>) {
             None => put(PutMode::Overwrite).await,
         };
         match result {
-            Ok(r) => *inner.version.lock().expect("lock version") = Some(UpdateVersion { e_tag: r.e_tag, version: r.version }),
+            Ok(r) => {
+                *inner.version.lock().expect("lock version") = Some(UpdateVersion {
+                    e_tag: r.e_tag,
+                    version: r.version,
+                })
+            }
             Err(e) => {
                 tracing::error!(path = %inner.path, error = %e, "lost the pipeline lock; stopping after the current window");
                 inner.lost.store(true, Ordering::Relaxed);

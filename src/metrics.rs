@@ -27,6 +27,7 @@ struct StreamStats {
 pub struct Metrics {
     inner: Arc<Mutex<BTreeMap<(String, String), StreamStats>>>,
     skipped: Arc<Mutex<BTreeMap<String, u64>>>,
+    aborted: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Metrics {
@@ -34,7 +35,9 @@ impl Metrics {
     pub fn record(&self, pipeline: &str, report: &RunReport) {
         let mut m = self.inner.lock().expect("metrics lock");
         for s in &report.streams {
-            let e = m.entry((pipeline.to_string(), s.stream.clone())).or_default();
+            let e = m
+                .entry((pipeline.to_string(), s.stream.clone()))
+                .or_default();
             if s.error.is_some() {
                 e.runs_failed += 1;
             } else {
@@ -49,46 +52,114 @@ impl Metrics {
 
     /// Records a slot skipped because another run held the lock.
     pub fn skipped(&self, pipeline: &str) {
-        *self.skipped.lock().expect("metrics lock").entry(pipeline.to_string()).or_default() += 1;
+        *self
+            .skipped
+            .lock()
+            .expect("metrics lock")
+            .entry(pipeline.to_string())
+            .or_default() += 1;
+    }
+
+    /// Records a run that could not start or crashed (a panic) before it
+    /// could report per stream.
+    pub fn crashed(&self, pipeline: &str) {
+        *self
+            .aborted
+            .lock()
+            .expect("metrics lock")
+            .entry(pipeline.to_string())
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let m = self.inner.lock().expect("metrics lock");
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&StreamStats) -> Option<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((p, s), st) in m.iter() {
-                if let Some((extra, v)) = value(st) {
-                    let _ = writeln!(out, "{name}{{pipeline=\"{p}\",stream=\"{s}\"{extra}}} {v}");
+        let mut family =
+            |name: &str,
+             kind: &str,
+             help: &str,
+             value: &dyn Fn(&StreamStats) -> Option<(String, f64)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for ((p, s), st) in m.iter() {
+                    if let Some((extra, v)) = value(st) {
+                        let _ =
+                            writeln!(out, "{name}{{pipeline=\"{p}\",stream=\"{s}\"{extra}}} {v}");
+                    }
                 }
-            }
-        };
-        family("chatlake_runs_total", "counter", "Stream runs by status.", &|st| Some((",status=\"success\"".into(), st.runs_ok as f64)));
-        family("chatlake_failed_runs_total", "counter", "Stream runs that failed.", &|st| Some((String::new(), st.runs_failed as f64)));
-        family("chatlake_rows_written_total", "counter", "Rows written.", &|st| Some((String::new(), st.rows as f64)));
-        family("chatlake_rejects_total", "counter", "Records quarantined in meta.rejects.", &|st| Some((String::new(), st.rejects as f64)));
-        family("chatlake_retries_total", "counter", "HTTP retries.", &|st| Some((String::new(), st.retries as f64)));
-        family("chatlake_last_success_timestamp_seconds", "gauge", "When the stream last succeeded (Unix time).", &|st| {
-            st.last_success.map(|t| (String::new(), t as f64))
-        });
+            };
+        family(
+            "chatlake_runs_total",
+            "counter",
+            "Stream runs by status.",
+            &|st| Some((",status=\"success\"".into(), st.runs_ok as f64)),
+        );
+        family(
+            "chatlake_failed_runs_total",
+            "counter",
+            "Stream runs that failed.",
+            &|st| Some((String::new(), st.runs_failed as f64)),
+        );
+        family(
+            "chatlake_rows_written_total",
+            "counter",
+            "Rows written.",
+            &|st| Some((String::new(), st.rows as f64)),
+        );
+        family(
+            "chatlake_rejects_total",
+            "counter",
+            "Records quarantined in meta.rejects.",
+            &|st| Some((String::new(), st.rejects as f64)),
+        );
+        family(
+            "chatlake_retries_total",
+            "counter",
+            "HTTP retries.",
+            &|st| Some((String::new(), st.retries as f64)),
+        );
+        family(
+            "chatlake_last_success_timestamp_seconds",
+            "gauge",
+            "When the stream last succeeded (Unix time).",
+            &|st| st.last_success.map(|t| (String::new(), t as f64)),
+        );
         let _ = writeln!(out, "# HELP chatlake_skipped_slots_total Slots skipped because another run held the lock.\n# TYPE chatlake_skipped_slots_total counter");
         for (p, n) in self.skipped.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "chatlake_skipped_slots_total{{pipeline=\"{p}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP chatlake_aborted_runs_total Runs that could not start or crashed.\n# TYPE chatlake_aborted_runs_total counter");
+        for (p, n) in self.aborted.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "chatlake_aborted_runs_total{{pipeline=\"{p}\"}} {n}");
         }
         out
     }
 
     /// Serves `/healthz` and `/metrics` on `addr` until the process ends.
     pub async fn serve(self, addr: &str) -> Result<std::net::SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::io(format!("--listen {addr}"), e))?;
-        let local = listener.local_addr().map_err(|e| Error::io(format!("--listen {addr}"), e))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("--listen {addr}"), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::io(format!("--listen {addr}"), e))?;
         let app = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
-            .route("/metrics", get(move || {
-                let m = self.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
-            }));
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = self.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            m.render(),
+                        )
+                    }
+                }),
+            );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");

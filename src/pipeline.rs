@@ -20,10 +20,10 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
 use crate::extract::{Extracted, Source, Stored, StreamKind, StreamSpec};
+use crate::lock::{self, RunLock};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::{Merge, Warehouse};
-use crate::lock::{self, RunLock};
 use crate::state::{Loaded, StateStore};
 
 /// Partitions written at once within a window.
@@ -89,10 +89,17 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let cfg = &pipeline.config;
     let now = opts.now.unwrap_or_else(Utc::now);
     let today = time::local_date(now, pipeline.tz);
-    let run_id = format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), fastrand::u32(..0x100_0000));
+    let run_id = format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        fastrand::u32(..0x100_0000)
+    );
     let sources = Source::all(cfg, pipeline.tz, now)?;
-    let all: Vec<(usize, StreamSpec)> =
-        sources.iter().enumerate().flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec))).collect();
+    let all: Vec<(usize, StreamSpec)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec)))
+        .collect();
     let specs = select(all, &opts.streams)?;
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
         if f > t {
@@ -101,6 +108,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     }
     let states = StateStore::new(wh, &cfg.name);
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
+    failpoint(&format!("panic@{}", cfg.name));
     let bar = progress_bar(opts.progress);
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
@@ -123,7 +131,18 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             finished_at: started_at,
         };
         let retries_before = source.retries();
-        let ctx = StreamCtx { pipeline, wh, states: &states, source, run_id: &run_id, now, today, bar: &bar, lock: &lock, stop: opts.stop.as_deref() };
+        let ctx = StreamCtx {
+            pipeline,
+            wh,
+            states: &states,
+            source,
+            run_id: &run_id,
+            now,
+            today,
+            bar: &bar,
+            lock: &lock,
+            stop: opts.stop.as_deref(),
+        };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
             rep.error = Some(e.to_string());
@@ -139,7 +158,10 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     }
     bar.finish_and_clear();
     lock.release().await;
-    Ok(RunReport { run_id, streams: reports })
+    Ok(RunReport {
+        run_id,
+        streams: reports,
+    })
 }
 
 struct StreamCtx<'a> {
@@ -159,10 +181,18 @@ impl StreamCtx<'_> {
     /// Before each window or chunk: stop if asked to, or if the lock was lost.
     fn check_go_on(&self, spec: &StreamSpec) -> Result<()> {
         if self.lock.lost() {
-            return Err(Error::State { path: format!("_locks/{}.json", self.pipeline.config.name), message: format!("{}: the pipeline lock was lost; stopped before the next commit", spec.name) });
+            return Err(Error::State {
+                path: format!("_locks/{}.json", self.pipeline.config.name),
+                message: format!(
+                    "{}: the pipeline lock was lost; stopped before the next commit",
+                    spec.name
+                ),
+            });
         }
         if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Err(Error::Stopped { stream: spec.name.clone() });
+            return Err(Error::Stopped {
+                stream: spec.name.clone(),
+            });
         }
         Ok(())
     }
@@ -176,47 +206,112 @@ enum Write<'a> {
     Merge(Merge<'a>),
 }
 
-async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, rep: &mut StreamReport) -> Result<()> {
+async fn run_stream(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    opts: &RunOptions,
+    rep: &mut StreamReport,
+) -> Result<()> {
     ctx.check_go_on(spec)?;
     let mut loaded = ctx.states.load(&spec.name).await?;
     let (window_days, final_lag) = match spec.kind {
         StreamKind::Snapshot => {
             ctx.bar.set_message(spec.name.clone());
-            let out = ctx.source.extract(spec, None, ctx.run_id).await.map_err(|e| at(spec, "snapshot", e))?;
-            let written = commit(ctx, spec, None, out, Write::Replace, rep).await.map_err(|e| at(spec, "snapshot", e))?;
-            delete_stale_partitions(ctx, spec, &written).await.map_err(|e| at(spec, "snapshot", e))?;
-            ctx.states.save(&spec.name, loaded.as_ref(), None, None, ctx.run_id).await?;
+            let out = ctx
+                .source
+                .extract(spec, None, ctx.run_id)
+                .await
+                .map_err(|e| at(spec, "snapshot", e))?;
+            let written = commit(ctx, spec, None, out, Write::Replace, rep)
+                .await
+                .map_err(|e| at(spec, "snapshot", e))?;
+            delete_stale_partitions(ctx, spec, &written)
+                .await
+                .map_err(|e| at(spec, "snapshot", e))?;
+            ctx.states
+                .save(&spec.name, loaded.as_ref(), None, None, ctx.run_id)
+                .await?;
             return Ok(());
         }
         StreamKind::Changes { key_column } => {
-            let cursor = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.cursor.clone()) };
-            let plan = ctx.source.plan_changes(spec, cursor).await.map_err(|e| at(spec, "changes", e))?;
+            let cursor = if opts.full_refresh {
+                None
+            } else {
+                loaded.as_ref().and_then(|l| l.state.cursor.clone())
+            };
+            let plan = ctx
+                .source
+                .plan_changes(spec, cursor)
+                .await
+                .map_err(|e| at(spec, "changes", e))?;
             rep.pages += plan.pages;
-            rep.scope = format!("{} changed", plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>());
+            rep.scope = format!(
+                "{} changed",
+                plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>()
+            );
             ctx.bar.inc_length(plan.chunks.len() as u64);
             for (i, chunk) in plan.chunks.iter().enumerate() {
                 ctx.check_go_on(spec)?;
                 let label = format!("changes {}/{}", i + 1, plan.chunks.len());
                 ctx.bar.set_message(format!("{} {label}", spec.name));
                 let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
-                let out = ctx.source.extract_changes(spec, chunk, ctx.run_id).await.map_err(|e| at(spec, &label, e))?;
-                commit(ctx, spec, None, out, Write::Merge(Merge { key_column, replace: &keys, tombstones: None }), rep).await.map_err(|e| at(spec, &label, e))?;
+                let out = ctx
+                    .source
+                    .extract_changes(spec, chunk, ctx.run_id)
+                    .await
+                    .map_err(|e| at(spec, &label, e))?;
+                commit(
+                    ctx,
+                    spec,
+                    None,
+                    out,
+                    Write::Merge(Merge {
+                        key_column,
+                        replace: &keys,
+                        tombstones: None,
+                    }),
+                    rep,
+                )
+                .await
+                .map_err(|e| at(spec, &label, e))?;
                 // The cursor moves only once every partition of the chunk is merged.
-                loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), chunk.reached, Some(chunk.cursor.clone()), ctx.run_id).await?);
+                loaded = Some(
+                    ctx.states
+                        .save(
+                            &spec.name,
+                            loaded.as_ref(),
+                            chunk.reached,
+                            Some(chunk.cursor.clone()),
+                            ctx.run_id,
+                        )
+                        .await?,
+                );
                 ctx.bar.inc(1);
             }
             return Ok(());
         }
         StreamKind::Upsert { key_column } => {
             ctx.bar.set_message(spec.name.clone());
-            return run_upsert(ctx, spec, key_column, loaded.as_ref(), rep).await.map_err(|e| at(spec, "whole", e));
+            return run_upsert(ctx, spec, key_column, loaded.as_ref(), rep)
+                .await
+                .map_err(|e| at(spec, "whole", e));
         }
-        StreamKind::Windowed { window_days, final_lag } => (window_days, final_lag),
+        StreamKind::Windowed {
+            window_days,
+            final_lag,
+        } => (window_days, final_lag),
     };
     let cfg = &ctx.pipeline.config;
-    let mut watermark = if opts.full_refresh { None } else { loaded.as_ref().and_then(|l| l.state.watermark) };
+    let mut watermark = if opts.full_refresh {
+        None
+    } else {
+        loaded.as_ref().and_then(|l| l.state.watermark)
+    };
     let default = window::default_range(watermark, cfg.start_date, cfg.lookback_days, ctx.today);
-    let range = Window { from: opts.from.unwrap_or(default.from), to: opts.to.unwrap_or(default.to) };
+    let range = Window {
+        from: opts.from.unwrap_or(default.from),
+        to: opts.to.unwrap_or(default.to),
+    };
     rep.window = Some(range);
     rep.scope = range.to_string();
     let windows = window::split(range, window_days);
@@ -224,18 +319,33 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
     for w in windows {
         ctx.check_go_on(spec)?;
         ctx.bar.set_message(format!("{} {w}", spec.name));
-        let out = ctx.source.extract(spec, Some(w), ctx.run_id).await.map_err(|e| at(spec, &w.to_string(), e))?;
-        let written = commit(ctx, spec, Some(w), out, Write::Replace, rep).await.map_err(|e| at(spec, &w.to_string(), e))?;
+        let out = ctx
+            .source
+            .extract(spec, Some(w), ctx.run_id)
+            .await
+            .map_err(|e| at(spec, &w.to_string(), e))?;
+        let written = commit(ctx, spec, Some(w), out, Write::Replace, rep)
+            .await
+            .map_err(|e| at(spec, &w.to_string(), e))?;
         // The last day whose data is complete: today is never complete; with a
         // finality lag, only days that ended before now minus the lag are.
         let reached = match final_lag {
             None => Some(w.to.min(ctx.today)),
-            Some(lag) => w.days().filter(|d| time::local_range(*d, *d, ctx.pipeline.tz).1 <= ctx.now - lag).last(),
+            Some(lag) => w
+                .days()
+                .filter(|d| time::local_range(*d, *d, ctx.pipeline.tz).1 <= ctx.now - lag)
+                .last(),
         };
         failpoint("after-partitions-before-watermark");
-        if let Some(reached) = reached.filter(|_| window::extends_watermark(watermark, cfg.start_date, w)) {
+        if let Some(reached) =
+            reached.filter(|_| window::extends_watermark(watermark, cfg.start_date, w))
+        {
             let new = watermark.map_or(reached, |wm| wm.max(reached));
-            loaded = Some(ctx.states.save(&spec.name, loaded.as_ref(), Some(new), None, ctx.run_id).await?);
+            loaded = Some(
+                ctx.states
+                    .save(&spec.name, loaded.as_ref(), Some(new), None, ctx.run_id)
+                    .await?,
+            );
             watermark = Some(new);
         }
         tracing::info!(stream = %spec.name, window = %w, partitions = written.len(), watermark = ?watermark, "window committed");
@@ -247,7 +357,13 @@ async fn run_stream(ctx: &StreamCtx<'_>, spec: &StreamSpec, opts: &RunOptions, r
 /// An upsert stream: compare the source with the warehouse, merge the new and
 /// changed rows into their partitions, mark the vanished ones, then save the
 /// high-water `updatedAt`.
-async fn run_upsert(ctx: &StreamCtx<'_>, spec: &StreamSpec, key_column: &'static str, loaded: Option<&Loaded>, rep: &mut StreamReport) -> Result<()> {
+async fn run_upsert(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    key_column: &'static str,
+    loaded: Option<&Loaded>,
+    rep: &mut StreamReport,
+) -> Result<()> {
     let table = spec.tables[0];
     let stored = stored_keys(ctx.wh, table, key_column).await?;
     let mut up = ctx.source.extract_upsert(spec, &stored, ctx.run_id).await?;
@@ -269,21 +385,61 @@ async fn run_upsert(ctx: &StreamCtx<'_>, spec: &StreamSpec, key_column: &'static
         tracing::info!(stream = %spec.name, gone = up.tombstones.len(), "records gone from the source marked deleted");
     }
     let high = up.high_water.or_else(|| {
-        loaded.and_then(|l| l.state.cursor.as_ref()?.get("high_water")?.as_str()?.parse::<DateTime<Utc>>().ok())
+        loaded.and_then(|l| {
+            l.state
+                .cursor
+                .as_ref()?
+                .get("high_water")?
+                .as_str()?
+                .parse::<DateTime<Utc>>()
+                .ok()
+        })
     });
     let cursor = high.map(|h| serde_json::json!({ "high_water": h }));
-    ctx.states.save(&spec.name, loaded, high.map(|h| time::local_date(h, ctx.pipeline.tz)), cursor, ctx.run_id).await?;
+    ctx.states
+        .save(
+            &spec.name,
+            loaded,
+            high.map(|h| time::local_date(h, ctx.pipeline.tz)),
+            cursor,
+            ctx.run_id,
+        )
+        .await?;
     Ok(())
 }
 
 /// Key -> what the warehouse holds for it (partition, updated_at, deleted, company).
-async fn stored_keys(wh: &Warehouse, table: &schema::TableDef, key_column: &str) -> Result<HashMap<String, Stored>> {
+async fn stored_keys(
+    wh: &Warehouse,
+    table: &schema::TableDef,
+    key_column: &str,
+) -> Result<HashMap<String, Stored>> {
     use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
     let mut out = HashMap::new();
-    for (dt, b) in wh.scan(table, &[key_column, "updated_at", "deleted_at", "company_id"]).await? {
-        let text = |c: &str| b.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned());
-        let ts = |c: &str| b.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
-        let (Some(keys), updated, deleted, company) = (text(key_column), ts("updated_at"), ts("deleted_at"), text("company_id")) else {
+    for (dt, b) in wh
+        .scan(
+            table,
+            &[key_column, "updated_at", "deleted_at", "company_id"],
+        )
+        .await?
+    {
+        let text = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+        };
+        let ts = |c: &str| {
+            b.column_by_name(c).and_then(|a| {
+                a.as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .cloned()
+            })
+        };
+        let (Some(keys), updated, deleted, company) = (
+            text(key_column),
+            ts("updated_at"),
+            ts("deleted_at"),
+            text("company_id"),
+        ) else {
             continue;
         };
         for i in 0..b.num_rows() {
@@ -294,9 +450,15 @@ async fn stored_keys(wh: &Warehouse, table: &schema::TableDef, key_column: &str)
                 keys.value(i).to_string(),
                 Stored {
                     dt,
-                    updated_at: updated.as_ref().filter(|u| !u.is_null(i)).map(|u| u.value(i)),
+                    updated_at: updated
+                        .as_ref()
+                        .filter(|u| !u.is_null(i))
+                        .map(|u| u.value(i)),
                     deleted: deleted.as_ref().is_some_and(|d| !d.is_null(i)),
-                    scope: company.as_ref().filter(|c| !c.is_null(i)).map(|c| c.value(i).to_string()),
+                    scope: company
+                        .as_ref()
+                        .filter(|c| !c.is_null(i))
+                        .map(|c| c.value(i).to_string()),
                 },
             );
         }
@@ -305,17 +467,26 @@ async fn stored_keys(wh: &Warehouse, table: &schema::TableDef, key_column: &str)
 }
 
 /// Crash-test hook: when `CHATLAKE_FAILPOINT` names this point, the process
-/// aborts here (as a kill -9 would). Used by the fault suite to crash between
-/// committing partitions and saving the watermark; inert otherwise.
+/// aborts here (as a kill -9 would), or, for a `panic@<pipeline>` point, the
+/// run panics (as a bug would). Used by the fault suite to crash between
+/// committing partitions and saving the watermark, and to prove the scheduler
+/// survives a crashing run; inert otherwise.
 fn failpoint(name: &str) {
     if std::env::var_os("CHATLAKE_FAILPOINT").is_some_and(|v| v == name) {
+        if name.starts_with("panic@") {
+            panic!("failpoint {name}");
+        }
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
 }
 
 fn at(spec: &StreamSpec, window: &str, e: Error) -> Error {
-    Error::Stream { stream: spec.name.clone(), window: window.to_string(), source: Box::new(e) }
+    Error::Stream {
+        stream: spec.name.clone(),
+        window: window.to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Writes one extract: every partition of every table, then its rejects.
@@ -336,9 +507,17 @@ async fn commit(
     let mut parts = Vec::new();
     for buffer in out.buffers {
         let table = buffer.table();
-        parts.extend(buffer.into_batches()?.into_iter().map(|(dt, batch)| (table, dt, batch)));
+        parts.extend(
+            buffer
+                .into_batches()?
+                .into_iter()
+                .map(|(dt, batch)| (table, dt, batch)),
+        );
     }
-    let written: Vec<(String, Option<NaiveDate>)> = parts.iter().map(|(t, dt, _)| (t.name.clone(), *dt)).collect();
+    let written: Vec<(String, Option<NaiveDate>)> = parts
+        .iter()
+        .map(|(t, dt, _)| (t.name.clone(), *dt))
+        .collect();
     let how = &how;
     // Each partition is its own atomic PUT; several go up at once.
     let rows: u64 = futures::stream::iter(parts)
@@ -365,9 +544,17 @@ async fn commit(
 
 /// After a snapshot of a partitioned table: removes the partitions the
 /// snapshot no longer has (every record that was there is gone or moved).
-async fn delete_stale_partitions(ctx: &StreamCtx<'_>, spec: &StreamSpec, written: &[(String, Option<NaiveDate>)]) -> Result<()> {
+async fn delete_stale_partitions(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    written: &[(String, Option<NaiveDate>)],
+) -> Result<()> {
     for table in spec.tables.iter().filter(|t| t.is_partitioned()) {
-        let keep: HashSet<NaiveDate> = written.iter().filter(|(t, _)| *t == table.name).filter_map(|(_, d)| *d).collect();
+        let keep: HashSet<NaiveDate> = written
+            .iter()
+            .filter(|(t, _)| *t == table.name)
+            .filter_map(|(_, d)| *d)
+            .collect();
         for dt in ctx.wh.partitions(table).await? {
             if !keep.contains(&dt) {
                 let empty = arrow::record_batch::RecordBatch::new_empty(table.file_schema());
@@ -379,7 +566,12 @@ async fn delete_stale_partitions(ctx: &StreamCtx<'_>, spec: &StreamSpec, written
     Ok(())
 }
 
-async fn write_rejects(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>, rejects: &[Reject]) -> Result<()> {
+async fn write_rejects(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    w: Option<Window>,
+    rejects: &[Reject],
+) -> Result<()> {
     let table = schema::table("meta.rejects");
     let now = Utc::now();
     let date = |d: NaiveDate| Cell::Date(days_since_epoch(d));
@@ -408,7 +600,12 @@ async fn write_rejects(ctx: &StreamCtx<'_>, spec: &StreamSpec, w: Option<Window>
     ctx.wh.append(table, ctx.today, &name, &batch).await
 }
 
-async fn write_run_row(wh: &Warehouse, pipeline: &Pipeline, run_id: &str, rep: &StreamReport) -> Result<()> {
+async fn write_run_row(
+    wh: &Warehouse,
+    pipeline: &Pipeline,
+    run_id: &str,
+    rep: &StreamReport,
+) -> Result<()> {
     let table = schema::table("meta.runs");
     let date = |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(days_since_epoch(d)));
     let int = |v: u64| Cell::Int(v as i64);
@@ -425,7 +622,14 @@ async fn write_run_row(wh: &Warehouse, pipeline: &Pipeline, run_id: &str, rep: &
             int(rep.rows_written),
             int(rep.rejects),
             int(rep.retries),
-            Cell::Str(if rep.error.is_some() { "failed" } else { "success" }.into()),
+            Cell::Str(
+                if rep.error.is_some() {
+                    "failed"
+                } else {
+                    "success"
+                }
+                .into(),
+            ),
             rep.error.clone().map_or(Cell::Null, Cell::Str),
             Cell::Micros(time::micros(rep.started_at)),
             Cell::Micros(time::micros(rep.finished_at)),
@@ -435,7 +639,8 @@ async fn write_run_row(wh: &Warehouse, pipeline: &Pipeline, run_id: &str, rep: &
     };
     let batch = build_batch(table, run_id, &[row])?;
     let dt = time::local_date(rep.started_at, pipeline.tz);
-    wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch).await
+    wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch)
+        .await
 }
 
 /// Days since 1970-01-01 (Arrow Date32).
@@ -449,14 +654,26 @@ fn select<T>(specs: Vec<(T, StreamSpec)>, wanted: &[String]) -> Result<Vec<(T, S
     if wanted.is_empty() {
         return Ok(specs);
     }
-    let canonical = |w: &str| if w == "socialintents.missed_chats" { "socialintents.chats".to_string() } else { w.to_string() };
+    let canonical = |w: &str| {
+        if w == "socialintents.missed_chats" {
+            "socialintents.chats".to_string()
+        } else {
+            w.to_string()
+        }
+    };
     for w in wanted {
         if !specs.iter().any(|(_, s)| s.name == canonical(w)) {
             let known: Vec<_> = specs.iter().map(|(_, s)| s.name.as_str()).collect();
-            return Err(Error::Usage(format!("--stream {w}: not a configured stream (configured: {})", known.join(", "))));
+            return Err(Error::Usage(format!(
+                "--stream {w}: not a configured stream (configured: {})",
+                known.join(", ")
+            )));
         }
     }
-    Ok(specs.into_iter().filter(|(_, s)| wanted.iter().any(|w| canonical(w) == s.name)).collect())
+    Ok(specs
+        .into_iter()
+        .filter(|(_, s)| wanted.iter().any(|w| canonical(w) == s.name))
+        .collect())
 }
 
 fn progress_bar(enabled: bool) -> ProgressBar {
@@ -465,8 +682,10 @@ fn progress_bar(enabled: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} windows  {msg}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} windows  {msg}",
+        )
+        .expect("static template"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar

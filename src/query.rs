@@ -7,10 +7,12 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemorySchemaProvider;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::common::TableReference;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::schema::{self, DT};
@@ -18,12 +20,30 @@ use crate::sink::{partition, Warehouse};
 
 /// The reporting views, in dependency order (file name, SQL).
 pub const VIEWS: &[(&str, &str)] = &[
-    ("sql/reporting.chats.sql", include_str!("../sql/reporting.chats.sql")),
-    ("sql/reporting.missed_chat_rate.sql", include_str!("../sql/reporting.missed_chat_rate.sql")),
-    ("sql/reporting.response_times.sql", include_str!("../sql/reporting.response_times.sql")),
-    ("sql/reporting.failed_syncs_daily.sql", include_str!("../sql/reporting.failed_syncs_daily.sql")),
-    ("sql/reporting.company_conversations.sql", include_str!("../sql/reporting.company_conversations.sql")),
-    ("sql/reporting.chats_by_company.sql", include_str!("../sql/reporting.chats_by_company.sql")),
+    (
+        "sql/reporting.chats.sql",
+        include_str!("../sql/reporting.chats.sql"),
+    ),
+    (
+        "sql/reporting.missed_chat_rate.sql",
+        include_str!("../sql/reporting.missed_chat_rate.sql"),
+    ),
+    (
+        "sql/reporting.response_times.sql",
+        include_str!("../sql/reporting.response_times.sql"),
+    ),
+    (
+        "sql/reporting.failed_syncs_daily.sql",
+        include_str!("../sql/reporting.failed_syncs_daily.sql"),
+    ),
+    (
+        "sql/reporting.company_conversations.sql",
+        include_str!("../sql/reporting.company_conversations.sql"),
+    ),
+    (
+        "sql/reporting.chats_by_company.sql",
+        include_str!("../sql/reporting.chats_by_company.sql"),
+    ),
 ];
 
 /// Output formats of `chatlake query`.
@@ -40,30 +60,44 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(config);
     ctx.register_object_store(wh.store_url(), Arc::clone(wh.store()));
     let catalog = ctx.catalog("datafusion").expect("default catalog");
-    for name in schema::tables().map(|t| t.schema_name()).chain(["reporting"]) {
+    for name in schema::tables()
+        .map(|t| t.schema_name())
+        .chain(["reporting"])
+    {
         if catalog.schema(name).is_none() {
             catalog.register_schema(name, Arc::new(MemorySchemaProvider::new()))?;
         }
     }
     for t in schema::tables() {
         let url = ListingTableUrl::parse(wh.url_of(&partition::table_dir(wh.root(), t)))?;
-        let mut options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let mut options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         if t.is_partitioned() {
             options = options.with_table_partition_cols(vec![(DT.to_string(), DataType::Date32)]);
         }
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(t.file_schema());
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(t.file_schema());
         let table = ListingTable::try_new(config)?;
-        ctx.register_table(TableReference::partial(t.schema_name(), t.table_name()), Arc::new(table))?;
+        ctx.register_table(
+            TableReference::partial(t.schema_name(), t.table_name()),
+            Arc::new(table),
+        )?;
     }
     for (file, sql) in VIEWS {
-        ctx.sql(sql).await.map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+        ctx.sql(sql)
+            .await
+            .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
     }
     Ok(ctx)
 }
 
 /// Runs one read-only statement: no DDL, no DML (INSERT, COPY), no SET.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
     let df = ctx.sql_with_options(sql, read_only).await?;
     Ok(df.collect().await?)
 }
@@ -75,7 +109,9 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use cron::Schedule;
+use futures::FutureExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,9 @@ use crate::sink::Warehouse;
 
 /// Parses a cron expression with a seconds field, e.g. `0 30 2 * * *`.
 pub fn parse_cron(expr: &str) -> Result<Schedule, String> {
-    Schedule::from_str(expr).map_err(|e| format!("`{expr}` is not a cron expression with seconds (e.g. \"0 30 2 * * *\"): {e}"))
+    Schedule::from_str(expr).map_err(|e| {
+        format!("`{expr}` is not a cron expression with seconds (e.g. \"0 30 2 * * *\"): {e}")
+    })
 }
 
 /// The instant a local wall-clock time names in `tz`: the first of two on a
@@ -52,24 +55,32 @@ trait WithSecond {
 }
 impl WithSecond for NaiveDateTime {
     fn with_second(self, s: u32) -> Self {
-        chrono::Timelike::with_second(&self, s).and_then(|t| chrono::Timelike::with_nanosecond(&t, 0)).unwrap_or(self)
+        chrono::Timelike::with_second(&self, s)
+            .and_then(|t| chrono::Timelike::with_nanosecond(&t, 0))
+            .unwrap_or(self)
     }
 }
 
 /// The fire times of `schedule` strictly after `after`, in order, each once.
-pub fn fire_times(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+pub fn fire_times(
+    schedule: &Schedule,
+    tz: Tz,
+    after: DateTime<Utc>,
+) -> impl Iterator<Item = DateTime<Utc>> + '_ {
     // Walk local wall-clock times (cron over a zone-less clock), starting a
     // little before `after` so a time shifted out of a DST gap is not missed.
     let start = after.with_timezone(&tz).naive_local() - Duration::hours(3);
     let mut last: Option<DateTime<Utc>> = None;
-    schedule.after(&Utc.from_utc_datetime(&start)).filter_map(move |naive| {
-        let t = instant(tz, naive.naive_utc());
-        if t <= after || last.is_some_and(|l| t <= l) {
-            return None;
-        }
-        last = Some(t);
-        Some(t)
-    })
+    schedule
+        .after(&Utc.from_utc_datetime(&start))
+        .filter_map(move |naive| {
+            let t = instant(tz, naive.naive_utc());
+            if t <= after || last.is_some_and(|l| t <= l) {
+                return None;
+            }
+            last = Some(t);
+            Some(t)
+        })
 }
 
 /// The next fire time strictly after `after`.
@@ -80,7 +91,12 @@ pub fn next_after(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<D
 /// The latest fire time at or before `now` that is later than `last_ran`:
 /// the one slot to run after downtime (None: nothing missed). Without a
 /// record of a previous run, nothing counts as missed.
-pub fn missed_slot(schedule: &Schedule, tz: Tz, last_ran: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn missed_slot(
+    schedule: &Schedule,
+    tz: Tz,
+    last_ran: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let last_ran = last_ran?;
     let mut latest = None;
     for t in fire_times(schedule, tz, last_ran) {
@@ -99,7 +115,11 @@ struct ScheduleState {
 }
 
 fn schedule_path(wh: &Warehouse, pipeline: &str) -> object_store::path::Path {
-    wh.root().clone().join("_state").join(pipeline).join("_schedule.json")
+    wh.root()
+        .clone()
+        .join("_state")
+        .join(pipeline)
+        .join("_schedule.json")
 }
 
 async fn load_last_slot(wh: &Warehouse, pipeline: &str) -> Result<Option<DateTime<Utc>>> {
@@ -107,8 +127,10 @@ async fn load_last_slot(wh: &Warehouse, pipeline: &str) -> Result<Option<DateTim
     match wh.store().get(&path).await {
         Ok(g) => {
             let bytes = g.bytes().await.map_err(|e| Error::store(&path, e))?;
-            let s: ScheduleState = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::State { path: path.to_string(), message: format!("unreadable: {e}") })?;
+            let s: ScheduleState = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+                path: path.to_string(),
+                message: format!("unreadable: {e}"),
+            })?;
             Ok(Some(s.last_slot))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -119,16 +141,27 @@ async fn load_last_slot(wh: &Warehouse, pipeline: &str) -> Result<Option<DateTim
 async fn save_last_slot(wh: &Warehouse, pipeline: &str, slot: DateTime<Utc>) -> Result<()> {
     let path = schedule_path(wh, pipeline);
     let body = serde_json::to_vec_pretty(&ScheduleState { last_slot: slot }).expect("serializes");
-    wh.store().put(&path, PutPayload::from(body)).await.map_err(|e| Error::store(&path, e))?;
+    wh.store()
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| Error::store(&path, e))?;
     Ok(())
 }
 
 /// Runs one pipeline at its schedule until `stop` is set. A run that fails is
 /// logged and recorded in meta.runs; the daemon goes on to the next slot.
-pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicBool>, metrics: Metrics) -> Result<()> {
+pub async fn serve_pipeline(
+    pipeline: Pipeline,
+    wh: Warehouse,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+) -> Result<()> {
     let name = pipeline.config.name.clone();
     let expr = pipeline.config.schedule.clone().ok_or_else(|| {
-        Error::Usage(format!("{}: no `schedule` in the pipeline file", pipeline.file.display()))
+        Error::Usage(format!(
+            "{}: no `schedule` in the pipeline file",
+            pipeline.file.display()
+        ))
     })?;
     let schedule = parse_cron(&expr).map_err(Error::Usage)?;
     let tz = pipeline.tz;
@@ -161,10 +194,34 @@ pub async fn serve_pipeline(pipeline: Pipeline, wh: Warehouse, stop: Arc<AtomicB
     }
 }
 
-async fn run_slot(pipeline: &Pipeline, wh: &Warehouse, slot: DateTime<Utc>, stop: &Arc<AtomicBool>, metrics: &Metrics) {
+/// One scheduled run. A panic inside it (a bug) is caught and ends only this
+/// run: the daemon logs it, counts it as a failure and
+/// goes on with the next slot and the other pipelines.
+async fn run_slot(
+    pipeline: &Pipeline,
+    wh: &Warehouse,
+    slot: DateTime<Utc>,
+    stop: &Arc<AtomicBool>,
+    metrics: &Metrics,
+) {
     let name = &pipeline.config.name;
-    let opts = RunOptions { stop: Some(Arc::clone(stop)), ..RunOptions::default() };
-    match run_once(pipeline, wh, &opts).await {
+    let opts = RunOptions {
+        stop: Some(Arc::clone(stop)),
+        ..RunOptions::default()
+    };
+    let outcome = match std::panic::AssertUnwindSafe(run_once(pipeline, wh, &opts))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(payload) => {
+            let why = panic_text(payload);
+            metrics.crashed(name);
+            tracing::error!(pipeline = %name, error = %why, "scheduled run crashed (a bug: please report it); the daemon goes on");
+            return;
+        }
+    };
+    match outcome {
         Ok(report) => {
             let failed = report.failures().count();
             metrics.record(name, &report);
@@ -177,8 +234,20 @@ async fn run_slot(pipeline: &Pipeline, wh: &Warehouse, slot: DateTime<Utc>, stop
             metrics.skipped(name);
             tracing::warn!(pipeline = %name, holder = %holder, "slot skipped: another run holds the pipeline lock");
         }
-        Err(e) => tracing::error!(pipeline = %name, error = %e, "scheduled run could not start"),
+        Err(e) => {
+            metrics.crashed(name);
+            tracing::error!(pipeline = %name, error = %e, "scheduled run could not start")
+        }
     }
+}
+
+/// The message of a panic payload.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 #[cfg(test)]
@@ -193,13 +262,31 @@ mod tests {
     fn a_daily_0230_job_runs_once_on_both_dst_days() {
         let tz = chrono_tz::America::New_York;
         let s = parse_cron("0 30 2 * * *").unwrap();
-        let times: Vec<_> = fire_times(&s, tz, utc("2025-03-07T12:00:00Z")).take(4).collect();
+        let times: Vec<_> = fire_times(&s, tz, utc("2025-03-07T12:00:00Z"))
+            .take(4)
+            .collect();
         // Mar 8 02:30 EST; Mar 9 (spring forward) 02:30 does not exist -> 03:00 EDT; Mar 10 02:30 EDT.
-        assert_eq!(times[..3], [utc("2025-03-08T07:30:00Z"), utc("2025-03-09T07:00:00Z"), utc("2025-03-10T06:30:00Z")]);
+        assert_eq!(
+            times[..3],
+            [
+                utc("2025-03-08T07:30:00Z"),
+                utc("2025-03-09T07:00:00Z"),
+                utc("2025-03-10T06:30:00Z")
+            ]
+        );
         let s = parse_cron("0 30 1 * * *").unwrap();
-        let times: Vec<_> = fire_times(&s, tz, utc("2025-11-01T12:00:00Z")).take(3).collect();
+        let times: Vec<_> = fire_times(&s, tz, utc("2025-11-01T12:00:00Z"))
+            .take(3)
+            .collect();
         // Nov 2 (fall back): 01:30 happens twice; the job runs at the first only.
-        assert_eq!(times, [utc("2025-11-02T05:30:00Z"), utc("2025-11-03T06:30:00Z"), utc("2025-11-04T06:30:00Z")]);
+        assert_eq!(
+            times,
+            [
+                utc("2025-11-02T05:30:00Z"),
+                utc("2025-11-03T06:30:00Z"),
+                utc("2025-11-04T06:30:00Z")
+            ]
+        );
     }
 
     #[test]
@@ -207,10 +294,23 @@ mod tests {
         let tz = chrono_tz::Europe::Amsterdam;
         let s = parse_cron("0 0 3 * * *").unwrap();
         let last = utc("2025-06-01T01:00:00Z"); // Jun 1 03:00 CEST ran
-        // Down for three days: one run, for the latest slot.
-        assert_eq!(missed_slot(&s, tz, Some(last), utc("2025-06-04T09:00:00Z")), Some(utc("2025-06-04T01:00:00Z")));
-        assert_eq!(missed_slot(&s, tz, Some(last), utc("2025-06-01T20:00:00Z")), None);
-        assert_eq!(missed_slot(&s, tz, None, utc("2025-06-04T09:00:00Z")), None, "first start: nothing missed");
-        assert_eq!(next_after(&s, tz, utc("2025-06-04T01:00:00Z")), Some(utc("2025-06-05T01:00:00Z")));
+                                                // Down for three days: one run, for the latest slot.
+        assert_eq!(
+            missed_slot(&s, tz, Some(last), utc("2025-06-04T09:00:00Z")),
+            Some(utc("2025-06-04T01:00:00Z"))
+        );
+        assert_eq!(
+            missed_slot(&s, tz, Some(last), utc("2025-06-01T20:00:00Z")),
+            None
+        );
+        assert_eq!(
+            missed_slot(&s, tz, None, utc("2025-06-04T09:00:00Z")),
+            None,
+            "first start: nothing missed"
+        );
+        assert_eq!(
+            next_after(&s, tz, utc("2025-06-04T01:00:00Z")),
+            Some(utc("2025-06-05T01:00:00Z"))
+        );
     }
 }

@@ -18,22 +18,67 @@ pub const RUN_ID: &str = "_run_id";
 pub const EXTRA: &str = "_extra";
 
 const FILES: &[(&str, &str)] = &[
-    ("socialintents/chats.toml", include_str!("../schemas/socialintents/chats.toml")),
-    ("socialintents/chat_messages.toml", include_str!("../schemas/socialintents/chat_messages.toml")),
-    ("socialintents/offline_messages.toml", include_str!("../schemas/socialintents/offline_messages.toml")),
-    ("socialintents/contacts.toml", include_str!("../schemas/socialintents/contacts.toml")),
-    ("socialintents/widgets.toml", include_str!("../schemas/socialintents/widgets.toml")),
-    ("social25/tenants.toml", include_str!("../schemas/social25/tenants.toml")),
-    ("social25/platforms.toml", include_str!("../schemas/social25/platforms.toml")),
-    ("social25/agents.toml", include_str!("../schemas/social25/agents.toml")),
-    ("social25/conversations.toml", include_str!("../schemas/social25/conversations.toml")),
-    ("social25/messages.toml", include_str!("../schemas/social25/messages.toml")),
-    ("social25/failed_syncs.toml", include_str!("../schemas/social25/failed_syncs.toml")),
-    ("crm/companies.toml", include_str!("../schemas/crm/companies.toml")),
-    ("crm/contacts.toml", include_str!("../schemas/crm/contacts.toml")),
-    ("crm/conversations.toml", include_str!("../schemas/crm/conversations.toml")),
+    (
+        "socialintents/chats.toml",
+        include_str!("../schemas/socialintents/chats.toml"),
+    ),
+    (
+        "socialintents/chat_messages.toml",
+        include_str!("../schemas/socialintents/chat_messages.toml"),
+    ),
+    (
+        "socialintents/offline_messages.toml",
+        include_str!("../schemas/socialintents/offline_messages.toml"),
+    ),
+    (
+        "socialintents/contacts.toml",
+        include_str!("../schemas/socialintents/contacts.toml"),
+    ),
+    (
+        "socialintents/widgets.toml",
+        include_str!("../schemas/socialintents/widgets.toml"),
+    ),
+    (
+        "social25/tenants.toml",
+        include_str!("../schemas/social25/tenants.toml"),
+    ),
+    (
+        "social25/platforms.toml",
+        include_str!("../schemas/social25/platforms.toml"),
+    ),
+    (
+        "social25/agents.toml",
+        include_str!("../schemas/social25/agents.toml"),
+    ),
+    (
+        "social25/conversations.toml",
+        include_str!("../schemas/social25/conversations.toml"),
+    ),
+    (
+        "social25/messages.toml",
+        include_str!("../schemas/social25/messages.toml"),
+    ),
+    (
+        "social25/failed_syncs.toml",
+        include_str!("../schemas/social25/failed_syncs.toml"),
+    ),
+    (
+        "crm/companies.toml",
+        include_str!("../schemas/crm/companies.toml"),
+    ),
+    (
+        "crm/contacts.toml",
+        include_str!("../schemas/crm/contacts.toml"),
+    ),
+    (
+        "crm/conversations.toml",
+        include_str!("../schemas/crm/conversations.toml"),
+    ),
     ("meta/runs.toml", include_str!("../schemas/meta/runs.toml")),
-    ("meta/rejects.toml", include_str!("../schemas/meta/rejects.toml")),
+    (
+        "meta/rejects.toml",
+        include_str!("../schemas/meta/rejects.toml"),
+    ),
 ];
 
 /// Column types a schema file may use.
@@ -122,7 +167,10 @@ impl TableDef {
     }
     /// `chats` of `socialintents.chats`.
     pub fn table_name(&self) -> &str {
-        self.name.split_once('.').map(|(_, t)| t).unwrap_or(&self.name)
+        self.name
+            .split_once('.')
+            .map(|(_, t)| t)
+            .unwrap_or(&self.name)
     }
     /// Whether rows live under `dt=YYYY-MM-DD/`.
     pub fn is_partitioned(&self) -> bool {
@@ -135,11 +183,18 @@ impl TableDef {
     /// The schema inside each Parquet file: the columns, then `_extracted_at`,
     /// `_run_id`, `_extra` (no `dt`: it is the directory name).
     pub fn file_schema(&self) -> SchemaRef {
-        self.file_schema.clone().expect("registry builds file_schema")
+        self.file_schema
+            .clone()
+            .expect("registry builds file_schema")
     }
     /// The schema a query sees: the file schema plus `dt` (Date32) when partitioned.
     pub fn table_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self.file_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .file_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         if self.is_partitioned() {
             fields.push(Field::new(DT, DataType::Date32, false));
         }
@@ -148,24 +203,40 @@ impl TableDef {
 
     fn build(mut self, file: &str) -> Result<TableDef, String> {
         if !self.name.contains('.') {
-            return Err(format!("schemas/{file}: table `{}` must be <schema>.<table>", self.name));
+            return Err(format!(
+                "schemas/{file}: table `{}` must be <schema>.<table>",
+                self.name
+            ));
         }
         let known = |c: &String| self.index_of(c).is_some();
         for c in self.primary_key.iter().chain(&self.sort_by) {
             if !known(c) {
-                return Err(format!("schemas/{file}: unknown column `{c}` in primary_key/sort_by"));
+                return Err(format!(
+                    "schemas/{file}: unknown column `{c}` in primary_key/sort_by"
+                ));
             }
         }
         if let Some(p) = &self.partition_by {
             let ok = p == "parent"
-                || self.index_of(p).is_some_and(|i| self.columns[i].ty == ColumnType::Timestamp);
+                || self
+                    .index_of(p)
+                    .is_some_and(|i| self.columns[i].ty == ColumnType::Timestamp);
             if !ok {
-                return Err(format!("schemas/{file}: partition_by `{p}` must be a timestamp column or \"parent\""));
+                return Err(format!(
+                    "schemas/{file}: partition_by `{p}` must be a timestamp column or \"parent\""
+                ));
             }
         }
-        let mut fields: Vec<Field> =
-            self.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable)).collect();
-        fields.push(Field::new(EXTRACTED_AT, ColumnType::Timestamp.arrow(), false));
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable))
+            .collect();
+        fields.push(Field::new(
+            EXTRACTED_AT,
+            ColumnType::Timestamp.arrow(),
+            false,
+        ));
         fields.push(Field::new(RUN_ID, DataType::Utf8, false));
         fields.push(Field::new(EXTRA, DataType::Utf8, true));
         self.file_schema = Some(Arc::new(Schema::new(fields)));
@@ -194,7 +265,9 @@ fn registry() -> &'static BTreeMap<String, TableDef> {
 /// The table named `schema.table`. Panics on a name that is not in `schemas/`
 /// (names come from code, never from data).
 pub fn table(name: &str) -> &'static TableDef {
-    registry().get(name).unwrap_or_else(|| panic!("no schema file defines table {name}"))
+    registry()
+        .get(name)
+        .unwrap_or_else(|| panic!("no schema file defines table {name}"))
 }
 
 /// Every table, sorted by name.
@@ -216,7 +289,10 @@ mod tests {
             }
             let s = t.file_schema();
             assert!(s.field_with_name(EXTRA).is_ok() && s.field_with_name(DT).is_err());
-            assert_eq!(t.table_schema().field_with_name(DT).is_ok(), t.is_partitioned());
+            assert_eq!(
+                t.table_schema().field_with_name(DT).is_ok(),
+                t.is_partitioned()
+            );
         }
     }
 }

@@ -148,7 +148,13 @@ fn default_concurrency() -> usize {
 }
 
 /// Stream names of the Social25 source.
-pub const SOCIAL25_STREAMS: &[&str] = &["tenants", "agents", "conversations", "messages", "failed_syncs"];
+pub const SOCIAL25_STREAMS: &[&str] = &[
+    "tenants",
+    "agents",
+    "conversations",
+    "messages",
+    "failed_syncs",
+];
 
 /// `[sources.socialintents]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -178,8 +184,13 @@ fn default_rpm() -> u32 {
 }
 
 /// Stream names of the Social Intents source.
-pub const SOCIALINTENTS_STREAMS: &[&str] =
-    &["chats", "missed_chats", "offline_messages", "contacts", "widgets"];
+pub const SOCIALINTENTS_STREAMS: &[&str] = &[
+    "chats",
+    "missed_chats",
+    "offline_messages",
+    "contacts",
+    "widgets",
+];
 
 /// A loaded, validated pipeline.
 #[derive(Debug, Clone)]
@@ -206,14 +217,25 @@ impl Pipeline {
     }
 
     /// Parses pipeline text; `file` is only used in messages.
-    pub fn parse(text: &str, file: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline> {
-        let err = |message: String| Error::Config { file: file.to_path_buf(), message };
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Pipeline> {
+        let err = |message: String| Error::Config {
+            file: file.to_path_buf(),
+            message,
+        };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         interpolate_tree(&mut value, "", lookup).map_err(err)?;
         let config: PipelineConfig =
             PipelineConfig::deserialize(value).map_err(|e| err(e.to_string()))?;
         let tz = validate(&config).map_err(err)?;
-        Ok(Pipeline { file: file.to_path_buf(), config, tz })
+        Ok(Pipeline {
+            file: file.to_path_buf(),
+            config,
+            tz,
+        })
     }
 }
 
@@ -231,7 +253,11 @@ fn interpolate_tree(
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
-                let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+                let path = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
                 interpolate_tree(v, &path, lookup)?;
             }
         }
@@ -242,13 +268,23 @@ fn interpolate_tree(
 
 /// Checks everything that can be checked without I/O; returns the parsed timezone.
 fn validate(c: &PipelineConfig) -> Result<Tz, String> {
-    if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch)) {
-        return Err(format!("name `{}`: use letters, digits, - and _ only", c.name));
+    if c.name.is_empty()
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+    {
+        return Err(format!(
+            "name `{}`: use letters, digits, - and _ only",
+            c.name
+        ));
     }
-    let tz: Tz = c
-        .timezone
-        .parse()
-        .map_err(|_| format!("timezone `{}` is not an IANA timezone (e.g. America/New_York)", c.timezone))?;
+    let tz: Tz = c.timezone.parse().map_err(|_| {
+        format!(
+            "timezone `{}` is not an IANA timezone (e.g. America/New_York)",
+            c.timezone
+        )
+    })?;
     if let Some(expr) = &c.schedule {
         crate::schedule::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
     }
@@ -258,7 +294,8 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());
     }
-    if c.sources.socialintents.is_none() && c.sources.social25.is_none() && c.sources.crm.is_none() {
+    if c.sources.socialintents.is_none() && c.sources.social25.is_none() && c.sources.crm.is_none()
+    {
         return Err("no source configured: add [sources.socialintents], [sources.social25] or [sources.crm]".into());
     }
     if let Some(crm) = &c.sources.crm {
@@ -267,7 +304,9 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if let Some(s) = &c.sources.social25 {
         validate_social25(s)?;
     }
-    let Some(si) = &c.sources.socialintents else { return Ok(tz) };
+    let Some(si) = &c.sources.socialintents else {
+        return Ok(tz);
+    };
     url::Url::parse(&si.base_url)
         .map_err(|e| format!("sources.socialintents.base_url `{}`: {e}", si.base_url))?;
     if si.streams.is_empty() {
@@ -282,7 +321,10 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         }
     }
     if !(1..=31).contains(&si.window_days) {
-        return Err(format!("sources.socialintents.window_days = {}: use 1 to 31", si.window_days));
+        return Err(format!(
+            "sources.socialintents.window_days = {}: use 1 to 31",
+            si.window_days
+        ));
     }
     if si.requests_per_minute == 0 {
         return Err("sources.socialintents.requests_per_minute: at least 1".into());
@@ -291,18 +333,24 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
 }
 
 fn validate_crm(s: &CrmConfig) -> Result<(), String> {
-    url::Url::parse(&s.base_url).map_err(|e| format!("sources.crm.base_url `{}`: {e}", s.base_url))?;
+    url::Url::parse(&s.base_url)
+        .map_err(|e| format!("sources.crm.base_url `{}`: {e}", s.base_url))?;
     if s.streams.is_empty() {
         return Err("sources.crm.streams is empty".into());
     }
     for st in &s.streams {
         if !CRM_STREAMS.contains(&st.as_str()) {
-            return Err(format!("sources.crm.streams: unknown stream `{st}` (known: {})", CRM_STREAMS.join(", ")));
+            return Err(format!(
+                "sources.crm.streams: unknown stream `{st}` (known: {})",
+                CRM_STREAMS.join(", ")
+            ));
         }
     }
     for id in &s.company_ids {
         if id.is_empty() || id.contains(['/', '?', '#', '&']) {
-            return Err(format!("sources.crm.company_ids: `{id}` is not a company id"));
+            return Err(format!(
+                "sources.crm.company_ids: `{id}` is not a company id"
+            ));
         }
     }
     if s.requests_per_minute == 0 {
@@ -312,28 +360,47 @@ fn validate_crm(s: &CrmConfig) -> Result<(), String> {
 }
 
 fn validate_social25(s: &Social25Config) -> Result<(), String> {
-    url::Url::parse(&s.base_url).map_err(|e| format!("sources.social25.base_url `{}`: {e}", s.base_url))?;
-    if s.tenant_id.is_empty() || !s.tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("sources.social25.tenant_id `{}`: expected a UUID", s.tenant_id));
+    url::Url::parse(&s.base_url)
+        .map_err(|e| format!("sources.social25.base_url `{}`: {e}", s.base_url))?;
+    if s.tenant_id.is_empty()
+        || !s
+            .tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(format!(
+            "sources.social25.tenant_id `{}`: expected a UUID",
+            s.tenant_id
+        ));
     }
     if s.streams.is_empty() {
         return Err("sources.social25.streams is empty".into());
     }
     for st in &s.streams {
         if !SOCIAL25_STREAMS.contains(&st.as_str()) {
-            return Err(format!("sources.social25.streams: unknown stream `{st}` (known: {})", SOCIAL25_STREAMS.join(", ")));
+            return Err(format!(
+                "sources.social25.streams: unknown stream `{st}` (known: {})",
+                SOCIAL25_STREAMS.join(", ")
+            ));
         }
     }
     if let Some(t) = &s.failed_sync_type {
         if t != "standard" && t != "salesforce" {
-            return Err(format!("sources.social25.failed_sync_type `{t}`: use \"standard\" or \"salesforce\""));
+            return Err(format!(
+                "sources.social25.failed_sync_type `{t}`: use \"standard\" or \"salesforce\""
+            ));
         }
     }
     if !(1..=30).contains(&s.window_days) {
-        return Err(format!("sources.social25.window_days = {}: use 1 to 30 (the API allows 31 days)", s.window_days));
+        return Err(format!(
+            "sources.social25.window_days = {}: use 1 to 30 (the API allows 31 days)",
+            s.window_days
+        ));
     }
     if s.requests_per_minute == 0 || s.max_concurrency == 0 {
-        return Err("sources.social25: requests_per_minute and max_concurrency must be at least 1".into());
+        return Err(
+            "sources.social25: requests_per_minute and max_concurrency must be at least 1".into(),
+        );
     }
     Ok(())
 }
@@ -370,19 +437,31 @@ streams = ["chats", "widgets"]
         assert_eq!(si.api_token.expose(), "tok-123");
         assert_eq!(p.config.lookback_days, 2);
         assert_eq!(p.tz, chrono_tz::America::New_York);
-        assert!(!format!("{p:?}").contains("tok-123"), "secret leaked into Debug");
+        assert!(
+            !format!("{p:?}").contains("tok-123"),
+            "secret leaked into Debug"
+        );
     }
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let text = GOOD.replace("lookback", "x").replace("start_date", "lookbak_days = 1\nstart_date");
-        let e = Pipeline::parse(&text, Path::new("pipelines/acme.toml"), &env).unwrap_err().to_string();
-        assert!(e.contains("lookbak_days") && e.contains("pipelines/acme.toml"), "{e}");
+        let text = GOOD
+            .replace("lookback", "x")
+            .replace("start_date", "lookbak_days = 1\nstart_date");
+        let e = Pipeline::parse(&text, Path::new("pipelines/acme.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lookbak_days") && e.contains("pipelines/acme.toml"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_variable_is_named() {
-        let e = Pipeline::parse(GOOD, Path::new("p.toml"), &|_| None).unwrap_err().to_string();
+        let e = Pipeline::parse(GOOD, Path::new("p.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SI_ACCOUNT") || e.contains("SI_TOKEN"), "{e}");
     }
 
@@ -419,12 +498,26 @@ streams = ["tenants", "agents", "conversations", "messages", "failed_syncs"]
         assert_eq!((s.window_days, s.max_concurrency), (30, 4));
         assert!(!format!("{p:?}").contains("s25-tok"));
         for (from, to, needle) in [
-            ("streams = [", "window_days = 31\nstreams = [", "window_days = 31"),
-            ("streams = [", "failed_sync_type = \"sf\"\nstreams = [", "failed_sync_type"),
+            (
+                "streams = [",
+                "window_days = 31\nstreams = [",
+                "window_days = 31",
+            ),
+            (
+                "streams = [",
+                "failed_sync_type = \"sf\"\nstreams = [",
+                "failed_sync_type",
+            ),
             ("\"messages\",", "\"message\",", "unknown stream `message`"),
-            ("007be0e1-6c95-4843-8673-a76a479266f8", "../../x", "tenant_id"),
+            (
+                "007be0e1-6c95-4843-8673-a76a479266f8",
+                "../../x",
+                "tenant_id",
+            ),
         ] {
-            let e = Pipeline::parse(&S25.replace(from, to), Path::new("p.toml"), &env).unwrap_err().to_string();
+            let e = Pipeline::parse(&S25.replace(from, to), Path::new("p.toml"), &env)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{e}");
         }
     }
@@ -451,7 +544,9 @@ company_ids = ["123e4567"]
             ("\"123e4567\"", "\"a&b\"", "company_ids"),
             ("api_key", "apikey", "apikey"),
         ] {
-            let e = Pipeline::parse(&text.replace(from, to), Path::new("p.toml"), &env).unwrap_err().to_string();
+            let e = Pipeline::parse(&text.replace(from, to), Path::new("p.toml"), &env)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{e}");
         }
     }

@@ -33,19 +33,27 @@ pub fn interpolate(
     Ok(out)
 }
 
-fn resolve(body: &str, key: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn resolve(
+    body: &str,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let (name, op, arg) = match body.find(":-").or_else(|| body.find(":?")) {
         Some(i) => (&body[..i], &body[i..i + 2], Some(&body[i + 2..])),
         None => (body, "", None),
     };
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("{key}: invalid variable name `{name}` in ${{{body}}}"));
+        return Err(format!(
+            "{key}: invalid variable name `{name}` in ${{{body}}}"
+        ));
     }
     let value = lookup(name).filter(|v| !v.is_empty());
     match (value, op, arg) {
         (Some(v), _, _) => Ok(v),
         (None, ":-", Some(default)) => Ok(default.to_string()),
-        (None, ":?", Some(msg)) => Err(format!("{key}: environment variable {name} is not set: {msg}")),
+        (None, ":?", Some(msg)) => Err(format!(
+            "{key}: environment variable {name} is not set: {msg}"
+        )),
         _ => Err(format!("{key}: environment variable {name} is not set")),
     }
 }
@@ -64,7 +72,10 @@ mod tests {
 
     #[test]
     fn replaces_defaults_and_escapes() {
-        assert_eq!(interpolate("a ${TOKEN} b", "k", &env).unwrap(), "a s3cr3t b");
+        assert_eq!(
+            interpolate("a ${TOKEN} b", "k", &env).unwrap(),
+            "a s3cr3t b"
+        );
         assert_eq!(interpolate("${NOPE:-x}", "k", &env).unwrap(), "x");
         assert_eq!(interpolate("${EMPTY:-d}", "k", &env).unwrap(), "d");
         assert_eq!(interpolate("cost $$5 $x", "k", &env).unwrap(), "cost $5 $x");
@@ -73,7 +84,10 @@ mod tests {
     #[test]
     fn missing_variable_names_it_and_the_key() {
         let e = interpolate("${MISSING_VAR}", "sources.socialintents.api_token", &env).unwrap_err();
-        assert!(e.contains("MISSING_VAR") && e.contains("sources.socialintents.api_token"), "{e}");
+        assert!(
+            e.contains("MISSING_VAR") && e.contains("sources.socialintents.api_token"),
+            "{e}"
+        );
         let e = interpolate("${MISSING_VAR:?set it in .env}", "k", &env).unwrap_err();
         assert!(e.contains("set it in .env"), "{e}");
         assert!(interpolate("${OPEN", "k", &env).is_err());

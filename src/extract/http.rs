@@ -16,9 +16,6 @@ use url::Url;
 use crate::config::{HttpConfig, Secret};
 use crate::error::{Error, Result};
 
-/// Longest Retry-After honoured; a longer one is treated as this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-
 /// How a source authenticates.
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -44,7 +41,12 @@ pub struct HttpClient {
 
 impl HttpClient {
     /// A client for `source` sending at most `requests_per_minute`.
-    pub fn new(source: &str, auth: Auth, cfg: &HttpConfig, requests_per_minute: u32) -> Result<Self> {
+    pub fn new(
+        source: &str,
+        auth: Auth,
+        cfg: &HttpConfig,
+        requests_per_minute: u32,
+    ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
             .timeout(Duration::from_secs(cfg.request_timeout_secs))
@@ -82,7 +84,12 @@ impl HttpClient {
 
     /// `base_url/path` with `query` appended, and the label that names the
     /// request in errors and logs (the path and query, no host, no credentials).
-    pub fn endpoint(&self, base_url: &str, path: &str, query: &[(&str, &str)]) -> Result<(Url, String)> {
+    pub fn endpoint(
+        &self,
+        base_url: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Url, String)> {
         let mut url = Url::parse(&format!("{}/{path}", base_url.trim_end_matches('/')))
             .map_err(|e| self.bad(path, format!("bad base_url: {e}")))?;
         if !query.is_empty() {
@@ -98,14 +105,17 @@ impl HttpClient {
     /// GETs `url` and returns the body of a 2xx answer. `endpoint` names the
     /// request in errors and logs (a path, no credentials).
     pub async fn get(&self, url: Url, endpoint: &str) -> Result<Bytes> {
-        self.get_decoded(url, endpoint, |body| Ok(body.clone())).await
+        self.get_decoded(url, endpoint, |body| Ok(body.clone()))
+            .await
     }
 
     /// GETs `url` and parses the body as JSON. A body that is not valid JSON
     /// (cut off in transit) is retried like a 5xx, within the same attempts.
     pub async fn get_json(&self, url: Url, endpoint: &str) -> Result<serde_json::Value> {
-        self.get_decoded(url, endpoint, |body| serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}")))
-            .await
+        self.get_decoded(url, endpoint, |body| {
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
+        })
+        .await
     }
 
     /// GETs `url` and returns a body that is complete, valid JSON (checked
@@ -113,32 +123,47 @@ impl HttpClient {
     /// caller then walks it record by record.
     pub async fn get_complete_json(&self, url: Url, endpoint: &str) -> Result<Bytes> {
         self.get_decoded(url, endpoint, |body| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| body.clone()).map_err(|e| format!("invalid JSON: {e}"))
+            serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                .map(|_| body.clone())
+                .map_err(|e| format!("invalid JSON: {e}"))
         })
         .await
     }
 
     /// The one retry loop: at most `max_attempts` requests, whether an attempt
     /// failed at the HTTP level or its body could not be decoded.
-    async fn get_decoded<T>(&self, url: Url, endpoint: &str, decode: impl Fn(&Bytes) -> Result<T, String>) -> Result<T> {
+    async fn get_decoded<T>(
+        &self,
+        url: Url,
+        endpoint: &str,
+        decode: impl Fn(&Bytes) -> Result<T, String>,
+    ) -> Result<T> {
         let mut attempt = 1;
         loop {
             self.wait_for_slot().await;
             let (err, retry_after) = match self.try_once(url.clone(), endpoint).await {
                 Ok(body) => match decode(&body) {
                     Ok(value) => return Ok(value),
-                    Err(message) => (Error::Http {
-                        source_name: self.source.clone(),
-                        endpoint: endpoint.to_string(),
-                        message,
-                        retryable: true,
-                    }, None),
+                    Err(message) => (
+                        Error::Http {
+                            source_name: self.source.clone(),
+                            endpoint: endpoint.to_string(),
+                            message,
+                            retryable: true,
+                        },
+                        None,
+                    ),
                 },
                 Err(failure) => failure,
             };
             if !err.is_retryable() || attempt >= self.max_attempts {
                 return Err(match err {
-                    Error::Http { source_name, endpoint, message, retryable } if retryable => Error::Http {
+                    Error::Http {
+                        source_name,
+                        endpoint,
+                        message,
+                        retryable,
+                    } if retryable => Error::Http {
                         source_name,
                         endpoint,
                         message: format!("{message} (gave up after {attempt} attempts)"),
@@ -147,8 +172,12 @@ impl HttpClient {
                     other => other,
                 });
             }
-            // The server's Retry-After wins over our own backoff (bounded, in case of nonsense).
-            let delay = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or_else(|| self.backoff(attempt));
+            // The server's Retry-After wins over our own backoff; either way no
+            // single wait is longer than `backoff_max_ms` (a hostile or broken
+            // header cannot park the run).
+            let delay = retry_after
+                .unwrap_or_else(|| self.backoff(attempt))
+                .min(self.backoff_max);
             tracing::warn!(source = %self.source, endpoint, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
             self.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
@@ -165,23 +194,40 @@ impl HttpClient {
             retryable,
         };
         let req = match &self.auth {
-            Auth::Basic { user, password } => self.client.get(url).basic_auth(user, Some(password.expose())),
+            Auth::Basic { user, password } => self
+                .client
+                .get(url)
+                .basic_auth(user, Some(password.expose())),
             Auth::Bearer(token) => self.client.get(url).bearer_auth(token.expose()),
         };
-        let resp = req.send().await.map_err(|e| (fail(describe(&e), true), None))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| (fail(describe(&e), true), None))?;
         let status = resp.status();
         tracing::debug!(source = %self.source, endpoint, status = status.as_u16(), "response");
         if status.is_success() {
-            return resp.bytes().await.map_err(|e| (fail(format!("reading the body: {}", describe(&e)), true), None));
+            return resp.bytes().await.map_err(|e| {
+                (
+                    fail(format!("reading the body: {}", describe(&e)), true),
+                    None,
+                )
+            });
         }
-        let retry_after = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = resp.text().await.unwrap_or_default();
         let snippet: String = body.chars().take(200).collect();
         let message = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 format!("{status}: the credentials were refused; check the source's account id / token ({snippet})")
             }
-            StatusCode::NOT_FOUND => format!("{status}: no such endpoint; check base_url ({snippet})"),
+            StatusCode::NOT_FOUND => {
+                format!("{status}: no such endpoint; check base_url ({snippet})")
+            }
             _ => format!("{status}: {snippet}"),
         };
         let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
@@ -189,7 +235,10 @@ impl HttpClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.backoff_base.saturating_mul(1 << attempt.min(20)).min(self.backoff_max);
+        let cap = self
+            .backoff_base
+            .saturating_mul(1 << attempt.min(20))
+            .min(self.backoff_max);
         // Full jitter: anywhere in [cap/2, cap] keeps retries of parallel work apart.
         let ms = cap.as_millis() as u64;
         Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
@@ -236,8 +285,14 @@ impl HttpClient {
     /// paging), the listing is read once more; a second mismatch is an error,
     /// so nothing partial is committed.
     pub async fn get_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
-        let (records, stats) = self.get_listing_each(first, endpoint, Vec::new, |all, page| all.extend(page)).await?;
-        Ok(Listing { records, pages: stats.pages, count: stats.count })
+        let (records, stats) = self
+            .get_listing_each(first, endpoint, Vec::new, |all, page| all.extend(page))
+            .await?;
+        Ok(Listing {
+            records,
+            pages: stats.pages,
+            count: stats.count,
+        })
     }
 
     /// As [`HttpClient::get_listing`], handing each page to `on_page` as it
@@ -255,29 +310,55 @@ impl HttpClient {
         loop {
             attempt += 1;
             let mut state = init();
-            let stats = self.read_listing(first.clone(), endpoint, |page| on_page(&mut state, page)).await?;
+            let stats = self
+                .read_listing(first.clone(), endpoint, |page| on_page(&mut state, page))
+                .await?;
             let rows = stats.rows;
             match stats.count {
                 Some(count) if count != rows => {
-                    let message = format!("the API reported count {count} but its {} page(s) held {rows} rows", stats.pages);
+                    let message = format!(
+                        "the API reported count {count} but its {} page(s) held {rows} rows",
+                        stats.pages
+                    );
                     if attempt >= 2 {
-                        return Err(self.bad(endpoint, format!("{message} twice; not committing a partial listing")));
+                        return Err(self.bad(
+                            endpoint,
+                            format!("{message} twice; not committing a partial listing"),
+                        ));
                     }
                     tracing::warn!(source = %self.source, endpoint, "{message}; reading the listing again");
                 }
-                _ => return Ok((state, Listing { records: Vec::new(), pages: stats.pages, count: stats.count })),
+                _ => {
+                    return Ok((
+                        state,
+                        Listing {
+                            records: Vec::new(),
+                            pages: stats.pages,
+                            count: stats.count,
+                        },
+                    ))
+                }
             }
         }
     }
 
     /// Follows `next` from `first`, giving each page's results to `on_page`.
-    async fn read_listing(&self, first: Url, endpoint: &str, mut on_page: impl FnMut(Vec<serde_json::Value>)) -> Result<PageStats> {
+    async fn read_listing(
+        &self,
+        first: Url,
+        endpoint: &str,
+        mut on_page: impl FnMut(Vec<serde_json::Value>),
+    ) -> Result<PageStats> {
         let mut seen = std::collections::HashSet::new();
         let mut out = PageStats::default();
         let mut url = first.clone();
         loop {
             seen.insert(url.to_string());
-            let page_label = if out.pages == 0 { endpoint.to_string() } else { format!("{endpoint} (page {})", out.pages + 1) };
+            let page_label = if out.pages == 0 {
+                endpoint.to_string()
+            } else {
+                format!("{endpoint} (page {})", out.pages + 1)
+            };
             let body = self.get_json(url.clone(), &page_label).await?;
             out.pages += 1;
             let serde_json::Value::Object(mut page) = body else {
@@ -293,18 +374,33 @@ impl HttpClient {
                 }
                 Some(_) => return Err(self.bad(&page_label, "`results` is not an array".into())),
             }
-            out.count = page.get("count").and_then(serde_json::Value::as_u64).or(out.count);
+            out.count = page
+                .get("count")
+                .and_then(serde_json::Value::as_u64)
+                .or(out.count);
             let next = match page.get("next") {
                 None | Some(serde_json::Value::Null) => return Ok(out),
                 Some(serde_json::Value::String(s)) if s.is_empty() => return Ok(out),
                 Some(serde_json::Value::String(s)) => s.clone(),
-                Some(other) => return Err(self.bad(&page_label, format!("`next` is {other}, expected a URL or null"))),
+                Some(other) => {
+                    return Err(self.bad(
+                        &page_label,
+                        format!("`next` is {other}, expected a URL or null"),
+                    ))
+                }
             };
-            let next_url = Url::parse(&next)
-                .map_err(|e| self.bad(&page_label, format!("`next` is not an absolute URL ({e})")))?;
-            if (next_url.scheme(), next_url.host_str(), next_url.port_or_known_default())
-                != (first.scheme(), first.host_str(), first.port_or_known_default())
-            {
+            let next_url = Url::parse(&next).map_err(|e| {
+                self.bad(&page_label, format!("`next` is not an absolute URL ({e})"))
+            })?;
+            if (
+                next_url.scheme(),
+                next_url.host_str(),
+                next_url.port_or_known_default(),
+            ) != (
+                first.scheme(),
+                first.host_str(),
+                first.port_or_known_default(),
+            ) {
                 return Err(self.bad(
                     &page_label,
                     format!(
@@ -315,7 +411,13 @@ impl HttpClient {
                 ));
             }
             if seen.contains(next_url.as_str()) {
-                return Err(self.bad(&page_label, format!("`next` repeats a page already read ({}); stopping a pagination loop", next_url.path())));
+                return Err(self.bad(
+                    &page_label,
+                    format!(
+                        "`next` repeats a page already read ({}); stopping a pagination loop",
+                        next_url.path()
+                    ),
+                ));
             }
             if out.pages >= MAX_PAGES {
                 return Err(self.bad(&page_label, format!("more than {MAX_PAGES} pages")));
@@ -325,7 +427,11 @@ impl HttpClient {
     }
 
     fn bad(&self, endpoint: &str, message: String) -> Error {
-        Error::BadResponse { source_name: self.source.clone(), endpoint: endpoint.to_string(), message }
+        Error::BadResponse {
+            source_name: self.source.clone(),
+            endpoint: endpoint.to_string(),
+            message,
+        }
     }
 }
 
@@ -338,7 +444,11 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut msg = format!("{kind}: {}", e.to_string().replace(e.url().map(|u| u.as_str()).unwrap_or("\u{0}"), "<url>"));
+    let mut msg = format!(
+        "{kind}: {}",
+        e.to_string()
+            .replace(e.url().map(|u| u.as_str()).unwrap_or("\u{0}"), "<url>")
+    );
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
@@ -347,10 +457,14 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
+/// `Retry-After` as delay-seconds or an HTTP date. Any value, however large,
+/// gives a duration (saturating at `Duration::MAX`); the caller caps it.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        if !(secs >= 0.0) {
+            return None; // negative or NaN
+        }
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
@@ -365,18 +479,46 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+    }
+
+    #[test]
+    fn hostile_retry_after_values_never_panic() {
+        assert_eq!(
+            parse_retry_after("99999999999999999999"),
+            Some(Duration::MAX)
+        );
+        assert_eq!(parse_retry_after("1e300"), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("inf"), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("999999"),
+            Some(Duration::from_secs(999_999))
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
+        assert!(far > Duration::from_secs(86_400 * 365 * 7000), "{far:?}");
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let cfg = HttpConfig { backoff_base_ms: 100, backoff_max_ms: 1000, ..HttpConfig::default() };
+        let cfg = HttpConfig {
+            backoff_base_ms: 100,
+            backoff_max_ms: 1000,
+            ..HttpConfig::default()
+        };
         let c = HttpClient::new("t", Auth::Bearer(Secret::new("x")), &cfg, 60).unwrap();
         for attempt in 1..10 {
             let d = c.backoff(attempt).as_millis() as u64;
             let cap = (100u64 << attempt).min(1000);
-            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d}ms vs cap {cap}");
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempt}: {d}ms vs cap {cap}"
+            );
         }
     }
 }

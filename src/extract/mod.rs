@@ -32,10 +32,18 @@ impl Source {
     pub fn all(cfg: &PipelineConfig, tz: Tz, now: DateTime<Utc>) -> Result<Vec<Source>> {
         let mut out = Vec::new();
         if let Some(si) = &cfg.sources.socialintents {
-            out.push(Source::SocialIntents(socialintents::SocialIntents::new(si, &cfg.http, tz)?));
+            out.push(Source::SocialIntents(socialintents::SocialIntents::new(
+                si, &cfg.http, tz,
+            )?));
         }
         if let Some(s25) = &cfg.sources.social25 {
-            out.push(Source::Social25(social25::Social25::new(s25, &cfg.http, tz, now, cfg.lookback_days)?));
+            out.push(Source::Social25(social25::Social25::new(
+                s25,
+                &cfg.http,
+                tz,
+                now,
+                cfg.lookback_days,
+            )?));
         }
         if let Some(crm) = &cfg.sources.crm {
             out.push(Source::Crm(crm::Crm::new(crm, &cfg.http, tz)?));
@@ -53,36 +61,67 @@ impl Source {
     }
 
     /// Fetches and normalizes one window of a stream (None: snapshot).
-    pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
+    pub async fn extract(
+        &self,
+        spec: &StreamSpec,
+        window: Option<Window>,
+        run_id: &str,
+    ) -> Result<Extracted> {
         match self {
             Source::SocialIntents(s) => s.extract(spec, window, run_id).await,
             Source::Social25(s) => s.extract(spec, window, run_id).await,
-            Source::Crm(_) => Err(crate::error::Error::Usage(format!("{} is read whole (upsert)", spec.name))),
+            Source::Crm(_) => Err(crate::error::Error::Usage(format!(
+                "{} is read whole (upsert)",
+                spec.name
+            ))),
         }
     }
 
     /// Plans a change-driven stream from its cursor: which keys to re-read, in
     /// chunks, each with the cursor to save once it is committed.
-    pub async fn plan_changes(&self, spec: &StreamSpec, cursor: Option<serde_json::Value>) -> Result<ChangePlan> {
+    pub async fn plan_changes(
+        &self,
+        spec: &StreamSpec,
+        cursor: Option<serde_json::Value>,
+    ) -> Result<ChangePlan> {
         match self {
             Source::Social25(s) => s.plan_changes(spec, cursor).await,
-            _ => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+            _ => Err(crate::error::Error::Usage(format!(
+                "{} is not change-driven",
+                spec.name
+            ))),
         }
     }
 
     /// Reads an upsert stream whole and compares it with what the warehouse holds.
-    pub async fn extract_upsert(&self, spec: &StreamSpec, stored: &std::collections::HashMap<String, Stored>, run_id: &str) -> Result<Upserts> {
+    pub async fn extract_upsert(
+        &self,
+        spec: &StreamSpec,
+        stored: &std::collections::HashMap<String, Stored>,
+        run_id: &str,
+    ) -> Result<Upserts> {
         match self {
             Source::Crm(s) => s.extract_upsert(spec, stored, run_id).await,
-            _ => Err(crate::error::Error::Usage(format!("{} is not an upsert stream", spec.name))),
+            _ => Err(crate::error::Error::Usage(format!(
+                "{} is not an upsert stream",
+                spec.name
+            ))),
         }
     }
 
     /// Fetches and normalizes every record of one chunk's keys.
-    pub async fn extract_changes(&self, spec: &StreamSpec, chunk: &ChangeChunk, run_id: &str) -> Result<Extracted> {
+    pub async fn extract_changes(
+        &self,
+        spec: &StreamSpec,
+        chunk: &ChangeChunk,
+        run_id: &str,
+    ) -> Result<Extracted> {
         match self {
             Source::Social25(s) => s.extract_changes(spec, chunk, run_id).await,
-            _ => Err(crate::error::Error::Usage(format!("{} is not change-driven", spec.name))),
+            _ => Err(crate::error::Error::Usage(format!(
+                "{} is not change-driven",
+                spec.name
+            ))),
         }
     }
 
@@ -103,7 +142,10 @@ pub enum StreamKind {
     /// per window. With `final_lag`, records younger than that are not final
     /// yet: nothing later than now minus the lag is asked for, and the
     /// watermark only passes days that ended before it.
-    Windowed { window_days: u32, final_lag: Option<chrono::Duration> },
+    Windowed {
+        window_days: u32,
+        final_lag: Option<chrono::Duration>,
+    },
     /// Everything at once; the table is replaced whole (a partitioned table:
     /// every partition present is replaced, the others deleted).
     Snapshot,
@@ -189,7 +231,11 @@ impl Extracted {
     /// Empty buffers for `spec`'s tables.
     pub fn new(spec: &StreamSpec, run_id: &str) -> Self {
         Extracted {
-            buffers: spec.tables.iter().map(|t| TableBuffer::new(t, run_id)).collect(),
+            buffers: spec
+                .tables
+                .iter()
+                .map(|t| TableBuffer::new(t, run_id))
+                .collect(),
             rejects: Vec::new(),
             pages: 0,
             records: 0,

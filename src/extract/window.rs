@@ -76,7 +76,13 @@ mod tests {
     #[test]
     fn default_range_rereads_lookback_and_watermark_day() {
         let w = default_range(Some(d("2025-01-10")), d("2025-01-01"), 2, d("2025-01-20"));
-        assert_eq!(w, Window { from: d("2025-01-08"), to: d("2025-01-20") });
+        assert_eq!(
+            w,
+            Window {
+                from: d("2025-01-08"),
+                to: d("2025-01-20")
+            }
+        );
         let w = default_range(None, d("2025-01-01"), 2, d("2025-01-20"));
         assert_eq!(w.from, d("2025-01-01"));
         let w = default_range(Some(d("2025-01-02")), d("2025-01-01"), 5, d("2025-01-20"));
@@ -85,20 +91,58 @@ mod tests {
 
     #[test]
     fn split_covers_every_day_once() {
-        let ws = split(Window { from: d("2025-01-01"), to: d("2025-01-17") }, 7);
+        let ws = split(
+            Window {
+                from: d("2025-01-01"),
+                to: d("2025-01-17"),
+            },
+            7,
+        );
         assert_eq!(ws.len(), 3);
-        assert_eq!(ws[2], Window { from: d("2025-01-15"), to: d("2025-01-17") });
+        assert_eq!(
+            ws[2],
+            Window {
+                from: d("2025-01-15"),
+                to: d("2025-01-17")
+            }
+        );
         let days: Vec<_> = ws.iter().flat_map(|w| w.days()).collect();
         assert_eq!(days.len(), 17);
-        assert!(split(Window { from: d("2025-01-02"), to: d("2025-01-01") }, 7).is_empty());
+        assert!(split(
+            Window {
+                from: d("2025-01-02"),
+                to: d("2025-01-01")
+            },
+            7
+        )
+        .is_empty());
     }
 
     #[test]
     fn watermark_never_jumps_a_gap() {
-        let w = |a, b| Window { from: d(a), to: d(b) };
-        assert!(extends_watermark(Some(d("2025-01-10")), d("2025-01-01"), w("2025-01-11", "2025-01-17")));
-        assert!(extends_watermark(Some(d("2025-01-10")), d("2025-01-01"), w("2025-01-03", "2025-01-17")));
-        assert!(!extends_watermark(Some(d("2025-01-10")), d("2025-01-01"), w("2025-01-12", "2025-01-17")));
-        assert!(!extends_watermark(None, d("2025-01-01"), w("2025-03-01", "2025-03-07")));
+        let w = |a, b| Window {
+            from: d(a),
+            to: d(b),
+        };
+        assert!(extends_watermark(
+            Some(d("2025-01-10")),
+            d("2025-01-01"),
+            w("2025-01-11", "2025-01-17")
+        ));
+        assert!(extends_watermark(
+            Some(d("2025-01-10")),
+            d("2025-01-01"),
+            w("2025-01-03", "2025-01-17")
+        ));
+        assert!(!extends_watermark(
+            Some(d("2025-01-10")),
+            d("2025-01-01"),
+            w("2025-01-12", "2025-01-17")
+        ));
+        assert!(!extends_watermark(
+            None,
+            d("2025-01-01"),
+            w("2025-03-01", "2025-03-07")
+        ));
     }
 }

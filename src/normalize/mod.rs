@@ -88,7 +88,12 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// Starts a row of `table` from `obj`.
     pub fn new(table: &'a TableDef, obj: Map<String, Value>) -> Self {
-        Record { table, obj, cells: vec![Cell::Null; table.columns.len()], drifted: Map::new() }
+        Record {
+            table,
+            obj,
+            cells: vec![Cell::Null; table.columns.len()],
+            drifted: Map::new(),
+        }
     }
 
     /// Removes `field` from the record (it is then known, not `_extra`).
@@ -103,15 +108,19 @@ impl<'a> Record<'a> {
 
     /// Whether `column` already has a value.
     pub fn has(&self, column: &str) -> bool {
-        self.table.index_of(column).is_some_and(|i| self.cells[i] != Cell::Null)
+        self.table
+            .index_of(column)
+            .is_some_and(|i| self.cells[i] != Cell::Null)
     }
 
     /// Puts a value in `column`.
     pub fn set(&mut self, column: &str, cell: Cell) {
-        let i = self
-            .table
-            .index_of(column)
-            .unwrap_or_else(|| panic!("mapper for {} sets unknown column {column}", self.table.name));
+        let i = self.table.index_of(column).unwrap_or_else(|| {
+            panic!(
+                "mapper for {} sets unknown column {column}",
+                self.table.name
+            )
+        });
         self.cells[i] = cell;
     }
 
@@ -121,7 +130,9 @@ impl<'a> Record<'a> {
         match self.take(field) {
             None => {}
             Some(Value::String(s)) => self.set(column, Cell::Str(s)),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => self.set(column, Cell::Str(v.to_string())),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                self.set(column, Cell::Str(v.to_string()))
+            }
             Some(v) => self.drift(field, v),
         }
     }
@@ -143,7 +154,10 @@ impl<'a> Record<'a> {
     pub fn float(&mut self, column: &str, field: &str) {
         match self.take(field) {
             None => {}
-            Some(v) => match v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())) {
+            Some(v) => match v
+                .as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            {
                 Some(f) => self.set(column, Cell::Float(f)),
                 None => self.drift(field, v),
             },
@@ -155,7 +169,9 @@ impl<'a> Record<'a> {
         match self.take(field) {
             None => {}
             Some(Value::Bool(b)) => self.set(column, Cell::Bool(b)),
-            Some(Value::String(s)) if s == "true" || s == "false" => self.set(column, Cell::Bool(s == "true")),
+            Some(Value::String(s)) if s == "true" || s == "false" => {
+                self.set(column, Cell::Bool(s == "true"))
+            }
             Some(v) => self.drift(field, v),
         }
     }
@@ -176,7 +192,10 @@ impl<'a> Record<'a> {
         match self.take(field) {
             None => {}
             Some(Value::Array(items)) if items.iter().all(|i| i.is_string()) => {
-                let items = items.into_iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+                let items = items
+                    .into_iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect();
                 self.set(column, Cell::List(items))
             }
             Some(v) => self.drift(field, v),
@@ -207,7 +226,9 @@ impl<'a> Record<'a> {
         match self.take(field) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(v) => Err(format!("field `{field}` is {v}, expected a non-empty string")),
+            Some(v) => Err(format!(
+                "field `{field}` is {v}, expected a non-empty string"
+            )),
             None => Err(format!("field `{field}` is missing")),
         }
     }
@@ -225,14 +246,20 @@ impl<'a> Record<'a> {
         }
         self.obj.append(&mut self.drifted);
         let extra = (!self.obj.is_empty()).then(|| Value::Object(self.obj).to_string());
-        Ok(Row { cells: self.cells, extra, extracted_at })
+        Ok(Row {
+            cells: self.cells,
+            extra,
+            extracted_at,
+        })
     }
 }
 
 /// An integer from a JSON number or numeric string.
 pub fn as_i64(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -249,7 +276,12 @@ pub struct TableBuffer {
 impl TableBuffer {
     /// An empty buffer for `table`; rows will carry `run_id`.
     pub fn new(table: &'static TableDef, run_id: &str) -> Self {
-        TableBuffer { table, run_id: run_id.to_string(), partitions: BTreeMap::new(), index: HashMap::new() }
+        TableBuffer {
+            table,
+            run_id: run_id.to_string(),
+            partitions: BTreeMap::new(),
+            index: HashMap::new(),
+        }
     }
 
     /// The table this buffer fills.
@@ -293,7 +325,12 @@ impl TableBuffer {
 
     /// Drains the buffer into one sorted RecordBatch per partition.
     pub fn into_batches(self) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
-        let TableBuffer { table, run_id, partitions, .. } = self;
+        let TableBuffer {
+            table,
+            run_id,
+            partitions,
+            ..
+        } = self;
         partitions
             .into_iter()
             .map(|(dt, rows)| {
@@ -306,7 +343,11 @@ impl TableBuffer {
 }
 
 fn sort_rows(table: &TableDef, rows: &mut [Row]) {
-    let idx: Vec<usize> = table.sort_by.iter().map(|c| table.index_of(c).expect("validated")).collect();
+    let idx: Vec<usize> = table
+        .sort_by
+        .iter()
+        .map(|c| table.index_of(c).expect("validated"))
+        .collect();
     rows.sort_by(|a, b| {
         idx.iter()
             .map(|&i| cmp_cells(&a.cells[i], &b.cells[i]))
@@ -322,7 +363,10 @@ fn cmp_cells(a: &Cell, b: &Cell) -> std::cmp::Ordering {
         (Cell::Null, _) => Greater, // nulls last
         (_, Cell::Null) => Less,
         (Cell::Str(x), Cell::Str(y)) => x.cmp(y),
-        (Cell::Int(x) | Cell::Micros(x) | Cell::Duration(x), Cell::Int(y) | Cell::Micros(y) | Cell::Duration(y)) => x.cmp(y),
+        (
+            Cell::Int(x) | Cell::Micros(x) | Cell::Duration(x),
+            Cell::Int(y) | Cell::Micros(y) | Cell::Duration(y),
+        ) => x.cmp(y),
         (Cell::Date(x), Cell::Date(y)) => x.cmp(y),
         (Cell::Float(x), Cell::Float(y)) => x.total_cmp(y),
         _ => a.key_part().cmp(&b.key_part()),
@@ -360,7 +404,9 @@ pub fn build_batch(table: &TableDef, run_id: &str, rows: &[Row]) -> Result<Recor
                 build!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Cell::Micros(v) => *v)
             }
             ColumnType::Date => build!(Date32Builder::new(), Cell::Date(v) => *v),
-            ColumnType::Duration => build!(DurationMicrosecondBuilder::new(), Cell::Duration(v) => *v),
+            ColumnType::Duration => {
+                build!(DurationMicrosecondBuilder::new(), Cell::Duration(v) => *v)
+            }
             ColumnType::ListString => {
                 let mut b = ListBuilder::new(StringBuilder::new());
                 for r in rows {
@@ -405,7 +451,10 @@ mod tests {
     use serde_json::json;
 
     fn widget(id: &str, extra: Value) -> Map<String, Value> {
-        let mut m = json!({"id": id, "name": format!("w{id}")}).as_object().unwrap().clone();
+        let mut m = json!({"id": id, "name": format!("w{id}")})
+            .as_object()
+            .unwrap()
+            .clone();
         if let Value::Object(e) = extra {
             m.extend(e);
         }
@@ -424,7 +473,11 @@ mod tests {
 
     #[test]
     fn unknown_and_drifted_fields_land_in_extra() {
-        let r = row(widget("1", json!({"color": "red", "timezone": {"nested": true}}))).unwrap();
+        let r = row(widget(
+            "1",
+            json!({"color": "red", "timezone": {"nested": true}}),
+        ))
+        .unwrap();
         let extra: Value = serde_json::from_str(r.extra.as_deref().unwrap()).unwrap();
         assert_eq!(extra, json!({"color": "red", "timezone": {"nested": true}}));
         assert!(row(widget("2", json!({}))).unwrap().extra.is_none());

@@ -25,7 +25,12 @@ pub fn parse_socialintents(s: &str) -> Result<NaiveDateTime, String> {
         (0, false) | (1..=11, false) | (12..=23, true) => 0, // already 24-hour (or 12-hour morning)
         (12, false) => -12,                                  // 12:xx AM is just after midnight
         (1..=11, true) => 12,                                // true 12-hour afternoon
-        _ => return Err(format!("`{s}`: hour {hour} contradicts the {} marker", if pm { "PM" } else { "AM" })),
+        _ => {
+            return Err(format!(
+                "`{s}`: hour {hour} contradicts the {} marker",
+                if pm { "PM" } else { "AM" }
+            ))
+        }
     };
     Ok(naive + Duration::hours(shift_hours))
 }
@@ -52,23 +57,35 @@ pub fn parse_duration_micros(s: &str) -> Result<i64, String> {
         None => (0, t),
     };
     let mut parts = clock.split(':');
-    let (Some(h), Some(m), Some(sec), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(m), Some(sec), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad());
     };
     let h: i64 = h.parse().map_err(|_| bad())?;
     let m: i64 = m.parse().map_err(|_| bad())?;
     let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
     let whole: i64 = whole.parse().map_err(|_| bad())?;
-    if !(0..60).contains(&m) || !(0..60).contains(&whole) || h < 0 || frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    if !(0..60).contains(&m)
+        || !(0..60).contains(&whole)
+        || h < 0
+        || frac.len() > 6
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let micros_frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().map_err(|_| bad())? };
+    let micros_frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().map_err(|_| bad())?
+    };
     Ok(((days * 86_400 + h * 3_600 + m * 60 + whole) * 1_000_000) + micros_frac)
 }
 
 /// Epoch milliseconds to an instant; out-of-range values are an error.
 pub fn from_epoch_millis(ms: i64) -> Result<DateTime<Utc>, String> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("epoch milliseconds {ms} out of range"))
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| format!("epoch milliseconds {ms} out of range"))
 }
 
 /// The instant as microseconds since the epoch (Arrow's timestamp unit here).
@@ -137,7 +154,13 @@ mod tests {
         assert_eq!(local_date(late, New_York), d("2025-11-01"));
         // Both 01:30s of the fall-back night fall on Nov 2.
         for h in [5, 6] {
-            assert_eq!(local_date(Utc.with_ymd_and_hms(2025, 11, 2, h, 30, 0).unwrap(), New_York), d("2025-11-02"));
+            assert_eq!(
+                local_date(
+                    Utc.with_ymd_and_hms(2025, 11, 2, h, 30, 0).unwrap(),
+                    New_York
+                ),
+                d("2025-11-02")
+            );
         }
     }
 
@@ -146,33 +169,66 @@ mod tests {
         // America/Santiago springs forward at midnight: 2025-09-07 00:00 does not exist.
         let tz: Tz = "America/Santiago".parse().unwrap();
         let start = day_start("2025-09-07".parse().unwrap(), tz);
-        assert_eq!(start.with_timezone(&tz).format("%H:%M").to_string(), "01:00");
+        assert_eq!(
+            start.with_timezone(&tz).format("%H:%M").to_string(),
+            "01:00"
+        );
     }
 
     #[test]
     fn naive_utc_and_epoch() {
-        assert_eq!(parse_naive_utc("2024-01-15T10:30:00Z").unwrap(), Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap());
+        assert_eq!(
+            parse_naive_utc("2024-01-15T10:30:00Z").unwrap(),
+            Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap()
+        );
         assert_eq!(
             micros(parse_naive_utc("2024-01-15T10:30:00.123456").unwrap()),
             micros(Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap()) + 123_456
         );
-        assert_eq!(from_epoch_millis(1498316491095).unwrap().timestamp_millis(), 1498316491095);
+        assert_eq!(
+            from_epoch_millis(1498316491095).unwrap().timestamp_millis(),
+            1498316491095
+        );
     }
 
     #[test]
     fn django_durations() {
-        assert_eq!(parse_duration_micros("116 05:19:39.788243").unwrap(), ((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243);
-        assert_eq!(parse_duration_micros("05:19:39").unwrap(), (5 * 3600 + 19 * 60 + 39) * 1_000_000);
+        assert_eq!(
+            parse_duration_micros("116 05:19:39.788243").unwrap(),
+            ((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243
+        );
+        assert_eq!(
+            parse_duration_micros("05:19:39").unwrap(),
+            (5 * 3600 + 19 * 60 + 39) * 1_000_000
+        );
         assert_eq!(parse_duration_micros("0 00:00:00.5").unwrap(), 500_000);
-        assert_eq!(parse_duration_micros("-1 23:00:00").unwrap(), -3_600_000_000);
-        for bad in ["", "116", "1 2:3", "x 05:19:39", "05:61:00", "05:19:39.1234567"] {
+        assert_eq!(
+            parse_duration_micros("-1 23:00:00").unwrap(),
+            -3_600_000_000
+        );
+        for bad in [
+            "",
+            "116",
+            "1 2:3",
+            "x 05:19:39",
+            "05:61:00",
+            "05:19:39.1234567",
+        ] {
             assert!(parse_duration_micros(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn naive_iso_with_and_without_micros_is_utc() {
-        assert_eq!(parse_naive_utc("2018-10-25T08:06:42").unwrap().timestamp(), 1_540_454_802);
-        assert_eq!(parse_naive_utc("2018-10-25T08:06:43.730595").unwrap().timestamp_micros(), 1_540_454_803_730_595);
+        assert_eq!(
+            parse_naive_utc("2018-10-25T08:06:42").unwrap().timestamp(),
+            1_540_454_802
+        );
+        assert_eq!(
+            parse_naive_utc("2018-10-25T08:06:43.730595")
+                .unwrap()
+                .timestamp_micros(),
+            1_540_454_803_730_595
+        );
     }
 }

@@ -144,7 +144,14 @@ impl CrmData {
                 let id = format!("cmp-{:04}-{:08x}", i, mix(self.seed ^ i as u64) as u32);
                 let created = self.epoch() + Duration::days(i as i64);
                 let (updated, edited) = self.edited(&id, created + Duration::hours(3));
-                CrmCompany { name: format!("Company {i}"), is_customer: i % 3 != 2, created, updated, edited, id }
+                CrmCompany {
+                    name: format!("Company {i}"),
+                    is_customer: i % 3 != 2,
+                    created,
+                    updated,
+                    edited,
+                    id,
+                }
             })
             .filter(|c| !self.deleted.contains(&c.id))
             .collect()
@@ -152,14 +159,17 @@ impl CrmData {
 
     /// Contacts that exist, including one per linked email.
     pub fn contacts(&self) -> Vec<CrmContact> {
-        let companies: Vec<String> = (0..self.companies).map(|i| format!("cmp-{:04}-{:08x}", i, mix(self.seed ^ i as u64) as u32)).collect();
+        let companies: Vec<String> = (0..self.companies)
+            .map(|i| format!("cmp-{:04}-{:08x}", i, mix(self.seed ^ i as u64) as u32))
+            .collect();
         let mut out = Vec::new();
         for (ci, company) in companies.iter().enumerate() {
             for j in 0..self.contacts_per_company {
                 let h = mix(self.seed ^ ((ci as u64) << 16) ^ j as u64);
                 let (first, last) = (FIRST[(h % 6) as usize], LAST[(h / 6 % 6) as usize]);
                 let id = format!("ct-{ci:03}-{j:03}");
-                let created = self.epoch() + Duration::days(ci as i64) + Duration::hours(j as i64 + 1);
+                let created =
+                    self.epoch() + Duration::days(ci as i64) + Duration::hours(j as i64 + 1);
                 let (updated, edited) = self.edited(&id, created + Duration::minutes(30));
                 out.push(CrmContact {
                     email: format!("{first}.{last}@Company-{ci}.example"),
@@ -195,19 +205,37 @@ impl CrmData {
     pub fn conversations(&self) -> Vec<CrmConversation> {
         let contacts = self.contacts();
         let mut out = Vec::new();
-        for day in self.first_day.iter_days().take_while(|d| *d <= self.last_day) {
+        for day in self
+            .first_day
+            .iter_days()
+            .take_while(|d| *d <= self.last_day)
+        {
             for i in 0..self.conversations_per_day {
                 let h = mix(self.seed ^ ((day.to_epoch_days() as u64) << 20) ^ i as u64);
                 let id = format!("conv-{}-{i:03}", day.format("%Y%m%d"));
-                let created = day.and_time(NaiveTime::MIN).and_utc() + Duration::milliseconds((h % 86_400_000) as i64);
+                let created = day.and_time(NaiveTime::MIN).and_utc()
+                    + Duration::milliseconds((h % 86_400_000) as i64);
                 // Most visitors are known contacts (their email typed in another case); some are strangers.
-                let (company_id, visitor_email) = match contacts.get((h >> 20) as usize % (contacts.len() + 3)) {
-                    Some(c) if !contacts.is_empty() => (c.company_id.clone(), if h & 1 == 0 { c.email.to_lowercase() } else { c.email.clone() }),
-                    _ => (String::new(), format!("stranger{}@example.net", h % 97)),
-                };
+                let (company_id, visitor_email) =
+                    match contacts.get((h >> 20) as usize % (contacts.len() + 3)) {
+                        Some(c) if !contacts.is_empty() => (
+                            c.company_id.clone(),
+                            if h & 1 == 0 {
+                                c.email.to_lowercase()
+                            } else {
+                                c.email.clone()
+                            },
+                        ),
+                        _ => (String::new(), format!("stranger{}@example.net", h % 97)),
+                    };
                 let status = if (h >> 8) % 3 == 0 { "open" } else { "closed" };
                 let assigned = ((h >> 12) % 5 != 0).then(|| format!("user-{}", (h >> 16) % 4));
-                let tags: Vec<String> = TAGS.iter().enumerate().filter(|(k, _)| (h >> (24 + k)) & 1 == 1).map(|(_, t)| t.to_string()).collect();
+                let tags: Vec<String> = TAGS
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| (h >> (24 + k)) & 1 == 1)
+                    .map(|(_, t)| t.to_string())
+                    .collect();
                 let last_message = created + Duration::seconds(((h >> 30) % 3_600) as i64);
                 let (updated, edited) = self.edited(&id, last_message);
                 out.push(CrmConversation {
@@ -220,7 +248,8 @@ impl CrmData {
                     created,
                     updated,
                     last_message,
-                    malformed: self.malformed_every > 0 && i % self.malformed_every == self.malformed_every - 1,
+                    malformed: self.malformed_every > 0
+                        && i % self.malformed_every == self.malformed_every - 1,
                     edited,
                     id,
                 });
@@ -237,13 +266,23 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/companies", get(companies))
         .route("/contacts", get(contacts))
         .route("/conversations", get(conversations))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "The requested resource doesn't exist") })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "The requested resource doesn't exist",
+            )
+        })
 }
 
 type Q = Query<HashMap<String, String>>;
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json!({ "error": message }).to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": message }).to_string(),
+    )
+        .into_response()
 }
 
 async fn gate(sim: &SimState, key: &str, headers: &HeaderMap) -> Result<CrmData, Response> {
@@ -252,9 +291,15 @@ async fn gate(sim: &SimState, key: &str, headers: &HeaderMap) -> Result<CrmData,
         return Err(r);
     }
     let data = sim.config().crm;
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if auth.strip_prefix("Bearer ") != Some(data.api_key.as_str()) {
-        return Err(error(StatusCode::UNAUTHORIZED, "Invalid or missing API key"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or missing API key",
+        ));
     }
     Ok(data)
 }
@@ -264,7 +309,12 @@ fn array(sim: &SimState, items: Vec<Value>) -> Response {
     if sim.truncate() {
         body.truncate(body.len() / 2);
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn companies(State(sim): State<Arc<SimState>>, headers: HeaderMap) -> Response {
@@ -307,7 +357,11 @@ async fn contacts(State(sim): State<Arc<SimState>>, Query(q): Q, headers: Header
     array(&sim, items)
 }
 
-async fn conversations(State(sim): State<Arc<SimState>>, Query(q): Q, headers: HeaderMap) -> Response {
+async fn conversations(
+    State(sim): State<Arc<SimState>>,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Response {
     let data = match gate(&sim, "crm/conversations", &headers).await {
         Ok(d) => d,
         Err(r) => return r,

@@ -87,8 +87,20 @@ pub const WIDGETS: &[(&str, &str, &str)] = &[
     ("w-eu", "EU help desk", "Europe/Berlin"),
 ];
 
-const AGENTS: &[(&str, &str)] = &[("1000", "James"), ("1001", "Maria"), ("1002", "Chen"), ("1003", "Aisha")];
-const VISITORS: &[&str] = &["Tom Sandler", "Ana Ruiz", "Lee Park", "Sam Okafor", "Ivy Novak", "Raj Iyer"];
+const AGENTS: &[(&str, &str)] = &[
+    ("1000", "James"),
+    ("1001", "Maria"),
+    ("1002", "Chen"),
+    ("1003", "Aisha"),
+];
+const VISITORS: &[&str] = &[
+    "Tom Sandler",
+    "Ana Ruiz",
+    "Lee Park",
+    "Sam Okafor",
+    "Ivy Novak",
+    "Raj Iyer",
+];
 
 fn mix(mut x: u64) -> u64 {
     // splitmix64 finalizer
@@ -136,7 +148,12 @@ impl SiData {
             let mut rng = fastrand::Rng::with_seed(self.day_seed(day, 2));
             for i in 0..(self.chats_per_day / 10).max(1) {
                 let at = day_start_utc(day) + Duration::seconds(rng.i64(0..86_400));
-                let mut c = self.chat(&mut rng, format!("off-{}-{i}", day.format("%Y%m%d")), at, "Offline Message");
+                let mut c = self.chat(
+                    &mut rng,
+                    format!("off-{}-{i}", day.format("%Y%m%d")),
+                    at,
+                    "Offline Message",
+                );
                 c.messages.clear();
                 if at >= start && at < end && self.exists(at) {
                     out.push(c);
@@ -169,10 +186,16 @@ impl SiData {
         out
     }
 
-    fn utc_days(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> impl Iterator<Item = NaiveDate> {
+    fn utc_days(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Iterator<Item = NaiveDate> {
         let end = self.until.map_or(end, |u| end.min(u));
         let from = start.date_naive().max(self.first_day);
-        let to = (end - Duration::microseconds(1)).date_naive().min(self.last_day);
+        let to = (end - Duration::microseconds(1))
+            .date_naive()
+            .min(self.last_day);
         from.iter_days().take_while(move |d| *d <= to)
     }
 
@@ -185,15 +208,29 @@ impl SiData {
         let mut out = Vec::new();
         for i in 0..self.chats_per_day {
             let at = day_start_utc(day) + Duration::seconds(rng.i64(0..86_400)); // startDate has whole seconds
-            let kind = if rng.u32(0..100) < 22 { "Missed" } else { "Answered" };
-            out.push(self.chat(&mut rng, format!("c{}{:04}", day.format("%Y%m%d"), i), at, kind));
+            let kind = if rng.u32(0..100) < 22 {
+                "Missed"
+            } else {
+                "Answered"
+            };
+            out.push(self.chat(
+                &mut rng,
+                format!("c{}{:04}", day.format("%Y%m%d"), i),
+                at,
+                kind,
+            ));
         }
         // Special chats of the local days around this UTC day that start on it.
         for local in [day - Duration::days(1), day, day + Duration::days(1)] {
             for (j, at) in self.special_starts(local).into_iter().enumerate() {
                 if at.date_naive() == day {
                     let mut rng = fastrand::Rng::with_seed(self.day_seed(local, 10 + j as u64));
-                    out.push(self.chat(&mut rng, format!("s{}{j}", local.format("%Y%m%d")), at, "Answered"));
+                    out.push(self.chat(
+                        &mut rng,
+                        format!("s{}{j}", local.format("%Y%m%d")),
+                        at,
+                        "Answered",
+                    ));
                 }
             }
         }
@@ -205,7 +242,12 @@ impl SiData {
     fn special_starts(&self, local: NaiveDate) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();
         let late = local.and_time(NaiveTime::from_hms_opt(23, 50, 0).expect("valid"));
-        out.extend(self.tz.from_local_datetime(&late).earliest().map(|t| t.with_timezone(&Utc)));
+        out.extend(
+            self.tz
+                .from_local_datetime(&late)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc)),
+        );
         let night = local.and_time(NaiveTime::from_hms_opt(1, 30, 0).expect("valid"));
         if let chrono::LocalResult::Ambiguous(a, b) = self.tz.from_local_datetime(&night) {
             out.push(a.with_timezone(&Utc));
@@ -214,12 +256,24 @@ impl SiData {
         out
     }
 
-    fn chat(&self, rng: &mut fastrand::Rng, id: String, start: DateTime<Utc>, chat_type: &'static str) -> SimChat {
-        let h = mix(self.seed ^ id.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)));
+    fn chat(
+        &self,
+        rng: &mut fastrand::Rng,
+        id: String,
+        start: DateTime<Utc>,
+        chat_type: &'static str,
+    ) -> SimChat {
+        let h = mix(self.seed
+            ^ id.bytes()
+                .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)));
         let visitor = VISITORS[rng.usize(..VISITORS.len())];
         let visitor_no = rng.u64(0..10_000);
         let (aid, aname) = AGENTS[rng.usize(..AGENTS.len())];
-        let agent = Agent { id: aid.into(), name: aname.into(), email: format!("{}@example.com", aname.to_lowercase()) };
+        let agent = Agent {
+            id: aid.into(),
+            name: aname.into(),
+            email: format!("{}@example.com", aname.to_lowercase()),
+        };
         let ms = |t: DateTime<Utc>| t.timestamp_millis();
         let mut messages = Vec::new();
         let mut t = start;
@@ -230,17 +284,31 @@ impl SiData {
             body: body.to_string(),
         };
         if chat_type == "Answered" && rng.u32(0..100) < 30 {
-            messages.push(said("messageToVisitor", aname, t, "Hi! How can we help?")); // greeting before the visitor speaks
+            messages.push(said("messageToVisitor", aname, t, "Hi! How can we help?"));
+            // greeting before the visitor speaks
         }
         t += Duration::milliseconds(rng.i64(1_000..20_000));
-        messages.push(said("messageToAgent", visitor, t, "Hi I have a question about your service."));
+        messages.push(said(
+            "messageToAgent",
+            visitor,
+            t,
+            "Hi I have a question about your service.",
+        ));
         if chat_type == "Answered" {
             let special = id.starts_with('s');
-            t += Duration::milliseconds(if special { rng.i64(600_000..900_000) } else { rng.i64(3_000..600_000) });
+            t += Duration::milliseconds(if special {
+                rng.i64(600_000..900_000)
+            } else {
+                rng.i64(3_000..600_000)
+            });
             messages.push(said("messageToVisitor", aname, t, "Hi there! I can help."));
             for k in 0..rng.u32(0..4) {
                 t += Duration::milliseconds(rng.i64(5_000..120_000));
-                let (kind, who) = if k % 2 == 0 { ("messageToAgent", visitor) } else { ("messageToVisitor", aname) };
+                let (kind, who) = if k % 2 == 0 {
+                    ("messageToAgent", visitor)
+                } else {
+                    ("messageToVisitor", aname)
+                };
                 messages.push(said(kind, who, t, "…"));
             }
         } else if rng.bool() {
@@ -290,15 +358,24 @@ mod tests {
         let one = data.chats_in(a, b);
         let two = data.chats_in(a, b);
         assert_eq!(one.len(), two.len());
-        assert!(one.iter().zip(&two).all(|(x, y)| x.id == y.id && x.start == y.start));
+        assert!(one
+            .iter()
+            .zip(&two)
+            .all(|(x, y)| x.id == y.id && x.start == y.start));
         // Two chats at local 01:30 on the fall-back night, an hour apart.
-        let fall: Vec<_> = one.iter().filter(|c| c.id.starts_with("s20251102") && c.id != "s202511020").collect();
+        let fall: Vec<_> = one
+            .iter()
+            .filter(|c| c.id.starts_with("s20251102") && c.id != "s202511020")
+            .collect();
         assert_eq!(fall.len(), 2);
         assert_eq!((fall[1].start - fall[0].start).num_hours(), 1);
         // The 23:50 chat has a message after local midnight.
         let late = one.iter().find(|c| c.id == "s202511010").unwrap();
         let last = late.messages.last().unwrap().ts_ms;
-        let last_local = DateTime::from_timestamp_millis(last).unwrap().with_timezone(&data.tz).date_naive();
+        let last_local = DateTime::from_timestamp_millis(last)
+            .unwrap()
+            .with_timezone(&data.tz)
+            .date_naive();
         assert_eq!(last_local, d("2025-11-02"));
     }
 }

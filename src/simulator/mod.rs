@@ -20,8 +20,8 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-pub use data::SiData;
 pub use crm::CrmData;
+pub use data::SiData;
 pub use social25::S25Data;
 
 /// Credentials the simulator accepts (the demo pipeline uses these).
@@ -76,7 +76,9 @@ impl SimConfig {
     pub fn with_crm_contacts_for_visitors(mut self, every: usize) -> Self {
         let si = &self.socialintents;
         let start = si.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
-        let end = (si.last_day + chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN).and_utc();
+        let end = (si.last_day + chrono::Duration::days(1))
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
         let mut seen = std::collections::BTreeSet::new();
         self.crm.linked_emails = si
             .chats_in(start, end)
@@ -90,7 +92,11 @@ impl SimConfig {
 }
 
 /// Social25 conversations generated for (data version, clock).
-type S25Cached = (u64, chrono::DateTime<chrono::Utc>, Arc<Vec<social25::S25Conversation>>);
+type S25Cached = (
+    u64,
+    chrono::DateTime<chrono::Utc>,
+    Arc<Vec<social25::S25Conversation>>,
+);
 
 /// Shared state of a running simulator.
 pub struct SimState {
@@ -124,7 +130,8 @@ impl SimState {
         if roll < f.rate_429 {
             self.injected.fetch_add(1, Ordering::Relaxed);
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limited").into_response();
-            r.headers_mut().insert("retry-after", HeaderValue::from(f.retry_after_secs));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(f.retry_after_secs));
             return Some(r);
         }
         if roll < f.rate_429 + f.rate_500 {
@@ -146,7 +153,11 @@ impl SimState {
 
     /// The Social25 conversations that exist at `now`, generated once per
     /// (data version, now) and shared by the pages of a listing.
-    fn s25_conversations(&self, data: &S25Data, now: chrono::DateTime<chrono::Utc>) -> Arc<Vec<social25::S25Conversation>> {
+    fn s25_conversations(
+        &self,
+        data: &S25Data,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Arc<Vec<social25::S25Conversation>> {
         let version = self.version.load(Ordering::Relaxed);
         let mut cache = self.s25_cache.lock().expect("s25 cache lock");
         if let Some((v, t, list)) = cache.as_ref() {
@@ -160,7 +171,12 @@ impl SimState {
     }
 
     fn count(&self, path: &str) {
-        *self.requests.lock().expect("requests lock").entry(path.to_string()).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .expect("requests lock")
+            .entry(path.to_string())
+            .or_default() += 1;
     }
 }
 
@@ -198,7 +214,9 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|e| Error::io(format!("simulator: binding 127.0.0.1:{port}"), e))?;
-        let addr = listener.local_addr().map_err(|e| Error::io("simulator address", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("simulator address", e))?;
         let _ = state.base_url.set(format!("http://{addr}"));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -209,7 +227,11 @@ impl Simulator {
                 tracing::error!(error = %e, "simulator stopped");
             }
         });
-        Ok(Simulator { addr, state, _stop: tx })
+        Ok(Simulator {
+            addr,
+            state,
+            _stop: tx,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -234,8 +256,14 @@ impl Simulator {
 
     /// Every Social25 failed-sync listing asked for so far (its first page):
     /// (from_time, till_time), as UTC.
-    pub fn failed_sync_windows(&self) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
-        self.state.failed_windows.lock().expect("windows lock").clone()
+    pub fn failed_sync_windows(
+        &self,
+    ) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        self.state
+            .failed_windows
+            .lock()
+            .expect("windows lock")
+            .clone()
     }
 
     /// Replaces the fault switches.

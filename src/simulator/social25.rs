@@ -29,15 +29,44 @@ pub const DEMO_TOKEN: &str = "demo-social25-token";
 
 /// Agents of the tenant: (id, username, first name, last name).
 pub const AGENTS: &[(&str, &str, &str, &str)] = &[
-    ("4b550eaa-24d8-4632-b7d0-988a6e268a01", "sofia.b", "Sofia", "Berg"),
-    ("4b550eaa-24d8-4632-b7d0-988a6e268a02", "omar.k", "Omar", "Khan"),
-    ("4b550eaa-24d8-4632-b7d0-988a6e268a03", "lena.v", "Lena", "Visser"),
-    ("4b550eaa-24d8-4632-b7d0-988a6e268a04", "tariq.m", "Tariq", "Mensah"),
-    ("4b550eaa-24d8-4632-b7d0-988a6e268a05", "bot", "Welcome", "Bot"),
+    (
+        "4b550eaa-24d8-4632-b7d0-988a6e268a01",
+        "sofia.b",
+        "Sofia",
+        "Berg",
+    ),
+    (
+        "4b550eaa-24d8-4632-b7d0-988a6e268a02",
+        "omar.k",
+        "Omar",
+        "Khan",
+    ),
+    (
+        "4b550eaa-24d8-4632-b7d0-988a6e268a03",
+        "lena.v",
+        "Lena",
+        "Visser",
+    ),
+    (
+        "4b550eaa-24d8-4632-b7d0-988a6e268a04",
+        "tariq.m",
+        "Tariq",
+        "Mensah",
+    ),
+    (
+        "4b550eaa-24d8-4632-b7d0-988a6e268a05",
+        "bot",
+        "Welcome",
+        "Bot",
+    ),
 ];
 
-const PLATFORMS: &[(&str, &str)] =
-    &[("facebook", "Acme on Facebook"), ("whatsapp", "Acme WhatsApp"), ("telegram", "Acme Telegram"), ("messagebird", "Acme Line")];
+const PLATFORMS: &[(&str, &str)] = &[
+    ("facebook", "Acme on Facebook"),
+    ("whatsapp", "Acme WhatsApp"),
+    ("telegram", "Acme Telegram"),
+    ("messagebird", "Acme Line"),
+];
 
 /// Reasons a message did not sync to Salesforce.
 pub const FAILURES: &[&str] = &[
@@ -124,11 +153,20 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn uuid(a: u64, b: u64) -> String {
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", a as u32, (b >> 48) as u16, b & 0xfff, (b >> 12) & 0xfff, mix(a ^ b) & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a as u32,
+        (b >> 48) as u16,
+        b & 0xfff,
+        (b >> 12) & 0xfff,
+        mix(a ^ b) & 0xffff_ffff_ffff
+    )
 }
 
 fn hash_str(s: &str) -> u64 {
-    mix(s.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)))
+    mix(s
+        .bytes()
+        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)))
 }
 
 impl S25Data {
@@ -158,7 +196,14 @@ impl S25Data {
 
     /// A conversation id names its UTC day and index, so it can be regenerated.
     fn conversation_id(&self, day: NaiveDate, i: u32) -> String {
-        format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", day.to_epoch_days(), i, self.seed & 0xfff, i & 0xfff, mix(self.seed ^ day.to_epoch_days() as u64 ^ (i as u64) << 32) & 0xffff_ffff_ffff)
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            day.to_epoch_days(),
+            i,
+            self.seed & 0xfff,
+            i & 0xfff,
+            mix(self.seed ^ day.to_epoch_days() as u64 ^ (i as u64) << 32) & 0xffff_ffff_ffff
+        )
     }
 
     /// Every conversation that exists now, oldest first.
@@ -183,7 +228,11 @@ impl S25Data {
         let day = i64::from_str_radix(parts.next()?, 16).ok()?;
         let i = u32::from_str_radix(parts.next()?, 16).ok()?;
         let day = NaiveDate::from_epoch_days(day as i32)?;
-        if day < self.first_day || day > self.last_day || i >= self.conversations_per_day || self.conversation_id(day, i) != id {
+        if day < self.first_day
+            || day > self.last_day
+            || i >= self.conversations_per_day
+            || self.conversation_id(day, i) != id
+        {
             return None;
         }
         self.conversation(day, i, self.now())
@@ -192,11 +241,14 @@ impl S25Data {
     fn conversation(&self, day: NaiveDate, i: u32, now: DateTime<Utc>) -> Option<S25Conversation> {
         let id = self.conversation_id(day, i);
         let mut rng = fastrand::Rng::with_seed(mix(self.seed ^ hash_str(&id)));
-        let created = day.and_time(NaiveTime::MIN).and_utc() + Duration::microseconds(rng.i64(0..86_400_000_000));
+        let created = day.and_time(NaiveTime::MIN).and_utc()
+            + Duration::microseconds(rng.i64(0..86_400_000_000));
         if created > now {
             return None;
         }
-        let state = ["OPEN", "OPEN", "CLOSED", "CLOSED", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED"][rng.usize(..8)];
+        let state = [
+            "OPEN", "OPEN", "CLOSED", "CLOSED", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED",
+        ][rng.usize(..8)];
         let (platform_source, platform_name) = PLATFORMS[rng.usize(..PLATFORMS.len())];
         let agent = AGENTS[rng.usize(..4)].0.to_string();
         let roll = rng.u32(0..100);
@@ -205,27 +257,71 @@ impl S25Data {
         if roll < 15 {
             // Missed: the customer writes, nobody answers.
             assigned = false;
-            msgs.push((false, Duration::zero(), "TEXT", "Hello? I need help with my order"));
+            msgs.push((
+                false,
+                Duration::zero(),
+                "TEXT",
+                "Hello? I need help with my order",
+            ));
             if rng.bool() {
-                msgs.push((false, Duration::seconds(rng.i64(30..900)), "TEXT", "Is anyone there?"));
+                msgs.push((
+                    false,
+                    Duration::seconds(rng.i64(30..900)),
+                    "TEXT",
+                    "Is anyone there?",
+                ));
             }
         } else if roll < 20 {
             assigned = false; // opened, never written in
         } else if roll < 30 {
             // Business-initiated: a template goes out first, the customer replies, an agent answers.
-            msgs.push((true, Duration::zero(), "MEDIA_HSM", "Your order has shipped"));
-            msgs.push((false, Duration::seconds(rng.i64(60..7_200)), "TEXT", "Thanks, when will it arrive?"));
-            msgs.push((true, Duration::microseconds(rng.i64(5_000_000..1_800_000_000)), "TEXT", "Tomorrow before noon."));
+            msgs.push((
+                true,
+                Duration::zero(),
+                "MEDIA_HSM",
+                "Your order has shipped",
+            ));
+            msgs.push((
+                false,
+                Duration::seconds(rng.i64(60..7_200)),
+                "TEXT",
+                "Thanks, when will it arrive?",
+            ));
+            msgs.push((
+                true,
+                Duration::microseconds(rng.i64(5_000_000..1_800_000_000)),
+                "TEXT",
+                "Tomorrow before noon.",
+            ));
         } else {
             msgs.push((false, Duration::zero(), "TEXT", "Hi, I have a question"));
-            msgs.push((true, Duration::microseconds(rng.i64(3_000_000..1_200_000_000)), "TEXT", "Hi! Happy to help."));
+            msgs.push((
+                true,
+                Duration::microseconds(rng.i64(3_000_000..1_200_000_000)),
+                "TEXT",
+                "Hi! Happy to help.",
+            ));
             for k in 0..rng.u32(0..4) {
-                msgs.push((k % 2 == 0, Duration::seconds(rng.i64(10..600)), "TEXT", "..."));
+                msgs.push((
+                    k % 2 == 0,
+                    Duration::seconds(rng.i64(10..600)),
+                    "TEXT",
+                    "...",
+                ));
             }
         }
         let extra = self.appended.get(&id).copied().unwrap_or(0);
         for k in 0..extra {
-            msgs.push((k % 2 == 1, Duration::minutes(10), "TEXT", if k % 2 == 1 { "Anything else?" } else { "One more thing" }));
+            msgs.push((
+                k % 2 == 1,
+                Duration::minutes(10),
+                "TEXT",
+                if k % 2 == 1 {
+                    "Anything else?"
+                } else {
+                    "One more thing"
+                },
+            ));
         }
         let mut at = created + Duration::microseconds(rng.i64(500_000..5_000_000));
         let mut messages = Vec::new();
@@ -241,10 +337,20 @@ impl S25Data {
             let mid = uuid(hash_str(&id), mix(k as u64 ^ self.seed));
             let h = hash_str(&mid);
             // Every other message has whole seconds: the API writes both forms.
-            let at_k = if k % 2 == 1 { DateTime::from_timestamp(at.timestamp(), 0).expect("valid") } else { at };
+            let at_k = if k % 2 == 1 {
+                DateTime::from_timestamp(at.timestamp(), 0).expect("valid")
+            } else {
+                at
+            };
             messages.push(S25Message {
                 conversation_id: id.clone(),
-                agent_id: outbound.then(|| if kind == "MEDIA_HSM" { AGENTS[4].0.to_string() } else { agent.clone() }),
+                agent_id: outbound.then(|| {
+                    if kind == "MEDIA_HSM" {
+                        AGENTS[4].0.to_string()
+                    } else {
+                        agent.clone()
+                    }
+                }),
                 at: at_k,
                 modified: at_k + Duration::milliseconds(1_250),
                 outbound,
@@ -263,7 +369,11 @@ impl S25Data {
             user_first_name: ["Alen", "Bo", "Chiara", "Dmitri", "Eve"][rng.usize(..5)].to_string(),
             platform_source,
             platform_name,
-            tags: if rng.u32(0..4) == 0 { vec!["vip".to_string()] } else { Vec::new() },
+            tags: if rng.u32(0..4) == 0 {
+                vec!["vip".to_string()]
+            } else {
+                Vec::new()
+            },
             messages,
             id,
         })
@@ -277,9 +387,16 @@ impl S25Data {
         let mut out: Vec<S25Message> = first
             .iter_days()
             .take_while(|d| *d <= last)
-            .flat_map(|d| (0..self.conversations_per_day).filter_map(move |i| self.conversation(d, i, now)))
+            .flat_map(|d| {
+                (0..self.conversations_per_day).filter_map(move |i| self.conversation(d, i, now))
+            })
             .flat_map(|c| c.messages)
-            .filter(|m| m.failure.is_some() && m.at >= from && m.at < till && m.at <= now - Duration::minutes(15))
+            .filter(|m| {
+                m.failure.is_some()
+                    && m.at >= from
+                    && m.at < till
+                    && m.at <= now - Duration::minutes(15)
+            })
             .collect();
         out.sort_by(|a, b| a.at.cmp(&b.at).then(a.id.cmp(&b.id)));
         out
@@ -300,9 +417,22 @@ pub fn django_duration(d: Duration) -> String {
     let micros = d.num_microseconds().unwrap_or(0);
     let days = micros.div_euclid(86_400_000_000);
     let rest = micros.rem_euclid(86_400_000_000);
-    let (h, m, s, us) = (rest / 3_600_000_000, rest / 60_000_000 % 60, rest / 1_000_000 % 60, rest % 1_000_000);
-    let clock = if us == 0 { format!("{h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}:{s:02}.{us:06}") };
-    if days == 0 { clock } else { format!("{days} {clock}") }
+    let (h, m, s, us) = (
+        rest / 3_600_000_000,
+        rest / 60_000_000 % 60,
+        rest / 1_000_000 % 60,
+        rest % 1_000_000,
+    );
+    let clock = if us == 0 {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}.{us:06}")
+    };
+    if days == 0 {
+        clock
+    } else {
+        format!("{days} {clock}")
+    }
 }
 
 /// The JSON of a message (failed syncs add their fields).
@@ -348,7 +478,10 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/tenants/", get(tenants))
         .route("/tenants/{tenant}/agents/", get(agents))
         .route("/tenants/{tenant}/conversations/", get(conversations))
-        .route("/tenants/{tenant}/conversations/{conversation}/messages/", get(messages))
+        .route(
+            "/tenants/{tenant}/conversations/{conversation}/messages/",
+            get(messages),
+        )
         .route("/tenants/{tenant}/messages/failed/", get(failed))
 }
 
@@ -363,13 +496,21 @@ fn detail(status: StatusCode, message: &str) -> Response {
 }
 
 /// Counts the request, rolls the fault dice, checks the token and the tenant.
-async fn gate(sim: &SimState, key: &str, headers: &HeaderMap, tenant: Option<&str>) -> Result<S25Data, Response> {
+async fn gate(
+    sim: &SimState,
+    key: &str,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+) -> Result<S25Data, Response> {
     sim.count(key);
     if let Some(r) = sim.fault().await {
         return Err(r);
     }
     let data = sim.config().social25;
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if auth.strip_prefix("Bearer ") != Some(data.token.as_str()) {
         return Err(detail(StatusCode::UNAUTHORIZED, "Invalid token."));
     }
@@ -381,9 +522,20 @@ async fn gate(sim: &SimState, key: &str, headers: &HeaderMap, tenant: Option<&st
 
 /// One page of `items` as `{count, next, previous, results}`, with absolute
 /// links; only the page's items are rendered.
-fn page<T>(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String>, items: &[T], render: impl Fn(&T) -> Value) -> Response {
+fn page<T>(
+    sim: &SimState,
+    data: &S25Data,
+    uri: &Uri,
+    q: &HashMap<String, String>,
+    items: &[T],
+    render: impl Fn(&T) -> Value,
+) -> Response {
     let size = data.page_size.max(1);
-    let n: usize = q.get("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+    let n: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
     let count = items.len();
     let pages = count.div_ceil(size).max(1);
     if n > pages {
@@ -391,12 +543,17 @@ fn page<T>(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String
     }
     let base = sim.base_url.get().cloned().unwrap_or_default();
     let link = |p: usize, host: &str| {
-        let mut pairs: Vec<(String, String)> = q.iter().filter(|(k, _)| *k != "page").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut pairs: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         pairs.sort();
         if p > 1 {
             pairs.push(("page".into(), p.to_string()));
         }
-        let mut url = url::Url::parse(&format!("{host}{PREFIX}{}", uri.path())).expect("simulator URL");
+        let mut url =
+            url::Url::parse(&format!("{host}{PREFIX}{}", uri.path())).expect("simulator URL");
         if !pairs.is_empty() {
             url.query_pairs_mut().extend_pairs(pairs);
         }
@@ -408,7 +565,12 @@ fn page<T>(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String
         Some(BadNext::ForeignHost) => link(n + 1, "http://collector.example"),
     });
     let previous = (n > 1).then(|| link(n - 1, &base));
-    let results: Vec<Value> = items.iter().skip((n - 1) * size).take(size).map(render).collect();
+    let results: Vec<Value> = items
+        .iter()
+        .skip((n - 1) * size)
+        .take(size)
+        .map(render)
+        .collect();
     let mut body = json!({"count": count as u64 + data.count_skew, "next": next, "previous": previous, "results": results}).to_string();
     if sim.truncate() {
         body.truncate(body.len() / 2);
@@ -416,7 +578,12 @@ fn page<T>(sim: &SimState, data: &S25Data, uri: &Uri, q: &HashMap<String, String
     json_response(StatusCode::OK, body)
 }
 
-async fn tenants(State(sim): State<Arc<SimState>>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
+async fn tenants(
+    State(sim): State<Arc<SimState>>,
+    uri: Uri,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Response {
     let data = match gate(&sim, "social25/tenants", &headers, None).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -440,33 +607,52 @@ async fn tenants(State(sim): State<Arc<SimState>>, uri: Uri, Query(q): Q, header
     page(&sim, &data, &uri, &q, &[tenant], Value::clone)
 }
 
-async fn agents(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
+async fn agents(
+    State(sim): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Response {
     let data = match gate(&sim, "social25/agents", &headers, Some(&tenant)).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     page(&sim, &data, &uri, &q, AGENTS, |(id, user, first, last)| {
-            json!({"id": id, "username": user, "first_name": first, "last_name": last,
+        json!({"id": id, "username": user, "first_name": first, "last_name": last,
                    "type": if *user == "bot" { "AUTOMATED" } else { "HUMAN" }, "is_manager": *user == "sofia.b",
                    "is_staff": true, "is_active": true, "timezone": "Europe/Amsterdam", "profile_picture": null,
                    "pusher_channel": format!("private-{user}"), "tenant_id": data.tenant_id, "is_online": false})
-        })
+    })
 }
 
-async fn conversations(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
+async fn conversations(
+    State(sim): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Response {
     let data = match gate(&sim, "social25/conversations", &headers, Some(&tenant)).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let states: Vec<String> = match q.get("state").map(|s| s.to_ascii_uppercase()) {
         None => vec!["OPEN".into(), "AUTO_BOT".into()],
-        Some(s) if ["OPEN", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED"].contains(&s.as_str()) => vec![s],
+        Some(s) if ["OPEN", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED"].contains(&s.as_str()) => {
+            vec![s]
+        }
         Some(s) => return detail(StatusCode::BAD_REQUEST, &format!("Unknown state {s}.")),
     };
     // Without a fixed clock, "now" moves in whole seconds so a listing's pages share one generation.
-    let now = data.now.unwrap_or_else(|| DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("valid"));
+    let now = data
+        .now
+        .unwrap_or_else(|| DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("valid"));
     let all = sim.s25_conversations(&data, now);
-    let items: Vec<&S25Conversation> = all.iter().filter(|c| states.iter().any(|s| s == c.state)).collect();
+    let items: Vec<&S25Conversation> = all
+        .iter()
+        .filter(|c| states.iter().any(|s| s == c.state))
+        .collect();
     page(&sim, &data, &uri, &q, &items, |c| conversation_json(c, now))
 }
 
@@ -477,47 +663,78 @@ async fn messages(
     Query(q): Q,
     headers: HeaderMap,
 ) -> Response {
-    let data = match gate(&sim, &format!("social25/messages/{conversation}"), &headers, Some(&tenant)).await {
+    let data = match gate(
+        &sim,
+        &format!("social25/messages/{conversation}"),
+        &headers,
+        Some(&tenant),
+    )
+    .await
+    {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let Some(c) = data.find(&conversation) else { return detail(StatusCode::NOT_FOUND, "Not found.") };
+    let Some(c) = data.find(&conversation) else {
+        return detail(StatusCode::NOT_FOUND, "Not found.");
+    };
     page(&sim, &data, &uri, &q, &c.messages, message_json)
 }
 
-async fn failed(State(sim): State<Arc<SimState>>, Path(tenant): Path<String>, uri: Uri, Query(q): Q, headers: HeaderMap) -> Response {
+async fn failed(
+    State(sim): State<Arc<SimState>>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Response {
     let data = match gate(&sim, "social25/failed", &headers, Some(&tenant)).await {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let time = |k: &str| q.get(k).and_then(|v| NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").ok()).map(|n| n.and_utc());
+    let time = |k: &str| {
+        q.get(k)
+            .and_then(|v| NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|n| n.and_utc())
+    };
     let (Some(from), Some(till)) = (time("from_time"), time("till_time")) else {
-        return detail(StatusCode::BAD_REQUEST, "from_time and till_time are required, formatted like 2021-05-01T00:00:00.");
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "from_time and till_time are required, formatted like 2021-05-01T00:00:00.",
+        );
     };
     if !q.contains_key("page") {
         if let Some(t) = q.get("type") {
             sim.count(&format!("social25/failed?type={t}"));
         }
-        sim.failed_windows.lock().expect("windows lock").push((from, till)); // one entry per listing, not per page
+        sim.failed_windows
+            .lock()
+            .expect("windows lock")
+            .push((from, till)); // one entry per listing, not per page
     }
     if till - from > Duration::days(31) {
-        return detail(StatusCode::BAD_REQUEST, "There can not be more than 31 days between from_time and till_time.");
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "There can not be more than 31 days between from_time and till_time.",
+        );
     }
     if till > data.now() - Duration::minutes(15) {
-        return detail(StatusCode::BAD_REQUEST, "Messages can be retrieved 15 minutes after they have been received.");
+        return detail(
+            StatusCode::BAD_REQUEST,
+            "Messages can be retrieved 15 minutes after they have been received.",
+        );
     }
     let items = data.failed_in(from, till);
     page(&sim, &data, &uri, &q, &items, |m| {
-            let mut v = message_json(m);
-            let o = v.as_object_mut().expect("object");
-            o.insert("ext_identifier".into(), json!(uuid(hash_str(&m.id), 3)));
-            o.insert("tenant_id".into(), json!(data.tenant_id));
-            o.insert("custom_data".into(), Value::Null);
-            o.insert("transcribe_enabled".into(), json!(false));
-            o.insert("transcribe_in_progress".into(), json!(false));
-            o.insert("log_message".into(), json!(m.failure));
-            v
-        })
+        let mut v = message_json(m);
+        let o = v.as_object_mut().expect("object");
+        o.insert("ext_identifier".into(), json!(uuid(hash_str(&m.id), 3)));
+        o.insert("tenant_id".into(), json!(data.tenant_id));
+        o.insert("custom_data".into(), Value::Null);
+        o.insert("transcribe_enabled".into(), json!(false));
+        o.insert("transcribe_in_progress".into(), json!(false));
+        o.insert("log_message".into(), json!(m.failure));
+        v
+    })
 }
 
 #[cfg(test)]
@@ -533,10 +750,18 @@ mod tests {
         assert_eq!(all.len(), 30);
         for c in &all {
             let again = data.find(&c.id).unwrap();
-            assert_eq!((again.created, again.messages.len()), (c.created, c.messages.len()));
+            assert_eq!(
+                (again.created, again.messages.len()),
+                (c.created, c.messages.len())
+            );
         }
         assert!(data.find("nonsense").is_none());
-        assert_eq!(django_duration(Duration::microseconds(((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243)), "116 05:19:39.788243");
+        assert_eq!(
+            django_duration(Duration::microseconds(
+                ((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243
+            )),
+            "116 05:19:39.788243"
+        );
         assert_eq!(django_duration(Duration::seconds(61)), "00:01:01");
     }
 }

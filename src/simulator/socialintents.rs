@@ -22,12 +22,20 @@ use crate::normalize::time::local_range;
 
 pub fn routes() -> Router<Arc<SimState>> {
     Router::new()
-        .route("/ping", get(|| async { axum::Json(json!({"statusCode": "200", "status": "PingSuccessful"})) }))
+        .route(
+            "/ping",
+            get(|| async { axum::Json(json!({"statusCode": "200", "status": "PingSuccessful"})) }),
+        )
         .route("/{endpoint}", get(handle))
         .route("/{endpoint}/", get(handle))
 }
 
-fn envelope(status: StatusCode, message: &str, key: &str, records: Vec<Value>) -> (StatusCode, String) {
+fn envelope(
+    status: StatusCode,
+    message: &str,
+    key: &str,
+    records: Vec<Value>,
+) -> (StatusCode, String) {
     let ok = status.is_success();
     let body = json!({
         "apiStatus": if ok { "Success" } else { "Error" },
@@ -50,24 +58,47 @@ async fn handle(
     }
     let cfg = sim.config();
     if !authorized(&headers, &cfg.account_id, &cfg.api_token) {
-        return json_response(envelope(StatusCode::UNAUTHORIZED, "Invalid credentials", "chats", vec![]));
+        return json_response(envelope(
+            StatusCode::UNAUTHORIZED,
+            "Invalid credentials",
+            "chats",
+            vec![],
+        ));
     }
     if let Some(msg) = sim.faults.lock().expect("faults lock").api_error.clone() {
-        return json_response((StatusCode::OK, json!({"apiStatus": "Error", "apiStatusCode": "500", "apiStatusMessage": msg}).to_string()));
+        return json_response((
+            StatusCode::OK,
+            json!({"apiStatus": "Error", "apiStatusCode": "500", "apiStatusMessage": msg})
+                .to_string(),
+        ));
     }
     let tz: Tz = match q.get("timezone").map(|s| s.parse()) {
         None => cfg.socialintents.tz,
         Some(Ok(tz)) => tz,
-        Some(Err(_)) => return json_response(envelope(StatusCode::BAD_REQUEST, "Unknown timezone", "chats", vec![])),
+        Some(Err(_)) => {
+            return json_response(envelope(
+                StatusCode::BAD_REQUEST,
+                "Unknown timezone",
+                "chats",
+                vec![],
+            ))
+        }
     };
     let date = |k: &str| q.get(k).map(|s| s.parse::<NaiveDate>());
     let (from, to) = match (date("date_from"), date("date_to")) {
         (Some(Err(_)), _) | (_, Some(Err(_))) => {
-            return json_response(envelope(StatusCode::BAD_REQUEST, "Dates must be yyyy-MM-dd", "chats", vec![]))
+            return json_response(envelope(
+                StatusCode::BAD_REQUEST,
+                "Dates must be yyyy-MM-dd",
+                "chats",
+                vec![],
+            ))
         }
         (f, t) => (
-            f.and_then(Result::ok).unwrap_or(cfg.socialintents.first_day - chrono::Duration::days(2)),
-            t.and_then(Result::ok).unwrap_or(cfg.socialintents.last_day + chrono::Duration::days(2)),
+            f.and_then(Result::ok)
+                .unwrap_or(cfg.socialintents.first_day - chrono::Duration::days(2)),
+            t.and_then(Result::ok)
+                .unwrap_or(cfg.socialintents.last_day + chrono::Duration::days(2)),
         ),
     };
     let (start, end) = local_range(from, to.max(from), tz);
@@ -116,10 +147,19 @@ fn authorized(headers: &HeaderMap, account: &str, token: &str) -> bool {
     if let Some(t) = headers.get("x-socialintentstoken") {
         return t.as_bytes() == token.as_bytes();
     }
-    let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(b64) = auth.strip_prefix("Basic ") else { return false };
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(b64) = auth.strip_prefix("Basic ") else {
+        return false;
+    };
     let expected = format!("{account}:{token}");
-    base64::engine::general_purpose::STANDARD.decode(b64.trim()).is_ok_and(|d| d == expected.as_bytes())
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .is_ok_and(|d| d == expected.as_bytes())
 }
 
 /// "2017-06-24 15:01:31 PM": 24-hour hour plus a redundant marker, or, when
@@ -129,13 +169,21 @@ fn render_time(t: DateTime<Utc>, tz: Tz, twelve_hour: bool) -> String {
     if twelve_hour {
         local.format("%Y-%m-%d %I:%M:%S %p").to_string()
     } else {
-        let marker = if chrono::Timelike::hour(&local) >= 12 { "PM" } else { "AM" };
+        let marker = if chrono::Timelike::hour(&local) >= 12 {
+            "PM"
+        } else {
+            "AM"
+        };
         format!("{} {marker}", local.format("%Y-%m-%d %H:%M:%S"))
     }
 }
 
 fn chat_json(c: &SimChat, tz: Tz, drift: bool) -> Value {
-    let start = if c.malformed { "2017-13-45 99:99:99 PM".to_string() } else { render_time(c.start, tz, c.twelve_hour) };
+    let start = if c.malformed {
+        "2017-13-45 99:99:99 PM".to_string()
+    } else {
+        render_time(c.start, tz, c.twelve_hour)
+    };
     let messages: Vec<Value> = c
         .messages
         .iter()

@@ -10,21 +10,24 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use arrow::array::{Array, BooleanArray, StringArray, TimestampMicrosecondArray};
-use arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+    SortOptions,
+};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use chrono::NaiveDate;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use object_store::buffered::BufWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -58,14 +61,18 @@ impl Warehouse {
     /// `options` (object_store's S3 config keys, e.g. `aws_endpoint`), which win.
     pub fn open_s3_with(location: &str, options: &[(&str, &str)]) -> Result<Warehouse> {
         let fail = |m: String| Error::Usage(format!("warehouse `{location}`: {m}"));
-        let Some(rest) = location.strip_prefix("s3://") else { return Err(fail("not an s3:// URL".into())) };
+        let Some(rest) = location.strip_prefix("s3://") else {
+            return Err(fail("not an s3:// URL".into()));
+        };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(fail("no bucket in the URL".into()));
         }
         let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
         for (k, v) in options {
-            let key: object_store::aws::AmazonS3ConfigKey = k.parse().map_err(|e: object_store::Error| fail(e.to_string()))?;
+            let key: object_store::aws::AmazonS3ConfigKey = k
+                .parse()
+                .map_err(|e: object_store::Error| fail(e.to_string()))?;
             builder = builder.with_config(key, *v);
         }
         let s3 = builder.build().map_err(|e| Error::store(location, e))?;
@@ -84,15 +91,21 @@ impl Warehouse {
         }
         let local = match location.strip_prefix("file://") {
             Some(p) => std::path::PathBuf::from(p),
-            None if location.contains("://") => return Err(fail("use a path, file:// or s3://".into())),
+            None if location.contains("://") => {
+                return Err(fail("use a path, file:// or s3://".into()))
+            }
             None => std::path::PathBuf::from(location),
         };
         if create {
-            std::fs::create_dir_all(&local).map_err(|e| Error::io(format!("creating warehouse {location}"), e))?;
+            std::fs::create_dir_all(&local)
+                .map_err(|e| Error::io(format!("creating warehouse {location}"), e))?;
         } else if !local.is_dir() {
-            return Err(fail("no such directory (run a pipeline into it first)".into()));
+            return Err(fail(
+                "no such directory (run a pipeline into it first)".into(),
+            ));
         }
-        let abs = std::fs::canonicalize(&local).map_err(|e| Error::io(format!("warehouse {location}"), e))?;
+        let abs = std::fs::canonicalize(&local)
+            .map_err(|e| Error::io(format!("warehouse {location}"), e))?;
         let root = Path::from_absolute_path(&abs).map_err(|e| Error::store(location, e.into()))?;
         Ok(Warehouse {
             store: Arc::new(LocalFileSystem::new()),
@@ -128,7 +141,12 @@ impl Warehouse {
 
     /// Replaces partition `dt` of `table` with `batch` (a single PUT); an
     /// empty batch removes the partition. Returns the rows written.
-    pub async fn replace_partition(&self, table: &TableDef, dt: Option<NaiveDate>, batch: &RecordBatch) -> Result<usize> {
+    pub async fn replace_partition(
+        &self,
+        table: &TableDef,
+        dt: Option<NaiveDate>,
+        batch: &RecordBatch,
+    ) -> Result<usize> {
         let path = partition::data_file(&self.root, table, dt);
         if batch.num_rows() == 0 {
             match self.store.delete(&path).await {
@@ -148,8 +166,11 @@ impl Warehouse {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Error::store(&dir, e)),
         };
-        let mut out: Vec<NaiveDate> =
-            listed.common_prefixes.iter().filter_map(|p| p.filename().and_then(partition::parse_partition)).collect();
+        let mut out: Vec<NaiveDate> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(partition::parse_partition))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -159,46 +180,88 @@ impl Warehouse {
     /// rows whose key is in `merge.tombstones` get `deleted_at` set (if not
     /// yet), and all other rows stay. One read, one PUT. Returns the rows of
     /// the partition after the merge.
-    pub async fn merge_partition(&self, table: &TableDef, dt: Option<NaiveDate>, batch: &RecordBatch, merge: &Merge<'_>) -> Result<usize> {
+    pub async fn merge_partition(
+        &self,
+        table: &TableDef,
+        dt: Option<NaiveDate>,
+        batch: &RecordBatch,
+        merge: &Merge<'_>,
+    ) -> Result<usize> {
         let path = partition::data_file(&self.root, table, dt);
         let schema = table.file_schema();
-        let aerr = |e| Error::ArrowAt { context: format!("merging into {path}"), source: e };
+        let aerr = |e| Error::ArrowAt {
+            context: format!("merging into {path}"),
+            source: e,
+        };
         let mut parts = Vec::new();
         for old in self.read_file(&path, None).await? {
             let old = conform(&old, &schema).map_err(aerr)?;
-            let col = old.column_by_name(merge.key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let col = old
+                .column_by_name(merge.key_column)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
             let Some(col) = col else {
-                return Err(Error::Normalize { table: table.name.clone(), column: merge.key_column.into(), message: format!("{path} has no text column {}", merge.key_column) });
+                return Err(Error::Normalize {
+                    table: table.name.clone(),
+                    column: merge.key_column.into(),
+                    message: format!("{path} has no text column {}", merge.key_column),
+                });
             };
-            let keep: BooleanArray = col.iter().map(|v| Some(!v.is_some_and(|v| merge.replace.contains(v)))).collect();
+            let keep: BooleanArray = col
+                .iter()
+                .map(|v| Some(!v.is_some_and(|v| merge.replace.contains(v))))
+                .collect();
             let mut kept = filter_record_batch(&old, &keep).map_err(aerr)?;
             if let Some((tombstones, at)) = merge.tombstones {
-                kept = mark_deleted(table, &kept, merge.key_column, tombstones, at).map_err(aerr)?;
+                kept =
+                    mark_deleted(table, &kept, merge.key_column, tombstones, at).map_err(aerr)?;
             }
             parts.push(kept);
         }
         parts.push(batch.clone());
         let merged = concat_batches(&schema, &parts).map_err(aerr)?;
-        let merged = sort_batch(table, &merged).map_err(|e| Error::ArrowAt { context: format!("sorting {path}"), source: e })?;
+        let merged = sort_batch(table, &merged).map_err(|e| Error::ArrowAt {
+            context: format!("sorting {path}"),
+            source: e,
+        })?;
         self.replace_partition(table, dt, &merged).await
     }
 
     /// Every row of a table, `columns` only, with its partition; one file at a
     /// time (the caller keeps what it needs).
-    pub async fn scan(&self, table: &TableDef, columns: &[&str]) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
-        let dts: Vec<Option<NaiveDate>> =
-            if table.is_partitioned() { self.partitions(table).await?.into_iter().map(Some).collect() } else { vec![None] };
+    pub async fn scan(
+        &self,
+        table: &TableDef,
+        columns: &[&str],
+    ) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
+        let dts: Vec<Option<NaiveDate>> = if table.is_partitioned() {
+            self.partitions(table)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
         // The table's schema cut down to `columns`: each file is read with only
         // those columns decoded, then conformed to it (nulls where a file lacks one).
         let full = table.file_schema();
-        let idx: Vec<usize> = columns.iter().filter_map(|c| full.index_of(c).ok()).collect();
-        let wanted = Arc::new(full.project(&idx).map_err(|e| Error::ArrowAt { context: format!("columns of {}", table.name), source: e })?);
+        let idx: Vec<usize> = columns
+            .iter()
+            .filter_map(|c| full.index_of(c).ok())
+            .collect();
+        let wanted = Arc::new(full.project(&idx).map_err(|e| Error::ArrowAt {
+            context: format!("columns of {}", table.name),
+            source: e,
+        })?);
         let names: Vec<&str> = wanted.fields().iter().map(|f| f.name().as_str()).collect();
         let mut out = Vec::new();
         for dt in dts {
             let path = partition::data_file(&self.root, table, dt);
             for b in self.read_file(&path, Some(&names)).await? {
-                let b = conform(&b, &wanted).map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })?;
+                let b = conform(&b, &wanted).map_err(|e| Error::ArrowAt {
+                    context: format!("reading {path}"),
+                    source: e,
+                })?;
                 out.push((dt, b));
             }
         }
@@ -213,18 +276,32 @@ impl Warehouse {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Error::store(path, e)),
         };
-        let perr = |source| Error::Parquet { path: path.to_string(), source };
+        let perr = |source| Error::Parquet {
+            path: path.to_string(),
+            source,
+        };
         let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
         if let Some(columns) = columns {
             let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
             builder = builder.with_projection(mask);
         }
         let reader = builder.build().map_err(perr)?;
-        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::ArrowAt { context: format!("reading {path}"), source: e })
+        reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::ArrowAt {
+                context: format!("reading {path}"),
+                source: e,
+            })
     }
 
     /// Adds a file named `name` to partition `dt` of an append-only table.
-    pub async fn append(&self, table: &TableDef, dt: NaiveDate, name: &str, batch: &RecordBatch) -> Result<()> {
+    pub async fn append(
+        &self,
+        table: &TableDef,
+        dt: NaiveDate,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -232,10 +309,20 @@ impl Warehouse {
         self.write_parquet(table, &path, batch).await
     }
 
-    async fn write_parquet(&self, table: &TableDef, path: &Path, batch: &RecordBatch) -> Result<()> {
-        let perr = |source| Error::Parquet { path: path.to_string(), source };
+    async fn write_parquet(
+        &self,
+        table: &TableDef,
+        path: &Path,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        let perr = |source| Error::Parquet {
+            path: path.to_string(),
+            source,
+        };
         let writer = BufWriter::new(Arc::clone(&self.store), path.clone());
-        let mut w = AsyncArrowWriter::try_new(writer, batch.schema(), Some(writer_properties(table))).map_err(perr)?;
+        let mut w =
+            AsyncArrowWriter::try_new(writer, batch.schema(), Some(writer_properties(table)))
+                .map_err(perr)?;
         w.write(batch).await.map_err(perr)?;
         w.close().await.map_err(perr)?;
         tracing::debug!(table = %table.name, path = %path, rows = batch.num_rows(), "partition committed");
@@ -251,7 +338,10 @@ impl std::fmt::Display for Warehouse {
 
 /// `batch` with exactly `schema`'s columns: columns are taken by name, and a
 /// column an older file lacks is all nulls.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, ArrowError> {
+fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
     if batch.schema() == *schema {
         return Ok(batch.clone());
     }
@@ -261,7 +351,10 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<Recor
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
             Some(c) => arrow::compute::cast(c, f.data_type()),
-            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), columns)
@@ -278,11 +371,26 @@ pub struct Merge<'a> {
 }
 
 /// Sets `deleted_at` (where still null) on the rows whose key is a tombstone.
-fn mark_deleted(table: &TableDef, batch: &RecordBatch, key_column: &str, tombstones: &HashSet<String>, at: i64) -> std::result::Result<RecordBatch, ArrowError> {
-    let Some(i) = table.index_of("deleted_at") else { return Ok(batch.clone()) };
-    let keys = batch.column_by_name(key_column).and_then(|c| c.as_any().downcast_ref::<StringArray>());
-    let old = batch.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>();
-    let (Some(keys), Some(old)) = (keys, old) else { return Ok(batch.clone()) };
+fn mark_deleted(
+    table: &TableDef,
+    batch: &RecordBatch,
+    key_column: &str,
+    tombstones: &HashSet<String>,
+    at: i64,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let Some(i) = table.index_of("deleted_at") else {
+        return Ok(batch.clone());
+    };
+    let keys = batch
+        .column_by_name(key_column)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    let old = batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>();
+    let (Some(keys), Some(old)) = (keys, old) else {
+        return Ok(batch.clone());
+    };
     let new: TimestampMicrosecondArray = keys
         .iter()
         .zip(old.iter())
@@ -295,7 +403,10 @@ fn mark_deleted(table: &TableDef, batch: &RecordBatch, key_column: &str, tombsto
 }
 
 /// Sorts a batch by the table's `sort_by` columns (nulls last).
-fn sort_batch(table: &TableDef, batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+fn sort_batch(
+    table: &TableDef,
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, ArrowError> {
     if table.sort_by.is_empty() || batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
@@ -304,7 +415,10 @@ fn sort_batch(table: &TableDef, batch: &RecordBatch) -> std::result::Result<Reco
         .iter()
         .map(|c| SortColumn {
             values: Arc::clone(batch.column(table.index_of(c).expect("validated sort column"))),
-            options: Some(SortOptions { descending: false, nulls_first: false }),
+            options: Some(SortOptions {
+                descending: false,
+                nulls_first: false,
+            }),
         })
         .collect();
     let indices = lexsort_to_indices(&columns, None)?;
@@ -323,7 +437,9 @@ fn writer_properties(table: &TableDef) -> WriterProperties {
         })
         .collect();
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(sorting))
         .set_created_by(concat!("chatlake ", env!("CARGO_PKG_VERSION")).into())

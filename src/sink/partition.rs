@@ -13,7 +13,9 @@ pub const DATA_FILE: &str = "data.parquet";
 
 /// `<root>/<schema>/<table>`.
 pub fn table_dir(root: &Path, table: &TableDef) -> Path {
-    root.clone().join(table.schema_name()).join(table.table_name())
+    root.clone()
+        .join(table.schema_name())
+        .join(table.table_name())
 }
 
 /// `<root>/<schema>/<table>/dt=YYYY-MM-DD` (or the table dir when `dt` is None).
@@ -32,7 +34,9 @@ pub fn data_file(root: &Path, table: &TableDef, dt: Option<NaiveDate>) -> Path {
 
 /// The date of a `dt=YYYY-MM-DD` directory name.
 pub fn parse_partition(segment: &str) -> Option<NaiveDate> {
-    segment.strip_prefix(&format!("{DT}=")).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    segment
+        .strip_prefix(&format!("{DT}="))
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
 }
 
 /// A file of an append-only table (meta.*): unique per run and part, so
@@ -51,9 +55,15 @@ mod tests {
         let root = Path::from("wh");
         let t = schema::table("socialintents.chats");
         let d = NaiveDate::from_ymd_opt(2025, 3, 9);
-        assert_eq!(data_file(&root, t, d).as_ref(), "wh/socialintents/chats/dt=2025-03-09/data.parquet");
+        assert_eq!(
+            data_file(&root, t, d).as_ref(),
+            "wh/socialintents/chats/dt=2025-03-09/data.parquet"
+        );
         let evil = append_file(&root, schema::table("meta.runs"), d.unwrap(), "../../x");
-        assert!(evil.as_ref().starts_with("wh/meta/runs/dt=2025-03-09/"), "{evil}");
+        assert!(
+            evil.as_ref().starts_with("wh/meta/runs/dt=2025-03-09/"),
+            "{evil}"
+        );
         assert_eq!(evil.parts().count(), 5);
     }
 }

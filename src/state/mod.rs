@@ -53,11 +53,18 @@ pub struct StateStore<'a> {
 impl<'a> StateStore<'a> {
     /// The state of `pipeline` in `wh`.
     pub fn new(wh: &'a Warehouse, pipeline: &str) -> Self {
-        StateStore { wh, pipeline: pipeline.to_string() }
+        StateStore {
+            wh,
+            pipeline: pipeline.to_string(),
+        }
     }
 
     fn dir(&self) -> Path {
-        self.wh.root().clone().join("_state").join(self.pipeline.as_str())
+        self.wh
+            .root()
+            .clone()
+            .join("_state")
+            .join(self.pipeline.as_str())
     }
 
     fn path(&self, stream: &str) -> Path {
@@ -72,17 +79,25 @@ impl<'a> StateStore<'a> {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(Error::store(&path, e)),
         };
-        let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
         let bytes = got.bytes().await.map_err(|e| Error::store(&path, e))?;
-        let state: StreamState = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::State { path: path.to_string(), message: format!("unreadable: {e}") })?;
+        let state: StreamState = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+            path: path.to_string(),
+            message: format!("unreadable: {e}"),
+        })?;
         if state.version > STATE_VERSION {
             return Err(Error::State {
                 path: path.to_string(),
                 message: format!("written by a newer chatlake (format {})", state.version),
             });
         }
-        Ok(Some(Loaded { state, version: Some(version) }))
+        Ok(Some(Loaded {
+            state,
+            version: Some(version),
+        }))
     }
 
     /// Saves a new watermark (and cursor) for `stream`, on top of `prev` (what was loaded).
@@ -111,8 +126,13 @@ impl<'a> StateStore<'a> {
             None => PutMode::Create,
         };
         let put = |mode| {
-            let opts = PutOptions { mode, ..Default::default() };
-            self.wh.store().put_opts(&path, PutPayload::from(body.clone()), opts)
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            self.wh
+                .store()
+                .put_opts(&path, PutPayload::from(body.clone()), opts)
         };
         let result = match put(mode.clone()).await {
             // Local disk has no compare-and-swap; its PUT is still an atomic rename.
@@ -132,14 +152,25 @@ impl<'a> StateStore<'a> {
             },
             e => Error::store(&path, e),
         })?;
-        Ok(Loaded { state, version: Some(UpdateVersion { e_tag: put.e_tag, version: put.version }) })
+        Ok(Loaded {
+            state,
+            version: Some(UpdateVersion {
+                e_tag: put.e_tag,
+                version: put.version,
+            }),
+        })
     }
 
     /// Every stream state of this pipeline.
     pub async fn list(&self) -> Result<Vec<StreamState>> {
         let dir = self.dir();
-        let metas: Vec<_> =
-            self.wh.store().list(Some(&dir)).try_collect().await.map_err(|e| Error::store(&dir, e))?;
+        let metas: Vec<_> = self
+            .wh
+            .store()
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(&dir, e))?;
         let mut out = Vec::new();
         for m in metas {
             if let Some(stream) = m.location.filename().and_then(|f| f.strip_suffix(".json")) {

@@ -6,8 +6,16 @@ use std::process::Command;
 use crate::support::*;
 
 fn chatlake(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chatlake")).args(args).env_remove("CHATLAKE_WAREHOUSE").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(args)
+        .env_remove("CHATLAKE_WAREHOUSE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -17,34 +25,93 @@ fn run_state_and_query_from_the_command_line() {
     let file = env.pipeline_file.to_str().unwrap();
     let wh = env.dir.path().join("wh");
     let wh = wh.to_str().unwrap();
-    let (code, out, err) = chatlake(&["run", "--pipeline", file, "--warehouse", wh, "--from", "2025-10-27", "--to", "2025-10-29", "--stream", "socialintents.chats"]);
+    let (code, out, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--from",
+        "2025-10-27",
+        "--to",
+        "2025-10-29",
+        "--stream",
+        "socialintents.chats",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("socialintents.chats") && out.contains("2025-10-27..2025-10-29") && !out.contains("contacts"), "{out}");
+    assert!(
+        out.contains("socialintents.chats")
+            && out.contains("2025-10-27..2025-10-29")
+            && !out.contains("contacts"),
+        "{out}"
+    );
 
     let (code, out, _) = chatlake(&["state", "show", "--pipeline", file, "--warehouse", wh]);
     assert_eq!(code, 0);
-    assert!(out.contains("socialintents.chats") && out.contains("watermark 2025-10-29"), "{out}");
+    assert!(
+        out.contains("socialintents.chats") && out.contains("watermark 2025-10-29"),
+        "{out}"
+    );
 
     let expected = env.served_chats("2025-10-27", "2025-10-29").len();
-    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", "csv", "SELECT COUNT(*) AS n FROM reporting.chats"]);
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--format",
+        "csv",
+        "SELECT COUNT(*) AS n FROM reporting.chats",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("n\n{expected}"));
-    let (code, out, _) = chatlake(&["query", "--warehouse", &format!("file://{wh}"), "--format", "json", "SELECT COUNT(*) AS n FROM socialintents.chats"]);
+    let (code, out, _) = chatlake(&[
+        "query",
+        "--warehouse",
+        &format!("file://{wh}"),
+        "--format",
+        "json",
+        "SELECT COUNT(*) AS n FROM socialintents.chats",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("{{\"n\":{expected}}}"));
 
-    let (code, out, _) = chatlake(&["state", "reset", "--pipeline", file, "--warehouse", wh, "--stream", "socialintents.chats"]);
+    let (code, out, _) = chatlake(&[
+        "state",
+        "reset",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--stream",
+        "socialintents.chats",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("reset 1 stream"), "{out}");
     let (_, out, _) = chatlake(&["state", "show", "--pipeline", file, "--warehouse", wh]);
     assert!(!out.contains("socialintents.chats"), "{out}");
 
     let missing = env.dir.path().join("no-such-warehouse");
-    let (code, _, err) = chatlake(&["query", "--warehouse", missing.to_str().unwrap(), "SELECT 1"]);
+    let (code, _, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        missing.to_str().unwrap(),
+        "SELECT 1",
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no such directory") && !missing.exists(), "{err}");
+    assert!(
+        err.contains("no such directory") && !missing.exists(),
+        "{err}"
+    );
 
-    let (code, _, err) = chatlake(&["run", "--pipeline", file, "--warehouse", wh, "--stream", "socialintents.nope"]);
+    let (code, _, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--stream",
+        "socialintents.nope",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("socialintents.nope"), "{err}");
 }
@@ -53,11 +120,22 @@ fn run_state_and_query_from_the_command_line() {
 fn pipeline_errors_name_the_key_the_variable_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, pipeline_text("http://127.0.0.1:1", "${CHATLAKE_TEST_UNSET_TOKEN}", 7, "")).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_text("http://127.0.0.1:1", "${CHATLAKE_TEST_UNSET_TOKEN}", 7, ""),
+    )
+    .unwrap();
     let (code, _, err) = chatlake(&["run", "--pipeline", file.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("CHATLAKE_TEST_UNSET_TOKEN") && err.contains("bad.toml"), "{err}");
-    std::fs::write(&file, pipeline_text("http://127.0.0.1:1", "x", 7, "colour = \"red\"")).unwrap();
+    assert!(
+        err.contains("CHATLAKE_TEST_UNSET_TOKEN") && err.contains("bad.toml"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        pipeline_text("http://127.0.0.1:1", "x", 7, "colour = \"red\""),
+    )
+    .unwrap();
     let (code, _, err) = chatlake(&["run", "--pipeline", file.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("colour") && err.contains("bad.toml"), "{err}");
@@ -66,7 +144,8 @@ fn pipeline_errors_name_the_key_the_variable_and_the_file() {
 #[test]
 fn demo_pipeline_file_parses() {
     let text = include_str!("../../pipelines/demo.toml");
-    let p = chatlake::config::Pipeline::parse(text, std::path::Path::new("demo.toml"), &|_| None).unwrap();
+    let p = chatlake::config::Pipeline::parse(text, std::path::Path::new("demo.toml"), &|_| None)
+        .unwrap();
     assert_eq!(p.config.name, "demo");
     let example = include_str!("../../pipelines/example.toml");
     let env = |n: &str| Some(format!("value-of-{n}"));

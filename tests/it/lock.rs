@@ -17,10 +17,18 @@ use crate::support::*;
 fn race(env: &Env, warehouse: &str, extra_env: &[(&'static str, String)]) -> (usize, Vec<String>) {
     let spawn = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
-        cmd.args(["run", "--pipeline", env.pipeline_file.to_str().unwrap(), "--from", "2025-10-27", "--to", "2025-11-03"])
-            .args(["--warehouse", warehouse])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            "--pipeline",
+            env.pipeline_file.to_str().unwrap(),
+            "--from",
+            "2025-10-27",
+            "--to",
+            "2025-11-03",
+        ])
+        .args(["--warehouse", warehouse])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -46,28 +54,48 @@ fn race(env: &Env, warehouse: &str, extra_env: &[(&'static str, String)]) -> (us
 fn two_runs_started_together_one_runs_one_is_told_it_is_locked() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env_with(data(10), 2));
-    env.sim.set_faults(Faults { latency_ms: 40, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
     let wh = env.dir.path().join("wh");
     let (ok, locked) = race(&env, wh.to_str().unwrap(), &[]);
     assert_eq!(ok, 1, "exactly one run goes ahead: {locked:?}");
     assert_eq!(locked.len(), 1);
-    assert!(locked[0].contains("pipeline `test` is locked") && locked[0].contains("another run is in progress"), "{}", locked[0]);
+    assert!(
+        locked[0].contains("pipeline `test` is locked")
+            && locked[0].contains("another run is in progress"),
+        "{}",
+        locked[0]
+    );
     rt.block_on(env.assert_exact("2025-10-27", "2025-11-03"));
-    assert!(!wh.join("_locks/test.json").exists(), "the lock is released at the end");
+    assert!(
+        !wh.join("_locks/test.json").exists(),
+        "the lock is released at the end"
+    );
 }
 
 #[test]
 fn two_runs_on_s3_one_runs_one_is_told_it_is_locked() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (env, server) = rt.block_on(async { (env_with(data(10), 2).await, S3Server::start().await) });
-    env.sim.set_faults(Faults { latency_ms: 40, ..Faults::default() });
+    let (env, server) =
+        rt.block_on(async { (env_with(data(10), 2).await, S3Server::start().await) });
+    env.sim.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
     let (ok, locked) = race(&env, "s3://lake/locked", &server.env());
     assert_eq!(ok, 1, "exactly one run goes ahead: {locked:?}");
     assert!(locked[0].contains("is locked"), "{}", locked[0]);
     let wh = server.warehouse("locked");
     let report = rt.block_on(async {
         let ctx = chatlake::query::session(&wh).await.unwrap();
-        let b = chatlake::query::run(&ctx, "SELECT COUNT(*), COUNT(DISTINCT chat_id) FROM socialintents.chats").await.unwrap();
+        let b = chatlake::query::run(
+            &ctx,
+            "SELECT COUNT(*), COUNT(DISTINCT chat_id) FROM socialintents.chats",
+        )
+        .await
+        .unwrap();
         chatlake::query::render(&b, chatlake::query::Format::Csv).unwrap()
     });
     let served = env.served_chats("2025-10-27", "2025-11-03").len();
@@ -76,23 +104,45 @@ fn two_runs_on_s3_one_runs_one_is_told_it_is_locked() {
 
 async fn plant(wh: &Warehouse, host: &str, pid: u32, expires_in: chrono::Duration) {
     let now = chrono::Utc::now();
-    let info = LockInfo { pipeline: "p".into(), host: host.into(), pid, run_id: "other-run".into(), acquired_at: now, expires_at: now + expires_in };
+    let info = LockInfo {
+        pipeline: "p".into(),
+        host: host.into(),
+        pid,
+        run_id: "other-run".into(),
+        acquired_at: now,
+        expires_at: now + expires_in,
+    };
     let path = wh.root().clone().join("_locks").join("p.json");
-    wh.store().put(&path, PutPayload::from(serde_json::to_vec(&info).unwrap())).await.unwrap();
+    wh.store()
+        .put(&path, PutPayload::from(serde_json::to_vec(&info).unwrap()))
+        .await
+        .unwrap();
 }
 
 async fn stale_and_live_locks(wh: &Warehouse) {
     // A live holder on another machine: locked, with its name in the message.
     plant(wh, "other-host", 4242, chrono::Duration::minutes(2)).await;
-    let err = RunLock::acquire(wh, "p", "mine", Duration::from_secs(60)).await.err().unwrap().to_string();
+    let err = RunLock::acquire(wh, "p", "mine", Duration::from_secs(60))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("other-host pid 4242 (run other-run)"), "{err}");
     // Its lock expired: taken over.
     plant(wh, "other-host", 4242, chrono::Duration::seconds(-5)).await;
-    let lock = RunLock::acquire(wh, "p", "mine", Duration::from_secs(60)).await.unwrap();
+    let lock = RunLock::acquire(wh, "p", "mine", Duration::from_secs(60))
+        .await
+        .unwrap();
     // Now held by us: a second taker is refused.
-    assert!(RunLock::acquire(wh, "p", "theirs", Duration::from_secs(60)).await.is_err());
+    assert!(RunLock::acquire(wh, "p", "theirs", Duration::from_secs(60))
+        .await
+        .is_err());
     lock.release().await;
-    RunLock::acquire(wh, "p", "after", Duration::from_secs(60)).await.unwrap().release().await;
+    RunLock::acquire(wh, "p", "after", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .release()
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,9 @@ mod support;
 
 mod cli;
 mod crm;
-mod lock;
 mod faults;
+mod hostile;
+mod lock;
 mod pipeline;
 mod s3;
 mod schedule;

@@ -21,32 +21,64 @@ async fn rows_equal_what_the_simulator_served() {
     let served = env.served_chats("2025-10-27", "2025-11-08");
     let missed = served.iter().filter(|c| c.chat_type == "Missed").count() as i64;
     assert!(missed > 0);
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.chats WHERE chat_type = 'Missed'").await, missed);
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.chats WHERE chat_type = 'Missed'")
+            .await,
+        missed
+    );
     let stream = &report.streams[0];
     // The UTC-widened requests also return chats of neighbouring local days.
-    assert!(stream.records as usize >= served.len() + missed as usize, "records = /chats + /missedchats");
+    assert!(
+        stream.records as usize >= served.len() + missed as usize,
+        "records = /chats + /missedchats"
+    );
 
     // Offline messages, contacts and widgets, against the simulator too.
     let (a, b) = local_range(d("2025-10-27"), d("2025-11-08"), env.tz());
     let sim = env.sim.config().socialintents;
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.offline_messages").await as usize, sim.offline_in(a, b).len());
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.contacts").await as usize, sim.contacts_in(a, b).len());
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.widgets").await, 3);
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.offline_messages")
+            .await as usize,
+        sim.offline_in(a, b).len()
+    );
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.contacts").await as usize,
+        sim.contacts_in(a, b).len()
+    );
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.widgets").await,
+        3
+    );
 
     // meta.runs has one row per stream with the same numbers.
-    let runs = env.rows("SELECT stream, rows_written, status FROM meta.runs ORDER BY stream").await;
+    let runs = env
+        .rows("SELECT stream, rows_written, status FROM meta.runs ORDER BY stream")
+        .await;
     assert_eq!(runs.len(), report.streams.len());
     for (row, s) in runs.iter().zip({
         let mut v = report.streams.clone();
         v.sort_by(|a, b| a.stream.cmp(&b.stream));
         v
     }) {
-        assert_eq!((row[0].as_str(), row[1].parse::<u64>().unwrap(), row[2].as_str()), (s.stream.as_str(), s.rows_written, "success"));
+        assert_eq!(
+            (
+                row[0].as_str(),
+                row[1].parse::<u64>().unwrap(),
+                row[2].as_str()
+            ),
+            (s.stream.as_str(), s.rows_written, "success")
+        );
     }
 
     // Unknown fields are kept in _extra.
-    let extra = env.rows("SELECT _extra FROM socialintents.chats LIMIT 1").await;
-    assert!(extra[0][0].contains("visitorCustom1") && extra[0][0].contains("accountId"), "{:?}", extra);
+    let extra = env
+        .rows("SELECT _extra FROM socialintents.chats LIMIT 1")
+        .await;
+    assert!(
+        extra[0][0].contains("visitorCustom1") && extra[0][0].contains("accountId"),
+        "{:?}",
+        extra
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +94,10 @@ async fn reruns_and_overlapping_windows_keep_one_newest_row_per_key() {
     env.run(Some("2025-11-01"), "2025-11-07").await;
     let n = env.assert_exact("2025-11-01", "2025-11-07").await; // compares visits (which carry the revision) too
     assert!(n > 0);
-    let files = files(env.dir.path()).into_iter().filter(|p| p.to_string_lossy().contains("socialintents/chats/")).count();
+    let files = files(env.dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("socialintents/chats/"))
+        .count();
     assert_eq!(files, 12, "one file per partition, no leftovers");
 }
 
@@ -76,20 +111,33 @@ async fn dst_days_and_late_evening_chats_get_the_right_instant_and_dt() {
     let rows = env
         .rows("SELECT CAST(started_at AS VARCHAR) AS s, CAST(dt AS VARCHAR) AS d FROM socialintents.chats WHERE chat_id IN ('s202511021', 's202511022') ORDER BY started_at")
         .await;
-    assert_eq!(rows, vec![
-        vec!["2025-11-02T05:30:00Z".to_string(), "2025-11-02".to_string()],
-        vec!["2025-11-02T06:30:00Z".to_string(), "2025-11-02".to_string()],
-    ]);
+    assert_eq!(
+        rows,
+        vec![
+            vec!["2025-11-02T05:30:00Z".to_string(), "2025-11-02".to_string()],
+            vec!["2025-11-02T06:30:00Z".to_string(), "2025-11-02".to_string()],
+        ]
+    );
     // 23:50 local on Nov 1 is 03:50 UTC on Nov 2; its dt is Nov 1, and its
     // messages (some after local midnight) live with it.
     let late = env.rows("SELECT CAST(started_at AS VARCHAR) AS s, CAST(dt AS VARCHAR) AS d FROM socialintents.chats WHERE chat_id = 's202511010'").await;
-    assert_eq!(late, vec![vec!["2025-11-02T03:50:00Z".to_string(), "2025-11-01".to_string()]]);
+    assert_eq!(
+        late,
+        vec![vec![
+            "2025-11-02T03:50:00Z".to_string(),
+            "2025-11-01".to_string()
+        ]]
+    );
     let msg_dts = env.rows("SELECT DISTINCT CAST(dt AS VARCHAR) AS d FROM socialintents.chat_messages WHERE chat_id = 's202511010'").await;
     assert_eq!(msg_dts, vec![vec!["2025-11-01".to_string()]]);
 
     // The 25-hour day has the chats of all 25 hours.
     let served = env.served_chats("2025-11-02", "2025-11-02").len() as i64;
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.chats WHERE dt = DATE '2025-11-02'").await, served);
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.chats WHERE dt = DATE '2025-11-02'")
+            .await,
+        served
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,8 +150,14 @@ async fn spring_forward_day_has_23_hours_of_chats() {
     let (a, b) = local_range(d("2026-03-08"), d("2026-03-08"), env.tz());
     assert_eq!((b - a).num_hours(), 23);
     let served = env.served_chats("2026-03-08", "2026-03-08");
-    assert!(served.iter().all(|c| local_date(c.start, env.tz()) == d("2026-03-08")));
-    assert_eq!(env.int("SELECT COUNT(*) FROM socialintents.chats WHERE dt = DATE '2026-03-08'").await as usize, served.len());
+    assert!(served
+        .iter()
+        .all(|c| local_date(c.start, env.tz()) == d("2026-03-08")));
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.chats WHERE dt = DATE '2026-03-08'")
+            .await as usize,
+        served.len()
+    );
 }
 
 use chatlake::simulator::SiData;
@@ -122,10 +176,15 @@ async fn malformed_records_are_quarantined_and_the_rest_land() {
     let expected_rejects = bad.len() + bad.iter().filter(|c| c.chat_type == "Missed").count();
     assert_eq!(report.streams[0].rejects as usize, expected_rejects);
     env.assert_exact("2025-10-27", "2025-11-02").await; // every good chat landed
-    let rejects = env.rows("SELECT table_name, reason, raw_json, stream FROM meta.rejects").await;
+    let rejects = env
+        .rows("SELECT table_name, reason, raw_json, stream FROM meta.rejects")
+        .await;
     assert_eq!(rejects.len(), expected_rejects);
     for b in &bad {
-        let r = rejects.iter().find(|r| r[2].contains(&b.id)).unwrap_or_else(|| panic!("no reject for {}", b.id));
+        let r = rejects
+            .iter()
+            .find(|r| r[2].contains(&b.id))
+            .unwrap_or_else(|| panic!("no reject for {}", b.id));
         assert_eq!(r[0], "socialintents.chats");
         assert!(r[1].contains("startDate"), "{}", r[1]);
         assert_eq!(r[3], "socialintents.chats");
@@ -137,7 +196,10 @@ async fn watermark_follows_committed_windows_and_lookback() {
     let env = env_with(data(5), 3).await;
     env.run(None, "2025-11-04").await;
     let states = StateStore::new(&env.wh, "test").list().await.unwrap();
-    let chats = states.iter().find(|s| s.stream == "socialintents.chats").unwrap();
+    let chats = states
+        .iter()
+        .find(|s| s.stream == "socialintents.chats")
+        .unwrap();
     assert_eq!(chats.watermark, Some(d("2025-11-04")));
     assert!(states.iter().any(|s| s.stream == "socialintents.widgets"));
     // The next default run starts at watermark - lookback_days (2).
@@ -146,7 +208,11 @@ async fn watermark_follows_committed_windows_and_lookback() {
     env.assert_exact("2025-10-27", "2025-11-06").await;
     // A window that does not join the watermark never moves it over the gap.
     env.run(Some("2025-11-09"), "2025-11-10").await;
-    let after = StateStore::new(&env.wh, "test").load("socialintents.chats").await.unwrap().unwrap();
+    let after = StateStore::new(&env.wh, "test")
+        .load("socialintents.chats")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.state.watermark, Some(d("2025-11-06")));
 }
 
@@ -161,19 +227,37 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
         let part = entry.unwrap().path();
         let name = part.file_name().unwrap().to_string_lossy().to_string();
         let dt = d(name.strip_prefix("dt=").expect("hive partition directory"));
-        let files: Vec<_> = std::fs::read_dir(&part).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(files.len(), 1, "{name}: {files:?}");
         let file = std::fs::File::open(&files[0]).unwrap();
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         let meta = builder.metadata().clone();
-        assert!(builder.schema().field_with_name("dt").is_err(), "dt lives in the path");
-        let col = meta.row_group(0).columns().iter().find(|c| c.column_path().string() == "started_at").unwrap();
-        assert!(col.compression().to_string().starts_with("ZSTD"), "{}", col.compression());
+        assert!(
+            builder.schema().field_with_name("dt").is_err(),
+            "dt lives in the path"
+        );
+        let col = meta
+            .row_group(0)
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "started_at")
+            .unwrap();
+        assert!(
+            col.compression().to_string().starts_with("ZSTD"),
+            "{}",
+            col.compression()
+        );
         assert!(col.statistics().is_some(), "column statistics");
         let mut prev = i64::MIN;
         for batch in builder.build().unwrap() {
             let batch = batch.unwrap();
-            let started = batch.column_by_name("started_at").unwrap().as_primitive::<TimestampMicrosecondType>();
+            let started = batch
+                .column_by_name("started_at")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
             for i in 0..started.len() {
                 let t = chrono::DateTime::from_timestamp_micros(started.value(i)).unwrap();
                 assert_eq!(local_date(t, tz), dt, "row in the wrong partition");
@@ -195,7 +279,11 @@ async fn secrets_never_reach_the_warehouse() {
             continue;
         }
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "token found in {}", f.display());
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "token found in {}",
+            f.display()
+        );
     }
 }
 
@@ -211,7 +299,10 @@ async fn query_is_read_only() {
         "DROP VIEW reporting.chats",
         "SET datafusion.execution.batch_size = 1",
     ] {
-        assert!(chatlake::query::run(&ctx, sql).await.is_err(), "{sql} was allowed");
+        assert!(
+            chatlake::query::run(&ctx, sql).await.is_err(),
+            "{sql} was allowed"
+        );
     }
     assert!(!std::path::Path::new("/tmp/chatlake-should-not-exist.csv").exists());
 }

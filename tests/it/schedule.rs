@@ -10,7 +10,10 @@ use chatlake::simulator::Faults;
 use crate::support::*;
 
 fn chatlake(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chatlake")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn meta_run_files(wh: &std::path::Path) -> usize {
@@ -32,10 +35,20 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
     std::fs::write(&env.pipeline_file, text).unwrap();
     let wh = env.dir.path().join("wh");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(["schedule", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()])
+        .args([
+            "schedule",
+            "--pipeline",
+            env.pipeline_file.to_str().unwrap(),
+            "--warehouse",
+            wh.to_str().unwrap(),
+        ])
         .args(["--listen", &listen])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -45,21 +58,42 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     while meta_run_files(&wh) < 2 && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(meta_run_files(&wh) >= 2, "two scheduled runs within a minute");
+    assert!(
+        meta_run_files(&wh) >= 2,
+        "two scheduled runs within a minute"
+    );
     // /healthz and /metrics while it runs.
     let (health, metrics) = rt.block_on(async {
         let get = |path: &str| reqwest::get(format!("http://{listen}{path}"));
-        (get("/healthz").await.unwrap().text().await.unwrap(), get("/metrics").await.unwrap().text().await.unwrap())
+        (
+            get("/healthz").await.unwrap().text().await.unwrap(),
+            get("/metrics").await.unwrap().text().await.unwrap(),
+        )
     });
     assert_eq!(health.trim(), "ok");
     let runs_line = metrics
         .lines()
         .find(|l| l.starts_with("chatlake_runs_total{pipeline=\"test\",stream=\"socialintents.chats\",status=\"success\"}"))
         .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(runs_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0, "{runs_line}");
-    assert!(metrics.contains("chatlake_last_success_timestamp_seconds{pipeline=\"test\""), "{metrics}");
+    assert!(
+        runs_line
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            >= 1.0,
+        "{runs_line}"
+    );
+    assert!(
+        metrics.contains("chatlake_last_success_timestamp_seconds{pipeline=\"test\""),
+        "{metrics}"
+    );
     // SIGTERM, possibly mid-run: the daemon finishes or abandons the window and exits 0.
-    let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let waited = Instant::now();
     while daemon.try_wait().unwrap().is_none() && waited.elapsed() < Duration::from_secs(30) {
@@ -67,16 +101,27 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     }
     let out = daemon.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("scheduler stopped"), "{stdout}");
     assert!(!wh.join("_locks/test.json").exists(), "lock released");
-    assert!(wh.join("_state/test/_schedule.json").exists(), "the last slot is remembered");
+    assert!(
+        wh.join("_state/test/_schedule.json").exists(),
+        "the last slot is remembered"
+    );
     // What the runs committed is exact (they read 2025-10-27..today).
     rt.block_on(env.assert_exact("2025-10-27", "2025-11-10"));
     // `runs` lists them and exits 0 (the last run succeeded or was stopped cleanly).
     let runs = chatlake(&["runs", "--warehouse", wh.to_str().unwrap(), "--last", "5"]);
     let listed = String::from_utf8_lossy(&runs.stdout);
-    assert!(listed.contains("test") && listed.contains("run_id"), "{listed}");
+    assert!(
+        listed.contains("test") && listed.contains("run_id"),
+        "{listed}"
+    );
     let _ = runs.status;
 }
 
@@ -86,16 +131,47 @@ fn runs_exits_non_zero_when_the_last_run_failed() {
     let env = rt.block_on(env_with(data(3), 7));
     let wh = env.dir.path().join("wh");
     let run = |args: &[&str]| {
-        let mut a = vec!["run", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()];
+        let mut a = vec![
+            "run",
+            "--pipeline",
+            env.pipeline_file.to_str().unwrap(),
+            "--warehouse",
+            wh.to_str().unwrap(),
+        ];
         a.extend_from_slice(args);
         chatlake(&a)
     };
-    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
-    let ok = chatlake(&["runs", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap()]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    env.sim.set_faults(Faults { api_error: Some("Account suspended".into()), ..Faults::default() });
-    assert!(!run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
-    let failed = chatlake(&["runs", "--pipeline", env.pipeline_file.to_str().unwrap(), "--warehouse", wh.to_str().unwrap(), "--last", "2"]);
+    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"])
+        .status
+        .success());
+    let ok = chatlake(&[
+        "runs",
+        "--pipeline",
+        env.pipeline_file.to_str().unwrap(),
+        "--warehouse",
+        wh.to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    env.sim.set_faults(Faults {
+        api_error: Some("Account suspended".into()),
+        ..Faults::default()
+    });
+    assert!(!run(&["--from", "2025-10-27", "--to", "2025-10-28"])
+        .status
+        .success());
+    let failed = chatlake(&[
+        "runs",
+        "--pipeline",
+        env.pipeline_file.to_str().unwrap(),
+        "--warehouse",
+        wh.to_str().unwrap(),
+        "--last",
+        "2",
+    ]);
     let stdout = String::from_utf8_lossy(&failed.stdout);
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stdout}{stderr}");
@@ -103,6 +179,108 @@ fn runs_exits_non_zero_when_the_last_run_failed() {
     assert!(stdout.contains("Account suspended"), "{stdout}");
     // Another good run: healthy again.
     env.sim.set_faults(Faults::default());
-    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"]).status.success());
-    assert!(chatlake(&["runs", "--warehouse", wh.to_str().unwrap()]).status.success());
+    assert!(run(&["--from", "2025-10-27", "--to", "2025-10-28"])
+        .status
+        .success());
+    assert!(chatlake(&["runs", "--warehouse", wh.to_str().unwrap()])
+        .status
+        .success());
+}
+
+/// Issue 9, defect 1: a run that panics (a bug; here the `panic@bad`
+/// failpoint) ends only that run. The daemon logs it, counts it in
+/// /metrics, releases that run's lock, and keeps running both pipelines.
+#[test]
+fn a_panicking_run_does_not_take_the_daemon_down() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(2), 7));
+    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+        .replace("0 30 2 * * *", "*/2 * * * * *")
+        .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
+    let dir = env.dir.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good.toml"), &text).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        text.replace("name = \"test\"", "name = \"bad\""),
+    )
+    .unwrap();
+    let wh = env.dir.path().join("wh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args([
+            "schedule",
+            "--pipeline",
+            dir.to_str().unwrap(),
+            "--warehouse",
+            wh.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .env("CHATLAKE_FAILPOINT", "panic@bad")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metric = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let started = Instant::now();
+    let mut metrics = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(m) = rt.block_on(async {
+            reqwest::get(format!("http://{listen}/metrics"))
+                .await?
+                .text()
+                .await
+        }) {
+            metrics = m;
+        }
+        if metric(&metrics, "chatlake_aborted_runs_total{pipeline=\"bad\"}") >= 2.0
+            && meta_run_files(&wh) >= 2
+        {
+            break;
+        }
+    }
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+    assert!(
+        metric(&metrics, "chatlake_aborted_runs_total{pipeline=\"bad\"}") >= 2.0,
+        "bad crashed twice and was retried: {metrics}"
+    );
+    assert!(
+        meta_run_files(&wh) >= 2,
+        "the good pipeline ran twice meanwhile"
+    );
+    assert!(
+        !metrics.contains("chatlake_aborted_runs_total{pipeline=\"test\"}"),
+        "{metrics}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("scheduled run crashed") && stderr.contains("failpoint panic@bad"),
+        "{stderr}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !wh.join("_locks/bad.json").exists(),
+        "the crashed run's lock is released"
+    );
 }

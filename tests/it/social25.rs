@@ -56,17 +56,31 @@ max_concurrency = 4
 }
 
 async fn s25_env(data: S25Data, start_date: &str, window_days: u32) -> Env {
-    let config = SimConfig { social25: data, fault_seed: 5, ..empty_sim_config() };
-    env_from(config, "s25.toml", |sim| s25_pipeline(&sim.social25_url(), start_date, window_days)).await
+    let config = SimConfig {
+        social25: data,
+        fault_seed: 5,
+        ..empty_sim_config()
+    };
+    env_from(config, "s25.toml", |sim| {
+        s25_pipeline(&sim.social25_url(), start_date, window_days)
+    })
+    .await
 }
 
 async fn run_at(env: &Env, at: DateTime<Utc>, streams: &[&str]) -> RunReport {
-    let opts = RunOptions { now: Some(at), streams: streams.iter().map(|s| s.to_string()).collect(), ..RunOptions::default() };
+    let opts = RunOptions {
+        now: Some(at),
+        streams: streams.iter().map(|s| s.to_string()).collect(),
+        ..RunOptions::default()
+    };
     run_once(&env.pipeline, &env.wh, &opts).await.unwrap()
 }
 
 fn ok(report: &RunReport) {
-    let failures: Vec<_> = report.failures().map(|s| s.error.clone().unwrap_or_default()).collect();
+    let failures: Vec<_> = report
+        .failures()
+        .map(|s| s.error.clone().unwrap_or_default())
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -86,18 +100,37 @@ async fn assert_s25_exact(env: &Env) -> (usize, usize) {
     let convs = data.conversations();
     let expected: BTreeSet<Vec<String>> = convs
         .iter()
-        .map(|c| vec![c.id.clone(), c.created.timestamp_micros().to_string(), local(c.created), c.state.to_string()])
+        .map(|c| {
+            vec![
+                c.id.clone(),
+                c.created.timestamp_micros().to_string(),
+                local(c.created),
+                c.state.to_string(),
+            ]
+        })
         .collect();
     let (n, got) = set(env
         .rows("SELECT conversation_id, CAST(created_at AS BIGINT), CAST(dt AS VARCHAR), state FROM social25.conversations")
         .await);
-    assert_eq!(n, expected.len(), "conversation rows (duplicates or losses)");
+    assert_eq!(
+        n,
+        expected.len(),
+        "conversation rows (duplicates or losses)"
+    );
     assert_eq!(got, expected, "conversations differ from the simulator's");
     let expected: BTreeSet<Vec<String>> = convs
         .iter()
         .flat_map(|c| &c.messages)
         .filter(|m| !m.malformed)
-        .map(|m| vec![m.id.clone(), m.conversation_id.clone(), m.at.timestamp_micros().to_string(), local(m.at), m.outbound.to_string()])
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.conversation_id.clone(),
+                m.at.timestamp_micros().to_string(),
+                local(m.at),
+                m.outbound.to_string(),
+            ]
+        })
         .collect();
     let (n, got) = set(env
         .rows("SELECT message_id, conversation_id, CAST(sent_at AS BIGINT), CAST(dt AS VARCHAR), CAST(outbound AS VARCHAR) FROM social25.messages")
@@ -105,7 +138,10 @@ async fn assert_s25_exact(env: &Env) -> (usize, usize) {
     assert_eq!(n, expected.len(), "message rows (duplicates or losses)");
     let missing: Vec<_> = expected.difference(&got).take(3).collect();
     let extra: Vec<_> = got.difference(&expected).take(3).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "messages differ: missing {missing:?}, unexpected {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "messages differ: missing {missing:?}, unexpected {extra:?}"
+    );
     (convs.len(), expected.len())
 }
 
@@ -114,7 +150,14 @@ fn expected_failed(data: &S25Data, horizon: DateTime<Utc>) -> BTreeSet<Vec<Strin
     let from = d("2025-01-01").and_hms_opt(0, 0, 0).unwrap().and_utc();
     data.failed_in(from, horizon)
         .iter()
-        .map(|m| vec![m.id.clone(), m.at.timestamp_micros().to_string(), local(m.at), m.failure.unwrap().to_string()])
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.at.timestamp_micros().to_string(),
+                local(m.at),
+                m.failure.unwrap().to_string(),
+            ]
+        })
         .collect()
 }
 
@@ -132,7 +175,10 @@ fn message_requests(env: &Env) -> BTreeMap<String, u64> {
     env.sim
         .requests()
         .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("social25/messages/").map(|c| (c.to_string(), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("social25/messages/")
+                .map(|c| (c.to_string(), v))
+        })
         .collect()
 }
 
@@ -147,11 +193,19 @@ async fn exact_rows_across_pages_and_every_state() {
     let all = data.conversations();
     // Every state was listed (the API's default is only open and auto_bot).
     let states: BTreeSet<&str> = all.iter().map(|c| c.state).collect();
-    assert_eq!(states.len(), 5, "the simulated tenant has conversations in all five states");
+    assert_eq!(
+        states.len(),
+        5,
+        "the simulated tenant has conversations in all five states"
+    );
     // Pages: one listing per state, 7 per page.
     let pages: u64 = ["OPEN", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED"]
         .iter()
-        .map(|s| (all.iter().filter(|c| c.state == *s).count() as u64).div_ceil(7).max(1))
+        .map(|s| {
+            (all.iter().filter(|c| c.state == *s).count() as u64)
+                .div_ceil(7)
+                .max(1)
+        })
         .sum();
     assert_eq!(env.sim.requests()["social25/conversations"], pages);
     // Messages were asked once per conversation that has any.
@@ -164,17 +218,27 @@ async fn exact_rows_across_pages_and_every_state() {
     for r in &runs {
         assert_eq!(r[1], r[2], "records vs count for {}", r[0]);
     }
-    let conv_run = runs.iter().find(|r| r[0] == "social25.conversations").unwrap();
+    let conv_run = runs
+        .iter()
+        .find(|r| r[0] == "social25.conversations")
+        .unwrap();
     assert_eq!(conv_run[1], convs.to_string());
     assert_eq!(conv_run[3], pages.to_string());
     // Snapshots: agents, tenant, platforms without their secrets.
-    assert_eq!(env.int("SELECT COUNT(*) FROM social25.agents").await, AGENTS.len() as i64);
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM social25.agents").await,
+        AGENTS.len() as i64
+    );
     assert_eq!(env.int("SELECT COUNT(*) FROM social25.tenants").await, 1);
     assert_eq!(env.int("SELECT COUNT(*) FROM social25.platforms").await, 4);
     for f in files(&env.dir.path().join("wh")) {
         let bytes = std::fs::read(&f).unwrap();
         for needle in ["app-secret", "page-token", S25_TOKEN] {
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} stored in {}", f.display());
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} stored in {}",
+                f.display()
+            );
         }
     }
     // has_expired is a duration: now - created, to the microsecond.
@@ -191,8 +255,14 @@ async fn a_second_run_reads_messages_only_for_changed_conversations() {
     let before = message_requests(&env);
     let all = env.sim.config().social25.conversations();
     // Three conversations get new messages, one of them had none before.
-    let mut changed: Vec<String> = [3usize, 40, 77].iter().map(|i| all[*i].id.clone()).collect();
-    let empty = all.iter().find(|c| c.messages.is_empty()).expect("some conversation has no messages");
+    let mut changed: Vec<String> = [3usize, 40, 77]
+        .iter()
+        .map(|i| all[*i].id.clone())
+        .collect();
+    let empty = all
+        .iter()
+        .find(|c| c.messages.is_empty())
+        .expect("some conversation has no messages");
     changed.push(empty.id.clone());
     let later = now() + Duration::hours(1);
     env.sim.update(|c| {
@@ -204,23 +274,51 @@ async fn a_second_run_reads_messages_only_for_changed_conversations() {
     });
     ok(&run_at(&env, later, &[]).await);
     let after = message_requests(&env);
-    let asked: BTreeSet<String> =
-        after.iter().filter(|(k, v)| before.get(*k).copied().unwrap_or(0) < **v).map(|(k, _)| k.clone()).collect();
-    assert_eq!(asked, changed.iter().cloned().collect::<BTreeSet<_>>(), "only the changed conversations were re-read");
-    assert!(asked.iter().all(|k| after[k] - before.get(k).copied().unwrap_or(0) == 1));
+    let asked: BTreeSet<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k).copied().unwrap_or(0) < **v)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        asked,
+        changed.iter().cloned().collect::<BTreeSet<_>>(),
+        "only the changed conversations were re-read"
+    );
+    assert!(asked
+        .iter()
+        .all(|k| after[k] - before.get(k).copied().unwrap_or(0) == 1));
     let (_, messages) = assert_s25_exact(&env).await;
     // A third run with nothing new reads no messages at all.
     let quiet = later + Duration::hours(1);
     env.sim.update(|c| c.social25.now = Some(quiet));
     let report = run_at(&env, quiet, &["social25.messages"]).await;
     ok(&report);
-    assert_eq!(message_requests(&env), after, "no message requests when nothing changed");
+    assert_eq!(
+        message_requests(&env),
+        after,
+        "no message requests when nothing changed"
+    );
     assert_eq!(report.streams[0].scope, "0 changed");
     // The cursor stays small: only conversations near the latest message.
-    let state = StateStore::new(&env.wh, "s25").load("social25.messages").await.unwrap().unwrap().state;
-    let recent = state.cursor.as_ref().unwrap()["recent"].as_object().unwrap().len();
-    assert!(recent < all.len() / 2, "cursor holds {recent} of {} conversations", all.len());
-    println!("changed-only: {} conversations re-read, {messages} messages exact, cursor holds {recent}", asked.len());
+    let state = StateStore::new(&env.wh, "s25")
+        .load("social25.messages")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    let recent = state.cursor.as_ref().unwrap()["recent"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert!(
+        recent < all.len() / 2,
+        "cursor holds {recent} of {} conversations",
+        all.len()
+    );
+    println!(
+        "changed-only: {} conversations re-read, {messages} messages exact, cursor holds {recent}",
+        asked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,23 +330,49 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
     let windows = env.sim.failed_sync_windows();
     assert_eq!(windows.len(), 2, "{windows:?}");
     for (from, till) in &windows {
-        assert!(*till - *from <= Duration::days(31), "window {from}..{till} is over 31 days");
-        assert!(*till <= horizon, "window {from}..{till} asks past the finality horizon {horizon}");
+        assert!(
+            *till - *from <= Duration::days(31),
+            "window {from}..{till} is over 31 days"
+        );
+        assert!(
+            *till <= horizon,
+            "window {from}..{till} asks past the finality horizon {horizon}"
+        );
     }
-    assert_eq!(windows[0].1 - windows[0].0, Duration::days(30) + Duration::hours(1), "30 local days across fall-back");
-    assert_eq!(windows[1].1, horizon, "the last window stops exactly at now - 15 min");
+    assert_eq!(
+        windows[0].1 - windows[0].0,
+        Duration::days(30) + Duration::hours(1),
+        "30 local days across fall-back"
+    );
+    assert_eq!(
+        windows[1].1, horizon,
+        "the last window stops exactly at now - 15 min"
+    );
     assert_failed_exact(&env, horizon).await;
     // 11:45 UTC on Nov 7 is 06:45 in New York: Nov 6 is final, Nov 7 is not.
-    let state = || async { StateStore::new(&env.wh, "s25").load("social25.failed_syncs").await.unwrap().unwrap().state };
+    let state = || async {
+        StateStore::new(&env.wh, "s25")
+            .load("social25.failed_syncs")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    };
     assert_eq!(state().await.watermark, Some(d("2025-11-06")));
-    assert!(!env.sim.requests().keys().any(|k| k.contains("type=")), "type is only sent when configured");
+    assert!(
+        !env.sim.requests().keys().any(|k| k.contains("type=")),
+        "type is only sent when configured"
+    );
     // A day later the rest of Nov 7 is final; the re-run starts at watermark - lookback.
     let later = now() + Duration::days(1);
     env.sim.update(|c| c.social25.now = Some(later));
     ok(&run_at(&env, later, &["social25.failed_syncs"]).await);
     let second = &env.sim.failed_sync_windows()[2..];
     assert_eq!(second.len(), 1);
-    assert_eq!(second[0].0, chatlake::normalize::time::day_start(d("2025-11-04"), TZ));
+    assert_eq!(
+        second[0].0,
+        chatlake::normalize::time::day_start(d("2025-11-04"), TZ)
+    );
     assert_failed_exact(&env, later - Duration::minutes(15)).await;
     assert_eq!(state().await.watermark, Some(d("2025-11-07")));
 }
@@ -256,18 +380,33 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sync_type_is_passed_through() {
     let env = s25_env(s25_data(4), "2025-11-01", 30).await;
-    let text = s25_pipeline(&env.sim.social25_url(), "2025-11-01", 30).replace("window_days", "failed_sync_type = \"salesforce\"\nwindow_days");
+    let text = s25_pipeline(&env.sim.social25_url(), "2025-11-01", 30).replace(
+        "window_days",
+        "failed_sync_type = \"salesforce\"\nwindow_days",
+    );
     std::fs::write(&env.pipeline_file, text).unwrap();
     let pipeline = Pipeline::load(&env.pipeline_file).unwrap();
-    let opts = RunOptions { now: Some(now()), streams: vec!["social25.failed_syncs".into()], ..RunOptions::default() };
+    let opts = RunOptions {
+        now: Some(now()),
+        streams: vec!["social25.failed_syncs".into()],
+        ..RunOptions::default()
+    };
     ok(&run_once(&pipeline, &env.wh, &opts).await.unwrap());
-    assert_eq!(env.sim.requests().get("social25/failed?type=salesforce"), Some(&1));
+    assert_eq!(
+        env.sim.requests().get("social25/failed?type=salesforce"),
+        Some(&1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_429s_and_500s_still_ends_exact() {
     let env = s25_env(s25_data(8), "2025-10-25", 30).await;
-    env.sim.set_faults(Faults { rate_429: 0.15, rate_500: 0.1, retry_after_secs: 0, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        rate_429: 0.15,
+        rate_500: 0.1,
+        retry_after_secs: 0,
+        ..Faults::default()
+    });
     let report = run_at(&env, now(), &[]).await;
     ok(&report);
     let retries: u64 = report.streams.iter().map(|s| s.retries).sum();
@@ -284,7 +423,10 @@ fn killed_mid_run_then_rerun_ends_exact() {
     data.now = None; // the binary runs on the wall clock; all the data is in the past
     data.page_size = 20;
     let env = rt.block_on(s25_env(data, "2025-10-25", 30));
-    env.sim.set_faults(Faults { latency_ms: 15, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        latency_ms: 15,
+        ..Faults::default()
+    });
     let mut kills = kill_runs_after(&env, &[], &[600, 1400]);
     // And once between message chunks: the moment the first chunk's cursor is
     // saved (300 conversations make two chunks), the second is being merged.
@@ -292,7 +434,10 @@ fn killed_mid_run_then_rerun_ends_exact() {
     let _ = std::fs::remove_file(&cursor_file);
     let mut child = spawn_run(&env, &[]);
     let started = std::time::Instant::now();
-    while !cursor_file.exists() && started.elapsed() < StdDuration::from_secs(60) && child.try_wait().unwrap().is_none() {
+    while !cursor_file.exists()
+        && started.elapsed() < StdDuration::from_secs(60)
+        && child.try_wait().unwrap().is_none()
+    {
         std::thread::sleep(StdDuration::from_millis(2));
     }
     if child.try_wait().unwrap().is_none() {
@@ -301,14 +446,25 @@ fn killed_mid_run_then_rerun_ends_exact() {
     }
     child.wait().unwrap();
     assert!(kills >= 2, "the runs finished before they could be killed");
-    let mid = rt.block_on(StateStore::new(&env.wh, "s25").load("social25.messages")).unwrap().expect("first chunk's cursor");
-    let recent = mid.state.cursor.as_ref().unwrap()["recent"].as_object().unwrap().len();
+    let mid = rt
+        .block_on(StateStore::new(&env.wh, "s25").load("social25.messages"))
+        .unwrap()
+        .expect("first chunk's cursor");
+    let recent = mid.state.cursor.as_ref().unwrap()["recent"]
+        .as_object()
+        .unwrap()
+        .len();
     assert!(recent > 0);
     env.sim.set_faults(Faults::default());
     assert!(spawn_run(&env, &[]).wait().unwrap().success());
     let (convs, messages) = rt.block_on(assert_s25_exact(&env));
-    rt.block_on(assert_failed_exact(&env, Utc::now() - Duration::minutes(15)));
-    println!("social25 kill -9: {kills} kills, then {convs} conversations and {messages} messages exact");
+    rt.block_on(assert_failed_exact(
+        &env,
+        Utc::now() - Duration::minutes(15),
+    ));
+    println!(
+        "social25 kill -9: {kills} kills, then {convs} conversations and {messages} messages exact"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,18 +480,32 @@ async fn a_malformed_message_lands_in_meta_rejects() {
         .social25
         .conversations()
         .iter()
-        .flat_map(|c| c.messages.iter().filter(|m| m.malformed).map(|m| m.id.clone()))
+        .flat_map(|c| {
+            c.messages
+                .iter()
+                .filter(|m| m.malformed)
+                .map(|m| m.id.clone())
+        })
         .collect();
     assert!(malformed.len() >= 3, "{malformed:?}");
     assert_s25_exact(&env).await; // every other message landed
     let rejects = env.rows("SELECT table_name, reason, raw_json FROM meta.rejects WHERE stream = 'social25.messages'").await;
     assert_eq!(rejects.len(), malformed.len());
     for id in &malformed {
-        let r = rejects.iter().find(|r| r[2].contains(id.as_str())).unwrap_or_else(|| panic!("{id} not in meta.rejects"));
+        let r = rejects
+            .iter()
+            .find(|r| r[2].contains(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} not in meta.rejects"));
         assert_eq!(r[0], "social25.messages");
-        assert!(r[1].contains("timestamp") && r[1].contains("conversation "), "{}", r[1]);
+        assert!(
+            r[1].contains("timestamp") && r[1].contains("conversation "),
+            "{}",
+            r[1]
+        );
     }
-    let run = env.rows("SELECT rejects FROM meta.runs WHERE stream = 'social25.messages'").await;
+    let run = env
+        .rows("SELECT rejects FROM meta.runs WHERE stream = 'social25.messages'")
+        .await;
     assert_eq!(run[0][0], malformed.len().to_string());
 }
 
@@ -346,9 +516,24 @@ async fn pagination_loops_foreign_hosts_and_count_mismatches_stop_with_a_clear_e
     let env = s25_env(data, "2025-10-25", 30).await;
     type Setup = Box<dyn Fn(&mut S25Data)>;
     let cases: [(&str, Setup, &str, u64); 3] = [
-        ("repeat", Box::new(|d| d.bad_next = Some(BadNext::Repeat)), "repeats a page", 1),
-        ("foreign", Box::new(|d| d.bad_next = Some(BadNext::ForeignHost)), "another server (http://collector.example)", 1),
-        ("count", Box::new(|d| d.count_skew = 1), "reported count 6 but its 3 page(s) held 5 rows twice", 6),
+        (
+            "repeat",
+            Box::new(|d| d.bad_next = Some(BadNext::Repeat)),
+            "repeats a page",
+            1,
+        ),
+        (
+            "foreign",
+            Box::new(|d| d.bad_next = Some(BadNext::ForeignHost)),
+            "another server (http://collector.example)",
+            1,
+        ),
+        (
+            "count",
+            Box::new(|d| d.count_skew = 1),
+            "reported count 6 but its 3 page(s) held 5 rows twice",
+            6,
+        ),
     ];
     for (name, setup, needle, requests) in cases {
         env.sim.update(|c| {
@@ -356,13 +541,31 @@ async fn pagination_loops_foreign_hosts_and_count_mismatches_stop_with_a_clear_e
             c.social25.count_skew = 0;
             setup(&mut c.social25);
         });
-        let before = env.sim.requests().get("social25/agents").copied().unwrap_or(0);
+        let before = env
+            .sim
+            .requests()
+            .get("social25/agents")
+            .copied()
+            .unwrap_or(0);
         let report = run_at(&env, now(), &["social25.agents"]).await;
-        let err = report.streams[0].error.clone().unwrap_or_else(|| panic!("{name}: the stream must fail"));
-        assert!(err.contains(needle) && err.contains("social25.agents"), "{name}: {err}");
+        let err = report.streams[0]
+            .error
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: the stream must fail"));
+        assert!(
+            err.contains(needle) && err.contains("social25.agents"),
+            "{name}: {err}"
+        );
         assert!(!err.contains(S25_TOKEN));
-        assert_eq!(env.sim.requests()["social25/agents"] - before, requests, "{name}: requests");
-        assert!(!env.dir.path().join("wh/social25/agents").exists(), "{name}: nothing committed");
+        assert_eq!(
+            env.sim.requests()["social25/agents"] - before,
+            requests,
+            "{name}: requests"
+        );
+        assert!(
+            !env.dir.path().join("wh/social25/agents").exists(),
+            "{name}: nothing committed"
+        );
     }
 }
 
@@ -376,8 +579,19 @@ struct Expect {
 }
 
 fn expect(c: &S25Conversation) -> Expect {
-    let first_in = c.messages.iter().filter(|m| !m.outbound).map(|m| m.at).min();
-    let first_out = first_in.and_then(|fi| c.messages.iter().filter(|m| m.outbound && m.at >= fi).map(|m| m.at).min());
+    let first_in = c
+        .messages
+        .iter()
+        .filter(|m| !m.outbound)
+        .map(|m| m.at)
+        .min();
+    let first_out = first_in.and_then(|fi| {
+        c.messages
+            .iter()
+            .filter(|m| m.outbound && m.at >= fi)
+            .map(|m| m.at)
+            .min()
+    });
     let agent = c.agent_id.as_ref().map_or("NULL".to_string(), |id| {
         let a = AGENTS.iter().find(|a| a.0 == id).unwrap();
         format!("{} {}", a.2, a.3)
@@ -387,7 +601,9 @@ fn expect(c: &S25Conversation) -> Expect {
         channel: c.platform_source.to_string(),
         agent,
         missed: first_in.is_some() && !c.messages.iter().any(|m| m.outbound),
-        first_response: first_in.zip(first_out).map(|(i, o)| (o - i).num_microseconds().unwrap() as f64 / 1e6),
+        first_response: first_in
+            .zip(first_out)
+            .map(|(i, o)| (o - i).num_microseconds().unwrap() as f64 / 1e6),
     }
 }
 
@@ -405,10 +621,20 @@ async fn views_equal_figures_computed_from_the_simulator() {
         r.1 += e.missed as i64;
     }
     let got = env.rows("SELECT CAST(dt AS VARCHAR), channel, chats, missed_chats FROM reporting.missed_chat_rate WHERE source = 'social25'").await;
-    let got: BTreeMap<(String, String), (i64, i64)> =
-        got.into_iter().map(|r| ((r[0].clone(), r[1].clone()), (r[2].parse().unwrap(), r[3].parse().unwrap()))).collect();
+    let got: BTreeMap<(String, String), (i64, i64)> = got
+        .into_iter()
+        .map(|r| {
+            (
+                (r[0].clone(), r[1].clone()),
+                (r[2].parse().unwrap(), r[3].parse().unwrap()),
+            )
+        })
+        .collect();
     assert_eq!(got, rate);
-    assert!(rate.values().map(|v| v.1).sum::<i64>() > 0, "some conversations are missed");
+    assert!(
+        rate.values().map(|v| v.1).sum::<i64>() > 0,
+        "some conversations are missed"
+    );
     // Response times per day and agent: answered count and the mean first response.
     let mut times: BTreeMap<(String, String), (i64, Vec<f64>)> = BTreeMap::new();
     for e in convs.iter().filter(|e| !e.missed) {
@@ -435,9 +661,14 @@ async fn views_equal_figures_computed_from_the_simulator() {
         *failed.entry((row[2].clone(), row[3].clone())).or_default() += 1;
     }
     let got = env.rows("SELECT CAST(dt AS VARCHAR), log_message, failed_messages FROM reporting.failed_syncs_daily").await;
-    let got: BTreeMap<(String, String), i64> = got.into_iter().map(|r| ((r[0].clone(), r[1].clone()), r[2].parse().unwrap())).collect();
+    let got: BTreeMap<(String, String), i64> = got
+        .into_iter()
+        .map(|r| ((r[0].clone(), r[1].clone()), r[2].parse().unwrap()))
+        .collect();
     assert_eq!(got, failed);
     // Both sources share reporting.chats.
-    let sources = env.rows("SELECT DISTINCT source FROM reporting.chats").await;
+    let sources = env
+        .rows("SELECT DISTINCT source FROM reporting.chats")
+        .await;
     assert_eq!(sources, vec![vec!["social25".to_string()]]);
 }

@@ -62,8 +62,15 @@ requests_per_minute = 60000
 }
 
 pub async fn env_with(data: SiData, window_days: u32) -> Env {
-    let config = SimConfig { socialintents: data, fault_seed: 11, ..empty_sim_config() };
-    env_from(config, "test.toml", |sim| pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "")).await
+    let config = SimConfig {
+        socialintents: data,
+        fault_seed: 11,
+        ..empty_sim_config()
+    };
+    env_from(config, "test.toml", |sim| {
+        pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "")
+    })
+    .await
 }
 
 /// A simulator config that serves nothing yet: each test sets its source's data.
@@ -80,14 +87,24 @@ pub fn empty_sim_config() -> SimConfig {
 
 /// Starts a simulator with `config`, writes the pipeline `text(&sim)` to
 /// `<tempdir>/<file_name>`, and opens the warehouse `<tempdir>/wh`.
-pub async fn env_from(config: SimConfig, file_name: &str, text: impl FnOnce(&Simulator) -> String) -> Env {
+pub async fn env_from(
+    config: SimConfig,
+    file_name: &str,
+    text: impl FnOnce(&Simulator) -> String,
+) -> Env {
     let sim = Simulator::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pipeline_file = dir.path().join(file_name);
     std::fs::write(&pipeline_file, text(&sim)).unwrap();
     let pipeline = Pipeline::load(&pipeline_file).unwrap();
     let wh = Warehouse::open(dir.path().join("wh").to_str().unwrap()).unwrap();
-    Env { sim, dir, wh, pipeline, pipeline_file }
+    Env {
+        sim,
+        dir,
+        wh,
+        pipeline,
+        pipeline_file,
+    }
 }
 
 /// "Now" at noon UTC the day after `day`: every window up to `day` is in the past.
@@ -118,13 +135,18 @@ impl Env {
 
     pub async fn sql(&self, q: &str) -> Vec<RecordBatch> {
         let ctx = query::session(&self.wh).await.unwrap();
-        query::run(&ctx, q).await.unwrap_or_else(|e| panic!("{q}: {e}"))
+        query::run(&ctx, q)
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
     }
 
     pub async fn int(&self, q: &str) -> i64 {
         let b = self.sql(q).await;
         let col = b[0].column(0);
-        arrow::compute::cast(col, &arrow::datatypes::DataType::Int64).unwrap().as_primitive::<arrow::datatypes::Int64Type>().value(0)
+        arrow::compute::cast(col, &arrow::datatypes::DataType::Int64)
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
     }
 
     /// Rows of a query as strings (every column cast to text), for set comparison.
@@ -139,7 +161,13 @@ impl Env {
             for i in 0..b.num_rows() {
                 out.push(
                     cols.iter()
-                        .map(|c| if c.is_null(i) { "NULL".to_string() } else { c.as_string::<i32>().value(i).to_string() })
+                        .map(|c| {
+                            if c.is_null(i) {
+                                "NULL".to_string()
+                            } else {
+                                c.as_string::<i32>().value(i).to_string()
+                            }
+                        })
                         .collect(),
                 );
             }
@@ -150,11 +178,24 @@ impl Env {
     /// Asserts the warehouse holds exactly the served chats and messages of
     /// local dates from..=to: same ids, same instants, right dt, no duplicate.
     pub async fn assert_exact(&self, from: &str, to: &str) -> usize {
-        let served: Vec<SimChat> = self.served_chats(from, to).into_iter().filter(|c| !c.malformed).collect();
+        let served: Vec<SimChat> = self
+            .served_chats(from, to)
+            .into_iter()
+            .filter(|c| !c.malformed)
+            .collect();
         let tz = self.tz();
         let expected: BTreeMap<String, (i64, String, i64)> = served
             .iter()
-            .map(|c| (c.id.clone(), (c.start.timestamp_micros(), local_date(c.start, tz).to_string(), c.visits)))
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    (
+                        c.start.timestamp_micros(),
+                        local_date(c.start, tz).to_string(),
+                        c.visits,
+                    ),
+                )
+            })
             .collect();
         let got_rows = self
             .rows(&format!(
@@ -162,10 +203,19 @@ impl Env {
                  WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"
             ))
             .await;
-        assert_eq!(got_rows.len(), expected.len(), "row count (duplicates or losses)");
+        assert_eq!(
+            got_rows.len(),
+            expected.len(),
+            "row count (duplicates or losses)"
+        );
         let got: BTreeMap<String, (i64, String, i64)> = got_rows
             .into_iter()
-            .map(|r| (r[0].clone(), (r[1].parse().unwrap(), r[2].clone(), r[3].parse().unwrap())))
+            .map(|r| {
+                (
+                    r[0].clone(),
+                    (r[1].parse().unwrap(), r[2].clone(), r[3].parse().unwrap()),
+                )
+            })
             .collect();
         assert_eq!(got.len(), expected.len(), "duplicate chat ids");
         let diff: Vec<_> = expected
@@ -174,7 +224,11 @@ impl Env {
             .map(|(k, v)| format!("{k}: expected {v:?}, got {:?}", got.get(k)))
             .take(5)
             .collect();
-        assert!(diff.is_empty(), "chats differ from the simulator's:\n{}", diff.join("\n"));
+        assert!(
+            diff.is_empty(),
+            "chats differ from the simulator's:\n{}",
+            diff.join("\n")
+        );
         let messages: usize = served.iter().map(|c| c.messages.len()).sum();
         let got_messages = self
             .int(&format!("SELECT COUNT(*) FROM socialintents.chat_messages WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"))

@@ -10,8 +10,18 @@ use crate::support::*;
 
 /// First messageToVisitor at or after the first messageToAgent, minus it.
 fn first_response_seconds(c: &SimChat) -> Option<f64> {
-    let first_in = c.messages.iter().filter(|m| m.kind == "messageToAgent").map(|m| m.ts_ms).min()?;
-    let reply = c.messages.iter().filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in).map(|m| m.ts_ms).min()?;
+    let first_in = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToAgent")
+        .map(|m| m.ts_ms)
+        .min()?;
+    let reply = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
+        .map(|m| m.ts_ms)
+        .min()?;
     Some((reply - first_in) as f64 / 1000.0)
 }
 
@@ -36,7 +46,9 @@ async fn missed_chat_rate_and_response_times_match_the_served_data() {
     // missed_chat_rate: (dt, channel) -> (chats, missed)
     let mut rate: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     for c in &served {
-        let e = rate.entry((local_date(c.start, tz).to_string(), c.widget_id.clone())).or_default();
+        let e = rate
+            .entry((local_date(c.start, tz).to_string(), c.widget_id.clone()))
+            .or_default();
         e.0 += 1;
         e.1 += (c.chat_type == "Missed") as i64;
     }
@@ -45,16 +57,31 @@ async fn missed_chat_rate_and_response_times_match_the_served_data() {
         .await;
     assert_eq!(got.len(), rate.len());
     for (row, ((dt, channel), (chats, missed))) in got.iter().zip(&rate) {
-        assert_eq!((&row[0], row[1].as_str(), &row[2]), (dt, "socialintents", channel));
-        assert_eq!((row[3].parse::<i64>().unwrap(), row[4].parse::<i64>().unwrap()), (*chats, *missed), "{dt} {channel}");
-        assert!(close(row[5].parse().unwrap(), *missed as f64 / *chats as f64));
+        assert_eq!(
+            (&row[0], row[1].as_str(), &row[2]),
+            (dt, "socialintents", channel)
+        );
+        assert_eq!(
+            (
+                row[3].parse::<i64>().unwrap(),
+                row[4].parse::<i64>().unwrap()
+            ),
+            (*chats, *missed),
+            "{dt} {channel}"
+        );
+        assert!(close(
+            row[5].parse().unwrap(),
+            *missed as f64 / *chats as f64
+        ));
     }
 
     // response_times: (dt, agent) -> answered chats and their first-response seconds
     let mut times: BTreeMap<(String, String), (i64, Vec<f64>)> = BTreeMap::new();
     for c in served.iter().filter(|c| c.chat_type != "Missed") {
         let agent = c.agent.as_ref().unwrap().name.clone();
-        let e = times.entry((local_date(c.start, tz).to_string(), agent)).or_default();
+        let e = times
+            .entry((local_date(c.start, tz).to_string(), agent))
+            .or_default();
         e.0 += 1;
         e.1.extend(first_response_seconds(c));
     }
@@ -68,12 +95,25 @@ async fn missed_chat_rate_and_response_times_match_the_served_data() {
         assert_eq!(row[2].parse::<i64>().unwrap(), *answered);
         secs.sort_by(f64::total_cmp);
         let avg = secs.iter().sum::<f64>() / secs.len() as f64;
-        assert!(close(row[3].parse().unwrap(), avg), "{dt} {agent} avg {} vs {avg}", row[3]);
-        assert!(close(row[4].parse().unwrap(), percentile(secs, 0.5)), "{dt} {agent} p50");
-        assert!(close(row[5].parse().unwrap(), percentile(secs, 0.9)), "{dt} {agent} p90");
+        assert!(
+            close(row[3].parse().unwrap(), avg),
+            "{dt} {agent} avg {} vs {avg}",
+            row[3]
+        );
+        assert!(
+            close(row[4].parse().unwrap(), percentile(secs, 0.5)),
+            "{dt} {agent} p50"
+        );
+        assert!(
+            close(row[5].parse().unwrap(), percentile(secs, 0.9)),
+            "{dt} {agent} p90"
+        );
         checked += 1;
     }
     assert!(checked > 20);
     // Greetings sent before the visitor spoke exist and are not counted as replies.
-    assert!(served.iter().any(|c| c.messages.first().is_some_and(|m| m.kind == "messageToVisitor")));
+    assert!(served.iter().any(|c| c
+        .messages
+        .first()
+        .is_some_and(|m| m.kind == "messageToVisitor")));
 }

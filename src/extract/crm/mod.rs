@@ -42,7 +42,12 @@ impl Crm {
     /// Builds the source; `tz` is the pipeline timezone (conversation dt).
     pub fn new(cfg: &CrmConfig, http: &HttpConfig, tz: Tz) -> Result<Self> {
         Ok(Crm {
-            client: HttpClient::new(SOURCE, Auth::Bearer(cfg.api_key.clone()), http, cfg.requests_per_minute)?,
+            client: HttpClient::new(
+                SOURCE,
+                Auth::Bearer(cfg.api_key.clone()),
+                http,
+                cfg.requests_per_minute,
+            )?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             tz,
             cfg: cfg.clone(),
@@ -56,21 +61,30 @@ impl Crm {
 
     /// The streams the config asks for; each writes one table, keyed by id.
     pub fn streams(&self) -> Vec<StreamSpec> {
-        [("companies", "company_id"), ("contacts", "contact_id"), ("conversations", "conversation_id")]
-            .into_iter()
-            .filter(|(name, _)| self.cfg.streams.iter().any(|s| s == name))
-            .map(|(name, key)| StreamSpec {
-                name: format!("{SOURCE}.{name}"),
-                kind: StreamKind::Upsert { key_column: key },
-                tables: vec![schema::table(&format!("crm.{name}"))],
-                endpoints: vec![name],
-            })
-            .collect()
+        [
+            ("companies", "company_id"),
+            ("contacts", "contact_id"),
+            ("conversations", "conversation_id"),
+        ]
+        .into_iter()
+        .filter(|(name, _)| self.cfg.streams.iter().any(|s| s == name))
+        .map(|(name, key)| StreamSpec {
+            name: format!("{SOURCE}.{name}"),
+            kind: StreamKind::Upsert { key_column: key },
+            tables: vec![schema::table(&format!("crm.{name}"))],
+            endpoints: vec![name],
+        })
+        .collect()
     }
 
     /// Reads a stream whole and decides, record by record against `stored`
     /// (what the warehouse holds), what to write and what to mark deleted.
-    pub async fn extract_upsert(&self, spec: &StreamSpec, stored: &HashMap<String, Stored>, run_id: &str) -> Result<Upserts> {
+    pub async fn extract_upsert(
+        &self,
+        spec: &StreamSpec,
+        stored: &HashMap<String, Stored>,
+        run_id: &str,
+    ) -> Result<Upserts> {
         let endpoint = spec.endpoints[0];
         let table = spec.tables[0];
         let mut up = Upserts {
@@ -84,7 +98,11 @@ impl Crm {
         let requests: Vec<Option<&str>> = if filter.is_empty() || endpoint == "companies" {
             vec![None]
         } else {
-            self.cfg.company_ids.iter().map(|c| Some(c.as_str())).collect()
+            self.cfg
+                .company_ids
+                .iter()
+                .map(|c| Some(c.as_str()))
+                .collect()
         };
         let mut present: HashSet<String> = HashSet::new();
         for company in requests {
@@ -97,7 +115,10 @@ impl Crm {
             let mut fresh = Vec::new();
             let n = records::for_each_element(&body, |raw| {
                 let id = raw.get("id").and_then(|v| v.as_str()).map(str::to_string);
-                if endpoint == "companies" && !filter.is_empty() && !id.as_deref().is_some_and(|i| filter.contains(i)) {
+                if endpoint == "companies"
+                    && !filter.is_empty()
+                    && !id.as_deref().is_some_and(|i| filter.contains(i))
+                {
                     return; // not a configured company
                 }
                 if let Some(id) = &id {
@@ -105,29 +126,45 @@ impl Crm {
                 }
                 match records::parse(endpoint, raw.clone(), extracted_at) {
                     Ok(p) => {
-                        up.high_water = Some(up.high_water.map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)));
+                        up.high_water = Some(
+                            up.high_water
+                                .map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)),
+                        );
                         let key = id.unwrap_or_default();
-                        let unchanged = stored
-                            .get(&key)
-                            .is_some_and(|s| !s.deleted && s.updated_at == Some(time::micros(p.updated)));
+                        let unchanged = stored.get(&key).is_some_and(|s| {
+                            !s.deleted && s.updated_at == Some(time::micros(p.updated))
+                        });
                         if !unchanged {
                             fresh.push((key, p));
                         }
                     }
-                    Err(reason) => out.rejects.push(Reject { table: table.name.clone(), reason, raw_json: raw.to_string() }),
+                    Err(reason) => out.rejects.push(Reject {
+                        table: table.name.clone(),
+                        reason,
+                        raw_json: raw.to_string(),
+                    }),
                 }
             })
-            .map_err(|message| Error::BadResponse { source_name: SOURCE.into(), endpoint: label.clone(), message })?;
+            .map_err(|message| Error::BadResponse {
+                source_name: SOURCE.into(),
+                endpoint: label.clone(),
+                message,
+            })?;
             out.records += n;
             for (key, p) in fresh {
-                let dt = if table.is_partitioned() { p.created.map(|c| time::local_date(c, self.tz)) } else { None };
+                let dt = if table.is_partitioned() {
+                    p.created.map(|c| time::local_date(c, self.tz))
+                } else {
+                    None
+                };
                 out.buffers[0].push(dt, p.row);
                 up.replace.insert(key);
             }
         }
         // Gone from a complete response: marked, within the configured scope.
         for (key, s) in stored {
-            let in_scope = filter.is_empty() || s.scope.as_deref().is_some_and(|c| filter.contains(c));
+            let in_scope =
+                filter.is_empty() || s.scope.as_deref().is_some_and(|c| filter.contains(c));
             if !s.deleted && in_scope && !present.contains(key) {
                 up.tombstones.insert(key.clone());
             }

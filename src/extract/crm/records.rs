@@ -38,8 +38,11 @@ pub fn for_each_element(body: &[u8], f: impl FnMut(Value)) -> Result<u64, String
     }
     let mut each = Each(f, 0);
     let mut de = serde_json::Deserializer::from_slice(body);
-    (&mut each).deserialize(&mut de).map_err(|e| format!("expected a JSON array of records: {e}"))?;
-    de.end().map_err(|e| format!("trailing data after the array: {e}"))?;
+    (&mut each)
+        .deserialize(&mut de)
+        .map_err(|e| format!("expected a JSON array of records: {e}"))?;
+    de.end()
+        .map_err(|e| format!("trailing data after the array: {e}"))?;
     Ok(each.1)
 }
 
@@ -74,7 +77,9 @@ fn common(r: &mut Record<'_>, key: &str) -> Result<(Option<DateTime<Utc>>, DateT
 
 /// Normalizes one record of `endpoint` (companies, contacts, conversations).
 pub fn parse(endpoint: &str, raw: Value, extracted_at: i64) -> Result<Parsed, String> {
-    let Value::Object(obj) = raw else { return Err("record is not a JSON object".into()) };
+    let Value::Object(obj) = raw else {
+        return Err("record is not a JSON object".into());
+    };
     match endpoint {
         "companies" => company(obj, extracted_at),
         "contacts" => contact(obj, extracted_at),
@@ -101,7 +106,11 @@ fn company(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String>
     r.int("position", "position");
     r.naive_utc("last_contact_at", "lastContact");
     r.boolean("is_customer", "isCustomer");
-    Ok(Parsed { row: r.finish(extracted_at)?, created, updated })
+    Ok(Parsed {
+        row: r.finish(extracted_at)?,
+        created,
+        updated,
+    })
 }
 
 fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
@@ -120,7 +129,11 @@ fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String>
         r.string(column, field);
     }
     r.boolean("is_primary", "isPrimary");
-    Ok(Parsed { row: r.finish(extracted_at)?, created, updated })
+    Ok(Parsed {
+        row: r.finish(extracted_at)?,
+        created,
+        updated,
+    })
 }
 
 fn conversation(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
@@ -146,7 +159,11 @@ fn conversation(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, St
     r.boolean("trust_uploads", "trustUploads");
     r.string_list("tags", "tags");
     r.naive_utc("last_message_at", "lastMessageAt");
-    Ok(Parsed { row: r.finish(extracted_at)?, created, updated })
+    Ok(Parsed {
+        row: r.finish(extracted_at)?,
+        created,
+        updated,
+    })
 }
 
 #[cfg(test)]
@@ -174,12 +191,19 @@ mod tests {
         let p = parse("conversations", raw, 0).unwrap();
         let t = schema::table("crm.conversations");
         let cell = |c: &str| p.row.cells[t.index_of(c).unwrap()].clone();
-        assert_eq!(cell("tags"), Cell::List(vec!["support".into(), "urgent".into()]));
+        assert_eq!(
+            cell("tags"),
+            Cell::List(vec!["support".into(), "urgent".into()])
+        );
         assert_eq!(cell("updated_at"), Cell::Micros(1_705_329_000_250_000));
         assert_eq!(cell("deleted_at"), Cell::Null);
         assert_eq!(p.row.extra.as_deref(), Some(r#"{"priority":"high"}"#));
         let bad = json!({"id": "x", "updatedAt": "2024-01-15T14:30:00Z"});
-        assert!(parse("conversations", bad, 0).unwrap_err().contains("createdAt"));
-        assert!(parse("companies", json!({"id": "x"}), 0).unwrap_err().contains("updatedAt"));
+        assert!(parse("conversations", bad, 0)
+            .unwrap_err()
+            .contains("createdAt"));
+        assert!(parse("companies", json!({"id": "x"}), 0)
+            .unwrap_err()
+            .contains("updatedAt"));
     }
 }

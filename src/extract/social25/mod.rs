@@ -73,7 +73,9 @@ pub struct MessagesCursor {
 impl MessagesCursor {
     /// Whether a conversation's messages must be read again.
     pub fn changed(&self, c: &ConversationSummary, overlap: Duration) -> bool {
-        let Some((fingerprint, at)) = &c.last else { return false };
+        let Some((fingerprint, at)) = &c.last else {
+            return false;
+        };
         match self.high_water {
             None => true,
             Some(high) if *at < high - overlap => false,
@@ -98,9 +100,20 @@ impl MessagesCursor {
 impl Social25 {
     /// Builds the source; `now` is the run's clock, `lookback_days` the
     /// overlap in which late messages are still noticed.
-    pub fn new(cfg: &Social25Config, http: &HttpConfig, tz: Tz, now: DateTime<Utc>, lookback_days: u32) -> Result<Self> {
+    pub fn new(
+        cfg: &Social25Config,
+        http: &HttpConfig,
+        tz: Tz,
+        now: DateTime<Utc>,
+        lookback_days: u32,
+    ) -> Result<Self> {
         Ok(Social25 {
-            client: HttpClient::new(SOURCE, Auth::Bearer(cfg.token.clone()), http, cfg.requests_per_minute)?,
+            client: HttpClient::new(
+                SOURCE,
+                Auth::Bearer(cfg.token.clone()),
+                http,
+                cfg.requests_per_minute,
+            )?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
             tz,
             now,
@@ -120,18 +133,38 @@ impl Social25 {
     pub fn streams(&self) -> Vec<StreamSpec> {
         let t = |name: &str| schema::table(name);
         let all = [
-            ("tenants", StreamKind::Snapshot, vec![t("social25.tenants"), t("social25.platforms")], "tenants/"),
-            ("agents", StreamKind::Snapshot, vec![t("social25.agents")], "tenants/{t}/agents/"),
-            ("conversations", StreamKind::Snapshot, vec![t("social25.conversations")], "tenants/{t}/conversations/"),
+            (
+                "tenants",
+                StreamKind::Snapshot,
+                vec![t("social25.tenants"), t("social25.platforms")],
+                "tenants/",
+            ),
+            (
+                "agents",
+                StreamKind::Snapshot,
+                vec![t("social25.agents")],
+                "tenants/{t}/agents/",
+            ),
+            (
+                "conversations",
+                StreamKind::Snapshot,
+                vec![t("social25.conversations")],
+                "tenants/{t}/conversations/",
+            ),
             (
                 "messages",
-                StreamKind::Changes { key_column: "conversation_id" },
+                StreamKind::Changes {
+                    key_column: "conversation_id",
+                },
                 vec![t("social25.messages")],
                 "tenants/{t}/conversations/{c}/messages/",
             ),
             (
                 "failed_syncs",
-                StreamKind::Windowed { window_days: self.cfg.window_days, final_lag: Some(FINALITY) },
+                StreamKind::Windowed {
+                    window_days: self.cfg.window_days,
+                    final_lag: Some(FINALITY),
+                },
                 vec![t("social25.failed_syncs")],
                 "tenants/{t}/messages/failed/",
             ),
@@ -162,12 +195,21 @@ impl Social25 {
     }
 
     /// Fetches and normalizes a snapshot (window None) or one failed-sync window.
-    pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
+    pub async fn extract(
+        &self,
+        spec: &StreamSpec,
+        window: Option<Window>,
+        run_id: &str,
+    ) -> Result<Extracted> {
         let mut out = Extracted::new(spec, run_id);
         let stream = spec.name.trim_start_matches("social25.");
         let extracted_at = time::micros(Utc::now());
         let reject = |out: &mut Extracted, table: &str, reason: String, raw: &serde_json::Value| {
-            out.rejects.push(Reject { table: table.into(), reason, raw_json: raw.to_string() })
+            out.rejects.push(Reject {
+                table: table.into(),
+                reason,
+                raw_json: raw.to_string(),
+            })
         };
         match (stream, window) {
             ("tenants", None) => {
@@ -202,19 +244,23 @@ impl Social25 {
                 // Page by page: only one page of raw JSON is held at a time.
                 let mut summaries = Vec::new();
                 let per_state = self
-                    .each_state(|(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
-                        for raw in page {
-                            sums.extend(records::summary(&raw));
-                            match records::conversation(raw.clone(), extracted_at) {
-                                Ok((created, row)) => rows.push((time::local_date(created, self.tz), row)),
-                                Err(reason) => rejects.push(Reject {
-                                    table: "social25.conversations".into(),
-                                    reason,
-                                    raw_json: raw.to_string(),
-                                }),
+                    .each_state(
+                        |(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
+                            for raw in page {
+                                sums.extend(records::summary(&raw));
+                                match records::conversation(raw.clone(), extracted_at) {
+                                    Ok((created, row)) => {
+                                        rows.push((time::local_date(created, self.tz), row))
+                                    }
+                                    Err(reason) => rejects.push(Reject {
+                                        table: "social25.conversations".into(),
+                                        reason,
+                                        raw_json: raw.to_string(),
+                                    }),
+                                }
                             }
-                        }
-                    })
+                        },
+                    )
                     .await?;
                 for ((rows, sums, rejects), l) in per_state {
                     out.pages += l.pages;
@@ -230,7 +276,15 @@ impl Social25 {
             }
             ("failed_syncs", Some(w)) => self.failed_syncs(w, &mut out, extracted_at).await?,
             _ => {
-                return Err(Error::Usage(format!("{}: not extracted {}", spec.name, if window.is_some() { "by window" } else { "as a snapshot" })))
+                return Err(Error::Usage(format!(
+                    "{}: not extracted {}",
+                    spec.name,
+                    if window.is_some() {
+                        "by window"
+                    } else {
+                        "as a snapshot"
+                    }
+                )))
             }
         }
         Ok(out)
@@ -239,11 +293,19 @@ impl Social25 {
     /// Lists the conversations of every state, one listing per state, page by
     /// page through `on_page` (only one page of raw JSON is held at a time);
     /// returns each state's result and listing figures.
-    async fn each_state<S: Default>(&self, mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>)) -> Result<Vec<(S, Listing)>> {
+    async fn each_state<S: Default>(
+        &self,
+        mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>),
+    ) -> Result<Vec<(S, Listing)>> {
         let mut out = Vec::new();
         for state in STATES {
-            let (url, label) = self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
-            out.push(self.client.get_listing_each(url, &label, S::default, &mut on_page).await?);
+            let (url, label) =
+                self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
+            out.push(
+                self.client
+                    .get_listing_each(url, &label, S::default, &mut on_page)
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -257,7 +319,9 @@ impl Social25 {
         }
         let mut summaries = Vec::new();
         let per_state = self
-            .each_state(|sums: &mut Vec<_>, page| sums.extend(page.iter().filter_map(records::summary)))
+            .each_state(|sums: &mut Vec<_>, page| {
+                sums.extend(page.iter().filter_map(records::summary))
+            })
             .await?;
         for (sums, l) in per_state {
             *pages += l.pages;
@@ -269,7 +333,11 @@ impl Social25 {
     }
 
     /// Which conversations' messages to read again, oldest change first.
-    pub async fn plan_changes(&self, spec: &StreamSpec, cursor: Option<serde_json::Value>) -> Result<ChangePlan> {
+    pub async fn plan_changes(
+        &self,
+        spec: &StreamSpec,
+        cursor: Option<serde_json::Value>,
+    ) -> Result<ChangePlan> {
         let mut cursor: MessagesCursor = match cursor {
             None => MessagesCursor::default(),
             Some(v) => serde_json::from_value(v).map_err(|e| Error::State {
@@ -279,9 +347,17 @@ impl Social25 {
         };
         let mut plan = ChangePlan::default();
         let summaries = self.summaries(&mut plan.pages).await?;
-        let mut changed: Vec<&ConversationSummary> =
-            summaries.iter().filter(|c| cursor.changed(c, self.overlap)).collect();
-        changed.sort_by(|a, b| a.last.as_ref().map(|l| l.1).cmp(&b.last.as_ref().map(|l| l.1)).then(a.id.cmp(&b.id)));
+        let mut changed: Vec<&ConversationSummary> = summaries
+            .iter()
+            .filter(|c| cursor.changed(c, self.overlap))
+            .collect();
+        changed.sort_by(|a, b| {
+            a.last
+                .as_ref()
+                .map(|l| l.1)
+                .cmp(&b.last.as_ref().map(|l| l.1))
+                .then(a.id.cmp(&b.id))
+        });
         changed.dedup_by(|a, b| a.id == b.id);
         tracing::info!(stream = %spec.name, conversations = summaries.len(), changed = changed.len(), "messages to re-read");
         for chunk in changed.chunks(CHUNK) {
@@ -296,7 +372,12 @@ impl Social25 {
     }
 
     /// Every message of the chunk's conversations, a few conversations at once.
-    pub async fn extract_changes(&self, spec: &StreamSpec, chunk: &ChangeChunk, run_id: &str) -> Result<Extracted> {
+    pub async fn extract_changes(
+        &self,
+        spec: &StreamSpec,
+        chunk: &ChangeChunk,
+        run_id: &str,
+    ) -> Result<Extracted> {
         let mut out = Extracted::new(spec, run_id);
         let extracted_at = time::micros(Utc::now());
         let mut fetched = futures::stream::iter(chunk.keys.iter())
@@ -310,7 +391,9 @@ impl Social25 {
             count(&mut out, &l);
             for raw in l.records {
                 match records::message(raw.clone(), conversation, extracted_at) {
-                    Ok((sent, row)) => out.buffers[0].push(Some(time::local_date(sent, self.tz)), row),
+                    Ok((sent, row)) => {
+                        out.buffers[0].push(Some(time::local_date(sent, self.tz)), row)
+                    }
                     Err(reason) => out.rejects.push(Reject {
                         table: "social25.messages".into(),
                         reason: format!("conversation {conversation}: {reason}"),
@@ -336,11 +419,16 @@ impl Social25 {
         }
         let fmt = |t: DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
         let (from_time, till_time) = (fmt(start), fmt(till));
-        let mut query = vec![("from_time", from_time.as_str()), ("till_time", till_time.as_str())];
+        let mut query = vec![
+            ("from_time", from_time.as_str()),
+            ("till_time", till_time.as_str()),
+        ];
         if let Some(t) = &self.cfg.failed_sync_type {
             query.push(("type", t.as_str()));
         }
-        let l = self.listing(&self.tenant_path("messages/failed/"), &query).await?;
+        let l = self
+            .listing(&self.tenant_path("messages/failed/"), &query)
+            .await?;
         count(out, &l);
         for raw in l.records {
             match records::failed_sync(raw.clone(), extracted_at) {
@@ -350,7 +438,11 @@ impl Social25 {
                         out.buffers[0].push(Some(dt), row);
                     }
                 }
-                Err(reason) => out.rejects.push(Reject { table: "social25.failed_syncs".into(), reason, raw_json: raw.to_string() }),
+                Err(reason) => out.rejects.push(Reject {
+                    table: "social25.failed_syncs".into(),
+                    reason,
+                    raw_json: raw.to_string(),
+                }),
             }
         }
         Ok(())
@@ -383,7 +475,9 @@ fn scrub(mut raw: serde_json::Value) -> serde_json::Value {
 
 /// The last local date that ended before `horizon` (None: not even `from`).
 pub fn last_final_day(w: Window, horizon: DateTime<Utc>, tz: Tz) -> Option<NaiveDate> {
-    w.days().filter(|d| time::local_range(*d, *d, tz).1 <= horizon).last()
+    w.days()
+        .filter(|d| time::local_range(*d, *d, tz).1 <= horizon)
+        .last()
 }
 
 #[cfg(test)]
@@ -392,7 +486,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn conv(id: &str, fp: &str, at: DateTime<Utc>) -> ConversationSummary {
-        ConversationSummary { id: id.into(), last: Some((fp.into(), at)) }
+        ConversationSummary {
+            id: id.into(),
+            last: Some((fp.into(), at)),
+        }
     }
 
     #[test]
@@ -405,13 +502,23 @@ mod tests {
         assert!(cur.changed(&old, overlap) && cur.changed(&recent, overlap));
         cur.advance(&[&old, &recent], overlap);
         assert_eq!(cur.high_water, Some(t0));
-        assert_eq!(cur.recent.keys().collect::<Vec<_>>(), ["b"], "old conversations leave the cursor");
+        assert_eq!(
+            cur.recent.keys().collect::<Vec<_>>(),
+            ["b"],
+            "old conversations leave the cursor"
+        );
         assert!(!cur.changed(&old, overlap) && !cur.changed(&recent, overlap));
         // A new message in b, a late (backdated, within the overlap) one in c, and a status change.
         assert!(cur.changed(&conv("b", "m3@", t0 + Duration::minutes(5)), overlap));
         assert!(cur.changed(&conv("c", "m4@", t0 - Duration::hours(3)), overlap));
         assert!(cur.changed(&conv("b", "m2@later", t0), overlap));
-        assert!(!cur.changed(&ConversationSummary { id: "d".into(), last: None }, overlap));
+        assert!(!cur.changed(
+            &ConversationSummary {
+                id: "d".into(),
+                last: None
+            },
+            overlap
+        ));
     }
 
     #[test]
@@ -422,7 +529,27 @@ mod tests {
         assert_eq!(h, Utc.with_ymd_and_hms(2025, 3, 10, 3, 55, 30).unwrap());
         let d = |day| NaiveDate::from_ymd_opt(2025, 3, day).unwrap();
         // 23:55 local on Mar 9 is the horizon: Mar 9 (a 23-hour day) is not final yet.
-        assert_eq!(last_final_day(Window { from: d(1), to: d(10) }, h, tz), Some(d(8)));
-        assert_eq!(last_final_day(Window { from: d(9), to: d(10) }, h, tz), None);
+        assert_eq!(
+            last_final_day(
+                Window {
+                    from: d(1),
+                    to: d(10)
+                },
+                h,
+                tz
+            ),
+            Some(d(8))
+        );
+        assert_eq!(
+            last_final_day(
+                Window {
+                    from: d(9),
+                    to: d(10)
+                },
+                h,
+                tz
+            ),
+            None
+        );
     }
 }

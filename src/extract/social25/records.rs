@@ -23,7 +23,14 @@ fn object(raw: Value, what: &str) -> Result<Map<String, Value>, String> {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 40 { format!("{}...", &s[..s.char_indices().nth(40).map_or(s.len(), |(i, _)| i)]) } else { s }
+    if s.len() > 40 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(40).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
 }
 
 /// A required naive-UTC time field.
@@ -44,7 +51,12 @@ pub fn tenant(raw: Value, extracted_at: i64) -> Result<(Row, Vec<Row>), String> 
     let platforms = match r.take("platforms") {
         None => Vec::new(),
         Some(Value::Array(p)) => p,
-        Some(other) => return Err(format!("field `platforms` is {}, expected an array", short(&other))),
+        Some(other) => {
+            return Err(format!(
+                "field `platforms` is {}, expected an array",
+                short(&other)
+            ))
+        }
     };
     let pt = schema::table("social25.platforms");
     let mut rows = Vec::new();
@@ -60,7 +72,10 @@ pub fn tenant(raw: Value, extracted_at: i64) -> Result<(Row, Vec<Row>), String> 
         pr.string("page_id", "page_id");
         pr.string("callback_url", "callback_url");
         pr.text("data", "data");
-        rows.push(pr.finish(extracted_at).map_err(|e| format!("platforms[{i}]: {e}"))?);
+        rows.push(
+            pr.finish(extracted_at)
+                .map_err(|e| format!("platforms[{i}]: {e}"))?,
+        );
     }
     Ok((r.finish(extracted_at)?, rows))
 }
@@ -70,7 +85,14 @@ pub fn agent(raw: Value, extracted_at: i64) -> Result<Row, String> {
     let mut r = Record::new(schema::table("social25.agents"), object(raw, "agent")?);
     let id = r.required_str("id")?;
     r.set("agent_id", Cell::Str(id));
-    for f in ["username", "first_name", "last_name", "type", "timezone", "tenant_id"] {
+    for f in [
+        "username",
+        "first_name",
+        "last_name",
+        "type",
+        "timezone",
+        "tenant_id",
+    ] {
         r.string(f, f);
     }
     for f in ["is_manager", "is_staff", "is_active", "is_online"] {
@@ -91,23 +113,36 @@ pub struct ConversationSummary {
 /// row is rejected may still have messages worth fetching).
 pub fn summary(raw: &Value) -> Option<ConversationSummary> {
     let id = raw.get("id")?.as_str()?.to_string();
-    let last = raw.get("last_message").filter(|m| m.is_object()).and_then(|m| {
-        let mid = m.get("id")?.as_str()?;
-        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
-        // An unreadable message time must not hide the conversation: fall
-        // back to the modified time, then to the conversation's creation.
-        let at = ["timestamp", "modified_timestamp"]
-            .iter()
-            .find_map(|k| time::parse_naive_utc(text(k)).ok())
-            .or_else(|| raw.get("created").and_then(Value::as_str).and_then(|c| time::parse_naive_utc(c).ok()))?;
-        Some((format!("{mid}@{}@{}", text("timestamp"), text("modified_timestamp")), at))
-    });
+    let last = raw
+        .get("last_message")
+        .filter(|m| m.is_object())
+        .and_then(|m| {
+            let mid = m.get("id")?.as_str()?;
+            let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
+            // An unreadable message time must not hide the conversation: fall
+            // back to the modified time, then to the conversation's creation.
+            let at = ["timestamp", "modified_timestamp"]
+                .iter()
+                .find_map(|k| time::parse_naive_utc(text(k)).ok())
+                .or_else(|| {
+                    raw.get("created")
+                        .and_then(Value::as_str)
+                        .and_then(|c| time::parse_naive_utc(c).ok())
+                })?;
+            Some((
+                format!("{mid}@{}@{}", text("timestamp"), text("modified_timestamp")),
+                at,
+            ))
+        });
     Some(ConversationSummary { id, last })
 }
 
 /// A conversation and its creation time (which decides `dt`).
 pub fn conversation(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row), String> {
-    let mut r = Record::new(schema::table("social25.conversations"), object(raw, "conversation")?);
+    let mut r = Record::new(
+        schema::table("social25.conversations"),
+        object(raw, "conversation")?,
+    );
     let id = r.required_str("id")?;
     let created = required_time(&mut r, "created")?;
     r.set("conversation_id", Cell::Str(id));
@@ -118,15 +153,30 @@ pub fn conversation(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row
     r.string_list("tags", "tags");
     r.text("comments", "comments");
     // An unreadable duration is not worth losing the conversation: it stays in _extra.
-    if let Some(Ok(d)) = r.peek("has_expired").and_then(Value::as_str).map(time::parse_duration_micros) {
+    if let Some(Ok(d)) = r
+        .peek("has_expired")
+        .and_then(Value::as_str)
+        .map(time::parse_duration_micros)
+    {
         r.take("has_expired");
         r.set("has_expired", Cell::Duration(d));
     }
     // Nested objects: the known fields become columns, the rest stays in _extra.
     let mut leftovers = Map::new();
     for (field, columns) in [
-        ("user", &[("user_id", "id"), ("user_first_name", "first_name"), ("user_last_name", "last_name"), ("user_phone", "phone_number")][..]),
-        ("platform", &[("platform_source", "source"), ("platform_name", "name")][..]),
+        (
+            "user",
+            &[
+                ("user_id", "id"),
+                ("user_first_name", "first_name"),
+                ("user_last_name", "last_name"),
+                ("user_phone", "phone_number"),
+            ][..],
+        ),
+        (
+            "platform",
+            &[("platform_source", "source"), ("platform_name", "name")][..],
+        ),
         ("last_message", &[("last_message_id", "id")][..]),
     ] {
         match r.take(field) {
@@ -168,8 +218,11 @@ pub fn conversation(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row
     }
     let mut row = r.finish(extracted_at)?;
     if !leftovers.is_empty() {
-        let mut extra: Map<String, Value> =
-            row.extra.as_deref().and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
+        let mut extra: Map<String, Value> = row
+            .extra
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or_default();
         extra.extend(leftovers);
         row.extra = Some(Value::Object(extra).to_string());
     }
@@ -195,7 +248,11 @@ fn message_fields(r: &mut Record<'_>) -> Result<DateTime<Utc>, String> {
 /// A message of conversation `conversation_id` (the one that was asked for:
 /// a message claiming another conversation is rejected, so merging by
 /// conversation stays exact).
-pub fn message(raw: Value, conversation_id: &str, extracted_at: i64) -> Result<(DateTime<Utc>, Row), String> {
+pub fn message(
+    raw: Value,
+    conversation_id: &str,
+    extracted_at: i64,
+) -> Result<(DateTime<Utc>, Row), String> {
     let mut r = Record::new(schema::table("social25.messages"), object(raw, "message")?);
     match r.take("conversation_id") {
         None => {}
@@ -214,9 +271,17 @@ pub fn message(raw: Value, conversation_id: &str, extracted_at: i64) -> Result<(
 
 /// A message that failed to sync to Salesforce.
 pub fn failed_sync(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row), String> {
-    let mut r = Record::new(schema::table("social25.failed_syncs"), object(raw, "failed sync")?);
+    let mut r = Record::new(
+        schema::table("social25.failed_syncs"),
+        object(raw, "failed sync")?,
+    );
     let sent = message_fields(&mut r)?;
-    for f in ["ext_identifier", "tenant_id", "conversation_id", "log_message"] {
+    for f in [
+        "ext_identifier",
+        "tenant_id",
+        "conversation_id",
+        "log_message",
+    ] {
         r.string(f, f);
     }
     r.text("custom_data", "custom_data");
@@ -239,7 +304,10 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].extra.as_deref(), Some(r#"{"new":1}"#));
         let pt = schema::table("social25.platforms");
-        assert_eq!(p[0].cells[pt.index_of("data").unwrap()], Cell::Str(r#"{"channel_subtype":"line"}"#.into()));
+        assert_eq!(
+            p[0].cells[pt.index_of("data").unwrap()],
+            Cell::Str(r#"{"channel_subtype":"line"}"#.into())
+        );
         assert!(t.extra.unwrap().contains("pusher"));
     }
 
@@ -252,7 +320,10 @@ mod tests {
             "last_message": {"id": "m9", "timestamp": "2018-10-25T08:06:42", "modified_timestamp": "2018-10-25T08:06:43.730595", "text": null},
             "has_expired": "116 05:19:39.788243"});
         let s = summary(&raw).unwrap();
-        assert_eq!(s.last.as_ref().unwrap().0, "m9@2018-10-25T08:06:42@2018-10-25T08:06:43.730595");
+        assert_eq!(
+            s.last.as_ref().unwrap().0,
+            "m9@2018-10-25T08:06:42@2018-10-25T08:06:43.730595"
+        );
         let (created, row) = conversation(raw, 0).unwrap();
         assert_eq!(created.timestamp_micros(), 1_536_582_628_431_583);
         let t = schema::table("social25.conversations");
@@ -260,7 +331,10 @@ mod tests {
         assert_eq!(cell("user_first_name"), Cell::Str("Alen".into()));
         assert_eq!(cell("platform_source"), Cell::Str("facebook".into()));
         assert_eq!(cell("last_message_at"), Cell::Micros(1_540_454_802_000_000));
-        assert_eq!(cell("has_expired"), Cell::Duration(((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243));
+        assert_eq!(
+            cell("has_expired"),
+            Cell::Duration(((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243)
+        );
         assert_eq!(cell("tags"), Cell::List(vec!["vip".into()]));
         let extra: Value = serde_json::from_str(row.extra.as_deref().unwrap()).unwrap();
         assert_eq!(extra["user"], json!({"gender": "male"}));
@@ -274,8 +348,13 @@ mod tests {
             "text": "hello!", "auxiliary_data": {"title": "x"}, "file": null});
         let (_, row) = message(raw.clone(), "c1", 0).unwrap();
         let t = schema::table("social25.messages");
-        assert_eq!(row.cells[t.index_of("auxiliary_data").unwrap()], Cell::Str(r#"{"title":"x"}"#.into()));
-        assert!(message(raw.clone(), "c2", 0).unwrap_err().contains("conversation c2"));
+        assert_eq!(
+            row.cells[t.index_of("auxiliary_data").unwrap()],
+            Cell::Str(r#"{"title":"x"}"#.into())
+        );
+        assert!(message(raw.clone(), "c2", 0)
+            .unwrap_err()
+            .contains("conversation c2"));
         let mut bad = raw;
         bad["timestamp"] = json!("yesterday");
         assert!(message(bad, "c1", 0).unwrap_err().contains("timestamp"));

@@ -37,7 +37,10 @@ pub struct SocialIntents {
 impl SocialIntents {
     /// Builds the source from its config; `tz` is the pipeline timezone.
     pub fn new(cfg: &SocialIntentsConfig, http: &HttpConfig, tz: Tz) -> Result<Self> {
-        let auth = Auth::Basic { user: cfg.account_id.clone(), password: cfg.api_token.clone() };
+        let auth = Auth::Basic {
+            user: cfg.account_id.clone(),
+            password: cfg.api_token.clone(),
+        };
         Ok(SocialIntents {
             client: HttpClient::new(SOURCE, auth, http, cfg.requests_per_minute)?,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
@@ -57,7 +60,10 @@ impl SocialIntents {
     /// replaced by the union of the two, deduplicated on chat id.
     pub fn streams(&self) -> Vec<StreamSpec> {
         let has = |s: &str| self.cfg.streams.iter().any(|x| x == s);
-        let windowed = StreamKind::Windowed { window_days: self.cfg.window_days, final_lag: None };
+        let windowed = StreamKind::Windowed {
+            window_days: self.cfg.window_days,
+            final_lag: None,
+        };
         let mut out = Vec::new();
         let mut chat_endpoints = Vec::new();
         if has("missed_chats") {
@@ -70,7 +76,10 @@ impl SocialIntents {
             out.push(StreamSpec {
                 name: format!("{SOURCE}.chats"),
                 kind: windowed,
-                tables: vec![schema::table("socialintents.chats"), schema::table("socialintents.chat_messages")],
+                tables: vec![
+                    schema::table("socialintents.chats"),
+                    schema::table("socialintents.chat_messages"),
+                ],
                 endpoints: chat_endpoints,
             });
         }
@@ -102,8 +111,17 @@ impl SocialIntents {
     }
 
     /// Fetches and normalizes one window (None for a snapshot stream).
-    pub async fn extract(&self, spec: &StreamSpec, window: Option<Window>, run_id: &str) -> Result<Extracted> {
-        let mut buffers: Vec<TableBuffer> = spec.tables.iter().map(|t| TableBuffer::new(t, run_id)).collect();
+    pub async fn extract(
+        &self,
+        spec: &StreamSpec,
+        window: Option<Window>,
+        run_id: &str,
+    ) -> Result<Extracted> {
+        let mut buffers: Vec<TableBuffer> = spec
+            .tables
+            .iter()
+            .map(|t| TableBuffer::new(t, run_id))
+            .collect();
         if let Some(w) = window {
             for b in &mut buffers {
                 for d in w.days() {
@@ -113,7 +131,13 @@ impl SocialIntents {
         } else {
             buffers[0].touch(None);
         }
-        let mut out = Extracted { buffers: Vec::new(), rejects: Vec::new(), pages: 0, records: 0, source_count: None };
+        let mut out = Extracted {
+            buffers: Vec::new(),
+            rejects: Vec::new(),
+            pages: 0,
+            records: 0,
+            source_count: None,
+        };
         let mut parsed: Vec<Parsed> = Vec::new();
         for endpoint in &spec.endpoints {
             let (records, extracted_at) = self.fetch(endpoint, window).await?;
@@ -123,7 +147,11 @@ impl SocialIntents {
             for raw in records {
                 match records::parse(endpoint, raw.clone(), time::micros(extracted_at)) {
                     Ok(p) => parsed.push(p),
-                    Err(reason) => out.rejects.push(Reject { table: table.name.clone(), reason, raw_json: raw.to_string() }),
+                    Err(reason) => out.rejects.push(Reject {
+                        table: table.name.clone(),
+                        reason,
+                        raw_json: raw.to_string(),
+                    }),
                 }
             }
         }
@@ -150,16 +178,25 @@ impl SocialIntents {
     }
 
     /// One GET of `endpoint` for the UTC dates covering `window`.
-    async fn fetch(&self, endpoint: &str, window: Option<Window>) -> Result<(Vec<Value>, chrono::DateTime<Utc>)> {
-        let mut url = Url::parse(&format!("{}/{endpoint}", self.base_url)).map_err(|e| Error::BadResponse {
-            source_name: SOURCE.into(),
-            endpoint: endpoint.into(),
-            message: format!("bad base_url: {e}"),
+    async fn fetch(
+        &self,
+        endpoint: &str,
+        window: Option<Window>,
+    ) -> Result<(Vec<Value>, chrono::DateTime<Utc>)> {
+        let mut url = Url::parse(&format!("{}/{endpoint}", self.base_url)).map_err(|e| {
+            Error::BadResponse {
+                source_name: SOURCE.into(),
+                endpoint: endpoint.into(),
+                message: format!("bad base_url: {e}"),
+            }
         })?;
         let label = match window {
             Some(w) => {
                 let (start, end) = time::local_range(w.from, w.to, self.tz);
-                let (from, to) = (start.date_naive(), (end - Duration::microseconds(1)).date_naive());
+                let (from, to) = (
+                    start.date_naive(),
+                    (end - Duration::microseconds(1)).date_naive(),
+                );
                 url.query_pairs_mut()
                     .append_pair("date_from", &from.to_string())
                     .append_pair("date_to", &to.to_string())

@@ -19,10 +19,19 @@ pub fn envelope(body: Value, endpoint: &str) -> Result<Vec<Value>, String> {
     let Value::Object(mut obj) = body else {
         return Err("expected a JSON object with apiStatus".into());
     };
-    let status = obj.get("apiStatus").and_then(Value::as_str).unwrap_or("Success");
+    let status = obj
+        .get("apiStatus")
+        .and_then(Value::as_str)
+        .unwrap_or("Success");
     if status != "Success" {
-        let code = obj.get("apiStatusCode").map(|v| v.to_string()).unwrap_or_default();
-        let message = obj.get("apiStatusMessage").and_then(Value::as_str).unwrap_or("");
+        let code = obj
+            .get("apiStatusCode")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let message = obj
+            .get("apiStatusMessage")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         return Err(format!("apiStatus {status} {code}: {message}"));
     }
     let key = match endpoint {
@@ -38,9 +47,16 @@ pub fn envelope(body: Value, endpoint: &str) -> Result<Vec<Value>, String> {
         };
     }
     // Accept the record array under another name if it is the only one.
-    let arrays: Vec<String> = obj.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| k.clone()).collect();
+    let arrays: Vec<String> = obj
+        .iter()
+        .filter(|(_, v)| v.is_array())
+        .map(|(k, _)| k.clone())
+        .collect();
     match arrays.as_slice() {
-        [only] => Ok(obj.remove(only).and_then(|v| v.as_array().cloned()).unwrap_or_default()),
+        [only] => Ok(obj
+            .remove(only)
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()),
         _ => Err(format!("no `{key}` array in the response")),
     }
 }
@@ -73,10 +89,17 @@ pub fn parse(endpoint: &str, raw: Value, extracted_at: i64) -> Result<Parsed, St
 /// `startDate`-style field (requested in UTC) -> instant.
 fn si_time(r: &mut Record<'_>, field: &str) -> Result<DateTime<Utc>, String> {
     let s = r.required_str(field)?;
-    time::parse_socialintents(&s).map(|n| n.and_utc()).map_err(|e| format!("field `{field}`: {e}"))
+    time::parse_socialintents(&s)
+        .map(|n| n.and_utc())
+        .map_err(|e| format!("field `{field}`: {e}"))
 }
 
-fn chat(obj: Map<String, Value>, table: &str, with_messages: bool, extracted_at: i64) -> Result<Parsed, String> {
+fn chat(
+    obj: Map<String, Value>,
+    table: &str,
+    with_messages: bool,
+    extracted_at: i64,
+) -> Result<Parsed, String> {
     let table = schema::table(table);
     let mut r = Record::new(table, obj);
     let id = r.required_str("id")?;
@@ -114,7 +137,12 @@ fn chat(obj: Map<String, Value>, table: &str, with_messages: bool, extracted_at:
         let messages = match r.take("messages") {
             None => Vec::new(),
             Some(Value::Array(m)) => m,
-            Some(other) => return Err(format!("field `messages` is {}, expected an array", kind(&other))),
+            Some(other) => {
+                return Err(format!(
+                    "field `messages` is {}, expected an array",
+                    kind(&other)
+                ))
+            }
         };
         r.set("message_count", Cell::Int(messages.len() as i64));
         let mt = schema::table("socialintents.chat_messages");
@@ -127,20 +155,32 @@ fn chat(obj: Map<String, Value>, table: &str, with_messages: bool, extracted_at:
             mr.set("seq", Cell::Int(i as i64 + 1));
             if let Some(ts) = mr.take("timestamp") {
                 let sent = as_i64(&ts)
-                    .ok_or_else(|| format!("messages[{i}].timestamp is {ts}, expected epoch milliseconds"))
+                    .ok_or_else(|| {
+                        format!("messages[{i}].timestamp is {ts}, expected epoch milliseconds")
+                    })
                     .and_then(time::from_epoch_millis)?;
                 mr.set("sent_at", Cell::Micros(time::micros(sent)));
             }
             mr.string("type", "type");
             mr.string("nickname", "nickname");
             mr.string("body", "body");
-            children.push(mr.finish(extracted_at).map_err(|e| format!("messages[{i}]: {e}"))?);
+            children.push(
+                mr.finish(extracted_at)
+                    .map_err(|e| format!("messages[{i}]: {e}"))?,
+            );
         }
     } else {
-        let n = r.peek("messages").and_then(Value::as_array).map(|m| m.len()).unwrap_or(0);
+        let n = r
+            .peek("messages")
+            .and_then(Value::as_array)
+            .map(|m| m.len())
+            .unwrap_or(0);
         r.set("message_count", Cell::Int(n as i64));
     }
-    Ok(Parsed { time: Some(started), rows: (r.finish(extracted_at)?, children) })
+    Ok(Parsed {
+        time: Some(started),
+        rows: (r.finish(extracted_at)?, children),
+    })
 }
 
 fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
@@ -153,7 +193,10 @@ fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String>
     r.string("name", "name");
     r.string("email", "email");
     r.string("phone", "phone");
-    Ok(Parsed { time: Some(created), rows: (r.finish(extracted_at)?, Vec::new()) })
+    Ok(Parsed {
+        time: Some(created),
+        rows: (r.finish(extracted_at)?, Vec::new()),
+    })
 }
 
 fn widget(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
@@ -166,7 +209,10 @@ fn widget(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> 
         let created = si_time(&mut r, "createdDate")?;
         r.set("created_at", Cell::Micros(time::micros(created)));
     }
-    Ok(Parsed { time: None, rows: (r.finish(extracted_at)?, Vec::new()) })
+    Ok(Parsed {
+        time: None,
+        rows: (r.finish(extracted_at)?, Vec::new()),
+    })
 }
 
 #[cfg(test)]
@@ -208,16 +254,35 @@ mod tests {
         assert!(parse("chats", v, 0).err().unwrap().contains("startDate"));
         let mut v = sample();
         v["messages"][1]["timestamp"] = json!("soon");
-        assert!(parse("chats", v, 0).err().unwrap().contains("messages[1].timestamp"));
+        assert!(parse("chats", v, 0)
+            .err()
+            .unwrap()
+            .contains("messages[1].timestamp"));
         assert!(parse("chats", json!([1]), 0).is_err());
     }
 
     #[test]
     fn envelope_checks_status() {
-        let e = envelope(json!({"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}), "chats");
+        let e = envelope(
+            json!({"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}),
+            "chats",
+        );
         assert!(e.unwrap_err().contains("Invalid token"));
-        assert_eq!(envelope(json!({"apiStatus":"Success","chats":[{"id":1}]}), "chats").unwrap().len(), 1);
-        assert_eq!(envelope(json!({"apiStatus":"Success","contacts":[{"id":1}]}), "contacts").unwrap().len(), 1);
+        assert_eq!(
+            envelope(json!({"apiStatus":"Success","chats":[{"id":1}]}), "chats")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            envelope(
+                json!({"apiStatus":"Success","contacts":[{"id":1}]}),
+                "contacts"
+            )
+            .unwrap()
+            .len(),
+            1
+        );
         assert!(envelope(json!([]), "chats").is_err());
     }
 }
