@@ -501,7 +501,10 @@ fn print_report(r: &RunReport) -> ExitCode {
     }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {
-        eprintln!("error: {}", s.error.as_deref().unwrap_or(""));
+        eprintln!(
+            "error: {}",
+            crate::config::secret::redact(s.error.as_deref().unwrap_or(""))
+        );
     }
     if failed.is_empty() {
         ExitCode::SUCCESS

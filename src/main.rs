@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| chatlake::config::secret::RedactingWriter(std::io::stderr()))
         .with_ansi(interactive)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -34,7 +34,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Every error's message already includes its cause.
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                chatlake::config::secret::redact(&e.to_string())
+            );
             match e {
                 chatlake::Error::Usage(_) | chatlake::Error::Config { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,

@@ -145,7 +145,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
-            rep.error = Some(e.to_string());
+            rep.error = Some(crate::config::secret::redact(&e.to_string()));
         }
         rep.retries = source.retries() - retries_before;
         rep.finished_at = Utc::now();
@@ -585,8 +585,8 @@ async fn write_rejects(
                 w.map_or(Cell::Null, |w| date(w.from)),
                 w.map_or(Cell::Null, |w| date(w.to)),
                 Cell::Int(i as i64 + 1),
-                Cell::Str(r.reason.clone()),
-                Cell::Str(r.raw_json.clone()),
+                Cell::Str(crate::config::secret::redact(&r.reason)),
+                Cell::Str(crate::config::secret::redact(&r.raw_json)),
                 Cell::Str(ctx.run_id.to_string()),
                 Cell::Micros(time::micros(now)),
             ],

@@ -1,7 +1,7 @@
 //! The pipeline file (TOML in `pipelines/`): parse with unknown keys refused,
 //! interpolate `${VAR}` in every string, then validate without any I/O.
 
-mod secret;
+pub mod secret;
 pub mod vars;
 
 pub use secret::Secret;
@@ -62,6 +62,10 @@ pub struct HttpConfig {
     pub backoff_base_ms: u64,
     /// Longest single wait, Retry-After included.
     pub backoff_max_ms: u64,
+    /// Largest response body read, in MiB; a larger one fails the request
+    /// with an error naming the endpoint (a guard against a broken or hostile
+    /// server sending gigabytes).
+    pub max_body_mb: u64,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +76,7 @@ impl Default for HttpConfig {
             max_attempts: 6,
             backoff_base_ms: 500,
             backoff_max_ms: 60_000,
+            max_body_mb: 256,
         }
     }
 }
@@ -290,6 +295,9 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     }
     if c.lookback_days > 366 {
         return Err(format!("lookback_days = {}: at most 366", c.lookback_days));
+    }
+    if c.http.max_body_mb == 0 {
+        return Err("http.max_body_mb: at least 1".into());
     }
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());

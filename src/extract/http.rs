@@ -1,19 +1,27 @@
 //! The one HTTP client every source uses: auth, timeouts, retries with
 //! exponential backoff and full jitter on 429/5xx/connection errors (honouring
-//! Retry-After), bounded attempts, and a client-side rate limit. Credentials
-//! live only in request headers: errors and logs carry the source and the
-//! endpoint path, never the URL's userinfo or the auth header.
+//! Retry-After, every wait capped), bounded attempts, and a client-side rate
+//! limit. Credentials live only in request headers: errors and logs carry the
+//! source and the endpoint path, never the URL's userinfo or the auth header,
+//! and any configured secret the server echoes back is redacted.
+//!
+//! Everything the server sends is untrusted: bodies are read up to
+//! `max_body_mb`, pages are parsed without building a whole JSON tree
+//! (records stay raw text until a source maps them one at a time), redirects
+//! and `next` links may not leave the source's origin, and values placed in a
+//! URL path are percent-encoded, one segment each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::{header, StatusCode};
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::{HttpConfig, Secret};
+use crate::config::{secret, HttpConfig, Secret};
 use crate::error::{Error, Result};
 
 /// How a source authenticates.
@@ -29,6 +37,8 @@ pub enum Auth {
 pub struct HttpClient {
     client: reqwest::Client,
     source: String,
+    /// The source's `base_url`: every request stays under its path.
+    base: Url,
     auth: Auth,
     max_attempts: u32,
     backoff_base: Duration,
@@ -37,12 +47,17 @@ pub struct HttpClient {
     next_slot: Mutex<Instant>,
     retries: AtomicU64,
     requests: AtomicU64,
+    max_body: u64,
 }
+
+/// At most this much of an error response's body is read (for its message).
+const ERROR_BODY_BYTES: usize = 4096;
 
 impl HttpClient {
     /// A client for `source` sending at most `requests_per_minute`.
     pub fn new(
         source: &str,
+        base_url: &str,
         auth: Auth,
         cfg: &HttpConfig,
         requests_per_minute: u32,
@@ -51,6 +66,7 @@ impl HttpClient {
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
             .timeout(Duration::from_secs(cfg.request_timeout_secs))
             .user_agent(concat!("chatlake/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
             .build()
             .map_err(|e| Error::Http {
                 source_name: source.into(),
@@ -58,7 +74,27 @@ impl HttpClient {
                 message: format!("building the HTTP client: {e}"),
                 retryable: false,
             })?;
+        if let Auth::Basic { user, password } = &auth {
+            // The header form of the credentials, in case a server echoes it.
+            use base64::Engine;
+            let basic = format!("{user}:{}", password.expose());
+            secret::register(&base64::engine::general_purpose::STANDARD.encode(basic));
+        }
+        let base = Url::parse(base_url.trim_end_matches('/')).map_err(|e| Error::BadResponse {
+            source_name: source.into(),
+            endpoint: String::new(),
+            message: format!("bad base_url: {e}"),
+        })?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::BadResponse {
+                source_name: source.into(),
+                endpoint: String::new(),
+                message: "base_url must be an http(s) URL".into(),
+            });
+        }
         Ok(HttpClient {
+            base,
+            max_body: cfg.max_body_mb.saturating_mul(1024 * 1024),
             client,
             source: source.to_string(),
             auth,
@@ -82,24 +118,49 @@ impl HttpClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// `base_url/path` with `query` appended, and the label that names the
-    /// request in errors and logs (the path and query, no host, no credentials).
-    pub fn endpoint(
-        &self,
-        base_url: &str,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<(Url, String)> {
-        let mut url = Url::parse(&format!("{}/{path}", base_url.trim_end_matches('/')))
-            .map_err(|e| self.bad(path, format!("bad base_url: {e}")))?;
+    /// `base_url` with `segments` appended, each percent-encoded as one path
+    /// segment (an id from the API such as `../admin` or `c2?x=1` cannot add
+    /// segments, a query or a fragment), then `query`; plus the label that
+    /// names the request in errors and logs (path and query, no host, no
+    /// credentials). An empty last segment gives a trailing slash. `.`, `..`
+    /// and empty segments elsewhere are refused, and so is a result outside
+    /// the base path.
+    pub fn endpoint(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String)> {
+        let shown = segments.join("/");
+        let mut url = self.base.clone();
+        let base_path = self.base_path();
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            if matches!(*seg, "." | "..") || (seg.is_empty() && !last) {
+                return Err(self.bad(
+                    &shown,
+                    format!("refusing `{seg}` as a URL path segment (a value from the API?)"),
+                ));
+            }
+        }
+        url.path_segments_mut()
+            .map_err(|_| self.bad(&shown, "base_url cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
+        if !url.path().starts_with(&base_path) {
+            return Err(self.bad(
+                &shown,
+                format!("the URL path {} leaves base_url", url.path()),
+            ));
+        }
         let label = match url.query() {
-            Some(q) => format!("/{path}?{q}"),
-            None => format!("/{path}"),
+            Some(q) => format!("{}?{q}", &url.path()[base_path.len() - 1..]),
+            None => url.path()[base_path.len() - 1..].to_string(),
         };
         Ok((url, label))
+    }
+
+    /// The base path with a trailing slash: every URL requested is under it.
+    fn base_path(&self) -> String {
+        format!("{}/", self.base.path().trim_end_matches('/'))
     }
 
     /// GETs `url` and returns the body of a 2xx answer. `endpoint` names the
@@ -203,24 +264,22 @@ impl HttpClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| (fail(describe(&e), true), None))?;
+            .map_err(|e| (fail(describe(&e), !e.is_redirect()), None))?;
         let status = resp.status();
         tracing::debug!(source = %self.source, endpoint, status = status.as_u16(), "response");
         if status.is_success() {
-            return resp.bytes().await.map_err(|e| {
-                (
-                    fail(format!("reading the body: {}", describe(&e)), true),
-                    None,
-                )
-            });
+            return self.read_body(resp, endpoint).await;
         }
         let retry_after = resp
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = resp.text().await.unwrap_or_default();
-        let snippet: String = body.chars().take(200).collect();
+        let body = read_prefix(resp, ERROR_BODY_BYTES).await;
+        let snippet: String = secret::redact(&String::from_utf8_lossy(&body))
+            .chars()
+            .take(200)
+            .collect();
         let message = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 format!("{status}: the credentials were refused; check the source's account id / token ({snippet})")
@@ -232,6 +291,58 @@ impl HttpClient {
         };
         let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
         Err((fail(message, retryable), retry_after))
+    }
+
+    /// A 2xx body, read chunk by chunk and refused once it passes
+    /// `max_body_mb` (announced or not), so a huge or endless body cannot
+    /// exhaust memory. A transfer that breaks off is retryable.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        endpoint: &str,
+    ) -> Result<Bytes, (Error, Option<Duration>)> {
+        let too_big = |what: String| {
+            let message = format!(
+                "the response body {what} the limit of {} MiB ([http] max_body_mb); not reading it",
+                self.max_body / (1024 * 1024)
+            );
+            (
+                Error::Http {
+                    source_name: self.source.clone(),
+                    endpoint: endpoint.to_string(),
+                    message,
+                    retryable: false,
+                },
+                None,
+            )
+        };
+        if let Some(len) = resp.content_length().filter(|l| *l > self.max_body) {
+            return Err(too_big(format!("is {len} bytes, over")));
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (buf.len() + chunk.len()) as u64 > self.max_body {
+                        return Err(too_big("exceeds".into()));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(e) => {
+                    let message = format!("reading the body: {}", describe(&e));
+                    return Err((
+                        Error::Http {
+                            source_name: self.source.clone(),
+                            endpoint: endpoint.to_string(),
+                            message,
+                            retryable: true,
+                        },
+                        None,
+                    ));
+                }
+            }
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -258,8 +369,9 @@ impl HttpClient {
 /// A `{count, next, previous, results}` listing read to its end.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Every record of every page, in order.
-    pub records: Vec<serde_json::Value>,
+    /// Every record of every page, in order, as raw JSON text (a source
+    /// parses them one at a time).
+    pub records: Vec<Box<RawValue>>,
     /// Pages read.
     pub pages: u64,
     /// What the API said the listing holds (`count` of the last page).
@@ -286,7 +398,9 @@ impl HttpClient {
     /// so nothing partial is committed.
     pub async fn get_listing(&self, first: Url, endpoint: &str) -> Result<Listing> {
         let (records, stats) = self
-            .get_listing_each(first, endpoint, Vec::new, |all, page| all.extend(page))
+            .get_listing_each(first, endpoint, Vec::new, |all, page| {
+                all.extend(page.iter().map(|r| (*r).to_owned()))
+            })
             .await?;
         Ok(Listing {
             records,
@@ -295,8 +409,8 @@ impl HttpClient {
         })
     }
 
-    /// As [`HttpClient::get_listing`], handing each page to `on_page` as it
-    /// arrives, so only one page of raw JSON is held at a time. Each attempt
+    /// As [`HttpClient::get_listing`], handing each page's records (raw JSON)
+    /// to `on_page` as it arrives, so only one page is held at a time. Each attempt
     /// starts from a fresh `init()`; the state of the attempt whose rows match
     /// `count` is returned.
     pub async fn get_listing_each<S>(
@@ -304,7 +418,7 @@ impl HttpClient {
         first: Url,
         endpoint: &str,
         init: impl Fn() -> S,
-        mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>),
+        mut on_page: impl FnMut(&mut S, &[&RawValue]),
     ) -> Result<(S, Listing)> {
         let mut attempt = 0;
         loop {
@@ -347,7 +461,7 @@ impl HttpClient {
         &self,
         first: Url,
         endpoint: &str,
-        mut on_page: impl FnMut(Vec<serde_json::Value>),
+        mut on_page: impl FnMut(&[&RawValue]),
     ) -> Result<PageStats> {
         let mut seen = std::collections::HashSet::new();
         let mut out = PageStats::default();
@@ -359,29 +473,31 @@ impl HttpClient {
             } else {
                 format!("{endpoint} (page {})", out.pages + 1)
             };
-            let body = self.get_json(url.clone(), &page_label).await?;
+            let body = self.get_complete_json(url.clone(), &page_label).await?;
             out.pages += 1;
-            let serde_json::Value::Object(mut page) = body else {
-                return Err(self.bad(&page_label, "expected a JSON object with `results`".into()));
+            // The page's fields as raw text: no tree of the records is built.
+            let page: Page<'_> = serde_json::from_slice(&body).map_err(|e| {
+                self.bad(
+                    &page_label,
+                    format!("expected a JSON object with `results` ({e})"),
+                )
+            })?;
+            let items: Vec<&RawValue> = match page.results {
+                None => return Err(self.bad(&page_label, "no `results` array in the page".into())),
+                Some(r) => serde_json::from_str(r.get())
+                    .map_err(|_| self.bad(&page_label, "`results` is not an array".into()))?,
             };
-            match page.remove("results") {
-                Some(serde_json::Value::Array(items)) => {
-                    out.rows += items.len() as u64;
-                    on_page(items);
-                }
-                Some(serde_json::Value::Null) | None => {
-                    return Err(self.bad(&page_label, "no `results` array in the page".into()))
-                }
-                Some(_) => return Err(self.bad(&page_label, "`results` is not an array".into())),
-            }
+            out.rows += items.len() as u64;
+            on_page(&items);
             out.count = page
-                .get("count")
+                .count
+                .as_ref()
                 .and_then(serde_json::Value::as_u64)
                 .or(out.count);
-            let next = match page.get("next") {
+            let next = match page.next {
                 None | Some(serde_json::Value::Null) => return Ok(out),
                 Some(serde_json::Value::String(s)) if s.is_empty() => return Ok(out),
-                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::String(s)) => s,
                 Some(other) => {
                     return Err(self.bad(
                         &page_label,
@@ -410,6 +526,15 @@ impl HttpClient {
                     ),
                 ));
             }
+            if !next_url.path().starts_with(&self.base_path()) {
+                return Err(self.bad(
+                    &page_label,
+                    format!(
+                        "`next` leaves the API's path ({}); not following it",
+                        next_url.path()
+                    ),
+                ));
+            }
             if seen.contains(next_url.as_str()) {
                 return Err(self.bad(
                     &page_label,
@@ -435,9 +560,67 @@ impl HttpClient {
     }
 }
 
+/// One record of a listing as a JSON value (the page it came from was
+/// validated as complete JSON, so this only fails on nesting deeper than
+/// serde_json's limit, which validation refused already).
+pub fn value(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
+}
+
+/// One page of a listing: `results` stays raw JSON text.
+#[derive(serde::Deserialize)]
+struct Page<'a> {
+    #[serde(borrow, default)]
+    results: Option<&'a RawValue>,
+    #[serde(default)]
+    count: Option<serde_json::Value>,
+    #[serde(default)]
+    next: Option<serde_json::Value>,
+}
+
+/// A redirect is followed only within the origin (scheme, host, port) of the
+/// request, at most 5 times: data (and credentials) never come from, or go
+/// to, another server.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let origin = |u: &Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_string),
+            u.port_or_known_default(),
+        )
+    };
+    let first = attempt.previous().first().map(origin);
+    if attempt.previous().len() > 5 {
+        attempt.error("more than 5 redirects")
+    } else if first.is_some_and(|f| f != origin(attempt.url())) {
+        let to = format!(
+            "{}://{}",
+            attempt.url().scheme(),
+            attempt.url().host_str().unwrap_or("?")
+        );
+        attempt.error(format!("refusing a redirect to another server ({to})"))
+    } else {
+        attempt.follow()
+    }
+}
+
+/// At most `limit` bytes of a body (an error response's message).
+async fn read_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
+
 /// A transport error without the URL (which could carry userinfo).
 fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+    let kind = if e.is_redirect() {
+        "redirect refused"
+    } else if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
@@ -505,13 +688,64 @@ mod tests {
     }
 
     #[test]
+    fn api_values_in_paths_are_one_encoded_segment_and_stay_under_base_url() {
+        let c = HttpClient::new(
+            "t",
+            "http://127.0.0.1:9/v1/api/",
+            Auth::Bearer(Secret::new("x")),
+            &HttpConfig::default(),
+            60,
+        )
+        .unwrap();
+        let path =
+            |id: &str| c.endpoint(&["tenants", "T", "conversations", id, "messages", ""], &[]);
+        let (url, label) = path("../../../../admin/export").unwrap();
+        assert_eq!(
+            url.path(),
+            "/v1/api/tenants/T/conversations/..%2F..%2F..%2F..%2Fadmin%2Fexport/messages/"
+        );
+        assert_eq!(
+            label,
+            "/tenants/T/conversations/..%2F..%2F..%2F..%2Fadmin%2Fexport/messages/"
+        );
+        let (url, _) = path("c2?evil=1").unwrap();
+        assert_eq!(
+            (url.path(), url.query()),
+            (
+                "/v1/api/tenants/T/conversations/c2%3Fevil=1/messages/",
+                None
+            )
+        );
+        let (url, _) = path("c3#frag").unwrap();
+        assert_eq!(
+            (url.path(), url.fragment()),
+            ("/v1/api/tenants/T/conversations/c3%23frag/messages/", None)
+        );
+        for bad in ["..", ".", ""] {
+            assert!(path(bad).is_err(), "`{bad}` refused");
+        }
+        let (url, label) = c
+            .endpoint(&["crm", "contacts"], &[("company_id", "1&x=2")])
+            .unwrap();
+        assert_eq!(url.query(), Some("company_id=1%26x%3D2"));
+        assert_eq!(label, "/crm/contacts?company_id=1%26x%3D2");
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let cfg = HttpConfig {
             backoff_base_ms: 100,
             backoff_max_ms: 1000,
             ..HttpConfig::default()
         };
-        let c = HttpClient::new("t", Auth::Bearer(Secret::new("x")), &cfg, 60).unwrap();
+        let c = HttpClient::new(
+            "t",
+            "http://127.0.0.1/api",
+            Auth::Bearer(Secret::new("x")),
+            &cfg,
+            60,
+        )
+        .unwrap();
         for attempt in 1..10 {
             let d = c.backoff(attempt).as_millis() as u64;
             let cap = (100u64 << attempt).min(1000);

@@ -271,6 +271,8 @@ pub struct TableBuffer {
     run_id: String,
     partitions: BTreeMap<Option<NaiveDate>, Vec<Option<Row>>>,
     index: HashMap<String, (Option<NaiveDate>, usize)>,
+    /// Child tables: parent key -> the slots of the rows pushed with it.
+    children: HashMap<String, Vec<(Option<NaiveDate>, usize)>>,
 }
 
 impl TableBuffer {
@@ -281,6 +283,7 @@ impl TableBuffer {
             run_id: run_id.to_string(),
             partitions: BTreeMap::new(),
             index: HashMap::new(),
+            children: HashMap::new(),
         }
     }
 
@@ -292,6 +295,11 @@ impl TableBuffer {
     /// Adds a row to partition `dt` (None: unpartitioned). A row with the same
     /// primary key replaces the earlier one, wherever that one was.
     pub fn push(&mut self, dt: Option<NaiveDate>, row: Row) {
+        self.push_key(dt, row);
+    }
+
+    /// [`TableBuffer::push`], returning the row's key.
+    fn push_key(&mut self, dt: Option<NaiveDate>, row: Row) -> String {
         let key: String = self
             .table
             .primary_key
@@ -304,7 +312,39 @@ impl TableBuffer {
         }
         let rows = self.partitions.entry(dt).or_default();
         rows.push(Some(row));
-        self.index.insert(key, (dt, rows.len() - 1));
+        self.index.insert(key.clone(), (dt, rows.len() - 1));
+        key
+    }
+
+    /// Adds a parent row to this buffer and its child rows to `child`. When
+    /// the parent's key was pushed before (the same chat twice in a page),
+    /// the children pushed with the earlier version are dropped: a replaced
+    /// parent takes its children with it.
+    pub fn push_family(
+        &mut self,
+        child: &mut TableBuffer,
+        dt: Option<NaiveDate>,
+        parent: Row,
+        children: Vec<Row>,
+    ) {
+        let key = self.push_key(dt, parent);
+        for (cdt, i) in child.children.remove(&key).unwrap_or_default() {
+            if let Some(slot) = child
+                .partitions
+                .get_mut(&cdt)
+                .and_then(|rows| rows.get_mut(i))
+            {
+                if slot.take().is_some() {
+                    child.index.retain(|_, at| *at != (cdt, i));
+                }
+            }
+        }
+        let mut slots = Vec::with_capacity(children.len());
+        for row in children {
+            let ckey = child.push_key(dt, row);
+            slots.push(child.index[&ckey]);
+        }
+        child.children.insert(key, slots);
     }
 
     /// Distinct rows held.

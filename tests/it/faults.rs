@@ -53,7 +53,9 @@ async fn truncated_json_bodies_are_retried() {
 async fn retry_after_is_honoured_and_attempts_are_bounded() {
     let env = env_with(data(5), 7).await;
     let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
-        .replace("max_attempts = 8", "max_attempts = 2");
+        .replace("max_attempts = 8", "max_attempts = 2")
+        // Retry-After is honoured up to backoff_max_ms, the longest single wait.
+        .replace("backoff_max_ms = 100", "backoff_max_ms = 2000");
     std::fs::write(&env.pipeline_file, text).unwrap();
     let pipeline = chatlake::config::Pipeline::load(&env.pipeline_file).unwrap();
     env.sim.set_faults(Faults {

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -190,12 +192,373 @@ fn retry_after_of_any_size_is_capped_and_never_panics() {
     }
 }
 
-#[allow(dead_code)]
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
+/// A Social Intents chat starting at `start` (UTC, as asked) with `n` messages.
+fn si_chat(id: &str, start: &str, n: usize) -> serde_json::Value {
+    let messages: Vec<_> = (0..n)
+        .map(|i| serde_json::json!({"type": "visitor", "nickname": "v", "timestamp": 1761570000000i64 + i as i64 * 1000, "body": format!("m{i}")}))
+        .collect();
+    serde_json::json!({"id": id, "chatType": "Live Chat", "startDate": start, "visitorName": "v", "duration": 30, "visits": 1, "messages": messages})
 }
 
-#[allow(dead_code)]
-fn load(c: &AtomicUsize) -> usize {
-    c.load(Ordering::SeqCst)
+fn query_rows(wh: &str, sql: &str) -> Vec<String> {
+    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", "csv", sql]);
+    assert_eq!(code, 0, "{sql}: {err}");
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+/// Defect 7: the same chat twice in one page (5 messages, then 1): the
+/// second version wins, and with it its one message only.
+#[test]
+fn a_repeated_parent_replaces_its_children_too() {
+    let server = Hostile::start(|path, _, _| {
+        if path.contains("/chats") {
+            let chats = vec![
+                si_chat("dup", "2025-10-27 15:00:00", 5),
+                si_chat("other", "2025-10-27 16:00:00", 2),
+                si_chat("dup", "2025-10-27 15:00:00", 1),
+            ];
+            json(
+                200,
+                serde_json::json!({"apiStatus": "Success", "chats": chats}).to_string(),
+            )
+        } else {
+            si_empty(path)
+        }
+    });
+    let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+    let (code, out, err) = run_window(&file, &wh);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows = query_rows(&wh, "SELECT chat_id, COUNT(*) FROM socialintents.chat_messages GROUP BY chat_id ORDER BY chat_id");
+    assert_eq!(rows, ["dup,1", "other,2"]);
+    assert_eq!(
+        query_rows(&wh, "SELECT COUNT(*) FROM socialintents.chats"),
+        ["2"]
+    );
+}
+
+/// Defect 10: `{"chats": null}` is refused; it does not empty a committed partition.
+#[test]
+fn a_null_record_list_fails_the_stream_and_keeps_committed_data() {
+    let null_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&null_now);
+    let server = Hostile::start(move |path, _, _| {
+        if path.contains("/chats") && flag.load(Ordering::SeqCst) {
+            json(200, r#"{"apiStatus":"Success","chats":null}"#)
+        } else if path.contains("/chats") {
+            json(200, serde_json::json!({"apiStatus": "Success", "chats": [si_chat("c1", "2025-10-27 15:00:00", 2)]}).to_string())
+        } else {
+            si_empty(path)
+        }
+    });
+    let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+    assert_eq!(run_window(&file, &wh).0, 0);
+    null_now.store(true, Ordering::SeqCst);
+    let (code, _, err) = run_window(&file, &wh);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`chats` is null, expected an array") && err.contains("/chats?date_from="),
+        "{err}"
+    );
+    assert_eq!(
+        query_rows(&wh, "SELECT chat_id FROM socialintents.chats"),
+        ["c1"]
+    );
+    assert_eq!(
+        query_rows(&wh, "SELECT COUNT(*) FROM socialintents.chat_messages"),
+        ["2"]
+    );
+}
+
+/// Defect 2: a body over `max_body_mb` (announced, or chunked and endless)
+/// fails the request with an error naming the endpoint; memory stays bounded.
+#[test]
+fn oversized_and_endless_bodies_are_refused() {
+    let big = Arc::new(format!(
+        r#"{{"apiStatus":"Success","chats":[{}]}}"#,
+        vec![r#"{"id":"x"}"#; 200_000].join(",")
+    ));
+    for endless in [false, true] {
+        let big = Arc::clone(&big);
+        let server = Hostile::start(move |path, _, _| {
+            if !path.contains("/chats") {
+                return si_empty(path);
+            }
+            if endless {
+                let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+                let stream = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+                Response::builder()
+                    .status(200)
+                    .body(Body::from_stream(stream))
+                    .unwrap()
+            } else {
+                json(200, big.as_str())
+            }
+        });
+        let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+        let text = std::fs::read_to_string(&file).unwrap().replace(
+            "request_timeout_secs = 30",
+            "request_timeout_secs = 30\nmax_body_mb = 1",
+        );
+        std::fs::write(&file, text).unwrap();
+        let started = Instant::now();
+        let (code, _, err) = run_window(&file, &wh);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("/chats?date_from=")
+                && err.contains("limit of 1 MiB ([http] max_body_mb)"),
+            "endless={endless}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+        // Refused at once: not retried (the same answer would come again).
+        assert_eq!(
+            server
+                .asked()
+                .iter()
+                .filter(|p| p.contains("/chats"))
+                .count(),
+            1,
+            "{:?}",
+            server.asked()
+        );
+    }
+}
+
+/// Defect 3: a credential echoed by the API (in a 401 body, or an
+/// apiStatusMessage) appears nowhere: not on stderr or stdout (debug logs
+/// included), not in meta.runs.
+#[test]
+fn echoed_credentials_are_redacted_everywhere() {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("acct:{TOKEN}"));
+    for status in [401u16, 200] {
+        let b = basic.clone();
+        let server = Hostile::start(move |path, _, headers| {
+            let sent = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            if !path.contains("/chats") {
+                si_empty(path)
+            } else if status == 401 {
+                json(
+                    401,
+                    format!(r#"{{"detail":"token {TOKEN} is not valid (you sent: {sent}, {b})"}}"#),
+                )
+            } else {
+                json(
+                    200,
+                    format!(
+                        r#"{{"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token {TOKEN} in {sent}"}}"#
+                    ),
+                )
+            }
+        });
+        let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+        let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+            .args([
+                "run",
+                "--pipeline",
+                &file,
+                "--warehouse",
+                &wh,
+                "--from",
+                "2025-10-27",
+                "--to",
+                "2025-10-28",
+            ])
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("***"),
+            "the echo is shown, redacted: {stderr}"
+        );
+        let (_, runs, _) = chatlake(&[
+            "query",
+            "--warehouse",
+            &wh,
+            "--format",
+            "csv",
+            "SELECT error FROM meta.runs",
+        ]);
+        assert!(runs.contains("***"), "{runs}");
+        let files: String = files(std::path::Path::new(&wh))
+            .iter()
+            .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+            .collect();
+        for (what, text) in [
+            ("stdout", stdout.as_ref()),
+            ("stderr", stderr.as_ref()),
+            ("meta.runs", runs.as_str()),
+            ("warehouse files", files.as_str()),
+        ] {
+            assert!(
+                !text.contains(TOKEN) && !text.contains(&basic),
+                "status {status}: secret in {what}: {text}"
+            );
+        }
+    }
+}
+
+/// Defect 10: a redirect to another server is not followed (its data is not
+/// ingested, our credentials do not go there); one within the origin is.
+#[test]
+fn cross_origin_redirects_are_refused() {
+    let elsewhere = Hostile::start(|_, _, _| {
+        json(200, serde_json::json!({"apiStatus": "Success", "chats": [si_chat("evil", "2025-10-27 15:00:00", 1)]}).to_string())
+    });
+    let target = elsewhere.url.replace("127.0.0.1", "localhost");
+    let server = Hostile::start(move |path, _, _| {
+        if path.contains("/chats") {
+            Response::builder()
+                .status(302)
+                .header("location", format!("{target}/chats"))
+                .body(Body::empty())
+                .unwrap()
+        } else if path.contains("/moved") {
+            si_empty("/chats")
+        } else {
+            Response::builder()
+                .status(302)
+                .header("location", "/v1/api/moved")
+                .body(Body::empty())
+                .unwrap()
+        }
+    });
+    let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats", "offline_messages"]"#, "");
+    let (code, out, err) = run_window(&file, &wh);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("refusing a redirect to another server (http://localhost)"),
+        "{err}"
+    );
+    assert!(
+        elsewhere.asked().is_empty(),
+        "nothing asked of the other server: {:?}",
+        elsewhere.asked()
+    );
+    assert!(
+        out.contains("socialintents.offline_messages")
+            && out
+                .lines()
+                .any(|l| l.starts_with("socialintents.offline_messages") && l.ends_with("ok")),
+        "same-origin redirect followed: {out}"
+    );
+}
+
+/// The Social25 pipeline for `url` with only the messages stream.
+fn s25_pipeline(url: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"name = "test"
+timezone = "America/New_York"
+start_date = "2025-10-27"
+lookback_days = 2
+[http]
+max_attempts = 2
+backoff_base_ms = 5
+backoff_max_ms = 50
+[sources.social25]
+base_url = "{url}"
+token = "{TOKEN}"
+tenant_id = "T1"
+streams = ["messages"]
+requests_per_minute = 60000
+"#
+    );
+    let file = dir.path().join("p.toml");
+    std::fs::write(&file, text).unwrap();
+    let wh = dir.path().join("wh").to_str().unwrap().to_string();
+    (dir, file.to_str().unwrap().to_string(), wh)
+}
+
+fn listing(results: Vec<serde_json::Value>) -> Response<Body> {
+    json(200, serde_json::json!({"count": results.len(), "next": null, "previous": null, "results": results}).to_string())
+}
+
+/// Defect 4: conversation ids from the API are one percent-encoded path
+/// segment each: `../../../../admin/export`, `c2?evil=1` and `c3#frag` ask
+/// for their own messages, and nothing else on the host is requested.
+#[test]
+fn api_ids_cannot_steer_requests_to_other_paths() {
+    let evil = ["../../../../admin/export", "c2?evil=1", "c3#frag"];
+    let server = Hostile::start(move |path, _, _| {
+        let prefix = "/v1/api/tenants/T1/conversations/";
+        if path.starts_with(prefix) && path.contains("state=open") {
+            let convs = evil
+                .iter()
+                .map(|id| serde_json::json!({"id": id, "created": "2025-10-27T15:00:00", "last_message": {"id": format!("m-{id}"), "timestamp": "2025-10-27T15:01:00"}}))
+                .collect();
+            listing(convs)
+        } else if path.starts_with(prefix) && path.contains("state=") {
+            listing(vec![])
+        } else if let Some(rest) = path
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("/messages/"))
+        {
+            let id = percent_decode(rest);
+            listing(vec![
+                serde_json::json!({"id": format!("m-{id}"), "conversation_id": id, "timestamp": "2025-10-27T15:01:00", "text": "hi"}),
+            ])
+        } else {
+            // A trap: what an escaped request would read and store.
+            listing(vec![
+                serde_json::json!({"id": "stolen", "timestamp": "2025-10-27T15:01:00", "text": "admin export"}),
+            ])
+        }
+    });
+    let (_dir, file, wh) = s25_pipeline(&server.url);
+    let (code, out, err) = run_window(&file, &wh);
+    assert_eq!(code, 0, "{out}{err}");
+    let asked = server.asked();
+    assert_eq!(asked.len(), 5 + 3, "{asked:?}");
+    for p in &asked {
+        assert!(
+            p.starts_with("/v1/api/tenants/T1/conversations/")
+                && !p.contains("admin/")
+                && !p.contains("evil=1&")
+                && !p.contains('#'),
+            "{p}"
+        );
+    }
+    let got = query_rows(
+        &wh,
+        "SELECT conversation_id, message_id FROM social25.messages ORDER BY conversation_id",
+    );
+    let mut want: Vec<String> = evil
+        .iter()
+        .map(|id| {
+            format!(
+                "{},m-{id}",
+                if id.contains(',') {
+                    format!("\"{id}\"")
+                } else {
+                    id.to_string()
+                }
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
 }

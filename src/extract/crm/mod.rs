@@ -33,7 +33,6 @@ const SOURCE: &str = "crm";
 /// A configured CRM source.
 pub struct Crm {
     client: HttpClient,
-    base_url: String,
     tz: Tz,
     cfg: CrmConfig,
 }
@@ -44,11 +43,11 @@ impl Crm {
         Ok(Crm {
             client: HttpClient::new(
                 SOURCE,
+                &cfg.base_url,
                 Auth::Bearer(cfg.api_key.clone()),
                 http,
                 cfg.requests_per_minute,
             )?,
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
             tz,
             cfg: cfg.clone(),
         })
@@ -107,7 +106,9 @@ impl Crm {
         let mut present: HashSet<String> = HashSet::new();
         for company in requests {
             let query: Vec<(&str, &str)> = company.map(|c| ("companyId", c)).into_iter().collect();
-            let (url, label) = self.client.endpoint(&self.base_url, endpoint, &query)?;
+            let (url, label) = self
+                .client
+                .endpoint(&endpoint.split('/').collect::<Vec<_>>(), &query)?;
             let body = self.client.get_complete_json(url, &label).await?;
             let extracted_at = time::micros(Utc::now());
             let out = &mut up.extracted;

@@ -24,11 +24,12 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use url::Url;
 
 pub use records::{ConversationSummary, PLATFORM_SECRETS};
 
-use super::http::{Auth, HttpClient, Listing};
+use super::http::{value, Auth, HttpClient, Listing};
 use super::window::Window;
 use super::{ChangeChunk, ChangePlan, Extracted, StreamKind, StreamSpec};
 use crate::config::{HttpConfig, Social25Config};
@@ -50,7 +51,6 @@ const CHUNK: usize = 200;
 /// A configured Social25 source.
 pub struct Social25 {
     client: HttpClient,
-    base_url: String,
     tz: Tz,
     now: DateTime<Utc>,
     overlap: Duration,
@@ -110,11 +110,11 @@ impl Social25 {
         Ok(Social25 {
             client: HttpClient::new(
                 SOURCE,
+                &cfg.base_url,
                 Auth::Bearer(cfg.token.clone()),
                 http,
                 cfg.requests_per_minute,
             )?,
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
             tz,
             now,
             overlap: Duration::days(lookback_days as i64).max(Duration::hours(1)),
@@ -180,18 +180,23 @@ impl Social25 {
             .collect()
     }
 
-    /// `base_url` + `path` (+ query pairs); `label` names it in errors.
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<(Url, String)> {
-        self.client.endpoint(&self.base_url, path, query)
+    /// `base_url` + path segments (each percent-encoded: ids come from the
+    /// API) + query pairs; `label` names it in errors.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String)> {
+        self.client.endpoint(segments, query)
     }
 
-    async fn listing(&self, path: &str, query: &[(&str, &str)]) -> Result<Listing> {
-        let (url, label) = self.url(path, query)?;
+    async fn listing(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Listing> {
+        let (url, label) = self.url(segments, query)?;
         self.client.get_listing(url, &label).await
     }
 
-    fn tenant_path(&self, rest: &str) -> String {
-        format!("tenants/{}/{rest}", self.cfg.tenant_id)
+    /// `tenants/<tenant_id>/<rest...>/` as segments (trailing slash included).
+    fn tenant_path<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut out = vec!["tenants", self.cfg.tenant_id.as_str()];
+        out.extend_from_slice(rest);
+        out.push("");
+        out
     }
 
     /// Fetches and normalizes a snapshot (window None) or one failed-sync window.
@@ -213,27 +218,26 @@ impl Social25 {
         };
         match (stream, window) {
             ("tenants", None) => {
-                let l = self.listing("tenants/", &[]).await?;
+                let l = self.listing(&["tenants", ""], &[]).await?;
                 count(&mut out, &l);
                 out.buffers[0].touch(None);
                 out.buffers[1].touch(None);
-                for raw in l.records {
+                for raw in l.records.iter().map(|r| value(r)) {
                     match records::tenant(raw.clone(), extracted_at) {
                         Ok((tenant, platforms)) => {
-                            out.buffers[0].push(None, tenant);
-                            for p in platforms {
-                                out.buffers[1].push(None, p);
-                            }
+                            // A repeated tenant replaces the earlier one with its platforms.
+                            let (parent, child) = out.buffers.split_at_mut(1);
+                            parent[0].push_family(&mut child[0], None, tenant, platforms)
                         }
                         Err(reason) => reject(&mut out, "social25.tenants", reason, &scrub(raw)),
                     }
                 }
             }
             ("agents", None) => {
-                let l = self.listing(&self.tenant_path("agents/"), &[]).await?;
+                let l = self.listing(&self.tenant_path(&["agents"]), &[]).await?;
                 count(&mut out, &l);
                 out.buffers[0].touch(None);
-                for raw in l.records {
+                for raw in l.records.iter().map(|r| value(r)) {
                     match records::agent(raw.clone(), extracted_at) {
                         Ok(row) => out.buffers[0].push(None, row),
                         Err(reason) => reject(&mut out, "social25.agents", reason, &raw),
@@ -246,7 +250,7 @@ impl Social25 {
                 let per_state = self
                     .each_state(
                         |(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
-                            for raw in page {
+                            for raw in page.iter().map(|r| value(r)) {
                                 sums.extend(records::summary(&raw));
                                 match records::conversation(raw.clone(), extracted_at) {
                                     Ok((created, row)) => {
@@ -295,12 +299,12 @@ impl Social25 {
     /// returns each state's result and listing figures.
     async fn each_state<S: Default>(
         &self,
-        mut on_page: impl FnMut(&mut S, Vec<serde_json::Value>),
+        mut on_page: impl FnMut(&mut S, &[&RawValue]),
     ) -> Result<Vec<(S, Listing)>> {
         let mut out = Vec::new();
         for state in STATES {
             let (url, label) =
-                self.url(&self.tenant_path("conversations/"), &[("state", state)])?;
+                self.url(&self.tenant_path(&["conversations"]), &[("state", state)])?;
             out.push(
                 self.client
                     .get_listing_each(url, &label, S::default, &mut on_page)
@@ -320,7 +324,7 @@ impl Social25 {
         let mut summaries = Vec::new();
         let per_state = self
             .each_state(|sums: &mut Vec<_>, page| {
-                sums.extend(page.iter().filter_map(records::summary))
+                sums.extend(page.iter().filter_map(|r| records::summary(&value(r))))
             })
             .await?;
         for (sums, l) in per_state {
@@ -382,14 +386,14 @@ impl Social25 {
         let extracted_at = time::micros(Utc::now());
         let mut fetched = futures::stream::iter(chunk.keys.iter())
             .map(|c| async move {
-                let path = self.tenant_path(&format!("conversations/{c}/messages/"));
+                let path = self.tenant_path(&["conversations", c.as_str(), "messages"]);
                 (c, self.listing(&path, &[]).await)
             })
             .buffer_unordered(self.cfg.max_concurrency);
         while let Some((conversation, listing)) = fetched.next().await {
             let l = listing?;
             count(&mut out, &l);
-            for raw in l.records {
+            for raw in l.records.iter().map(|r| value(r)) {
                 match records::message(raw.clone(), conversation, extracted_at) {
                     Ok((sent, row)) => {
                         out.buffers[0].push(Some(time::local_date(sent, self.tz)), row)
@@ -427,10 +431,10 @@ impl Social25 {
             query.push(("type", t.as_str()));
         }
         let l = self
-            .listing(&self.tenant_path("messages/failed/"), &query)
+            .listing(&self.tenant_path(&["messages", "failed"]), &query)
             .await?;
         count(out, &l);
-        for raw in l.records {
+        for raw in l.records.iter().map(|r| value(r)) {
             match records::failed_sync(raw.clone(), extracted_at) {
                 Ok((sent, row)) => {
                     let dt = time::local_date(sent, self.tz);

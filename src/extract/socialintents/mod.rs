@@ -11,10 +11,9 @@ mod records;
 
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
-use serde_json::Value;
 use url::Url;
 
-use super::http::{Auth, HttpClient};
+use super::http::{value, Auth, HttpClient};
 use super::window::Window;
 use super::{Extracted, StreamKind, StreamSpec};
 use crate::config::{HttpConfig, SocialIntentsConfig};
@@ -29,7 +28,6 @@ const SOURCE: &str = "socialintents";
 /// A configured Social Intents source.
 pub struct SocialIntents {
     client: HttpClient,
-    base_url: String,
     tz: Tz,
     cfg: SocialIntentsConfig,
 }
@@ -42,8 +40,7 @@ impl SocialIntents {
             password: cfg.api_token.clone(),
         };
         Ok(SocialIntents {
-            client: HttpClient::new(SOURCE, auth, http, cfg.requests_per_minute)?,
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            client: HttpClient::new(SOURCE, &cfg.base_url, auth, http, cfg.requests_per_minute)?,
             tz,
             cfg: cfg.clone(),
         })
@@ -138,36 +135,48 @@ impl SocialIntents {
             records: 0,
             source_count: None,
         };
-        let mut parsed: Vec<Parsed> = Vec::new();
+        let mut outside = 0usize;
         for endpoint in &spec.endpoints {
-            let (records, extracted_at) = self.fetch(endpoint, window).await?;
+            let (url, label) = self.url(endpoint, window)?;
+            let extracted_at = time::micros(Utc::now());
+            // The body stays raw text; each record becomes a value (and rows) on its own.
+            let body = self.client.get_complete_json(url, &label).await?;
+            let records =
+                records::envelope(&body, endpoint).map_err(|message| Error::BadResponse {
+                    source_name: SOURCE.into(),
+                    endpoint: label.clone(),
+                    message,
+                })?;
             out.pages += 1;
             out.records += records.len() as u64;
             let table = spec.tables[0];
             for raw in records {
-                match records::parse(endpoint, raw.clone(), time::micros(extracted_at)) {
-                    Ok(p) => parsed.push(p),
-                    Err(reason) => out.rejects.push(Reject {
-                        table: table.name.clone(),
-                        reason,
-                        raw_json: raw.to_string(),
-                    }),
+                let p = match records::parse(endpoint, value(raw), extracted_at) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        out.rejects.push(Reject {
+                            table: table.name.clone(),
+                            reason,
+                            raw_json: raw.get().to_string(),
+                        });
+                        continue;
+                    }
+                };
+                let dt = p.time.map(|t| time::local_date(t, self.tz));
+                if let (Some(w), Some(d)) = (window, dt) {
+                    if d < w.from || d > w.to {
+                        outside += 1; // belongs to a neighbouring window, which fetches it
+                        continue;
+                    }
                 }
-            }
-        }
-        let mut outside = 0usize;
-        for p in parsed {
-            let dt = p.time.map(|t| time::local_date(t, self.tz));
-            if let (Some(w), Some(d)) = (window, dt) {
-                if d < w.from || d > w.to {
-                    outside += 1; // belongs to a neighbouring window, which fetches it
-                    continue;
+                // A later record with the same key (missedchats then chats, or a
+                // repeat in one page) replaces the earlier one with its messages.
+                let (main, children) = p.rows;
+                match buffers.split_first_mut() {
+                    Some((parent, [child, ..])) => parent.push_family(child, dt, main, children),
+                    Some((parent, [])) => parent.push(dt, main),
+                    None => {}
                 }
-            }
-            let (main, children) = p.rows;
-            buffers[0].push(dt, main);
-            for child in children {
-                buffers[1].push(dt, child);
             }
         }
         if outside > 0 {
@@ -177,44 +186,20 @@ impl SocialIntents {
         Ok(out)
     }
 
-    /// One GET of `endpoint` for the UTC dates covering `window`.
-    async fn fetch(
-        &self,
-        endpoint: &str,
-        window: Option<Window>,
-    ) -> Result<(Vec<Value>, chrono::DateTime<Utc>)> {
-        let mut url = Url::parse(&format!("{}/{endpoint}", self.base_url)).map_err(|e| {
-            Error::BadResponse {
-                source_name: SOURCE.into(),
-                endpoint: endpoint.into(),
-                message: format!("bad base_url: {e}"),
-            }
-        })?;
-        let label = match window {
-            Some(w) => {
-                let (start, end) = time::local_range(w.from, w.to, self.tz);
-                let (from, to) = (
-                    start.date_naive(),
-                    (end - Duration::microseconds(1)).date_naive(),
-                );
-                url.query_pairs_mut()
-                    .append_pair("date_from", &from.to_string())
-                    .append_pair("date_to", &to.to_string())
-                    .append_pair("timezone", "UTC");
-                format!("/{endpoint}?date_from={from}&date_to={to}")
-            }
-            None => {
-                url.query_pairs_mut().append_pair("timezone", "UTC");
-                format!("/{endpoint}")
-            }
-        };
-        let extracted_at = Utc::now();
-        let body = self.client.get_json(url, &label).await?;
-        let records = records::envelope(body, endpoint).map_err(|message| Error::BadResponse {
-            source_name: SOURCE.into(),
-            endpoint: label.clone(),
-            message,
-        })?;
-        Ok((records, extracted_at))
+    /// The URL of `endpoint` for the UTC dates covering `window` (every time
+    /// asked in UTC), and its label for errors.
+    fn url(&self, endpoint: &str, window: Option<Window>) -> Result<(Url, String)> {
+        let (from, to);
+        let mut query = Vec::new();
+        if let Some(w) = window {
+            let (start, end) = time::local_range(w.from, w.to, self.tz);
+            (from, to) = (
+                start.date_naive().to_string(),
+                (end - Duration::microseconds(1)).date_naive().to_string(),
+            );
+            query.extend([("date_from", from.as_str()), ("date_to", to.as_str())]);
+        }
+        query.push(("timezone", "UTC"));
+        self.client.endpoint(&[endpoint], &query)
     }
 }

@@ -2,6 +2,9 @@
 //! mapper per record shape (chat, contact, widget).
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::normalize::{as_i64, time, Cell, Record, Row};
@@ -14,24 +17,28 @@ pub struct Parsed {
     pub rows: (Row, Vec<Row>),
 }
 
-/// The records of a response: checks `apiStatus` and finds the record array.
-pub fn envelope(body: Value, endpoint: &str) -> Result<Vec<Value>, String> {
-    let Value::Object(mut obj) = body else {
-        return Err("expected a JSON object with apiStatus".into());
+/// The records of a response body, each still raw JSON text (no tree of the
+/// whole body is built): checks `apiStatus` and finds the record array. A
+/// record array that is `null` or not an array is an error, not "no
+/// records": replacing a committed partition with nothing on the word of a
+/// malformed answer would lose data.
+pub fn envelope<'a>(body: &'a [u8], endpoint: &str) -> Result<Vec<&'a RawValue>, String> {
+    let obj: HashMap<String, &'a RawValue> = serde_json::from_slice(body)
+        .map_err(|e| format!("expected a JSON object with apiStatus ({e})"))?;
+    let small = |k: &str| {
+        obj.get(k)
+            .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
     };
-    let status = obj
-        .get("apiStatus")
-        .and_then(Value::as_str)
-        .unwrap_or("Success");
+    let status = small("apiStatus")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "Success".into());
     if status != "Success" {
-        let code = obj
-            .get("apiStatusCode")
+        let code = small("apiStatusCode")
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let message = obj
-            .get("apiStatusMessage")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let message = small("apiStatusMessage")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         return Err(format!("apiStatus {status} {code}: {message}"));
     }
     let key = match endpoint {
@@ -39,26 +46,25 @@ pub fn envelope(body: Value, endpoint: &str) -> Result<Vec<Value>, String> {
         "apps" => "apps",
         _ => "chats",
     };
-    if let Some(v) = obj.remove(key) {
-        return match v {
-            Value::Array(items) => Ok(items),
-            Value::Null => Ok(Vec::new()),
-            other => Err(format!("`{key}` is {}, expected an array", kind(&other))),
-        };
+    let is_array = |r: &RawValue| r.get().trim_start().starts_with('[');
+    let raw = match obj.get(key) {
+        Some(r) => *r,
+        None => {
+            // Accept the record array under another name if it is the only one.
+            let arrays: Vec<&&RawValue> = obj.values().filter(|r| is_array(r)).collect();
+            match arrays.as_slice() {
+                [only] => **only,
+                _ => return Err(format!("no `{key}` array in the response")),
+            }
+        }
+    };
+    if !is_array(raw) {
+        let what = serde_json::from_str::<Value>(raw.get())
+            .map(|v| kind(&v))
+            .unwrap_or("not JSON");
+        return Err(format!("`{key}` is {what}, expected an array"));
     }
-    // Accept the record array under another name if it is the only one.
-    let arrays: Vec<String> = obj
-        .iter()
-        .filter(|(_, v)| v.is_array())
-        .map(|(k, _)| k.clone())
-        .collect();
-    match arrays.as_slice() {
-        [only] => Ok(obj
-            .remove(only)
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()),
-        _ => Err(format!("no `{key}` array in the response")),
-    }
+    serde_json::from_str(raw.get()).map_err(|e| format!("`{key}`: {e}"))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -263,26 +269,37 @@ mod tests {
 
     #[test]
     fn envelope_checks_status() {
-        let e = envelope(
-            json!({"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}),
+        let env = |body: &str, endpoint: &str| envelope(body.as_bytes(), endpoint).map(|r| r.len());
+        let e = env(
+            r#"{"apiStatus":"Error","apiStatusCode":"403","apiStatusMessage":"Invalid token"}"#,
             "chats",
         );
         assert!(e.unwrap_err().contains("Invalid token"));
         assert_eq!(
-            envelope(json!({"apiStatus":"Success","chats":[{"id":1}]}), "chats")
-                .unwrap()
-                .len(),
-            1
+            env(r#"{"apiStatus":"Success","chats":[{"id":1}]}"#, "chats"),
+            Ok(1)
         );
         assert_eq!(
-            envelope(
-                json!({"apiStatus":"Success","contacts":[{"id":1}]}),
+            env(
+                r#"{"apiStatus":"Success","contacts":[{"id":1},{"id":2}]}"#,
                 "contacts"
-            )
-            .unwrap()
-            .len(),
-            1
+            ),
+            Ok(2)
         );
-        assert!(envelope(json!([]), "chats").is_err());
+        assert_eq!(
+            env(r#"{"apiStatus":"Success","items":[{"id":1}]}"#, "chats"),
+            Ok(1),
+            "the only array"
+        );
+        assert!(env("[]", "chats").is_err());
+    }
+
+    #[test]
+    fn a_null_or_non_array_record_list_is_an_error_not_no_records() {
+        let e = envelope(br#"{"apiStatus":"Success","chats":null}"#, "chats").unwrap_err();
+        assert!(e.contains("`chats` is null, expected an array"), "{e}");
+        let e = envelope(br#"{"apiStatus":"Success","chats":{"a":1}}"#, "chats").unwrap_err();
+        assert!(e.contains("`chats` is an object"), "{e}");
+        assert!(envelope(br#"{"apiStatus":"Success"}"#, "chats").is_err());
     }
 }
