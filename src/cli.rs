@@ -214,9 +214,26 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = existing_warehouse(wh.warehouse, Some(&p))?;
-            let removed = StateStore::new(&wh, &p.config.name)
-                .reset(stream.as_deref())
-                .await?;
+            let store = StateStore::new(&wh, &p.config.name);
+            if let Some(s) = &stream {
+                // A typo must not look like success: the stream must be
+                // configured, or at least have a state to forget.
+                let configured: Vec<String> =
+                    crate::extract::Source::all(&p.config, p.tz, Utc::now())?
+                        .iter()
+                        .flat_map(|src| src.streams())
+                        .map(|spec| spec.name)
+                        .collect();
+                let stored = store.list().await?.iter().any(|st| &st.stream == s);
+                if !stored && !configured.contains(s) {
+                    return Err(Error::Usage(format!(
+                        "state reset --stream {s}: no such stream in pipeline {} (configured: {})",
+                        p.config.name,
+                        configured.join(", ")
+                    )));
+                }
+            }
+            let removed = store.reset(stream.as_deref()).await?;
             println!(
                 "reset {} stream(s){}",
                 removed.len(),

@@ -125,11 +125,7 @@ impl RunLock {
         run_id: &str,
         ttl: Duration,
     ) -> Result<RunLock> {
-        let path = wh
-            .root()
-            .clone()
-            .join("_locks")
-            .join(format!("{pipeline}.json"));
+        let path = crate::sink::partition::lock_file(wh.root(), pipeline);
         let now = Utc::now();
         let info = LockInfo {
             pipeline: pipeline.to_string(),

@@ -58,7 +58,11 @@ pub enum Format {
 pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    ctx.register_object_store(wh.store_url(), Arc::clone(wh.store()));
+    // Queries read only what chatlake wrote, and write nothing.
+    ctx.register_object_store(
+        wh.store_url(),
+        Arc::new(crate::sink::readable::Readable(Arc::clone(wh.store()))),
+    );
     let catalog = ctx.catalog("datafusion").expect("default catalog");
     for name in schema::tables()
         .map(|t| t.schema_name())
@@ -69,7 +73,13 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
         }
     }
     for t in schema::tables() {
-        let url = ListingTableUrl::parse(wh.url_of(&partition::table_dir(wh.root(), t)))?;
+        // Only the files chatlake writes (see `partition::read_glob`).
+        let dir = wh.url_of(&partition::table_dir(wh.root(), t));
+        let glob = glob::Pattern::new(partition::read_glob(t)).expect("static glob");
+        let url = ListingTableUrl::try_new(
+            url::Url::parse(&dir).map_err(|e| Error::Usage(format!("warehouse URL {dir}: {e}")))?,
+            Some(glob),
+        )?;
         let mut options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         if t.is_partitioned() {

@@ -9,7 +9,7 @@
 //! both days. Every function takes the clock as an argument.
 //!
 //! The daemon remembers, per pipeline, the last slot it ran
-//! (`_state/<pipeline>/_schedule.json`). After downtime it runs the latest
+//! (`_schedule/<pipeline>.json`). After downtime it runs the latest
 //! missed slot once, not once per missed slot. Each run takes the pipeline
 //! lock, so two daemons (or a daemon and a manual run) never overlap.
 
@@ -28,7 +28,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pipeline::{run_once, RunOptions};
-use crate::sink::Warehouse;
+use crate::sink::{partition, Warehouse};
 
 /// Parses a cron expression with a seconds field, e.g. `0 30 2 * * *`.
 pub fn parse_cron(expr: &str) -> Result<Schedule, String> {
@@ -115,15 +115,21 @@ struct ScheduleState {
 }
 
 fn schedule_path(wh: &Warehouse, pipeline: &str) -> object_store::path::Path {
-    wh.root()
-        .clone()
-        .join("_state")
-        .join(pipeline)
-        .join("_schedule.json")
+    partition::schedule_file(wh.root(), pipeline)
 }
 
 async fn load_last_slot(wh: &Warehouse, pipeline: &str) -> Result<Option<DateTime<Utc>>> {
-    let path = schedule_path(wh, pipeline);
+    let slot = load_slot_at(wh, schedule_path(wh, pipeline)).await?;
+    match slot {
+        Some(s) => Ok(Some(s)),
+        None => load_slot_at(wh, partition::legacy_schedule_file(wh.root(), pipeline)).await,
+    }
+}
+
+async fn load_slot_at(
+    wh: &Warehouse,
+    path: object_store::path::Path,
+) -> Result<Option<DateTime<Utc>>> {
     match wh.store().get(&path).await {
         Ok(g) => {
             let bytes = g.bytes().await.map_err(|e| Error::store(&path, e))?;

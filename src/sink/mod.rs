@@ -4,6 +4,7 @@
 //! never half of one, and a crash leaves no duplicate file.
 
 pub mod partition;
+pub mod readable;
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sink::Warehouse;
+use crate::sink::{partition, Warehouse};
 
 /// The format version written in every state file.
 pub const STATE_VERSION: u32 = 1;
@@ -60,15 +60,11 @@ impl<'a> StateStore<'a> {
     }
 
     fn dir(&self) -> Path {
-        self.wh
-            .root()
-            .clone()
-            .join("_state")
-            .join(self.pipeline.as_str())
+        partition::state_dir(self.wh.root(), &self.pipeline)
     }
 
     fn path(&self, stream: &str) -> Path {
-        self.dir().join(format!("{stream}.json"))
+        partition::state_file(self.wh.root(), &self.pipeline, stream)
     }
 
     /// The stored state of `stream`, if any.
@@ -173,7 +169,7 @@ impl<'a> StateStore<'a> {
             .map_err(|e| Error::store(&dir, e))?;
         let mut out = Vec::new();
         for m in metas {
-            if let Some(stream) = m.location.filename().and_then(|f| f.strip_suffix(".json")) {
+            if let Some(stream) = m.location.filename().and_then(partition::state_stream) {
                 if let Some(l) = self.load(stream).await? {
                     out.push(l.state);
                 }

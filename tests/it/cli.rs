@@ -90,6 +90,49 @@ fn run_state_and_query_from_the_command_line() {
     let (_, out, _) = chatlake(&["state", "show", "--pipeline", file, "--warehouse", wh]);
     assert!(!out.contains("socialintents.chats"), "{out}");
 
+    // Issue 9, defect 9: a scheduler record (where older versions kept it,
+    // inside _state/, and where it lives now) does not break `state`, and a
+    // mistyped stream is an error, not "reset 0 streams" with exit 0.
+    let wh_dir = std::path::Path::new(wh);
+    std::fs::write(
+        wh_dir.join("_state/test/_schedule.json"),
+        r#"{"last_slot":"2025-10-28T06:30:00Z"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(wh_dir.join("_schedule")).unwrap();
+    std::fs::write(
+        wh_dir.join("_schedule/test.json"),
+        r#"{"last_slot":"2025-10-29T06:30:00Z"}"#,
+    )
+    .unwrap();
+    let (code, out, err) = chatlake(&["state", "show", "--pipeline", file, "--warehouse", wh]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("_schedule"), "{out}");
+    let (code, _, err) = chatlake(&[
+        "state",
+        "reset",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--stream",
+        "no.such",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "--stream no.such: no such stream in pipeline test (configured: socialintents.chats"
+        ),
+        "{err}"
+    );
+    let (code, out, err) = chatlake(&["state", "reset", "--pipeline", file, "--warehouse", wh]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("reset 0 stream"), "{out}");
+    assert!(
+        wh_dir.join("_schedule/test.json").exists(),
+        "the scheduler's record is not a stream state"
+    );
+
     let missing = env.dir.path().join("no-such-warehouse");
     let (code, _, err) = chatlake(&[
         "query",

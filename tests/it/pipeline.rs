@@ -306,3 +306,66 @@ async fn query_is_read_only() {
     }
     assert!(!std::path::Path::new("/tmp/chatlake-should-not-exist.csv").exists());
 }
+
+/// Issue 9, defect 8: readers take only the files chatlake writes. A stray
+/// copy, a hidden file, macOS `._` metadata and a `dt=garbage/` directory
+/// beside the real partitions change no count and break no query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_files_in_the_warehouse_are_not_read() {
+    let env = env_with(data(6), 7).await;
+    let report = env.run(Some("2025-10-27"), "2025-11-03").await;
+    assert!(report.failures().next().is_none());
+    let wh = env.dir.path().join("wh");
+    let chats = wh.join("socialintents/chats");
+    let day = chats.join("dt=2025-10-28");
+    let real = std::fs::read(day.join("data.parquet")).unwrap();
+    std::fs::write(day.join("copy.parquet"), &real).unwrap();
+    std::fs::write(day.join(".hidden.parquet"), &real).unwrap();
+    std::fs::write(
+        day.join("._data.parquet"),
+        b"\x00\x05\x16\x07 macOS resource fork",
+    )
+    .unwrap();
+    std::fs::create_dir_all(chats.join("dt=garbage")).unwrap();
+    std::fs::write(chats.join("dt=garbage/data.parquet"), &real).unwrap();
+    std::fs::write(chats.join("data.parquet"), &real).unwrap(); // beside the partitions
+    let widgets = wh.join("socialintents/widgets");
+    std::fs::write(
+        widgets.join("data (1).parquet"),
+        std::fs::read(widgets.join("data.parquet")).unwrap(),
+    )
+    .unwrap();
+    let runs_dir = std::fs::read_dir(wh.join("meta/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let a_run = std::fs::read_dir(&runs_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(
+        runs_dir.join("copy.parquet"),
+        std::fs::read(&a_run).unwrap(),
+    )
+    .unwrap();
+
+    let n = env.assert_exact("2025-10-27", "2025-11-03").await;
+    let served_widgets = chatlake::simulator::data::WIDGETS.len() as i64;
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM socialintents.widgets").await,
+        served_widgets
+    );
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM meta.runs").await,
+        report.streams.len() as i64
+    );
+    assert_eq!(
+        env.int("SELECT SUM(chats) FROM reporting.missed_chat_rate WHERE source = 'socialintents'")
+            .await,
+        n as i64
+    );
+}

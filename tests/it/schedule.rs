@@ -110,7 +110,7 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     assert!(stdout.contains("scheduler stopped"), "{stdout}");
     assert!(!wh.join("_locks/test.json").exists(), "lock released");
     assert!(
-        wh.join("_state/test/_schedule.json").exists(),
+        wh.join("_schedule/test.json").exists(),
         "the last slot is remembered"
     );
     // What the runs committed is exact (they read 2025-10-27..today).
