@@ -5,10 +5,14 @@
 //! on the same host a holder whose process is gone is recognized at once. On
 //! S3 a takeover is a conditional write (If-Match on the stale lock), so two
 //! contenders cannot both win; local disk has no compare-and-swap, so there
-//! the takeover of a dead holder's lock is a delete then create-if-absent.
-//! On object stores the winner also reads the lock back after a short settle
-//! delay, because some S3-compatible servers check If-None-Match before the
-//! write rather than atomically with it.
+//! the takeover of a dead holder's lock is: read it again, delete it only if
+//! it is still the stale one, create-if-absent. On object stores, and after
+//! any takeover, the winner also reads the lock back after a short settle
+//! delay and steps aside if it is not named there (some S3-compatible
+//! servers check If-None-Match before the write rather than atomically with
+//! it; on local disk a slow contender may delete a lock just written).
+//! Renewal is conditional too: If-Match where the store has it, elsewhere
+//! only after reading back that the lock still names this run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -147,6 +151,7 @@ impl RunLock {
             async move { store.put_opts(&path, PutPayload::from(body), opts).await }
         };
         let mut attempts = 0;
+        let mut took_over = false;
         let result = loop {
             attempts += 1;
             match put(PutMode::Create, &info).await {
@@ -168,11 +173,24 @@ impl RunLock {
                         Some(h) if !h.is_stale(Utc::now()) => return Err(h.held_against(pipeline)),
                         _ => {
                             tracing::warn!(pipeline, path = %path, "taking over a stale lock");
+                            took_over = true;
                             match put(PutMode::Update(version), &info).await {
                                 Ok(r) => break r,
                                 Err(object_store::Error::NotImplemented { .. }) => {
-                                    // Local disk: no If-Match. Remove the dead holder's lock, then race fairly.
-                                    let _ = wh.store().delete(&path).await;
+                                    // Local disk: no If-Match. Remove the dead holder's
+                                    // lock only if it is still the one judged stale (not
+                                    // a fresh lock another contender just wrote), then
+                                    // race fairly for the create; the read-back below
+                                    // settles what is left of the race.
+                                    let now_held = read_holder(wh, &path).await;
+                                    let same = match (&held, &now_held) {
+                                        (Some(a), Some(b)) => a.same_holder(b),
+                                        (None, _) => true, // unreadable: nobody's
+                                        (Some(_), None) => false,
+                                    };
+                                    if same {
+                                        let _ = wh.store().delete(&path).await;
+                                    }
                                 }
                                 Err(object_store::Error::Precondition { .. }) => {} // someone else took it: look again
                                 Err(e) => return Err(Error::store(&path, e)),
@@ -193,11 +211,13 @@ impl RunLock {
             e_tag: result.e_tag,
             version: result.version,
         };
-        if !wh.is_local() {
+        if !wh.is_local() || took_over {
             // Some S3-compatible servers check If-None-Match before writing,
             // not atomically with it (s3s-fs does): two creators can both
-            // "succeed" and the last write stays. Let racing writes land, then
-            // read the lock back; whoever is not in it steps aside.
+            // "succeed" and the last write stays. On local disk, a takeover is
+            // delete-then-create, and a slower contender may delete the lock
+            // a faster one just wrote. Either way: let racing writes land,
+            // then read the lock back; whoever is not in it steps aside.
             tokio::time::sleep(SETTLE).await;
             let got = wh
                 .store()
@@ -294,12 +314,30 @@ async fn renew(inner: Arc<Inner>) {
                 },
             )
         };
+        let info = inner.info.lock().expect("lock info").clone();
+        // Local disk has no If-Match: renew only if the lock still names us.
+        let overwrite_if_ours = || async {
+            match read_holder(&inner.wh, &inner.path).await {
+                Some(h) if h.same_holder(&info) => put(PutMode::Overwrite).await,
+                other => Err(object_store::Error::Precondition {
+                    path: inner.path.to_string(),
+                    source: format!(
+                        "the lock now names {}",
+                        other.map_or("nobody".to_string(), |h| format!(
+                            "{} pid {} (run {})",
+                            h.host, h.pid, h.run_id
+                        ))
+                    )
+                    .into(),
+                }),
+            }
+        };
         let result = match version {
             Some(v) => match put(PutMode::Update(v)).await {
-                Err(object_store::Error::NotImplemented { .. }) => put(PutMode::Overwrite).await,
+                Err(object_store::Error::NotImplemented { .. }) => overwrite_if_ours().await,
                 other => other,
             },
-            None => put(PutMode::Overwrite).await,
+            None => overwrite_if_ours().await,
         };
         match result {
             Ok(r) => {

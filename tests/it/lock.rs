@@ -103,16 +103,30 @@ fn two_runs_on_s3_one_runs_one_is_told_it_is_locked() {
 }
 
 async fn plant(wh: &Warehouse, host: &str, pid: u32, expires_in: chrono::Duration) {
+    plant_for(wh, "p", host, pid, expires_in).await
+}
+
+async fn plant_for(
+    wh: &Warehouse,
+    pipeline: &str,
+    host: &str,
+    pid: u32,
+    expires_in: chrono::Duration,
+) {
     let now = chrono::Utc::now();
     let info = LockInfo {
-        pipeline: "p".into(),
+        pipeline: pipeline.into(),
         host: host.into(),
         pid,
         run_id: "other-run".into(),
         acquired_at: now,
         expires_at: now + expires_in,
     };
-    let path = wh.root().clone().join("_locks").join("p.json");
+    let path = wh
+        .root()
+        .clone()
+        .join("_locks")
+        .join(format!("{pipeline}.json"));
     wh.store()
         .put(&path, PutPayload::from(serde_json::to_vec(&info).unwrap()))
         .await
@@ -151,4 +165,62 @@ async fn expired_locks_are_taken_over_and_live_ones_are_not() {
     stale_and_live_locks(&Warehouse::open(dir.path().to_str().unwrap()).unwrap()).await;
     let server = S3Server::start().await;
     stale_and_live_locks(&server.warehouse("locks")).await;
+}
+
+/// Issue 9, defect 5: two runs racing to take over a stale lock (expired, or
+/// its holder's process gone) on local disk: exactly one wins, every time.
+#[test]
+fn two_runs_taking_over_a_stale_lock_on_local_disk_have_one_winner_in_25_trials() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(4), 7));
+    env.sim.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let wh = env.dir.path().join("wh");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut outcomes = Vec::new();
+    for trial in 0..25 {
+        // Alternate: an expired lock of another machine, and a lock of this
+        // machine whose process is gone (pid beyond pid_max).
+        rt.block_on(async {
+            if trial % 2 == 0 {
+                plant_for(
+                    &env.wh,
+                    "test",
+                    "other-host",
+                    4242,
+                    chrono::Duration::seconds(-5),
+                )
+                .await
+            } else {
+                plant_for(
+                    &env.wh,
+                    "test",
+                    &host,
+                    4_999_999,
+                    chrono::Duration::minutes(2),
+                )
+                .await
+            }
+        });
+        let (ok, locked) = race(&env, wh.to_str().unwrap(), &[]);
+        for l in &locked {
+            assert!(
+                l.contains("pipeline `test` is locked"),
+                "trial {trial}: {l}"
+            );
+        }
+        outcomes.push(ok);
+    }
+    println!("winners per trial: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|&n| n == 1),
+        "exactly one winner every time: {outcomes:?}"
+    );
+    rt.block_on(env.assert_exact("2025-10-27", "2025-11-03"));
+    assert!(!wh.join("_locks/test.json").exists());
 }
