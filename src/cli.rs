@@ -387,7 +387,7 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
               l AS (SELECT pipeline, MAX(s) AS s FROM r GROUP BY pipeline) \
          SELECT r.pipeline, r.failed FROM r JOIN l ON r.pipeline = l.pipeline AND r.s = l.s"
     );
-    let failed: Vec<String> = query::render(&query::run(&ctx, &latest).await?, Format::Csv)?
+    let mut failed: Vec<String> = query::render(&query::run(&ctx, &latest).await?, Format::Csv)?
         .lines()
         .skip(1)
         .filter_map(|l| {
@@ -396,6 +396,52 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
                 .map(|(p, _)| p.to_string())
         })
         .collect();
+    // Runs that never finished writing meta.runs (killed, crashed, disk
+    // full) are failed runs too; the newest such run after a pipeline's
+    // last recorded run makes that pipeline's last run a failure.
+    let incomplete = crate::runlog::unfinished(wh, pipeline).await?;
+    if !incomplete.is_empty() {
+        let recorded = query::run(&ctx, &format!("SELECT pipeline, run_id, MAX(started_at) AS s, COUNT(*) AS n FROM meta.runs {filter} GROUP BY pipeline, run_id")).await?;
+        let recorded = query::render(&recorded, Format::Csv)?;
+        let rows: Vec<Vec<&str>> = recorded
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        println!("incomplete runs (some or all meta.runs rows missing: the run was killed, crashed, or could not write them):");
+        for m in &incomplete {
+            let n = rows
+                .iter()
+                .find(|r| r.get(1) == Some(&m.run_id.as_str()))
+                .and_then(|r| r.get(3)?.parse().ok())
+                .unwrap_or(0);
+            println!(
+                "  {} {} started {}: {n} of {} stream(s) recorded -- failed",
+                m.pipeline,
+                m.run_id,
+                m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                m.streams.len()
+            );
+            let newest_recorded = rows
+                .iter()
+                .filter(|r| {
+                    r.first() == Some(&m.pipeline.as_str()) && r.get(1) != Some(&m.run_id.as_str())
+                })
+                .filter_map(|r| {
+                    chrono::NaiveDateTime::parse_from_str(
+                        r.get(2)?.trim_end_matches('Z'),
+                        "%Y-%m-%dT%H:%M:%S%.f",
+                    )
+                    .ok()
+                })
+                .max();
+            if newest_recorded.is_none_or(|s| s < m.started_at.naive_utc())
+                && !failed.contains(&m.pipeline)
+            {
+                failed.push(m.pipeline.clone());
+            }
+        }
+    }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -270,6 +270,13 @@ impl RunLock {
     }
 }
 
+/// Whether `pipeline`'s lock is live and names `run_id` (that run is in progress).
+pub async fn is_held_by(wh: &Warehouse, pipeline: &str, run_id: &str) -> bool {
+    read_holder(wh, &crate::sink::partition::lock_file(wh.root(), pipeline))
+        .await
+        .is_some_and(|h| h.run_id == run_id && !h.is_stale(Utc::now()))
+}
+
 /// Deletes the lock object if it still names this holder (and was not lost).
 async fn delete_if_ours(inner: &Inner) {
     if inner.lost.load(Ordering::Relaxed) {

@@ -109,6 +109,15 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let states = StateStore::new(wh, &cfg.name);
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
     failpoint(&format!("panic@{}", cfg.name));
+    // A run counts as failed until every one of its meta.runs rows is written.
+    let marker = crate::runlog::RunMarker {
+        pipeline: cfg.name.clone(),
+        run_id: run_id.clone(),
+        started_at: Utc::now(),
+        streams: specs.iter().map(|(_, s)| s.name.clone()).collect(),
+    };
+    crate::runlog::begin(wh, &marker).await?;
+    let mut recorded = true;
     let bar = progress_bar(opts.progress);
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
@@ -150,6 +159,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         rep.retries = source.retries() - retries_before;
         rep.finished_at = Utc::now();
         if let Err(e) = write_run_row(wh, pipeline, &run_id, &rep).await {
+            recorded = false;
             rep.error.get_or_insert(format!("writing meta.runs: {e}"));
         }
         tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, retries = rep.retries,
@@ -157,6 +167,11 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         reports.push(rep);
     }
     bar.finish_and_clear();
+    if recorded {
+        if let Err(e) = crate::runlog::finish(wh, &cfg.name, &run_id).await {
+            tracing::warn!(error = %e, "could not clear the run marker; `chatlake runs` will list this run as incomplete");
+        }
+    }
     lock.release().await;
     Ok(RunReport {
         run_id,

@@ -122,7 +122,11 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         listed.contains("test") && listed.contains("run_id"),
         "{listed}"
     );
-    let _ = runs.status;
+    assert!(
+        runs.status.success(),
+        "the last run succeeded or was stopped cleanly: {}",
+        String::from_utf8_lossy(&runs.stderr)
+    );
 }
 
 #[test]
@@ -283,4 +287,63 @@ fn a_panicking_run_does_not_take_the_daemon_down() {
         !wh.join("_locks/bad.json").exists(),
         "the crashed run's lock is released"
     );
+}
+
+/// Issue 9, defect 6: a run that could not write its meta.runs rows (here:
+/// `meta/runs` is not a directory, as good as a full disk for that write)
+/// counts as failed in `chatlake runs`, though meta.runs holds only the
+/// earlier good run.
+#[test]
+fn runs_counts_a_run_without_its_meta_runs_rows_as_failed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(3), 7));
+    let wh = env.dir.path().join("wh");
+    let (file, whs) = (env.pipeline_file.to_str().unwrap(), wh.to_str().unwrap());
+    let run = || {
+        chatlake(&[
+            "run",
+            "--pipeline",
+            file,
+            "--warehouse",
+            whs,
+            "--from",
+            "2025-10-27",
+            "--to",
+            "2025-10-28",
+            "--stream",
+            "socialintents.chats",
+        ])
+    };
+    assert!(run().status.success());
+    assert!(chatlake(&["runs", "--warehouse", whs]).status.success());
+    let (runs_dir, aside) = (wh.join("meta/runs"), wh.join("runs-aside"));
+    std::fs::rename(&runs_dir, &aside).unwrap();
+    std::fs::write(&runs_dir, b"not a directory").unwrap();
+    let broken = run();
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert_eq!(broken.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing meta.runs"), "{stderr}");
+    std::fs::remove_file(&runs_dir).unwrap();
+    std::fs::rename(&aside, &runs_dir).unwrap();
+    let out = chatlake(&["runs", "--warehouse", whs]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("incomplete runs")
+            && stdout.contains("0 of 1 stream(s) recorded -- failed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("the last run failed for: test"), "{stderr}");
+    // A good run afterwards: healthy again (the incomplete one stays listed).
+    assert!(run().status.success());
+    let out = chatlake(&["runs", "--warehouse", whs]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("incomplete runs"));
 }
