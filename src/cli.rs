@@ -62,9 +62,12 @@ pub enum Command {
         /// Only this stream, as SOURCE.STREAM (repeatable).
         #[arg(long = "stream", value_name = "SOURCE.STREAM")]
         streams: Vec<String>,
-        /// Ignore watermarks and re-extract from start_date.
+        /// Ignore watermarks and re-extract from start_date (also after a timezone change).
         #[arg(long)]
         full_refresh: bool,
+        /// Let an upsert stream mark more than `max_delete_share` of its rows deleted.
+        #[arg(long)]
+        allow_mass_delete: bool,
     },
     /// Run read-only SQL over the warehouse tables and the reporting views.
     Query {
@@ -158,6 +161,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             to,
             streams,
             full_refresh,
+            allow_mass_delete,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = open_warehouse(wh.warehouse, Some(&p))?;
@@ -167,6 +171,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 to,
                 streams,
                 full_refresh,
+                allow_mass_delete,
                 now: None,
                 progress: interactive,
                 stop: Some(stop),
@@ -328,8 +333,19 @@ async fn schedule(
         println!("serving /healthz and /metrics on http://{local}");
     }
     let mut tasks = Vec::new();
+    let mut names: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for f in &files {
         let p = Pipeline::load(f)?;
+        // One name = one state and one lock: two files with the same name
+        // would share (and fight over) both.
+        if let Some(other) = names.insert(p.config.name.clone(), f.clone()) {
+            return Err(Error::Usage(format!(
+                "{} and {} both have name = \"{}\"; pipeline names must be unique (they key the state and the lock)",
+                other.display(),
+                f.display(),
+                p.config.name
+            )));
+        }
         if p.config.schedule.is_none() {
             return Err(Error::Usage(format!(
                 "{}: no `schedule` key; add e.g. schedule = \"0 30 2 * * *\"",

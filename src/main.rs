@@ -9,6 +9,9 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Stack size of every thread that plans or runs queries.
+const STACK: usize = 256 << 20;
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = chatlake::cli::Cli::parse();
@@ -23,14 +26,26 @@ fn main() -> ExitCode {
         .with_writer(|| chatlake::config::secret::RedactingWriter(std::io::stderr()))
         .with_ansi(interactive)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Large stacks (reserved, committed only as used): planning a query
+    // recurses once per operator, up to query::MAX_OPERATORS.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(STACK)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(chatlake::cli::execute(cli, interactive)) {
+    let outcome = std::thread::Builder::new()
+        .name("chatlake-main".into())
+        .stack_size(STACK)
+        .spawn(move || runtime.block_on(chatlake::cli::execute(cli, interactive)))
+        .map_err(|e| chatlake::Error::io("starting the main thread", e))
+        .and_then(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             // Every error's message already includes its cause.

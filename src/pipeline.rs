@@ -38,8 +38,11 @@ pub struct RunOptions {
     pub to: Option<NaiveDate>,
     /// Only these streams (`source.stream`); empty: all configured.
     pub streams: Vec<String>,
-    /// Ignore watermarks: re-extract from start_date.
+    /// Ignore watermarks: re-extract from start_date (also accepts a changed
+    /// timezone).
     pub full_refresh: bool,
+    /// Let an upsert stream mark more than `max_delete_share` of its rows deleted.
+    pub allow_mass_delete: bool,
     /// The clock: "today" is this instant's local date.
     pub now: Option<DateTime<Utc>>,
     /// Draw a progress bar.
@@ -106,7 +109,14 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             return Err(Error::Usage(format!("--from {f} is after --to {t}")));
         }
     }
-    let states = StateStore::new(wh, &cfg.name);
+    let states = StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone);
+    if cfg.start_date > today && opts.from.is_none() {
+        return Err(Error::Usage(format!(
+            "start_date {} is after today ({today} in {}): there is nothing to read yet",
+            cfg.start_date, cfg.timezone
+        )));
+    }
+    check_timezone(&states, &specs, cfg, opts.full_refresh).await?;
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
     failpoint(&format!("panic@{}", cfg.name));
     // A run counts as failed until every one of its meta.runs rows is written.
@@ -151,6 +161,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             bar: &bar,
             lock: &lock,
             stop: opts.stop.as_deref(),
+            allow_mass_delete: opts.allow_mass_delete,
         };
         if let Err(e) = run_stream(&ctx, spec, opts, &mut rep).await {
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
@@ -190,6 +201,7 @@ struct StreamCtx<'a> {
     bar: &'a ProgressBar,
     lock: &'a RunLock,
     stop: Option<&'a AtomicBool>,
+    allow_mass_delete: bool,
 }
 
 impl StreamCtx<'_> {
@@ -369,6 +381,35 @@ async fn run_stream(
     Ok(())
 }
 
+/// Refuses a run whose timezone differs from the one the streams' data was
+/// partitioned in: `dt` would shift, and re-read days would duplicate or
+/// lose chats at the edges. `--full-refresh` re-reads everything in the new
+/// timezone.
+async fn check_timezone(
+    states: &StateStore<'_>,
+    specs: &[(usize, StreamSpec)],
+    cfg: &crate::config::PipelineConfig,
+    full_refresh: bool,
+) -> Result<()> {
+    if full_refresh {
+        return Ok(());
+    }
+    for (_, spec) in specs {
+        let Some(loaded) = states.load(&spec.name).await? else {
+            continue;
+        };
+        if let Some(tz) = loaded.state.timezone.filter(|tz| *tz != cfg.timezone) {
+            return Err(Error::Usage(format!(
+                "stream {}: its data is partitioned by local dates in {tz}, but the pipeline now says timezone = \"{}\". \
+                 Running on would shift dt and duplicate or lose rows at day edges; \
+                 run once with --full-refresh to re-read everything in {} (or set the timezone back)",
+                spec.name, cfg.timezone, cfg.timezone
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An upsert stream: compare the source with the warehouse, merge the new and
 /// changed rows into their partitions, mark the vanished ones, then save the
 /// high-water `updatedAt`.
@@ -389,6 +430,23 @@ async fn run_upsert(
         }
     }
     rep.scope = format!("{} changed, {} gone", up.replace.len(), up.tombstones.len());
+    let share = ctx.pipeline.config.max_delete_share;
+    if !up.tombstones.is_empty()
+        && up.tombstones.len() as f64 > share * up.live as f64
+        && !ctx.allow_mass_delete
+    {
+        return Err(Error::BadResponse {
+            source_name: spec.name.clone(),
+            endpoint: spec.endpoints.join(", "),
+            message: format!(
+                "the answer would mark {} of {} stored rows deleted ({:.0}%), more than max_delete_share = {share}; nothing written. \
+                 If the source really lost them, run once with --allow-mass-delete",
+                up.tombstones.len(),
+                up.live,
+                100.0 * up.tombstones.len() as f64 / up.live.max(1) as f64
+            ),
+        });
+    }
     let how = Write::Merge(Merge {
         key_column,
         replace: &up.replace,

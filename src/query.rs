@@ -104,12 +104,97 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
 
 /// Runs one read-only statement: no DDL, no DML (INSERT, COPY), no SET.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    check_size(sql)?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
     let df = ctx.sql_with_options(sql, read_only).await?;
     Ok(df.collect().await?)
+}
+
+/// `batch` with every nested column (list, struct, map) as JSON text, for
+/// formats that only take flat values (CSV): `["a","b"]`, `{"k":1}`.
+pub fn nested_as_json(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !f.data_type().is_nested() {
+            fields.push(f.as_ref().clone());
+            columns.push(Arc::clone(col));
+            continue;
+        }
+        let one = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "v",
+                f.data_type().clone(),
+                true,
+            )])),
+            vec![Arc::clone(col)],
+        )?;
+        let mut w = arrow::json::ArrayWriter::new(Vec::new());
+        w.write(&one)?;
+        w.finish()?;
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_slice(&w.into_inner())
+                .map_err(|e| Error::Usage(format!("column {}: {e}", f.name())))?;
+        let text: StringArray = rows
+            .iter()
+            .map(|r| r.get("v").filter(|v| !v.is_null()).map(|v| v.to_string()))
+            .collect();
+        fields.push(Field::new(f.name(), DataType::Utf8, true));
+        columns.push(Arc::new(text));
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Most operators one statement may hold. Planning and evaluating an
+/// expression recurse once per operator; a statement like `SELECT 1+1+...`
+/// with thousands of terms would otherwise exhaust the stack and abort.
+pub const MAX_OPERATORS: usize = 1000;
+
+/// Refuses a statement with more than [`MAX_OPERATORS`] operators, with an
+/// error that says so (instead of a stack overflow).
+fn check_size(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(()); // the parser will say what is wrong
+    };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat => true,
+            Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq => true,
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(Error::Usage(format!(
+            "the statement has {operators} operators; at most {MAX_OPERATORS} are accepted in one statement (an expression that deep would exhaust the stack)"
+        )));
+    }
+    Ok(())
 }
 
 /// Renders batches as a pretty table, CSV (with header) or JSON lines.
@@ -123,7 +208,7 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
                     .with_header(true)
                     .build(&mut buf);
                 for b in batches {
-                    w.write(b)?;
+                    w.write(&nested_as_json(b)?)?;
                 }
             }
             Ok(String::from_utf8_lossy(&buf).into_owned())

@@ -33,6 +33,12 @@ pub struct PipelineConfig {
     /// Days re-extracted before the watermark on each run (late updates).
     #[serde(default = "default_lookback_days")]
     pub lookback_days: u32,
+    /// Largest share of an upsert stream's stored rows that one run may mark
+    /// deleted (0..1). A source that suddenly answers with nothing (`[]`)
+    /// would otherwise mark everything deleted; such a run fails unless run
+    /// with `--allow-mass-delete`.
+    #[serde(default = "default_max_delete_share")]
+    pub max_delete_share: f64,
     /// HTTP client settings shared by every source.
     #[serde(default)]
     pub http: HttpConfig,
@@ -46,6 +52,9 @@ fn default_warehouse() -> String {
 }
 fn default_lookback_days() -> u32 {
     2
+}
+fn default_max_delete_share() -> f64 {
+    0.5
 }
 
 /// HTTP client settings.
@@ -291,7 +300,18 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         )
     })?;
     if let Some(expr) = &c.schedule {
-        crate::schedule::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
+        let cron = crate::schedule::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
+        if crate::schedule::next_after(&cron, tz, chrono::Utc::now()).is_none() {
+            return Err(format!(
+                "schedule: `{expr}` never fires (no such date in any year ahead)"
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&c.max_delete_share) {
+        return Err(format!(
+            "max_delete_share = {}: a share between 0 and 1",
+            c.max_delete_share
+        ));
     }
     if c.lookback_days > 366 {
         return Err(format!("lookback_days = {}: at most 366", c.lookback_days));

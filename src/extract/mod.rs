@@ -179,6 +179,9 @@ pub struct Upserts {
     pub replace: std::collections::HashSet<String>,
     /// Keys gone from the source: their rows are kept with `deleted_at` set.
     pub tombstones: std::collections::HashSet<String>,
+    /// Stored rows not marked deleted, within what this read covers (the
+    /// base of the mass-delete guard).
+    pub live: usize,
     /// Latest `updatedAt` read.
     pub high_water: Option<DateTime<Utc>>,
 }

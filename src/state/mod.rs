@@ -35,6 +35,10 @@ pub struct StreamState {
     /// the latest last-message time committed and the conversations near it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<serde_json::Value>,
+    /// The pipeline timezone the stream's `dt` partitions were computed in
+    /// (absent in states written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// A loaded state with the store version it was read at.
@@ -48,6 +52,7 @@ pub struct Loaded {
 pub struct StateStore<'a> {
     wh: &'a Warehouse,
     pipeline: String,
+    timezone: Option<String>,
 }
 
 impl<'a> StateStore<'a> {
@@ -56,7 +61,14 @@ impl<'a> StateStore<'a> {
         StateStore {
             wh,
             pipeline: pipeline.to_string(),
+            timezone: None,
         }
+    }
+
+    /// Records `timezone` in every state saved (the partitioning it implies).
+    pub fn with_timezone(mut self, timezone: &str) -> Self {
+        self.timezone = Some(timezone.to_string());
+        self
     }
 
     fn dir(&self) -> Path {
@@ -115,6 +127,7 @@ impl<'a> StateStore<'a> {
             updated_at: Utc::now(),
             generation: prev.map(|p| p.state.generation + 1).unwrap_or(1),
             cursor,
+            timezone: self.timezone.clone(),
         };
         let body = serde_json::to_vec_pretty(&state).expect("state serializes");
         let mode = match prev.and_then(|p| p.version.clone()) {

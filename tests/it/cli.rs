@@ -194,3 +194,23 @@ fn demo_pipeline_file_parses() {
     let env = |n: &str| Some(format!("value-of-{n}"));
     chatlake::config::Pipeline::parse(example, std::path::Path::new("example.toml"), &env).unwrap();
 }
+
+/// Issue 9, defect 10: `--format csv` renders list columns as JSON text.
+#[test]
+fn csv_renders_list_columns_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--format",
+        "csv",
+        "SELECT 1 AS id, make_array('a', 'b,c') AS tags, make_array(1, 2) AS n, CAST(NULL AS VARCHAR) AS x",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "id,tags,n,x\n1,\"[\"\"a\"\",\"\"b,c\"\"]\",\"[1,2]\",\n"
+    );
+}

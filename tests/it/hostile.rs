@@ -562,3 +562,212 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// Defect 10: a startDate in year 1 or 9999 is quarantined with a reason,
+/// not silently dropped; the other chats land.
+#[test]
+fn records_outside_the_dates_asked_for_are_quarantined() {
+    let server = Hostile::start(|path, _, _| {
+        if path.contains("/chats") && path.contains("date_from=2025-10-27") {
+            let chats = vec![
+                si_chat("ok", "2025-10-27 15:00:00", 1),
+                si_chat("y1", "0001-01-01 10:00:00", 1),
+                si_chat("y9999", "9999-12-31 10:00:00", 1),
+            ];
+            json(
+                200,
+                serde_json::json!({"apiStatus": "Success", "chats": chats}).to_string(),
+            )
+        } else {
+            si_empty(path)
+        }
+    });
+    let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+    let (code, out, err) = run_window(&file, &wh);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        query_rows(&wh, "SELECT chat_id FROM socialintents.chats"),
+        ["ok"]
+    );
+    let rejects = query_rows(&wh, "SELECT reason FROM meta.rejects ORDER BY reason");
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert!(
+        rejects[0].contains(
+            "0001-01-01 10:00:00 is outside the dates asked for (2025-10-27..2025-10-29 UTC)"
+        ),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[1].contains("9999-12-31 10:00:00 is outside"),
+        "{rejects:?}"
+    );
+}
+
+/// Defect 10: a CRM endpoint that suddenly answers `[]` would mark every
+/// row deleted: refused (nothing written) unless `--allow-mass-delete`.
+#[test]
+fn a_crm_answer_that_would_delete_most_rows_is_refused() {
+    let empty = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&empty);
+    let server = Hostile::start(move |_, _, _| {
+        if flag.load(Ordering::SeqCst) {
+            return json(200, "[]");
+        }
+        let companies: Vec<_> = (1..=4)
+            .map(|i| serde_json::json!({"id": format!("co{i}"), "name": format!("Co {i}"), "createdAt": "2025-10-01T10:00:00.000Z", "updatedAt": "2025-10-02T10:00:00.000Z"}))
+            .collect();
+        json(200, serde_json::Value::Array(companies).to_string())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crm.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"crm\"\ntimezone = \"UTC\"\nstart_date = \"2025-10-01\"\n[http]\nmax_attempts = 1\n[sources.crm]\nbase_url = \"{}\"\napi_key = \"{TOKEN}\"\nstreams = [\"companies\"]\nrequests_per_minute = 60000\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let (file, wh) = (file.to_str().unwrap(), dir.path().join("wh"));
+    let wh = wh.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--pipeline", file, "--warehouse", wh];
+        args.extend_from_slice(extra);
+        chatlake(&args)
+    };
+    assert_eq!(run(&[]).0, 0);
+    empty.store(true, Ordering::SeqCst);
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "would mark 4 of 4 stored rows deleted (100%), more than max_delete_share = 0.5"
+        ) && err.contains("--allow-mass-delete"),
+        "{err}"
+    );
+    assert_eq!(
+        query_rows(
+            wh,
+            "SELECT COUNT(*) FROM crm.companies WHERE deleted_at IS NULL"
+        ),
+        ["4"]
+    );
+    let (code, _, err) = run(&["--allow-mass-delete"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        query_rows(
+            wh,
+            "SELECT COUNT(*) FROM crm.companies WHERE deleted_at IS NOT NULL"
+        ),
+        ["4"]
+    );
+}
+
+/// Defect 10: settings that can only go wrong are refused up front, with the
+/// key, the value and why (exit 2): a start_date in the future, a cron that
+/// never fires, two scheduled pipelines with one name, a changed timezone on
+/// an existing warehouse (unless --full-refresh), and a statement too deep
+/// to plan.
+#[test]
+fn impossible_settings_are_refused_with_a_reason() {
+    let server = Hostile::start(|path, _, _| si_empty(path));
+    let (dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let variant = |name: &str, from: &str, to: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text.replace(from, to)).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    // start_date after today.
+    let future = variant(
+        "future.toml",
+        "start_date = \"2025-10-27\"",
+        "start_date = \"2999-01-01\"",
+    );
+    let (code, _, err) = chatlake(&["run", "--pipeline", &future, "--warehouse", &wh]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("start_date 2999-01-01 is after today"),
+        "{err}"
+    );
+    // A cron that never fires (February 30).
+    let never = variant("never.toml", "0 30 2 * * *", "0 0 0 30 2 *");
+    let (code, _, err) = chatlake(&["run", "--pipeline", &never, "--warehouse", &wh]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("schedule: `0 0 0 30 2 *` never fires"),
+        "{err}"
+    );
+    // Two files, one name.
+    let sched = dir.path().join("sched");
+    std::fs::create_dir_all(&sched).unwrap();
+    std::fs::write(sched.join("a.toml"), &text).unwrap();
+    std::fs::write(sched.join("b.toml"), &text).unwrap();
+    let (code, _, err) = chatlake(&[
+        "schedule",
+        "--pipeline",
+        sched.to_str().unwrap(),
+        "--warehouse",
+        &wh,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a.toml and") && err.contains("b.toml both have name = \"test\""),
+        "{err}"
+    );
+    // The timezone changes under an existing warehouse.
+    assert_eq!(run_window(&file, &wh).0, 0);
+    let moved = variant(
+        "moved.toml",
+        "timezone = \"America/New_York\"",
+        "timezone = \"Europe/Berlin\"",
+    );
+    let (code, _, err) = chatlake(&["run", "--pipeline", &moved, "--warehouse", &wh]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("partitioned by local dates in America/New_York")
+            && err.contains("--full-refresh"),
+        "{err}"
+    );
+    let (code, _, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        &moved,
+        "--warehouse",
+        &wh,
+        "--full-refresh",
+        "--to",
+        "2025-10-28",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        &moved,
+        "--warehouse",
+        &wh,
+        "--to",
+        "2025-10-28",
+    ]);
+    assert_eq!(
+        code, 0,
+        "after the full refresh, the new timezone is the warehouse's: {err}"
+    );
+    // A statement with thousands of terms: an error, not a stack overflow.
+    let deep = format!("SELECT 1{}", "+1".repeat(5000));
+    let (code, _, err) = chatlake(&["query", "--warehouse", &wh, &deep]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the statement has 5000 operators; at most 1000"),
+        "{err}"
+    );
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        &wh,
+        "--format",
+        "csv",
+        &format!("SELECT 1{} AS n", "+1".repeat(1000)),
+    ]);
+    assert_eq!((code, out.trim()), (0, "n\n1001"), "{err}");
+}

@@ -90,6 +90,7 @@ impl Crm {
             extracted: Extracted::new(spec, run_id),
             replace: HashSet::new(),
             tombstones: HashSet::new(),
+            live: 0,
             high_water: None,
         };
         let filter: HashSet<&str> = self.cfg.company_ids.iter().map(String::as_str).collect();
@@ -166,8 +167,11 @@ impl Crm {
         for (key, s) in stored {
             let in_scope =
                 filter.is_empty() || s.scope.as_deref().is_some_and(|c| filter.contains(c));
-            if !s.deleted && in_scope && !present.contains(key) {
-                up.tombstones.insert(key.clone());
+            if !s.deleted && in_scope {
+                up.live += 1;
+                if !present.contains(key) {
+                    up.tombstones.insert(key.clone());
+                }
             }
         }
         Ok(up)

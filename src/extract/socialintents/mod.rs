@@ -136,6 +136,19 @@ impl SocialIntents {
             source_count: None,
         };
         let mut outside = 0usize;
+        // The UTC instants the request covers: whole UTC dates around the window.
+        let asked = window.map(|w| {
+            let (start, end) = time::local_range(w.from, w.to, self.tz);
+            let first = start
+                .date_naive()
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc();
+            let last = (end - Duration::microseconds(1))
+                .date_naive()
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc();
+            (first, last + Duration::days(1))
+        });
         for endpoint in &spec.endpoints {
             let (url, label) = self.url(endpoint, window)?;
             let extracted_at = time::micros(Utc::now());
@@ -162,6 +175,24 @@ impl SocialIntents {
                         continue;
                     }
                 };
+                // A record outside the UTC dates asked for (a year-1 or
+                // year-9999 startDate) belongs to no window: quarantined, not
+                // silently skipped.
+                if let (Some((from, till)), Some(t)) = (asked, p.time) {
+                    if t < from || t >= till {
+                        out.rejects.push(Reject {
+                            table: table.name.clone(),
+                            reason: format!(
+                                "its time {} is outside the dates asked for ({}..{} UTC)",
+                                t.format("%Y-%m-%d %H:%M:%S"),
+                                from.date_naive(),
+                                (till - Duration::days(1)).date_naive()
+                            ),
+                            raw_json: raw.get().to_string(),
+                        });
+                        continue;
+                    }
+                }
                 let dt = p.time.map(|t| time::local_date(t, self.tz));
                 if let (Some(w), Some(d)) = (window, dt) {
                     if d < w.from || d > w.to {
