@@ -644,7 +644,7 @@ fn describe(e: &reqwest::Error) -> String {
 /// gives a duration (saturating at `Duration::MAX`); the caller caps it.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<f64>() {
-        if !(secs >= 0.0) {
+        if secs.is_nan() || secs < 0.0 {
             return None; // negative or NaN
         }
         return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
