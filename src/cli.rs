@@ -19,6 +19,23 @@ use crate::simulator::{SimConfig, Simulator};
 use crate::sink::Warehouse;
 use crate::state::StateStore;
 
+/// `println!` that returns an error (naming stdout) instead of panicking
+/// when stdout is closed (`chatlake query ... | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|e| Error::io("writing to stdout", e))
+    }};
+}
+
+/// `print!` as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err(|e| Error::io("writing to stdout", e))
+    }};
+}
+
 /// The demo pipeline, compiled in so `chatlake demo` works from any directory.
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 
@@ -177,15 +194,15 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 stop: Some(stop),
             };
             let report = pipeline::run_once(&p, &wh, &opts).await?;
-            Ok(print_report(&report))
+            print_report(&report)
         }
         Command::Query { wh, format, sql } => {
             let wh = existing_warehouse(wh.warehouse, None)?;
             let ctx = query::session(&wh).await?;
             let batches = query::run(&ctx, &sql).await?;
-            print!("{}", query::render(&batches, format)?);
+            out!("{}", query::render(&batches, format)?)?;
             if format == Format::Table {
-                println!();
+                outln!()?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -196,16 +213,16 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             let wh = existing_warehouse(wh.warehouse, Some(&p))?;
             let states = StateStore::new(&wh, &p.config.name).list().await?;
             if states.is_empty() {
-                println!("no state for pipeline {} in {wh}", p.config.name);
+                outln!("no state for pipeline {} in {wh}", p.config.name)?;
             }
             for s in states {
                 let wm = s.watermark.map_or("-".to_string(), |d| d.to_string());
-                println!(
+                outln!(
                     "{:<32} watermark {wm:<10}  updated {}  run {}",
                     s.stream,
                     s.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
                     s.run_id
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -239,7 +256,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 }
             }
             let removed = store.reset(stream.as_deref()).await?;
-            println!(
+            outln!(
                 "reset {} stream(s){}",
                 removed.len(),
                 if removed.is_empty() {
@@ -247,7 +264,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 } else {
                     format!(": {}", removed.join(", "))
                 }
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule {
@@ -278,21 +295,21 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 config.socialintents.until = Some(Utc::now());
             }
             let sim = Simulator::start_on(config, port).await?;
-            println!(
+            outln!(
                 "simulator serving Social Intents at {}",
                 sim.socialintents_url()
-            );
-            println!(
+            )?;
+            outln!(
                 "                 and Social25 at {} (token {}, tenant {})",
                 sim.social25_url(),
                 crate::simulator::social25::DEMO_TOKEN,
                 crate::simulator::social25::DEMO_TENANT_ID
-            );
-            println!(
+            )?;
+            outln!(
                 "credentials: account_id = {}, api_token = {}",
                 crate::simulator::DEMO_ACCOUNT_ID,
                 crate::simulator::DEMO_API_TOKEN
-            );
+            )?;
             tokio::signal::ctrl_c()
                 .await
                 .map_err(|e| Error::io("waiting for Ctrl-C", e))?;
@@ -330,7 +347,7 @@ async fn schedule(
     let metrics = crate::metrics::Metrics::default();
     if let Some(addr) = listen {
         let local = metrics.clone().serve(&addr).await?;
-        println!("serving /healthz and /metrics on http://{local}");
+        outln!("serving /healthz and /metrics on http://{local}")?;
     }
     let mut tasks = Vec::new();
     let mut names: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
@@ -353,13 +370,13 @@ async fn schedule(
             )));
         }
         let wh = open_warehouse(warehouse.clone(), Some(&p))?;
-        println!(
+        outln!(
             "scheduling {} ({}) at \"{}\" in {}, warehouse {wh}",
             p.config.name,
             f.display(),
             p.config.schedule.as_deref().unwrap_or(""),
             p.config.timezone
-        );
+        )?;
         tasks.push(crate::schedule::serve_pipeline(
             p,
             wh,
@@ -375,7 +392,7 @@ async fn schedule(
             code = ExitCode::FAILURE;
         }
     }
-    println!("scheduler stopped");
+    outln!("scheduler stopped")?;
     Ok(code)
 }
 
@@ -394,7 +411,7 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
          FROM meta.runs {filter} GROUP BY pipeline, run_id ORDER BY started_at DESC LIMIT {last}"
     );
     let batches = query::run(&ctx, &sql).await?;
-    println!("{}", query::render(&batches, Format::Table)?);
+    outln!("{}", query::render(&batches, Format::Table)?)?;
     // The last run of each pipeline decides the exit code.
     let latest = format!(
         "WITH r AS (SELECT pipeline, run_id, MAX(started_at) AS s, \
@@ -424,20 +441,20 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
             .skip(1)
             .map(|l| l.split(',').collect())
             .collect();
-        println!("incomplete runs (some or all meta.runs rows missing: the run was killed, crashed, or could not write them):");
+        outln!("incomplete runs (some or all meta.runs rows missing: the run was killed, crashed, or could not write them):")?;
         for m in &incomplete {
             let n = rows
                 .iter()
                 .find(|r| r.get(1) == Some(&m.run_id.as_str()))
                 .and_then(|r| r.get(3)?.parse().ok())
                 .unwrap_or(0);
-            println!(
+            outln!(
                 "  {} {} started {}: {n} of {} stream(s) recorded -- failed",
                 m.pipeline,
                 m.run_id,
                 m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
                 m.streams.len()
-            );
+            )?;
             let newest_recorded = rows
                 .iter()
                 .filter(|r| {
@@ -527,16 +544,16 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
         (name == "CHATLAKE_SIMULATOR_URL").then(|| url.clone())
     })?;
     let wh = open_warehouse(warehouse, Some(&p))?;
-    println!(
+    outln!(
         "chatlake demo: simulator at {}, warehouse {wh}\n",
         sim.url()
-    );
+    )?;
     let opts = RunOptions {
         progress: interactive,
         ..RunOptions::default()
     };
     let report = pipeline::run_once(&p, &wh, &opts).await?;
-    let code = print_report(&report);
+    let code = print_report(&report)?;
     let ctx = query::session(&wh).await?;
     let week = today - Duration::days(6);
     let yesterday = today - Duration::days(1);
@@ -556,27 +573,39 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
         ("reporting.failed_syncs_daily, last 7 days", format!(
             "SELECT dt, log_message, failed_messages FROM reporting.failed_syncs_daily WHERE dt >= DATE '{week}' ORDER BY dt, log_message")),
     ] {
-        println!("\n{title} (rounded for display)");
-        println!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?);
+        outln!("\n{title} (rounded for display)")?;
+        outln!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?)?;
     }
-    println!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"");
+    outln!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"")?;
     Ok(code)
 }
 
 /// Prints one line per stream; failures go to stderr. Exit 1 if any failed.
-fn print_report(r: &RunReport) -> ExitCode {
-    println!("run {}", r.run_id);
-    println!(
+fn print_report(r: &RunReport) -> Result<ExitCode> {
+    outln!("run {}", r.run_id)?;
+    outln!(
         "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status",
-        "stream", "window", "pages", "records", "rows", "rejects", "retries"
-    );
+        "stream",
+        "window",
+        "pages",
+        "records",
+        "rows",
+        "rejects",
+        "retries"
+    )?;
     for s in &r.streams {
         let window = &s.scope;
         let status = if s.error.is_some() { "FAILED" } else { "ok" };
-        println!(
+        outln!(
             "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}",
-            s.stream, window, s.pages, s.records, s.rows_written, s.rejects, s.retries
-        );
+            s.stream,
+            window,
+            s.pages,
+            s.records,
+            s.rows_written,
+            s.rejects,
+            s.retries
+        )?;
     }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {
@@ -585,9 +614,9 @@ fn print_report(r: &RunReport) -> ExitCode {
             crate::config::secret::redact(s.error.as_deref().unwrap_or(""))
         );
     }
-    if failed.is_empty() {
+    Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }

@@ -13,7 +13,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const STACK: usize = 256 << 20;
 
 fn main() -> ExitCode {
-    quiet_on_closed_stdout();
     let cli = chatlake::cli::Cli::parse();
     let interactive = std::io::stderr().is_terminal();
     // On a terminal the progress bar tells the story; elsewhere, tracing lines do.
@@ -47,6 +46,13 @@ fn main() -> ExitCode {
         .and_then(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
     match outcome {
         Ok(code) => code,
+        // `chatlake query ... | head`: the reader went away. Exit quietly
+        // with 141, as a Unix tool killed by SIGPIPE does.
+        Err(chatlake::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             // Every error's message already includes its cause.
             eprintln!(
@@ -59,24 +65,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// `chatlake query ... | head` closes stdout early; Rust then panics in
-/// `println!` with "Broken pipe". Exit quietly with 141 instead, as a Unix
-/// tool killed by SIGPIPE does.
-/// (A run never prints while it holds data: its report comes after the commit.)
-fn quiet_on_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(141);
-        }
-        default(info);
-    }));
 }

@@ -214,3 +214,40 @@ fn csv_renders_list_columns_as_json() {
         "id,tags,n,x\n1,\"[\"\"a\"\",\"\"b,c\"\"]\",\"[1,2]\",\n"
     );
 }
+
+/// A reader that goes away (`chatlake query ... | head -1`): exit 141, as a
+/// Unix tool killed by SIGPIPE, with nothing on stderr (no panic).
+#[test]
+fn a_closed_stdout_ends_the_query_quietly_with_141() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args([
+            "query",
+            "--warehouse",
+            dir.path().to_str().unwrap(),
+            "--format",
+            "csv",
+        ])
+        .arg("SELECT * FROM generate_series(1, 2000000)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
