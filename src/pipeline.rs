@@ -648,25 +648,30 @@ async fn write_rejects(
     let table = schema::table("meta.rejects");
     let now = Utc::now();
     let date = |d: NaiveDate| Cell::Date(days_since_epoch(d));
-    let rows: Vec<Row> = rejects
+    let rows = rejects
         .iter()
         .enumerate()
-        .map(|(i, r)| Row {
-            cells: vec![
-                Cell::Str(r.table.clone()),
-                Cell::Str(spec.name.clone()),
-                w.map_or(Cell::Null, |w| date(w.from)),
-                w.map_or(Cell::Null, |w| date(w.to)),
-                Cell::Int(i as i64 + 1),
-                Cell::Str(crate::config::secret::redact(&r.reason)),
-                Cell::Str(crate::config::secret::redact(&r.raw_json)),
-                Cell::Str(ctx.run_id.to_string()),
-                Cell::Micros(time::micros(now)),
-            ],
-            extra: None,
-            extracted_at: time::micros(now),
+        .map(|(i, r)| {
+            let cells = vec![
+                ("table_name", Cell::Str(r.table.clone())),
+                ("stream", Cell::Str(spec.name.clone())),
+                ("window_start", w.map_or(Cell::Null, |w| date(w.from))),
+                ("window_end", w.map_or(Cell::Null, |w| date(w.to))),
+                ("seq", Cell::Int(i as i64 + 1)),
+                (
+                    "reason",
+                    Cell::Str(crate::config::secret::redact(&r.reason)),
+                ),
+                (
+                    "raw_json",
+                    Cell::Str(crate::config::secret::redact(&r.raw_json)),
+                ),
+                ("run_id", Cell::Str(ctx.run_id.to_string())),
+                ("extracted_at", Cell::Micros(time::micros(now))),
+            ];
+            Row::named(table, cells, time::micros(now))
         })
-        .collect();
+        .collect::<Result<Vec<Row>>>()?;
     let batch = build_batch(table, ctx.run_id, &rows)?;
     let part = w.map_or("snapshot".to_string(), |w| w.from.to_string());
     let name = format!("{}-{}-{part}", ctx.run_id, spec.name);
@@ -682,34 +687,29 @@ async fn write_run_row(
     let table = schema::table("meta.runs");
     let date = |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(days_since_epoch(d)));
     let int = |v: u64| Cell::Int(v as i64);
-    let row = Row {
-        cells: vec![
-            Cell::Str(run_id.to_string()),
-            Cell::Str(pipeline.config.name.clone()),
-            Cell::Str(rep.stream.clone()),
-            date(rep.window.map(|w| w.from)),
-            date(rep.window.map(|w| w.to)),
-            int(rep.pages),
-            int(rep.records),
-            rep.source_count.map_or(Cell::Null, int),
-            int(rep.rows_written),
-            int(rep.rejects),
-            int(rep.retries),
-            Cell::Str(
-                if rep.error.is_some() {
-                    "failed"
-                } else {
-                    "success"
-                }
-                .into(),
-            ),
-            rep.error.clone().map_or(Cell::Null, Cell::Str),
-            Cell::Micros(time::micros(rep.started_at)),
-            Cell::Micros(time::micros(rep.finished_at)),
-        ],
-        extra: None,
-        extracted_at: time::micros(rep.finished_at),
+    let status = if rep.error.is_some() {
+        "failed"
+    } else {
+        "success"
     };
+    let cells = vec![
+        ("run_id", Cell::Str(run_id.to_string())),
+        ("pipeline", Cell::Str(pipeline.config.name.clone())),
+        ("stream", Cell::Str(rep.stream.clone())),
+        ("window_start", date(rep.window.map(|w| w.from))),
+        ("window_end", date(rep.window.map(|w| w.to))),
+        ("pages", int(rep.pages)),
+        ("records", int(rep.records)),
+        ("source_count", rep.source_count.map_or(Cell::Null, int)),
+        ("rows_written", int(rep.rows_written)),
+        ("rejects", int(rep.rejects)),
+        ("retries", int(rep.retries)),
+        ("status", Cell::Str(status.into())),
+        ("error", rep.error.clone().map_or(Cell::Null, Cell::Str)),
+        ("started_at", Cell::Micros(time::micros(rep.started_at))),
+        ("finished_at", Cell::Micros(time::micros(rep.finished_at))),
+    ];
+    let row = Row::named(table, cells, time::micros(rep.finished_at))?;
     let batch = build_batch(table, run_id, &[row])?;
     let dt = time::local_date(rep.started_at, pipeline.tz);
     wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch)

@@ -65,6 +65,27 @@ pub struct Row {
     pub extracted_at: i64,
 }
 
+impl Row {
+    /// A row of `table` from (column, value) pairs, placed by column name;
+    /// columns not named are null. An unknown column is an error naming it.
+    pub fn named(table: &TableDef, cells: Vec<(&str, Cell)>, extracted_at: i64) -> Result<Row> {
+        let mut row = Row {
+            cells: vec![Cell::Null; table.columns.len()],
+            extra: None,
+            extracted_at,
+        };
+        for (column, cell) in cells {
+            let i = table.index_of(column).ok_or_else(|| Error::Normalize {
+                table: table.name.clone(),
+                column: column.to_string(),
+                message: "no such column in the schema".into(),
+            })?;
+            row.cells[i] = cell;
+        }
+        Ok(row)
+    }
+}
+
 /// A record that could not become a row.
 #[derive(Debug, Clone)]
 pub struct Reject {

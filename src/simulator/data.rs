@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::normalize::time::local_date;
+use super::clock::local_date;
 
 /// The Social Intents account the simulator serves.
 #[derive(Debug, Clone)]
@@ -354,7 +354,8 @@ mod tests {
     fn deterministic_and_covers_the_special_cases() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
         let data = SiData::new(d("2025-10-30"), d("2025-11-05"), 20);
-        let (a, b) = crate::normalize::time::local_range(d("2025-11-01"), d("2025-11-03"), data.tz);
+        let (a, b) =
+            crate::simulator::clock::local_range(d("2025-11-01"), d("2025-11-03"), data.tz);
         let one = data.chats_in(a, b);
         let two = data.chats_in(a, b);
         assert_eq!(one.len(), two.len());

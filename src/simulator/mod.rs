@@ -3,6 +3,7 @@
 //! switches (429 with Retry-After, 500, latency, truncated bodies, an API
 //! error status, malformed records). `demo` and the tests run against it.
 
+pub mod clock;
 pub mod crm;
 pub mod data;
 pub mod social25;

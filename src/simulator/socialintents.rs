@@ -16,9 +16,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 
+use super::clock::local_range;
 use super::data::{SimChat, WIDGETS};
 use super::SimState;
-use crate::normalize::time::local_range;
 
 pub fn routes() -> Router<Arc<SimState>> {
     Router::new()

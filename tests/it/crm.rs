@@ -584,7 +584,7 @@ async fn company_views_equal_figures_computed_from_the_simulator() {
         }
     }
     let mut expected: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-    let (a, b) = chatlake::normalize::time::local_range(
+    let (a, b) = chatlake::simulator::clock::local_range(
         d("2025-10-25"),
         now().with_timezone(&TZ).date_naive(),
         TZ,

@@ -3,7 +3,7 @@
 
 use arrow::array::AsArray;
 use arrow::datatypes::TimestampMicrosecondType;
-use chatlake::normalize::time::{local_date, local_range};
+use chatlake::simulator::clock::{local_date, local_range};
 use chatlake::state::StateStore;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

@@ -371,7 +371,7 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
     assert_eq!(second.len(), 1);
     assert_eq!(
         second[0].0,
-        chatlake::normalize::time::day_start(d("2025-11-04"), TZ)
+        chatlake::simulator::clock::day_start(d("2025-11-04"), TZ)
     );
     assert_failed_exact(&env, later - Duration::minutes(15)).await;
     assert_eq!(state().await.watermark, Some(d("2025-11-07")));

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chatlake::normalize::time::local_date;
+use chatlake::simulator::clock::local_date;
 use chatlake::simulator::data::SimChat;
 
 use crate::support::*;
