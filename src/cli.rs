@@ -382,6 +382,7 @@ async fn schedule(
             wh,
             Arc::clone(&stop),
             metrics.clone(),
+            Arc::new(crate::schedule::SystemClock),
         ));
     }
     // All pipelines wait and run concurrently on this task.

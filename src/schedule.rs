@@ -154,6 +154,40 @@ async fn save_last_slot(wh: &Warehouse, pipeline: &str, slot: DateTime<Utc>) -> 
     Ok(())
 }
 
+/// The daemon's clock: the system clock in production, a fake one in tests
+/// (days of schedule across DST in a second).
+pub trait Clock: Send + Sync {
+    /// The current instant.
+    fn now(&self) -> DateTime<Utc>;
+    /// Returns at `t`, or earlier once `stop` is set.
+    fn sleep_until<'a>(
+        &'a self,
+        t: DateTime<Utc>,
+        stop: &'a AtomicBool,
+    ) -> futures::future::BoxFuture<'a, ()>;
+}
+
+/// The wall clock; sleeps wake every 250 ms to notice a stop.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn sleep_until<'a>(
+        &'a self,
+        t: DateTime<Utc>,
+        stop: &'a AtomicBool,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            while Utc::now() < t && !stop.load(Ordering::Relaxed) {
+                let left = (t - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(left.min(std::time::Duration::from_millis(250))).await;
+            }
+        })
+    }
+}
+
 /// Runs one pipeline at its schedule until `stop` is set. A run that fails is
 /// logged and recorded in meta.runs; the daemon goes on to the next slot.
 pub async fn serve_pipeline(
@@ -161,6 +195,7 @@ pub async fn serve_pipeline(
     wh: Warehouse,
     stop: Arc<AtomicBool>,
     metrics: Metrics,
+    clock: Arc<dyn Clock>,
 ) -> Result<()> {
     let name = pipeline.config.name.clone();
     let expr = pipeline.config.schedule.clone().ok_or_else(|| {
@@ -172,30 +207,24 @@ pub async fn serve_pipeline(
     let schedule = parse_cron(&expr).map_err(Error::Usage)?;
     let tz = pipeline.tz;
     let mut last = load_last_slot(&wh, &name).await?;
-    if let Some(slot) = missed_slot(&schedule, tz, last, Utc::now()) {
+    if let Some(slot) = missed_slot(&schedule, tz, last, clock.now()) {
         tracing::info!(pipeline = %name, missed = %slot, "running the slot missed while the daemon was down (once)");
-        run_slot(&pipeline, &wh, slot, &stop, &metrics).await;
+        run_slot(&pipeline, &wh, slot, &stop, &metrics, clock.now()).await;
         last = Some(slot);
     }
     loop {
-        let from = last.map_or(Utc::now(), |l| l.max(Utc::now()));
+        let now = clock.now();
+        let from = last.map_or(now, |l| l.max(now));
         let Some(next) = next_after(&schedule, tz, from) else {
             tracing::warn!(pipeline = %name, "the schedule never fires again");
             return Ok(());
         };
         tracing::info!(pipeline = %name, next = %next.with_timezone(&tz), "next run");
-        // Sleep until the slot, waking up to notice a stop.
-        while Utc::now() < next {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let left = (next - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(left.min(std::time::Duration::from_millis(250))).await;
-        }
+        clock.sleep_until(next, &stop).await;
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        run_slot(&pipeline, &wh, next, &stop, &metrics).await;
+        run_slot(&pipeline, &wh, next, &stop, &metrics, clock.now()).await;
         last = Some(next);
     }
 }
@@ -209,10 +238,12 @@ async fn run_slot(
     slot: DateTime<Utc>,
     stop: &Arc<AtomicBool>,
     metrics: &Metrics,
+    now: DateTime<Utc>,
 ) {
     let name = &pipeline.config.name;
     let opts = RunOptions {
         stop: Some(Arc::clone(stop)),
+        now: Some(now),
         ..RunOptions::default()
     };
     let outcome = match std::panic::AssertUnwindSafe(run_once(pipeline, wh, &opts))

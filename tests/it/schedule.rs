@@ -347,3 +347,74 @@ fn runs_counts_a_run_without_its_meta_runs_rows_as_failed() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("incomplete runs"));
 }
+
+/// A clock for the daemon that jumps straight to each slot; past `end` it
+/// stops the daemon.
+struct FakeClock {
+    now: std::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+    end: chrono::DateTime<chrono::Utc>,
+}
+
+impl chatlake::schedule::Clock for FakeClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.now.lock().unwrap()
+    }
+    fn sleep_until<'a>(
+        &'a self,
+        t: chrono::DateTime<chrono::Utc>,
+        stop: &'a std::sync::atomic::AtomicBool,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if t > self.end {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                *self.now.lock().unwrap() = t;
+            }
+        })
+    }
+}
+
+/// The daemon on an injected clock, across the fall-back night: a job at
+/// 01:30 New York time runs once on 2025-11-02 (01:30 happens twice), and
+/// once on each other day; the runs are exact. Expected slots come from the
+/// DST rules (EDT = UTC-4 until 2025-11-02 02:00, EST = UTC-5 after).
+#[test]
+fn the_daemon_on_a_fake_clock_runs_once_per_day_across_fall_back() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(3), 7));
+    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+        .replace("0 30 2 * * *", "0 30 1 * * *")
+        .replace(
+            "streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]",
+            "streams = [\"chats\"]",
+        );
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let pipeline = chatlake::config::Pipeline::load(&env.pipeline_file).unwrap();
+    let utc = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let clock = std::sync::Arc::new(FakeClock {
+        now: std::sync::Mutex::new(utc("2025-11-01T12:00:00Z")),
+        end: utc("2025-11-04T12:00:00Z"),
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    rt.block_on(chatlake::schedule::serve_pipeline(
+        pipeline,
+        env.wh.clone(),
+        stop,
+        chatlake::metrics::Metrics::default(),
+        clock,
+    ))
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "three days of schedule without waiting for them"
+    );
+    let runs =
+        rt.block_on(env.rows("SELECT DISTINCT substr(run_id, 1, 16) FROM meta.runs ORDER BY 1"));
+    let runs: Vec<&str> = runs.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        runs,
+        ["20251102T053000Z", "20251103T063000Z", "20251104T063000Z"]
+    );
+    rt.block_on(env.assert_exact("2025-10-27", "2025-11-03"));
+}
