@@ -18,34 +18,6 @@ use crate::error::{Error, Result};
 use crate::schema::{self, DT};
 use crate::sink::{partition, Warehouse};
 
-/// The reporting views, in dependency order (file name, SQL).
-pub const VIEWS: &[(&str, &str)] = &[
-    (
-        "sql/reporting.chats.sql",
-        include_str!("../sql/reporting.chats.sql"),
-    ),
-    (
-        "sql/reporting.missed_chat_rate.sql",
-        include_str!("../sql/reporting.missed_chat_rate.sql"),
-    ),
-    (
-        "sql/reporting.response_times.sql",
-        include_str!("../sql/reporting.response_times.sql"),
-    ),
-    (
-        "sql/reporting.failed_syncs_daily.sql",
-        include_str!("../sql/reporting.failed_syncs_daily.sql"),
-    ),
-    (
-        "sql/reporting.company_conversations.sql",
-        include_str!("../sql/reporting.company_conversations.sql"),
-    ),
-    (
-        "sql/reporting.chats_by_company.sql",
-        include_str!("../sql/reporting.chats_by_company.sql"),
-    ),
-];
-
 /// Output formats of `chatlake query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -94,10 +66,22 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
             Arc::new(table),
         )?;
     }
-    for (file, sql) in VIEWS {
-        ctx.sql(sql)
-            .await
-            .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+    // Views may use each other: create them in rounds until all exist (a
+    // view whose dependency is not there yet waits for the next round).
+    let mut pending: Vec<(&str, &str)> = schema::VIEW_FILES.to_vec();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for (file, sql) in pending.iter().copied() {
+            if let Err(e) = ctx.sql(sql).await {
+                last_error = Some(format!("sql/{file}: {e}"));
+                failed.push((file, sql));
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(Error::Usage(last_error.unwrap_or_default()));
+        }
+        pending = failed;
     }
     Ok(ctx)
 }

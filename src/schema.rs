@@ -17,69 +17,14 @@ pub const RUN_ID: &str = "_run_id";
 /// Standard column: JSON of fields the schema does not know.
 pub const EXTRA: &str = "_extra";
 
-const FILES: &[(&str, &str)] = &[
-    (
-        "socialintents/chats.toml",
-        include_str!("../schemas/socialintents/chats.toml"),
-    ),
-    (
-        "socialintents/chat_messages.toml",
-        include_str!("../schemas/socialintents/chat_messages.toml"),
-    ),
-    (
-        "socialintents/offline_messages.toml",
-        include_str!("../schemas/socialintents/offline_messages.toml"),
-    ),
-    (
-        "socialintents/contacts.toml",
-        include_str!("../schemas/socialintents/contacts.toml"),
-    ),
-    (
-        "socialintents/widgets.toml",
-        include_str!("../schemas/socialintents/widgets.toml"),
-    ),
-    (
-        "social25/tenants.toml",
-        include_str!("../schemas/social25/tenants.toml"),
-    ),
-    (
-        "social25/platforms.toml",
-        include_str!("../schemas/social25/platforms.toml"),
-    ),
-    (
-        "social25/agents.toml",
-        include_str!("../schemas/social25/agents.toml"),
-    ),
-    (
-        "social25/conversations.toml",
-        include_str!("../schemas/social25/conversations.toml"),
-    ),
-    (
-        "social25/messages.toml",
-        include_str!("../schemas/social25/messages.toml"),
-    ),
-    (
-        "social25/failed_syncs.toml",
-        include_str!("../schemas/social25/failed_syncs.toml"),
-    ),
-    (
-        "crm/companies.toml",
-        include_str!("../schemas/crm/companies.toml"),
-    ),
-    (
-        "crm/contacts.toml",
-        include_str!("../schemas/crm/contacts.toml"),
-    ),
-    (
-        "crm/conversations.toml",
-        include_str!("../schemas/crm/conversations.toml"),
-    ),
-    ("meta/runs.toml", include_str!("../schemas/meta/runs.toml")),
-    (
-        "meta/rejects.toml",
-        include_str!("../schemas/meta/rejects.toml"),
-    ),
-];
+mod registry {
+    include!(concat!(env!("OUT_DIR"), "/registry.rs"));
+}
+
+/// Every schema file, found in `schemas/` by build.rs: (path, contents).
+pub use registry::SCHEMA_FILES as FILES;
+/// Every view file, found in `sql/` by build.rs: (file name, SQL).
+pub use registry::VIEW_FILES;
 
 /// Column types a schema file may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -278,6 +223,37 @@ pub fn tables() -> impl Iterator<Item = &'static TableDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every file in schemas/ and sql/ is registered (read from disk here,
+    /// independently of build.rs).
+    #[test]
+    fn every_file_in_schemas_and_sql_is_registered() {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, ext: &str, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, ext, out);
+                } else if p.extension().is_some_and(|x| x == ext) {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (dir, ext, registered) in [("schemas", "toml", FILES), ("sql", "sql", VIEW_FILES)] {
+            let mut on_disk = Vec::new();
+            walk(&root.join(dir), &root.join(dir), ext, &mut on_disk);
+            on_disk.sort();
+            let names: Vec<String> = registered.iter().map(|(n, _)| n.to_string()).collect();
+            assert_eq!(names, on_disk, "{dir}/");
+            assert!(!names.is_empty());
+        }
+        // Each schema file names the table its path says.
+        for (path, _) in FILES {
+            let t =
+                tables().find(|t| format!("{}/{}.toml", t.schema_name(), t.table_name()) == *path);
+            assert!(t.is_some(), "{path} does not define {path}'s table");
+        }
+    }
 
     #[test]
     fn every_schema_file_loads_and_documents_every_column() {
