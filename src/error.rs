@@ -13,6 +13,10 @@ pub enum Error {
     #[error("pipeline {file}: {message}")]
     Config { file: PathBuf, message: String },
 
+    /// A bug in chatlake itself (an invariant broken), not in the input.
+    #[error("internal error (a bug in chatlake, please report it): {0}")]
+    Internal(String),
+
     /// A command-line argument is invalid.
     #[error("{0}")]
     Usage(String),

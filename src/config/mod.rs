@@ -1,5 +1,7 @@
 //! The pipeline file (TOML in `pipelines/`): parse with unknown keys refused,
-//! interpolate `${VAR}` in every string, then validate without any I/O.
+//! interpolate `${VAR}` in every string, then validate without any I/O. The
+//! pipeline-wide keys are checked here; each `[sources.<name>]` section is
+//! handed to its source (`extract::SOURCES`), which owns its keys and checks.
 
 pub mod secret;
 pub mod vars;
@@ -7,12 +9,14 @@ pub mod vars;
 pub use secret::Secret;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::extract::{self, SourceConfig};
 
 /// One pipeline file, as written (after `${VAR}` interpolation).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +46,6 @@ pub struct PipelineConfig {
     /// HTTP client settings shared by every source.
     #[serde(default)]
     pub http: HttpConfig,
-    /// The sources this pipeline extracts.
-    #[serde(default)]
-    pub sources: SourcesConfig,
 }
 
 fn default_warehouse() -> String {
@@ -90,122 +91,6 @@ impl Default for HttpConfig {
     }
 }
 
-/// Sources by name; each is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourcesConfig {
-    /// Social Intents live chat.
-    pub socialintents: Option<SocialIntentsConfig>,
-    /// Social25 chat API.
-    pub social25: Option<Social25Config>,
-    /// The CRM "Developer API".
-    pub crm: Option<CrmConfig>,
-}
-
-/// `[sources.crm]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrmConfig {
-    /// API root, e.g. `https://crm.example.com/api/v1`.
-    pub base_url: String,
-    /// Sent as `Authorization: Bearer`.
-    pub api_key: Secret,
-    /// Streams: companies, contacts, conversations.
-    pub streams: Vec<String>,
-    /// Only these companies (the `companyId` filter); empty: all.
-    #[serde(default)]
-    pub company_ids: Vec<String>,
-    /// Client-side rate limit (the API asks for at most 100 a minute).
-    #[serde(default = "default_crm_rpm")]
-    pub requests_per_minute: u32,
-}
-
-fn default_crm_rpm() -> u32 {
-    100
-}
-
-/// Stream names of the CRM source.
-pub const CRM_STREAMS: &[&str] = &["companies", "contacts", "conversations"];
-
-/// `[sources.social25]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Social25Config {
-    /// API root, e.g. `https://social25.herokuapp.com/api/v1.0`.
-    pub base_url: String,
-    /// Bearer token.
-    pub token: Secret,
-    /// The tenant's UUID.
-    pub tenant_id: String,
-    /// Streams: tenants, agents, conversations, messages, failed_syncs.
-    pub streams: Vec<String>,
-    /// `standard` (default) or `salesforce` format of failed syncs.
-    #[serde(default)]
-    pub failed_sync_type: Option<String>,
-    /// Longest failed-sync window in local days. The API refuses more than 31
-    /// days between from_time and till_time; 30 leaves room for a DST hour.
-    #[serde(default = "default_s25_window_days")]
-    pub window_days: u32,
-    /// Client-side rate limit for this source.
-    #[serde(default = "default_rpm")]
-    pub requests_per_minute: u32,
-    /// Conversations whose messages are fetched at once.
-    #[serde(default = "default_concurrency")]
-    pub max_concurrency: usize,
-}
-
-fn default_s25_window_days() -> u32 {
-    30
-}
-fn default_concurrency() -> usize {
-    4
-}
-
-/// Stream names of the Social25 source.
-pub const SOCIAL25_STREAMS: &[&str] = &[
-    "tenants",
-    "agents",
-    "conversations",
-    "messages",
-    "failed_syncs",
-];
-
-/// `[sources.socialintents]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SocialIntentsConfig {
-    /// API root, e.g. `https://api.socialintents.com/v1/api`.
-    pub base_url: String,
-    /// Basic-auth user name.
-    pub account_id: String,
-    /// Basic-auth password (the REST API token).
-    pub api_token: Secret,
-    /// Streams to extract: chats, missed_chats, offline_messages, contacts, widgets.
-    pub streams: Vec<String>,
-    /// Longest date window of one request, in days.
-    #[serde(default = "default_window_days")]
-    pub window_days: u32,
-    /// Client-side rate limit for this source.
-    #[serde(default = "default_rpm")]
-    pub requests_per_minute: u32,
-}
-
-fn default_window_days() -> u32 {
-    7
-}
-fn default_rpm() -> u32 {
-    120
-}
-
-/// Stream names of the Social Intents source.
-pub const SOCIALINTENTS_STREAMS: &[&str] = &[
-    "chats",
-    "missed_chats",
-    "offline_messages",
-    "contacts",
-    "widgets",
-];
-
 /// A loaded, validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -215,6 +100,19 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// `config.timezone`, parsed.
     pub tz: Tz,
+    /// Its `[sources.*]` sections, parsed and validated by the sources
+    /// themselves, in registry order.
+    pub sources: Vec<Arc<dyn SourceConfig>>,
+}
+
+impl Pipeline {
+    /// The typed config of source `name`, if the pipeline has it.
+    pub fn source<T: 'static>(&self, name: &str) -> Option<&T> {
+        self.sources
+            .iter()
+            .find(|s| s.name() == name)
+            .and_then(|s| s.as_any().downcast_ref())
+    }
 }
 
 impl Pipeline {
@@ -242,13 +140,25 @@ impl Pipeline {
         };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         interpolate_tree(&mut value, "", lookup).map_err(err)?;
+        // Each source reads its own section; the rest is the pipeline's.
+        let sections = match value.as_table_mut().and_then(|t| t.remove("sources")) {
+            None => toml::map::Map::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                return Err(err(
+                    "`sources` must be a table of [sources.<name>] sections".into(),
+                ))
+            }
+        };
         let config: PipelineConfig =
             PipelineConfig::deserialize(value).map_err(|e| err(e.to_string()))?;
         let tz = validate(&config).map_err(err)?;
+        let sources = parse_sources(sections).map_err(err)?;
         Ok(Pipeline {
             file: file.to_path_buf(),
             config,
             tz,
+            sources,
         })
     }
 }
@@ -322,115 +232,34 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());
     }
-    if c.sources.socialintents.is_none() && c.sources.social25.is_none() && c.sources.crm.is_none()
-    {
-        return Err("no source configured: add [sources.socialintents], [sources.social25] or [sources.crm]".into());
-    }
-    if let Some(crm) = &c.sources.crm {
-        validate_crm(crm)?;
-    }
-    if let Some(s) = &c.sources.social25 {
-        validate_social25(s)?;
-    }
-    let Some(si) = &c.sources.socialintents else {
-        return Ok(tz);
-    };
-    url::Url::parse(&si.base_url)
-        .map_err(|e| format!("sources.socialintents.base_url `{}`: {e}", si.base_url))?;
-    if si.streams.is_empty() {
-        return Err("sources.socialintents.streams is empty".into());
-    }
-    for s in &si.streams {
-        if !SOCIALINTENTS_STREAMS.contains(&s.as_str()) {
-            return Err(format!(
-                "sources.socialintents.streams: unknown stream `{s}` (known: {})",
-                SOCIALINTENTS_STREAMS.join(", ")
-            ));
-        }
-    }
-    if !(1..=31).contains(&si.window_days) {
-        return Err(format!(
-            "sources.socialintents.window_days = {}: use 1 to 31",
-            si.window_days
-        ));
-    }
-    if si.requests_per_minute == 0 {
-        return Err("sources.socialintents.requests_per_minute: at least 1".into());
-    }
     Ok(tz)
 }
 
-fn validate_crm(s: &CrmConfig) -> Result<(), String> {
-    url::Url::parse(&s.base_url)
-        .map_err(|e| format!("sources.crm.base_url `{}`: {e}", s.base_url))?;
-    if s.streams.is_empty() {
-        return Err("sources.crm.streams is empty".into());
-    }
-    for st in &s.streams {
-        if !CRM_STREAMS.contains(&st.as_str()) {
-            return Err(format!(
-                "sources.crm.streams: unknown stream `{st}` (known: {})",
-                CRM_STREAMS.join(", ")
-            ));
-        }
-    }
-    for id in &s.company_ids {
-        if id.is_empty() || id.contains(['/', '?', '#', '&']) {
-            return Err(format!(
-                "sources.crm.company_ids: `{id}` is not a company id"
-            ));
-        }
-    }
-    if s.requests_per_minute == 0 {
-        return Err("sources.crm.requests_per_minute: at least 1".into());
-    }
-    Ok(())
-}
-
-fn validate_social25(s: &Social25Config) -> Result<(), String> {
-    url::Url::parse(&s.base_url)
-        .map_err(|e| format!("sources.social25.base_url `{}`: {e}", s.base_url))?;
-    if s.tenant_id.is_empty()
-        || !s
-            .tenant_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+/// The `[sources.<name>]` sections, each parsed by its registered source,
+/// in registry order; an unknown name is an error listing the known ones.
+fn parse_sources(
+    mut sections: toml::map::Map<String, toml::Value>,
+) -> Result<Vec<Arc<dyn SourceConfig>>, String> {
+    if let Some(unknown) = sections
+        .keys()
+        .find(|k| !extract::SOURCES.iter().any(|r| r.name == k.as_str()))
     {
         return Err(format!(
-            "sources.social25.tenant_id `{}`: expected a UUID",
-            s.tenant_id
+            "[sources.{unknown}]: no such source (known: {})",
+            extract::source_names().join(", ")
         ));
     }
-    if s.streams.is_empty() {
-        return Err("sources.social25.streams is empty".into());
-    }
-    for st in &s.streams {
-        if !SOCIAL25_STREAMS.contains(&st.as_str()) {
-            return Err(format!(
-                "sources.social25.streams: unknown stream `{st}` (known: {})",
-                SOCIAL25_STREAMS.join(", ")
-            ));
-        }
-    }
-    if let Some(t) = &s.failed_sync_type {
-        if t != "standard" && t != "salesforce" {
-            return Err(format!(
-                "sources.social25.failed_sync_type `{t}`: use \"standard\" or \"salesforce\""
-            ));
-        }
-    }
-    if !(1..=30).contains(&s.window_days) {
+    let sources: Vec<_> = extract::SOURCES
+        .iter()
+        .filter_map(|r| sections.remove(r.name).map(|v| (r.parse)(v)))
+        .collect::<Result<_, _>>()?;
+    if sources.is_empty() {
         return Err(format!(
-            "sources.social25.window_days = {}: use 1 to 30 (the API allows 31 days)",
-            s.window_days
+            "no source configured: add a [sources.<name>] section ({})",
+            extract::source_names().join(", ")
         ));
     }
-    if s.requests_per_minute == 0 || s.max_concurrency == 0 {
-        return Err(
-            "sources.social25: requests_per_minute and max_concurrency must be at least 1".into(),
-        );
-    }
-    Ok(())
+    Ok(sources)
 }
 
 #[cfg(test)]
@@ -460,7 +289,8 @@ streams = ["chats", "widgets"]
     #[test]
     fn parses_and_interpolates() {
         let p = Pipeline::parse(GOOD, Path::new("p.toml"), &env).unwrap();
-        let si = p.config.sources.socialintents.as_ref().unwrap();
+        let si: &crate::extract::socialintents::SocialIntentsConfig =
+            p.source("socialintents").unwrap();
         assert_eq!(si.account_id, "acct");
         assert_eq!(si.api_token.expose(), "tok-123");
         assert_eq!(p.config.lookback_days, 2);
@@ -483,6 +313,23 @@ streams = ["chats", "widgets"]
             e.contains("lookbak_days") && e.contains("pipelines/acme.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_unknown_source_section_names_the_known_ones() {
+        let text = format!("{GOOD}\n[sources.zendesk]\ntoken = \"x\"\n");
+        let e = Pipeline::parse(&text, Path::new("p.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[sources.zendesk]: no such source (known: socialintents, social25, crm)"),
+            "{e}"
+        );
+        let none = "name = \"a\"\ntimezone = \"UTC\"\nstart_date = \"2025-01-01\"\n";
+        let e = Pipeline::parse(none, Path::new("p.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no source configured"), "{e}");
     }
 
     #[test]
@@ -522,7 +369,7 @@ streams = ["tenants", "agents", "conversations", "messages", "failed_syncs"]
     fn social25_alone_is_a_pipeline_and_its_limits_are_checked() {
         let env = |n: &str| (n == "S25_TOKEN").then(|| "s25-tok".to_string());
         let p = Pipeline::parse(S25, Path::new("p.toml"), &env).unwrap();
-        let s = p.config.sources.social25.as_ref().unwrap();
+        let s: &crate::extract::social25::Social25Config = p.source("social25").unwrap();
         assert_eq!((s.window_days, s.max_concurrency), (30, 4));
         assert!(!format!("{p:?}").contains("s25-tok"));
         for (from, to, needle) in [
@@ -564,7 +411,7 @@ company_ids = ["123e4567"]
 "#;
         let env = |n: &str| (n == "CRM_API_KEY").then(|| "crm-key-1".to_string());
         let p = Pipeline::parse(text, Path::new("p.toml"), &env).unwrap();
-        let crm = p.config.sources.crm.as_ref().unwrap();
+        let crm: &crate::extract::crm::CrmConfig = p.source("crm").unwrap();
         assert_eq!((crm.requests_per_minute, crm.company_ids.len()), (100, 1));
         assert!(!format!("{p:?}").contains("crm-key-1"));
         for (from, to, needle) in [

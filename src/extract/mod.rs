@@ -4,135 +4,138 @@
 //! or a whole upsert read into [`Extracted`]: table buffers filled through
 //! `normalize`, plus the records it had to reject. [`StreamKind`] says which.
 
+pub mod checks;
 pub mod crm;
 pub mod http;
 pub mod social25;
 pub mod socialintents;
 pub mod window;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use self::window::Window;
-use crate::config::PipelineConfig;
-use crate::error::Result;
+use crate::config::HttpConfig;
+use crate::error::{Error, Result};
 use crate::normalize::{Reject, TableBuffer};
 use crate::schema::TableDef;
 
-/// A configured source. A new API is one more folder and one more variant.
-pub enum Source {
-    SocialIntents(socialintents::SocialIntents),
-    Social25(social25::Social25),
-    Crm(crm::Crm),
+/// Every source chatlake knows, by its `[sources.<name>]` key: the one place
+/// a new source is registered.
+pub const SOURCES: &[Registration] = &[
+    socialintents::REGISTRATION,
+    social25::REGISTRATION,
+    crm::REGISTRATION,
+];
+
+/// A source as the registry knows it: its key and how its section is read.
+pub struct Registration {
+    /// The `[sources.<name>]` key, also the prefix of its streams.
+    pub name: &'static str,
+    /// Parses and validates its section of the pipeline file.
+    pub parse: fn(toml::Value) -> std::result::Result<Arc<dyn SourceConfig>, String>,
 }
 
-impl Source {
-    /// Every source the pipeline configures, in a fixed order. `now` is the
-    /// run's clock (finality horizons are measured from it).
-    pub fn all(cfg: &PipelineConfig, tz: Tz, now: DateTime<Utc>) -> Result<Vec<Source>> {
-        let mut out = Vec::new();
-        if let Some(si) = &cfg.sources.socialintents {
-            out.push(Source::SocialIntents(socialintents::SocialIntents::new(
-                si, &cfg.http, tz,
-            )?));
-        }
-        if let Some(s25) = &cfg.sources.social25 {
-            out.push(Source::Social25(social25::Social25::new(
-                s25,
-                &cfg.http,
-                tz,
-                now,
-                cfg.lookback_days,
-            )?));
-        }
-        if let Some(crm) = &cfg.sources.crm {
-            out.push(Source::Crm(crm::Crm::new(crm, &cfg.http, tz)?));
-        }
-        Ok(out)
-    }
+/// The names of every registered source.
+pub fn source_names() -> Vec<&'static str> {
+    SOURCES.iter().map(|r| r.name).collect()
+}
 
-    /// The streams this source extracts.
-    pub fn streams(&self) -> Vec<StreamSpec> {
-        match self {
-            Source::SocialIntents(s) => s.streams(),
-            Source::Social25(s) => s.streams(),
-            Source::Crm(s) => s.streams(),
-        }
-    }
+/// A source's validated `[sources.<name>]` section.
+pub trait SourceConfig: std::fmt::Debug + Send + Sync + 'static {
+    /// Its registry key.
+    fn name(&self) -> &'static str;
+    /// The source, ready to extract.
+    fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>>;
+    /// For tests and tools that need the concrete config.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
 
-    /// Fetches and normalizes one window of a stream (None: snapshot).
-    pub async fn extract(
-        &self,
-        spec: &StreamSpec,
-        window: Option<Window>,
-        run_id: &str,
-    ) -> Result<Extracted> {
-        match self {
-            Source::SocialIntents(s) => s.extract(spec, window, run_id).await,
-            Source::Social25(s) => s.extract(spec, window, run_id).await,
-            Source::Crm(_) => Err(crate::error::Error::Usage(format!(
-                "{} is read whole (upsert)",
-                spec.name
-            ))),
-        }
-    }
+/// What building a source may use from the pipeline.
+pub struct BuildCtx<'a> {
+    pub http: &'a HttpConfig,
+    /// The pipeline timezone.
+    pub tz: Tz,
+    /// The run's clock (finality horizons are measured from it).
+    pub now: DateTime<Utc>,
+    pub lookback_days: u32,
+}
 
-    /// Plans a change-driven stream from its cursor: which keys to re-read, in
-    /// chunks, each with the cursor to save once it is committed.
-    pub async fn plan_changes(
-        &self,
-        spec: &StreamSpec,
-        cursor: Option<serde_json::Value>,
-    ) -> Result<ChangePlan> {
-        match self {
-            Source::Social25(s) => s.plan_changes(spec, cursor).await,
-            _ => Err(crate::error::Error::Usage(format!(
-                "{} is not change-driven",
-                spec.name
-            ))),
-        }
-    }
-
-    /// Reads an upsert stream whole and compares it with what the warehouse holds.
-    pub async fn extract_upsert(
-        &self,
-        spec: &StreamSpec,
-        stored: &std::collections::HashMap<String, Stored>,
-        run_id: &str,
-    ) -> Result<Upserts> {
-        match self {
-            Source::Crm(s) => s.extract_upsert(spec, stored, run_id).await,
-            _ => Err(crate::error::Error::Usage(format!(
-                "{} is not an upsert stream",
-                spec.name
-            ))),
-        }
-    }
-
-    /// Fetches and normalizes every record of one chunk's keys.
-    pub async fn extract_changes(
-        &self,
-        spec: &StreamSpec,
-        chunk: &ChangeChunk,
-        run_id: &str,
-    ) -> Result<Extracted> {
-        match self {
-            Source::Social25(s) => s.extract_changes(spec, chunk, run_id).await,
-            _ => Err(crate::error::Error::Usage(format!(
-                "{} is not change-driven",
-                spec.name
-            ))),
-        }
-    }
+/// A configured source. Each stream kind has its reader; a source implements
+/// the readers of the kinds its streams use. Being asked for another is a
+/// bug in the source's stream list, reported as [`Error::Internal`].
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The streams this source extracts, in the order they run.
+    fn streams(&self) -> Vec<StreamSpec>;
 
     /// HTTP retries so far.
-    pub fn retries(&self) -> u64 {
-        match self {
-            Source::SocialIntents(s) => s.retries(),
-            Source::Social25(s) => s.retries(),
-            Source::Crm(s) => s.retries(),
-        }
+    fn retries(&self) -> u64;
+
+    /// A windowed stream's window, or a snapshot stream whole (window None).
+    async fn extract(
+        &self,
+        spec: &StreamSpec,
+        _window: Option<Window>,
+        _run_id: &str,
+    ) -> Result<Extracted> {
+        Err(not_a_reader(spec, "windowed or snapshot"))
     }
+
+    /// A change-driven stream's plan from its cursor: which keys to re-read,
+    /// in chunks, each with the cursor to save once it is committed.
+    async fn plan_changes(
+        &self,
+        spec: &StreamSpec,
+        _cursor: Option<serde_json::Value>,
+    ) -> Result<ChangePlan> {
+        Err(not_a_reader(spec, "change-driven"))
+    }
+
+    /// Every record of one chunk's keys.
+    async fn extract_changes(
+        &self,
+        spec: &StreamSpec,
+        _chunk: &ChangeChunk,
+        _run_id: &str,
+    ) -> Result<Extracted> {
+        Err(not_a_reader(spec, "change-driven"))
+    }
+
+    /// An upsert stream read whole and compared with what the warehouse holds.
+    async fn extract_upsert(
+        &self,
+        spec: &StreamSpec,
+        _stored: &HashMap<String, Stored>,
+        _run_id: &str,
+    ) -> Result<Upserts> {
+        Err(not_a_reader(spec, "upsert"))
+    }
+}
+
+fn not_a_reader(spec: &StreamSpec, kind: &str) -> Error {
+    Error::Internal(format!(
+        "stream {} is declared {:?} but its source has no {kind} reader",
+        spec.name, spec.kind
+    ))
+}
+
+/// Every source the pipeline configures, built, in registry order.
+pub fn build_all(
+    pipeline: &crate::config::Pipeline,
+    now: DateTime<Utc>,
+) -> Result<Vec<Box<dyn Source>>> {
+    let ctx = BuildCtx {
+        http: &pipeline.config.http,
+        tz: pipeline.tz,
+        now,
+        lookback_days: pipeline.config.lookback_days,
+    };
+    pipeline.sources.iter().map(|s| s.build(&ctx)).collect()
 }
 
 /// How a stream is read.
@@ -155,7 +158,12 @@ pub enum StreamKind {
     /// Read whole every run and compared with the warehouse by key and
     /// `updated_at`: only new or changed rows are written (partitions merged
     /// by key), and keys gone from the source get `deleted_at`.
-    Upsert { key_column: &'static str },
+    Upsert {
+        key_column: &'static str,
+        /// A column that scopes what one read covers (CRM: `company_id`
+        /// when only some companies are read), or None.
+        scope_column: Option<&'static str>,
+    },
 }
 
 /// What the warehouse holds for one key of an upsert stream.
@@ -215,6 +223,9 @@ pub struct StreamSpec {
     /// API endpoints it reads (paths relative to base_url), in merge order:
     /// a record from a later endpoint replaces the same key from an earlier one.
     pub endpoints: Vec<&'static str>,
+    /// Other names `--stream` accepts for it (`socialintents.missed_chats`
+    /// selects the chats stream it feeds).
+    pub aliases: Vec<String>,
 }
 
 /// One window's worth of extracted data, ready to commit.

@@ -14,7 +14,10 @@
 //!   (`?companyId=`), companies are filtered here, and only rows of those
 //!   companies can be marked deleted.
 
+mod config;
 pub mod records;
+
+pub use config::CrmConfig;
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,13 +25,21 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::http::{Auth, HttpClient};
-use super::{Extracted, Stored, StreamKind, StreamSpec, Upserts};
-use crate::config::{CrmConfig, HttpConfig};
+use super::{Extracted, Registration, Source, Stored, StreamKind, StreamSpec, Upserts};
+use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::normalize::{time, Reject};
 use crate::schema;
 
-const SOURCE: &str = "crm";
+/// The `[sources.crm]` key and stream prefix.
+pub const NAME: &str = "crm";
+const SOURCE: &str = NAME;
+
+/// Registered in [`crate::extract::SOURCES`].
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    parse: config::parse,
+};
 
 /// A configured CRM source.
 pub struct Crm {
@@ -52,14 +63,17 @@ impl Crm {
             cfg: cfg.clone(),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl Source for Crm {
     /// HTTP retries so far.
-    pub fn retries(&self) -> u64 {
+    fn retries(&self) -> u64 {
         self.client.retries()
     }
 
     /// The streams the config asks for; each writes one table, keyed by id.
-    pub fn streams(&self) -> Vec<StreamSpec> {
+    fn streams(&self) -> Vec<StreamSpec> {
         [
             ("companies", "company_id"),
             ("contacts", "contact_id"),
@@ -69,16 +83,20 @@ impl Crm {
         .filter(|(name, _)| self.cfg.streams.iter().any(|s| s == name))
         .map(|(name, key)| StreamSpec {
             name: format!("{SOURCE}.{name}"),
-            kind: StreamKind::Upsert { key_column: key },
+            kind: StreamKind::Upsert {
+                key_column: key,
+                scope_column: Some("company_id"),
+            },
             tables: vec![schema::table(&format!("crm.{name}"))],
             endpoints: vec![name],
+            aliases: Vec::new(),
         })
         .collect()
     }
 
     /// Reads a stream whole and decides, record by record against `stored`
     /// (what the warehouse holds), what to write and what to mark deleted.
-    pub async fn extract_upsert(
+    async fn extract_upsert(
         &self,
         spec: &StreamSpec,
         stored: &HashMap<String, Stored>,

@@ -15,7 +15,10 @@
 //! - failed_syncs: windows of at most 30 local days (at most 31 UTC days
 //!   across DST), never asking past now minus 15 minutes.
 
+mod config;
 mod records;
+
+pub use config::Social25Config;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,13 +34,21 @@ pub use records::{ConversationSummary, PLATFORM_SECRETS};
 
 use super::http::{value, Auth, HttpClient, Listing};
 use super::window::Window;
-use super::{ChangeChunk, ChangePlan, Extracted, StreamKind, StreamSpec};
-use crate::config::{HttpConfig, Social25Config};
+use super::{ChangeChunk, ChangePlan, Extracted, Registration, Source, StreamKind, StreamSpec};
+use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::normalize::{time, Reject};
 use crate::schema;
 
-const SOURCE: &str = "social25";
+/// The `[sources.social25]` key and stream prefix.
+pub const NAME: &str = "social25";
+const SOURCE: &str = NAME;
+
+/// Registered in [`crate::extract::SOURCES`].
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    parse: config::parse,
+};
 
 /// Every conversation state; each is listed with `?state=`.
 pub const STATES: &[&str] = &["open", "closed", "auto_bot", "expired", "blocked"];
@@ -123,14 +134,128 @@ impl Social25 {
         })
     }
 
+    /// `base_url` + path segments (each percent-encoded: ids come from the
+    /// API) + query pairs; `label` names it in errors.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String)> {
+        self.client.endpoint(segments, query)
+    }
+
+    async fn listing(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Listing> {
+        let (url, label) = self.url(segments, query)?;
+        self.client.get_listing(url, &label).await
+    }
+
+    /// `tenants/<tenant_id>/<rest...>/` as segments (trailing slash included).
+    fn tenant_path<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut out = vec!["tenants", self.cfg.tenant_id.as_str()];
+        out.extend_from_slice(rest);
+        out.push("");
+        out
+    }
+
+    /// The message listing of one conversation (its id percent-encoded in the path).
+    async fn messages_of(&self, conversation: String) -> (String, Result<Listing>) {
+        let path = self.tenant_path(&["conversations", conversation.as_str(), "messages"]);
+        let listing = self.listing(&path, &[]).await;
+        (conversation, listing)
+    }
+
+    /// Lists the conversations of every state, one listing per state, page by
+    /// page through `on_page` (only one page of raw JSON is held at a time);
+    /// returns each state's result and listing figures.
+    async fn each_state<S: Default>(
+        &self,
+        mut on_page: impl FnMut(&mut S, &[&RawValue]),
+    ) -> Result<Vec<(S, Listing)>> {
+        let mut out = Vec::new();
+        for state in STATES {
+            let (url, label) =
+                self.url(&self.tenant_path(&["conversations"]), &[("state", state)])?;
+            out.push(
+                self.client
+                    .get_listing_each(url, &label, S::default, &mut on_page)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The conversation summaries of this run (listed now unless the
+    /// conversations stream already did).
+    async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
+        let mut listed = self.listed.lock().await;
+        if let Some(s) = listed.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let mut summaries = Vec::new();
+        let per_state = self
+            .each_state(|sums: &mut Vec<_>, page| {
+                sums.extend(page.iter().filter_map(|r| records::summary(&value(r))))
+            })
+            .await?;
+        for (sums, l) in per_state {
+            *pages += l.pages;
+            summaries.extend(sums);
+        }
+        let s = Arc::new(summaries);
+        *listed = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// One failed-sync window, asked only up to the finality horizon.
+    async fn failed_syncs(&self, w: Window, out: &mut Extracted, extracted_at: i64) -> Result<()> {
+        let (start, end) = time::local_range(w.from, w.to, self.tz);
+        let horizon = final_horizon(self.now);
+        let till = end.min(horizon);
+        if till <= start {
+            return Ok(()); // nothing in this window is final yet
+        }
+        // Partitions of days this request covers (today's only up to the horizon).
+        for d in w.days().filter(|d| time::day_start(*d, self.tz) < till) {
+            out.buffers[0].touch(Some(d));
+        }
+        let fmt = |t: DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
+        let (from_time, till_time) = (fmt(start), fmt(till));
+        let mut query = vec![
+            ("from_time", from_time.as_str()),
+            ("till_time", till_time.as_str()),
+        ];
+        if let Some(t) = &self.cfg.failed_sync_type {
+            query.push(("type", t.as_str()));
+        }
+        let l = self
+            .listing(&self.tenant_path(&["messages", "failed"]), &query)
+            .await?;
+        count(out, &l);
+        for raw in l.records.iter().map(|r| value(r)) {
+            match records::failed_sync(raw.clone(), extracted_at) {
+                Ok((sent, row)) => {
+                    let dt = time::local_date(sent, self.tz);
+                    if dt >= w.from && dt <= w.to {
+                        out.buffers[0].push(Some(dt), row);
+                    }
+                }
+                Err(reason) => out.rejects.push(Reject {
+                    table: "social25.failed_syncs".into(),
+                    reason,
+                    raw_json: raw.to_string(),
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Social25 {
     /// HTTP retries so far.
-    pub fn retries(&self) -> u64 {
+    fn retries(&self) -> u64 {
         self.client.retries()
     }
 
     /// The streams the config asks for, in dependency order (conversations
     /// before messages, which reuse its listing).
-    pub fn streams(&self) -> Vec<StreamSpec> {
+    fn streams(&self) -> Vec<StreamSpec> {
         let t = |name: &str| schema::table(name);
         let all = [
             (
@@ -176,31 +301,13 @@ impl Social25 {
                 kind,
                 tables,
                 endpoints: vec![endpoint],
+                aliases: Vec::new(),
             })
             .collect()
     }
 
-    /// `base_url` + path segments (each percent-encoded: ids come from the
-    /// API) + query pairs; `label` names it in errors.
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String)> {
-        self.client.endpoint(segments, query)
-    }
-
-    async fn listing(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Listing> {
-        let (url, label) = self.url(segments, query)?;
-        self.client.get_listing(url, &label).await
-    }
-
-    /// `tenants/<tenant_id>/<rest...>/` as segments (trailing slash included).
-    fn tenant_path<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut out = vec!["tenants", self.cfg.tenant_id.as_str()];
-        out.extend_from_slice(rest);
-        out.push("");
-        out
-    }
-
     /// Fetches and normalizes a snapshot (window None) or one failed-sync window.
-    pub async fn extract(
+    async fn extract(
         &self,
         spec: &StreamSpec,
         window: Option<Window>,
@@ -294,50 +401,8 @@ impl Social25 {
         Ok(out)
     }
 
-    /// Lists the conversations of every state, one listing per state, page by
-    /// page through `on_page` (only one page of raw JSON is held at a time);
-    /// returns each state's result and listing figures.
-    async fn each_state<S: Default>(
-        &self,
-        mut on_page: impl FnMut(&mut S, &[&RawValue]),
-    ) -> Result<Vec<(S, Listing)>> {
-        let mut out = Vec::new();
-        for state in STATES {
-            let (url, label) =
-                self.url(&self.tenant_path(&["conversations"]), &[("state", state)])?;
-            out.push(
-                self.client
-                    .get_listing_each(url, &label, S::default, &mut on_page)
-                    .await?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// The conversation summaries of this run (listed now unless the
-    /// conversations stream already did).
-    async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
-        let mut listed = self.listed.lock().await;
-        if let Some(s) = listed.as_ref() {
-            return Ok(Arc::clone(s));
-        }
-        let mut summaries = Vec::new();
-        let per_state = self
-            .each_state(|sums: &mut Vec<_>, page| {
-                sums.extend(page.iter().filter_map(|r| records::summary(&value(r))))
-            })
-            .await?;
-        for (sums, l) in per_state {
-            *pages += l.pages;
-            summaries.extend(sums);
-        }
-        let s = Arc::new(summaries);
-        *listed = Some(Arc::clone(&s));
-        Ok(s)
-    }
-
     /// Which conversations' messages to read again, oldest change first.
-    pub async fn plan_changes(
+    async fn plan_changes(
         &self,
         spec: &StreamSpec,
         cursor: Option<serde_json::Value>,
@@ -376,7 +441,7 @@ impl Social25 {
     }
 
     /// Every message of the chunk's conversations, a few conversations at once.
-    pub async fn extract_changes(
+    async fn extract_changes(
         &self,
         spec: &StreamSpec,
         chunk: &ChangeChunk,
@@ -384,17 +449,14 @@ impl Social25 {
     ) -> Result<Extracted> {
         let mut out = Extracted::new(spec, run_id);
         let extracted_at = time::micros(Utc::now());
-        let mut fetched = futures::stream::iter(chunk.keys.iter())
-            .map(|c| async move {
-                let path = self.tenant_path(&["conversations", c.as_str(), "messages"]);
-                (c, self.listing(&path, &[]).await)
-            })
+        let mut fetched = futures::stream::iter(chunk.keys.iter().cloned())
+            .map(|c| self.messages_of(c))
             .buffer_unordered(self.cfg.max_concurrency);
         while let Some((conversation, listing)) = fetched.next().await {
             let l = listing?;
             count(&mut out, &l);
             for raw in l.records.iter().map(|r| value(r)) {
-                match records::message(raw.clone(), conversation, extracted_at) {
+                match records::message(raw.clone(), &conversation, extracted_at) {
                     Ok((sent, row)) => {
                         out.buffers[0].push(Some(time::local_date(sent, self.tz)), row)
                     }
@@ -407,49 +469,6 @@ impl Social25 {
             }
         }
         Ok(out)
-    }
-
-    /// One failed-sync window, asked only up to the finality horizon.
-    async fn failed_syncs(&self, w: Window, out: &mut Extracted, extracted_at: i64) -> Result<()> {
-        let (start, end) = time::local_range(w.from, w.to, self.tz);
-        let horizon = final_horizon(self.now);
-        let till = end.min(horizon);
-        if till <= start {
-            return Ok(()); // nothing in this window is final yet
-        }
-        // Partitions of days this request covers (today's only up to the horizon).
-        for d in w.days().filter(|d| time::day_start(*d, self.tz) < till) {
-            out.buffers[0].touch(Some(d));
-        }
-        let fmt = |t: DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string();
-        let (from_time, till_time) = (fmt(start), fmt(till));
-        let mut query = vec![
-            ("from_time", from_time.as_str()),
-            ("till_time", till_time.as_str()),
-        ];
-        if let Some(t) = &self.cfg.failed_sync_type {
-            query.push(("type", t.as_str()));
-        }
-        let l = self
-            .listing(&self.tenant_path(&["messages", "failed"]), &query)
-            .await?;
-        count(out, &l);
-        for raw in l.records.iter().map(|r| value(r)) {
-            match records::failed_sync(raw.clone(), extracted_at) {
-                Ok((sent, row)) => {
-                    let dt = time::local_date(sent, self.tz);
-                    if dt >= w.from && dt <= w.to {
-                        out.buffers[0].push(Some(dt), row);
-                    }
-                }
-                Err(reason) => out.rejects.push(Reject {
-                    table: "social25.failed_syncs".into(),
-                    reason,
-                    raw_json: raw.to_string(),
-                }),
-            }
-        }
-        Ok(())
     }
 }
 

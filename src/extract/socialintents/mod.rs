@@ -7,7 +7,10 @@
 //! computed in the pipeline timezone, and records outside the window are left
 //! for the window they belong to.
 
+mod config;
 mod records;
+
+pub use config::SocialIntentsConfig;
 
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
@@ -15,15 +18,23 @@ use url::Url;
 
 use super::http::{value, Auth, HttpClient};
 use super::window::Window;
-use super::{Extracted, StreamKind, StreamSpec};
-use crate::config::{HttpConfig, SocialIntentsConfig};
+use super::{Extracted, Registration, Source, StreamKind, StreamSpec};
+use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::normalize::{time, Reject, TableBuffer};
 use crate::schema;
 
 pub use records::Parsed;
 
-const SOURCE: &str = "socialintents";
+/// The `[sources.socialintents]` key and stream prefix.
+pub const NAME: &str = "socialintents";
+const SOURCE: &str = NAME;
+
+/// Registered in [`crate::extract::SOURCES`].
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    parse: config::parse,
+};
 
 /// A configured Social Intents source.
 pub struct SocialIntents {
@@ -46,8 +57,28 @@ impl SocialIntents {
         })
     }
 
+    /// The URL of `endpoint` for the UTC dates covering `window` (every time
+    /// asked in UTC), and its label for errors.
+    fn url(&self, endpoint: &str, window: Option<Window>) -> Result<(Url, String)> {
+        let (from, to);
+        let mut query = Vec::new();
+        if let Some(w) = window {
+            let (start, end) = time::local_range(w.from, w.to, self.tz);
+            (from, to) = (
+                start.date_naive().to_string(),
+                (end - Duration::microseconds(1)).date_naive().to_string(),
+            );
+            query.extend([("date_from", from.as_str()), ("date_to", to.as_str())]);
+        }
+        query.push(("timezone", "UTC"));
+        self.client.endpoint(&[endpoint], &query)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for SocialIntents {
     /// HTTP retries so far.
-    pub fn retries(&self) -> u64 {
+    fn retries(&self) -> u64 {
         self.client.retries()
     }
 
@@ -55,7 +86,7 @@ impl SocialIntents {
     /// socialintents.chats, so they form one stream (keyed
     /// `socialintents.chats`) whose windows read both endpoints: a partition is
     /// replaced by the union of the two, deduplicated on chat id.
-    pub fn streams(&self) -> Vec<StreamSpec> {
+    fn streams(&self) -> Vec<StreamSpec> {
         let has = |s: &str| self.cfg.streams.iter().any(|x| x == s);
         let windowed = StreamKind::Windowed {
             window_days: self.cfg.window_days,
@@ -78,6 +109,7 @@ impl SocialIntents {
                     schema::table("socialintents.chat_messages"),
                 ],
                 endpoints: chat_endpoints,
+                aliases: vec![format!("{SOURCE}.missed_chats")],
             });
         }
         if has("offline_messages") {
@@ -86,6 +118,7 @@ impl SocialIntents {
                 kind: windowed,
                 tables: vec![schema::table("socialintents.offline_messages")],
                 endpoints: vec!["offlinemessages"],
+                aliases: Vec::new(),
             });
         }
         if has("contacts") {
@@ -94,6 +127,7 @@ impl SocialIntents {
                 kind: windowed,
                 tables: vec![schema::table("socialintents.contacts")],
                 endpoints: vec!["contacts"],
+                aliases: Vec::new(),
             });
         }
         if has("widgets") {
@@ -102,13 +136,14 @@ impl SocialIntents {
                 kind: StreamKind::Snapshot,
                 tables: vec![schema::table("socialintents.widgets")],
                 endpoints: vec!["apps"],
+                aliases: Vec::new(),
             });
         }
         out
     }
 
     /// Fetches and normalizes one window (None for a snapshot stream).
-    pub async fn extract(
+    async fn extract(
         &self,
         spec: &StreamSpec,
         window: Option<Window>,
@@ -215,22 +250,5 @@ impl SocialIntents {
         }
         out.buffers = buffers;
         Ok(out)
-    }
-
-    /// The URL of `endpoint` for the UTC dates covering `window` (every time
-    /// asked in UTC), and its label for errors.
-    fn url(&self, endpoint: &str, window: Option<Window>) -> Result<(Url, String)> {
-        let (from, to);
-        let mut query = Vec::new();
-        if let Some(w) = window {
-            let (start, end) = time::local_range(w.from, w.to, self.tz);
-            (from, to) = (
-                start.date_naive().to_string(),
-                (end - Duration::microseconds(1)).date_naive().to_string(),
-            );
-            query.extend([("date_from", from.as_str()), ("date_to", to.as_str())]);
-        }
-        query.push(("timezone", "UTC"));
-        self.client.endpoint(&[endpoint], &query)
     }
 }

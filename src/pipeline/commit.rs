@@ -1,0 +1,245 @@
+//! Writing what a stream read: every partition of every table (one atomic
+//! PUT each, several at once), its rejects into meta.rejects, its outcome into
+//! meta.runs, and what an upsert stream compares against.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use super::kinds::{StreamCtx, Write};
+use super::StreamReport;
+use crate::config::Pipeline;
+use crate::error::Result;
+use crate::extract::window::Window;
+use crate::extract::{Extracted, Stored, StreamSpec};
+use crate::normalize::{build_batch, time, Cell, Reject, Row};
+use crate::schema;
+use crate::sink::Warehouse;
+
+/// Partitions written at once within a window.
+const PARALLEL_PUTS: usize = 8;
+
+/// Writes one extract: every partition of every table, then its rejects.
+/// Returns the partitions written (table name, dt).
+pub(super) async fn commit(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    w: Option<Window>,
+    out: Extracted,
+    how: Write<'_>,
+    rep: &mut StreamReport,
+) -> Result<Vec<(String, Option<NaiveDate>)>> {
+    rep.pages += out.pages;
+    rep.records += out.records;
+    if let Some(c) = out.source_count {
+        *rep.source_count.get_or_insert(0) += c;
+    }
+    let mut parts = Vec::new();
+    for buffer in out.buffers {
+        let table = buffer.table();
+        parts.extend(
+            buffer
+                .into_batches()?
+                .into_iter()
+                .map(|(dt, batch)| (table, dt, batch)),
+        );
+    }
+    let written: Vec<(String, Option<NaiveDate>)> = parts
+        .iter()
+        .map(|(t, dt, _)| (t.name.clone(), *dt))
+        .collect();
+    let how = &how;
+    // Each partition is its own atomic PUT; several go up at once.
+    let rows: u64 = futures::stream::iter(parts)
+        .map(|(table, dt, batch)| async move {
+            match how {
+                Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await,
+                Write::Merge(merge) => {
+                    ctx.wh.merge_partition(table, dt, &batch, merge).await?;
+                    Ok(batch.num_rows())
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL_PUTS)
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
+        .await?;
+    rep.rows_written += rows;
+    if !out.rejects.is_empty() {
+        rep.rejects += out.rejects.len() as u64;
+        tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = out.rejects.len(), "records quarantined in meta.rejects");
+        write_rejects(ctx, spec, w, &out.rejects).await?;
+    }
+    Ok(written)
+}
+
+/// After a snapshot of a partitioned table: removes the partitions the
+/// snapshot no longer has (every record that was there is gone or moved).
+pub(super) async fn delete_stale_partitions(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    written: &[(String, Option<NaiveDate>)],
+) -> Result<()> {
+    for table in spec.tables.iter().filter(|t| t.is_partitioned()) {
+        let keep: HashSet<NaiveDate> = written
+            .iter()
+            .filter(|(t, _)| *t == table.name)
+            .filter_map(|(_, d)| *d)
+            .collect();
+        for dt in ctx.wh.partitions(table).await? {
+            if !keep.contains(&dt) {
+                let empty = arrow::record_batch::RecordBatch::new_empty(table.file_schema());
+                ctx.wh.replace_partition(table, Some(dt), &empty).await?;
+                tracing::info!(table = %table.name, dt = %dt, "stale partition removed");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn write_rejects(
+    ctx: &StreamCtx<'_>,
+    spec: &StreamSpec,
+    w: Option<Window>,
+    rejects: &[Reject],
+) -> Result<()> {
+    let table = schema::table("meta.rejects");
+    let now = Utc::now();
+    let date = |d: NaiveDate| Cell::Date(days_since_epoch(d));
+    let rows = rejects
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let cells = vec![
+                ("table_name", Cell::Str(r.table.clone())),
+                ("stream", Cell::Str(spec.name.clone())),
+                ("window_start", w.map_or(Cell::Null, |w| date(w.from))),
+                ("window_end", w.map_or(Cell::Null, |w| date(w.to))),
+                ("seq", Cell::Int(i as i64 + 1)),
+                (
+                    "reason",
+                    Cell::Str(crate::config::secret::redact(&r.reason)),
+                ),
+                (
+                    "raw_json",
+                    Cell::Str(crate::config::secret::redact(&r.raw_json)),
+                ),
+                ("run_id", Cell::Str(ctx.run_id.to_string())),
+                ("extracted_at", Cell::Micros(time::micros(now))),
+            ];
+            Row::named(table, cells, time::micros(now))
+        })
+        .collect::<Result<Vec<Row>>>()?;
+    let batch = build_batch(table, ctx.run_id, &rows)?;
+    let part = w.map_or("snapshot".to_string(), |w| w.from.to_string());
+    let name = format!("{}-{}-{part}", ctx.run_id, spec.name);
+    ctx.wh.append(table, ctx.today, &name, &batch).await
+}
+
+pub(super) async fn write_run_row(
+    wh: &Warehouse,
+    pipeline: &Pipeline,
+    run_id: &str,
+    rep: &StreamReport,
+) -> Result<()> {
+    let table = schema::table("meta.runs");
+    let date = |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(days_since_epoch(d)));
+    let int = |v: u64| Cell::Int(v as i64);
+    let status = if rep.error.is_some() {
+        "failed"
+    } else {
+        "success"
+    };
+    let cells = vec![
+        ("run_id", Cell::Str(run_id.to_string())),
+        ("pipeline", Cell::Str(pipeline.config.name.clone())),
+        ("stream", Cell::Str(rep.stream.clone())),
+        ("window_start", date(rep.window.map(|w| w.from))),
+        ("window_end", date(rep.window.map(|w| w.to))),
+        ("pages", int(rep.pages)),
+        ("records", int(rep.records)),
+        ("source_count", rep.source_count.map_or(Cell::Null, int)),
+        ("rows_written", int(rep.rows_written)),
+        ("rejects", int(rep.rejects)),
+        ("retries", int(rep.retries)),
+        ("status", Cell::Str(status.into())),
+        ("error", rep.error.clone().map_or(Cell::Null, Cell::Str)),
+        ("started_at", Cell::Micros(time::micros(rep.started_at))),
+        ("finished_at", Cell::Micros(time::micros(rep.finished_at))),
+    ];
+    let row = Row::named(table, cells, time::micros(rep.finished_at))?;
+    let batch = build_batch(table, run_id, &[row])?;
+    let dt = time::local_date(rep.started_at, pipeline.tz);
+    wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch)
+        .await
+}
+
+/// Key -> what the warehouse holds for it: partition, `updated_at`, whether
+/// `deleted_at` is set, and the scope column's value (if the stream has one).
+pub(super) async fn stored_keys(
+    wh: &Warehouse,
+    table: &schema::TableDef,
+    key_column: &str,
+    scope_column: Option<&str>,
+) -> Result<HashMap<String, Stored>> {
+    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+    let mut out = HashMap::new();
+    for (dt, b) in wh
+        .scan(
+            table,
+            &[
+                key_column,
+                "updated_at",
+                "deleted_at",
+                scope_column.unwrap_or(key_column),
+            ],
+        )
+        .await?
+    {
+        let text = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
+        };
+        let ts = |c: &str| {
+            b.column_by_name(c).and_then(|a| {
+                a.as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .cloned()
+            })
+        };
+        let (Some(keys), updated, deleted, company) = (
+            text(key_column),
+            ts("updated_at"),
+            ts("deleted_at"),
+            scope_column.and_then(text),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if keys.is_null(i) {
+                continue;
+            }
+            out.insert(
+                keys.value(i).to_string(),
+                Stored {
+                    dt,
+                    updated_at: updated
+                        .as_ref()
+                        .filter(|u| !u.is_null(i))
+                        .map(|u| u.value(i)),
+                    deleted: deleted.as_ref().is_some_and(|d| !d.is_null(i)),
+                    scope: company
+                        .as_ref()
+                        .filter(|c| !c.is_null(i))
+                        .map(|c| c.value(i).to_string()),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 (Arrow Date32).
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
