@@ -205,15 +205,7 @@ impl HttpClient {
             let (err, retry_after) = match self.try_once(url.clone(), endpoint).await {
                 Ok(body) => match decode(&body) {
                     Ok(value) => return Ok(value),
-                    Err(message) => (
-                        Error::Http {
-                            source_name: self.source.clone(),
-                            endpoint: endpoint.to_string(),
-                            message,
-                            retryable: true,
-                        },
-                        None,
-                    ),
+                    Err(message) => (self.http_error(endpoint, message, true), None),
                 },
                 Err(failure) => failure,
             };
@@ -248,12 +240,7 @@ impl HttpClient {
 
     async fn try_once(&self, url: Url, endpoint: &str) -> Result<Bytes, (Error, Option<Duration>)> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let fail = |message: String, retryable: bool| Error::Http {
-            source_name: self.source.clone(),
-            endpoint: endpoint.to_string(),
-            message,
-            retryable,
-        };
+        let fail = |message: String, retryable: bool| self.http_error(endpoint, message, retryable);
         let req = match &self.auth {
             Auth::Basic { user, password } => self
                 .client
@@ -306,15 +293,7 @@ impl HttpClient {
                 "the response body {what} the limit of {} MiB ([http] max_body_mb); not reading it",
                 self.max_body / (1024 * 1024)
             );
-            (
-                Error::Http {
-                    source_name: self.source.clone(),
-                    endpoint: endpoint.to_string(),
-                    message,
-                    retryable: false,
-                },
-                None,
-            )
+            (self.http_error(endpoint, message, false), None)
         };
         if let Some(len) = resp.content_length().filter(|l| *l > self.max_body) {
             return Err(too_big(format!("is {len} bytes, over")));
@@ -331,15 +310,7 @@ impl HttpClient {
                 Ok(None) => return Ok(buf.freeze()),
                 Err(e) => {
                     let message = format!("reading the body: {}", describe(&e));
-                    return Err((
-                        Error::Http {
-                            source_name: self.source.clone(),
-                            endpoint: endpoint.to_string(),
-                            message,
-                            retryable: true,
-                        },
-                        None,
-                    ));
+                    return Err((self.http_error(endpoint, message, true), None));
                 }
             }
         }
@@ -548,6 +519,16 @@ impl HttpClient {
                 return Err(self.bad(&page_label, format!("more than {MAX_PAGES} pages")));
             }
             url = next_url;
+        }
+    }
+
+    /// An HTTP-level failure of `endpoint`.
+    fn http_error(&self, endpoint: &str, message: String, retryable: bool) -> Error {
+        Error::Http {
+            source_name: self.source.clone(),
+            endpoint: endpoint.to_string(),
+            message,
+            retryable,
         }
     }
 

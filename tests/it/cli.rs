@@ -5,19 +5,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn chatlake(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(args)
-        .env_remove("CHATLAKE_WAREHOUSE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[test]
 fn run_state_and_query_from_the_command_line() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -116,20 +116,6 @@ pub fn si_pipeline(url: &str, streams: &str, extra: &str) -> (tempfile::TempDir,
     )
 }
 
-/// `chatlake <args>`: (exit code, stdout, stderr).
-pub fn chatlake(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(args)
-        .env_remove("CHATLAKE_WAREHOUSE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 fn run_window(file: &str, wh: &str) -> (i32, String, String) {
     chatlake(&[
         "run",

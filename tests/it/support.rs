@@ -287,3 +287,17 @@ pub fn kill_runs_after(env: &Env, args: &[&str], delays_ms: &[u64]) -> usize {
     }
     kills
 }
+
+/// `chatlake <args>` (without CHATLAKE_WAREHOUSE): (exit code, stdout, stderr).
+pub fn chatlake(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(args)
+        .env_remove("CHATLAKE_WAREHOUSE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
