@@ -63,6 +63,10 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
 
+    /// A warehouse file that cannot be read as what it should be.
+    #[error("warehouse file {path}: {message}")]
+    File { path: String, message: String },
+
     /// The watermark state is unreadable or was changed by another writer.
     #[error("state {path}: {message}")]
     State { path: String, message: String },

@@ -18,6 +18,31 @@ use crate::error::{Error, Result};
 use crate::schema::{self, DT};
 use crate::sink::{partition, Warehouse};
 
+/// A DataFusion session over one warehouse (it derefs to the
+/// [`SessionContext`]), which knows the files its queries opened.
+pub struct Session {
+    ctx: SessionContext,
+    opened: crate::sink::readable::Opened,
+    store_url: String,
+}
+
+impl std::ops::Deref for Session {
+    type Target = SessionContext;
+    fn deref(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
+impl Session {
+    /// Where a file is, as a user would type it (a plain path on local disk).
+    fn url_of(&self, path: &object_store::path::Path) -> String {
+        match self.store_url.strip_prefix("file://") {
+            Some(_) => format!("/{path}"),
+            None => format!("{}/{path}", self.store_url.trim_end_matches('/')),
+        }
+    }
+}
+
 /// Output formats of `chatlake query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -27,14 +52,12 @@ pub enum Format {
 }
 
 /// A session with the warehouse tables and the reporting views registered.
-pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
+pub async fn session(wh: &Warehouse) -> Result<Session> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     // Queries read only what chatlake wrote, and write nothing.
-    ctx.register_object_store(
-        wh.store_url(),
-        Arc::new(crate::sink::readable::Readable(Arc::clone(wh.store()))),
-    );
+    let (readable, opened) = crate::sink::readable::Readable::new(Arc::clone(wh.store()));
+    ctx.register_object_store(wh.store_url(), Arc::new(readable));
     let catalog = ctx.catalog("datafusion").expect("default catalog");
     for name in schema::tables()
         .map(|t| t.schema_name())
@@ -83,18 +106,52 @@ pub async fn session(wh: &Warehouse) -> Result<SessionContext> {
         }
         pending = failed;
     }
-    Ok(ctx)
+    Ok(Session {
+        ctx,
+        opened,
+        store_url: wh.store_url().to_string(),
+    })
 }
 
 /// Runs one read-only statement: no DDL, no DML (INSERT, COPY), no SET.
-pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+///
+/// When it fails on a file that is not valid Parquet (damaged, or put there
+/// by hand), the error names that file; a decoder that panics on a hostile
+/// footer is caught and reported the same way.
+pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
+    use futures::FutureExt;
     check_size(sql)?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, read_only).await?;
-    Ok(df.collect().await?)
+    session.opened.clear();
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let df = session.ctx.sql_with_options(sql, read_only).await?;
+        df.collect().await
+    })
+    .catch_unwind()
+    .await;
+    let error = match outcome {
+        Ok(Ok(batches)) => return Ok(batches),
+        Ok(Err(e)) => Error::Query(e),
+        Err(panic) => Error::Internal(format!("the query engine panicked: {}", panic_text(panic))),
+    };
+    match session.opened.diagnose().await.into_iter().next() {
+        Some((path, why)) => Err(Error::File {
+            path: session.url_of(&path),
+            message: format!("{why}; it was not written by chatlake or is damaged: move it away, or re-run the stream that writes this partition"),
+        }),
+        None => Err(error),
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// `batch` with every nested column (list, struct, map) as JSON text, for

@@ -277,22 +277,35 @@ impl Warehouse {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Error::store(path, e)),
         };
-        let perr = |source| Error::Parquet {
-            path: path.to_string(),
-            source,
-        };
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
-        if let Some(columns) = columns {
-            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-            builder = builder.with_projection(mask);
-        }
-        let reader = builder.build().map_err(perr)?;
-        reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::ArrowAt {
-                context: format!("reading {path}"),
-                source: e,
+        // Decoding is synchronous; a hostile or damaged file must not take
+        // the run down even if the decoder panics on it.
+        let decoded = std::panic::catch_unwind(|| -> Result<Vec<RecordBatch>> {
+            let perr = |source| Error::Parquet {
+                path: path.to_string(),
+                source,
+            };
+            let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+            if let Some(columns) = columns {
+                let mask =
+                    ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+                builder = builder.with_projection(mask);
+            }
+            let reader = builder.build().map_err(perr)?;
+            reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::ArrowAt {
+                    context: format!("reading {path}"),
+                    source: e,
+                })
+        });
+        decoded.unwrap_or_else(|_| {
+            Err(Error::File {
+                path: path.to_string(),
+                message:
+                    "corrupt Parquet (the decoder failed on it); move it away or re-run the stream"
+                        .into(),
             })
+        })
     }
 
     /// Adds a file named `name` to partition `dt` of an append-only table.

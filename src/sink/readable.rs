@@ -5,8 +5,9 @@
 //! [`super::partition::read_glob`], queries read only what chatlake wrote,
 //! and the warehouse stays read-only for them.
 
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
@@ -19,9 +20,104 @@ use object_store::{
 use super::partition::parse_partition;
 use crate::schema::DT;
 
-/// A read-only view of a store that hides malformed partition directories.
+/// A read-only view of a store that hides malformed partition directories,
+/// and remembers which files were opened (so that an error decoding one can
+/// name it: see [`Readable::diagnose`]).
 #[derive(Debug)]
-pub struct Readable(pub Arc<dyn ObjectStore>);
+pub struct Readable {
+    inner: Arc<dyn ObjectStore>,
+    opened: Arc<Mutex<BTreeSet<Path>>>,
+}
+
+impl Readable {
+    /// A read-only view of `inner`, and a handle on the files it opens.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> (Readable, Opened) {
+        let opened = Arc::new(Mutex::new(BTreeSet::new()));
+        (
+            Readable {
+                inner: Arc::clone(&inner),
+                opened: Arc::clone(&opened),
+            },
+            Opened {
+                store: inner,
+                opened,
+            },
+        )
+    }
+}
+
+/// The files a [`Readable`] has opened, to name the one at fault.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    store: Arc<dyn ObjectStore>,
+    opened: Arc<Mutex<BTreeSet<Path>>>,
+}
+
+impl Opened {
+    /// Forgets what was opened (before the next statement).
+    pub fn clear(&self) {
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The opened Parquet files whose footer does not decode, each with why:
+    /// checked here, with any panic of the decoder caught.
+    pub async fn diagnose(&self) -> Vec<(Path, String)> {
+        let paths: Vec<Path> = self
+            .opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut bad = Vec::new();
+        for p in paths {
+            if let Err(why) = check_footer(self.store.as_ref(), &p).await {
+                bad.push((p, why));
+            }
+        }
+        bad
+    }
+}
+
+/// Whether `path` ends with a Parquet footer that decodes.
+async fn check_footer(store: &dyn ObjectStore, path: &Path) -> std::result::Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| format!("unreadable: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("unreadable: {e}"))?;
+    if bytes.len() < 12 || &bytes[..4] != b"PAR1" || &bytes[bytes.len() - 4..] != b"PAR1" {
+        return Err(format!(
+            "not a Parquet file ({} bytes, no PAR1 magic at both ends)",
+            bytes.len()
+        ));
+    }
+    let meta_len = u32::from_le_bytes(
+        bytes[bytes.len() - 8..bytes.len() - 4]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    if meta_len + 12 > bytes.len() {
+        return Err(format!(
+            "corrupt footer: metadata of {meta_len} bytes in a {}-byte file",
+            bytes.len()
+        ));
+    }
+    let decoded = std::panic::catch_unwind(|| {
+        parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes)
+    });
+    match decoded {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("corrupt footer: {e}")),
+        Err(_) => Err("corrupt footer (the Parquet decoder failed on it)".into()),
+    }
+}
 
 /// Whether every `dt=` segment of `path` names a real date.
 fn well_formed(path: &Path) -> bool {
@@ -39,7 +135,7 @@ fn read_only(path: &Path) -> object_store::Error {
 
 impl fmt::Display for Readable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Readable({})", self.0)
+        write!(f, "Readable({})", self.inner)
     }
 }
 
@@ -58,7 +154,11 @@ impl ObjectStore for Readable {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.0.get_opts(location, options).await
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(location.clone());
+        self.inner.get_opts(location, options).await
     }
 
     fn delete_stream(
@@ -71,14 +171,14 @@ impl ObjectStore for Readable {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.0
+        self.inner
             .list(prefix)
             .filter(|m| std::future::ready(m.as_ref().map_or(true, |m| well_formed(&m.location))))
             .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let mut r = self.0.list_with_delimiter(prefix).await?;
+        let mut r = self.inner.list_with_delimiter(prefix).await?;
         r.common_prefixes.retain(well_formed);
         r.objects.retain(|m| well_formed(&m.location));
         Ok(r)

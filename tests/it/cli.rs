@@ -238,3 +238,39 @@ fn a_closed_stdout_ends_the_query_quietly_with_141() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// Issue 9, defect 8: a damaged partition file is named in the query error,
+/// and a hostile footer that makes the Parquet decoder panic is an error too.
+#[test]
+fn a_damaged_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("socialintents/chats/dt=2025-10-27");
+    std::fs::create_dir_all(&part).unwrap();
+    std::fs::write(part.join("data.parquet"), b"this is not parquet at all").unwrap();
+    let widgets = dir.path().join("socialintents/widgets");
+    std::fs::create_dir_all(&widgets).unwrap();
+    // Magic at both ends and a footer length far beyond the file.
+    let mut hostile = b"PAR1".to_vec();
+    hostile.extend_from_slice(&[7u8; 40]);
+    hostile.extend_from_slice(&u32::MAX.to_le_bytes());
+    hostile.extend_from_slice(b"PAR1");
+    std::fs::write(widgets.join("data.parquet"), &hostile).unwrap();
+    let wh = dir.path().to_str().unwrap();
+    for (sql, file) in [
+        (
+            "SELECT COUNT(*) FROM socialintents.chats",
+            part.join("data.parquet"),
+        ),
+        (
+            "SELECT * FROM socialintents.widgets",
+            widgets.join("data.parquet"),
+        ),
+    ] {
+        let (code, _, err) = chatlake(&["query", "--warehouse", wh, sql]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("warehouse file {}:", file.display())),
+            "{err}"
+        );
+    }
+}
