@@ -136,6 +136,10 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     };
     crate::runlog::begin(wh, &marker).await?;
     let mut recorded = true;
+    // The reporting calendar (business hours, SLA target) for views and reports.
+    if let Err(e) = crate::reporting::write_settings(wh, pipeline, today, &run_id).await {
+        tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
+    }
     let bar = prepare::progress_bar(opts.progress);
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 

@@ -18,6 +18,47 @@ use crate::error::{Error, Result};
 use crate::schema::{self, DT};
 use crate::sink::{partition, Warehouse};
 
+/// The values of the views' `${...}` placeholders: `timezone` and
+/// `first_response_target_seconds`, from meta.reporting_settings.
+async fn settings(ctx: &SessionContext) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("timezone", "UTC".to_string()),
+        ("first_response_target_seconds", "120".to_string()),
+    ];
+    let sql = "SELECT timezone, CAST(first_response_target_seconds AS VARCHAR) FROM meta.reporting_settings LIMIT 1";
+    let Ok(df) = ctx.sql(sql).await else {
+        return out;
+    };
+    let Ok(batches) = df.collect().await else {
+        return out;
+    };
+    if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+        for (i, slot) in out.iter_mut().enumerate() {
+            let col = arrow::compute::cast(b.column(i), &DataType::Utf8).ok();
+            if let Some(v) = col
+                .as_ref()
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>())
+                .map(|c| c.value(0).to_string())
+            {
+                // Only what the settings can legitimately hold (an IANA name, a number).
+                if v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
+                {
+                    slot.1 = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `sql` with each `${name}` replaced by its setting.
+fn fill(sql: &str, settings: &[(&str, String)]) -> String {
+    settings.iter().fold(sql.to_string(), |s, (k, v)| {
+        s.replace(&format!("${{{k}}}"), v)
+    })
+}
+
 /// A DataFusion session over one warehouse (it derefs to the
 /// [`SessionContext`]), which knows the files its queries opened.
 pub struct Session {
@@ -89,9 +130,16 @@ pub async fn session(wh: &Warehouse) -> Result<Session> {
             Arc::new(table),
         )?;
     }
+    // The reporting settings the latest run wrote fill the views' ${...}
+    // placeholders (UTC and a 120 s target before any run wrote them).
+    let settings = settings(&ctx).await;
+    let views: Vec<(&str, String)> = schema::VIEW_FILES
+        .iter()
+        .map(|(f, sql)| (*f, fill(sql, &settings)))
+        .collect();
     // Views may use each other: create them in rounds until all exist (a
     // view whose dependency is not there yet waits for the next round).
-    let mut pending: Vec<(&str, &str)> = schema::VIEW_FILES.to_vec();
+    let mut pending: Vec<(&str, &str)> = views.iter().map(|(f, s)| (*f, s.as_str())).collect();
     while !pending.is_empty() {
         let mut failed = Vec::new();
         let mut last_error = None;

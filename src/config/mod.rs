@@ -46,6 +46,9 @@ pub struct PipelineConfig {
     /// HTTP client settings shared by every source.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Reporting settings: SLA target, business hours, holidays.
+    #[serde(default)]
+    pub reporting: crate::reporting::ReportingConfig,
 }
 
 fn default_warehouse() -> String {
@@ -223,6 +226,7 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
             c.max_delete_share
         ));
     }
+    c.reporting.validate()?;
     if c.lookback_days > 366 {
         return Err(format!("lookback_days = {}: at most 366", c.lookback_days));
     }

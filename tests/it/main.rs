@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod lock;
 mod pipeline;
+mod reporting;
 mod s3;
 mod schedule;
 mod social25;

@@ -1,0 +1,114 @@
+//! The reporting settings of a pipeline (`[reporting]`), and what every run
+//! writes from them into the warehouse so that views, reports and other
+//! engines never need the pipeline file: `meta.business_hours` (one row per
+//! open interval of every business day from `start_date` through a year
+//! after today) and `meta.reporting_settings` (one row). One warehouse has one
+//! reporting calendar: the latest run's settings win.
+
+pub mod hours;
+
+use chrono::{Duration, NaiveDate};
+use serde::Deserialize;
+
+use crate::config::Pipeline;
+use crate::error::Result;
+use crate::normalize::{build_batch, time, Cell, Row};
+use crate::schema;
+use crate::sink::Warehouse;
+
+pub use hours::BusinessHours;
+
+/// `[reporting]` in the pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportingConfig {
+    /// The SLA target: a first response within this many seconds.
+    pub first_response_target_seconds: u32,
+    /// Business hours in the pipeline timezone, e.g. `Mon-Fri 09:00-17:00`.
+    pub business_hours: String,
+    /// Local dates without business hours.
+    pub holidays: Vec<NaiveDate>,
+}
+
+impl Default for ReportingConfig {
+    fn default() -> Self {
+        ReportingConfig {
+            first_response_target_seconds: 120,
+            business_hours: "Mon-Fri 09:00-17:00".into(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+impl ReportingConfig {
+    /// Checks the section; the message names the key, the value and what is wrong.
+    pub fn validate(&self) -> std::result::Result<BusinessHours, String> {
+        if self.first_response_target_seconds == 0 {
+            return Err("reporting.first_response_target_seconds = 0: at least 1".into());
+        }
+        BusinessHours::parse(&self.business_hours).map_err(|e| {
+            format!(
+                "reporting.business_hours = \"{}\": {e}",
+                self.business_hours
+            )
+        })
+    }
+}
+
+/// Replaces meta.business_hours and meta.reporting_settings with what
+/// `pipeline`'s settings say, for `start_date` through a year after `today`.
+pub async fn write_settings(
+    wh: &Warehouse,
+    pipeline: &Pipeline,
+    today: NaiveDate,
+    run_id: &str,
+) -> Result<()> {
+    let cfg = &pipeline.config;
+    let r = &cfg.reporting;
+    let hours = r
+        .validate()
+        .map_err(|message| crate::error::Error::Config {
+            file: pipeline.file.clone(),
+            message,
+        })?;
+    let now = time::micros(chrono::Utc::now());
+    let table = schema::table("meta.business_hours");
+    let mut rows = Vec::new();
+    let mut d = cfg.start_date.min(today);
+    let until = today
+        .checked_add_months(chrono::Months::new(12))
+        .unwrap_or(today);
+    while d <= until {
+        if !r.holidays.contains(&d) {
+            for (opens, closes) in hours.intervals(d, pipeline.tz) {
+                let cells = vec![
+                    ("dt", Cell::Date(crate::pipeline::days_since_epoch(d))),
+                    ("opens_at", Cell::Micros(time::micros(opens))),
+                    ("closes_at", Cell::Micros(time::micros(closes))),
+                ];
+                rows.push(Row::named(table, cells, now)?);
+            }
+        }
+        d += Duration::days(1);
+    }
+    wh.replace_partition(table, None, &build_batch(table, run_id, &rows)?)
+        .await?;
+    let table = schema::table("meta.reporting_settings");
+    let cells = vec![
+        ("timezone", Cell::Str(cfg.timezone.clone())),
+        (
+            "first_response_target_seconds",
+            Cell::Int(r.first_response_target_seconds.into()),
+        ),
+        ("business_hours", Cell::Str(r.business_hours.clone())),
+        (
+            "holidays",
+            Cell::List(r.holidays.iter().map(|h| h.to_string()).collect()),
+        ),
+        ("pipeline", Cell::Str(cfg.name.clone())),
+    ];
+    let row = Row::named(table, cells, now)?;
+    wh.replace_partition(table, None, &build_batch(table, run_id, &[row])?)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Issue 13 (first part): the reporting calendar. Every run writes
+//! meta.business_hours and meta.reporting_settings from `[reporting]`, and
+//! reporting.chats gains local_hour, weekday, first_response_business_seconds
+//! and duration_seconds. Expected values are computed here, independently:
+//! local times by binary search on chrono-tz offsets (never by building a
+//! local time with the pipeline's helpers), business intervals from the
+//! settings written out by hand.
+
+use std::collections::BTreeMap;
+
+use chatlake::simulator::clock::{day_start, local_date};
+use chatlake::simulator::data::SimChat;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::support::*;
+
+const HOURS: &str = "Mon-Fri 09:00-17:00, Sun 00:00-24:00";
+const HOLIDAY: &str = "2025-10-31";
+
+/// The local wall-clock time of instant `t`.
+fn local(t: DateTime<Utc>, tz: Tz) -> chrono::NaiveDateTime {
+    t.naive_utc()
+        + Duration::seconds(
+            tz.offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc() as i64,
+        )
+}
+
+/// The first instant whose local wall-clock time is `at` or later (the end
+/// of a gap for a time that does not exist, the first of two otherwise).
+fn first_instant_at(at: chrono::NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    let (mut lo, mut hi) = (
+        at.and_utc().timestamp() - 27 * 3600,
+        at.and_utc().timestamp() + 27 * 3600,
+    );
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if local(DateTime::from_timestamp(mid, 0).unwrap(), tz) < at {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    DateTime::from_timestamp(hi, 0).unwrap()
+}
+
+/// The business intervals of local day `d` under HOURS and HOLIDAY.
+fn intervals(d: NaiveDate, tz: Tz) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    if d == d_(HOLIDAY) {
+        return vec![];
+    }
+    match d.weekday() {
+        Weekday::Sat => vec![],
+        Weekday::Sun => vec![(day_start(d, tz), day_start(d + Duration::days(1), tz))],
+        _ => vec![(
+            first_instant_at(d.and_hms_opt(9, 0, 0).unwrap(), tz),
+            first_instant_at(d.and_hms_opt(17, 0, 0).unwrap(), tz),
+        )],
+    }
+}
+
+fn d_(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// The seconds of [from, to) inside business intervals.
+fn business_seconds(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> f64 {
+    let mut total = 0i64;
+    let mut day = local_date(from, tz);
+    while day <= local_date(to, tz) {
+        for (o, c) in intervals(day, tz) {
+            let (a, b) = (from.max(o), to.min(c));
+            if a < b {
+                total += (b - a).num_microseconds().unwrap();
+            }
+        }
+        day += Duration::days(1);
+    }
+    total as f64 / 1e6
+}
+
+/// (first customer message, first reply at or after it) of a served chat.
+fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let first_in = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToAgent")
+        .map(|m| m.ts_ms)
+        .min()?;
+    let reply = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
+        .map(|m| m.ts_ms)
+        .min()?;
+    let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+    Some((t(first_in), t(reply)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_hours_local_hours_and_business_seconds_match_independent_figures() {
+    let env = env_with(data(12), 7).await;
+    let text = std::fs::read_to_string(&env.pipeline_file).unwrap().replace(
+        "[http]",
+        &format!("[reporting]\nfirst_response_target_seconds = 90\nbusiness_hours = \"{HOURS}\"\nholidays = [\"{HOLIDAY}\"]\n[http]"),
+    );
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let pipeline = chatlake::config::Pipeline::load(&env.pipeline_file).unwrap();
+    let env = Env { pipeline, ..env };
+    let report = env.run(Some("2025-10-27"), "2025-11-09").await;
+    assert!(report.failures().next().is_none());
+    let tz = env.tz();
+
+    // meta.reporting_settings: one row, as configured.
+    let settings = env.rows("SELECT timezone, first_response_target_seconds, business_hours, pipeline FROM meta.reporting_settings").await;
+    assert_eq!(
+        settings,
+        [vec![
+            "America/New_York".to_string(),
+            "90".into(),
+            HOURS.into(),
+            "test".into()
+        ]]
+    );
+
+    // meta.business_hours for two weeks around the fall-back night.
+    let got = env
+        .rows("SELECT CAST(dt AS VARCHAR) AS d, CAST(opens_at AS VARCHAR) AS o, CAST(closes_at AS VARCHAR) AS c FROM meta.business_hours WHERE dt BETWEEN DATE '2025-10-27' AND DATE '2025-11-09' ORDER BY dt, opens_at")
+        .await;
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut expected = Vec::new();
+    let mut day = d_("2025-10-27");
+    while day <= d_("2025-11-09") {
+        for (o, c) in intervals(day, tz) {
+            expected.push(vec![day.to_string(), fmt(o), fmt(c)]);
+        }
+        day += Duration::days(1);
+    }
+    assert_eq!(got, expected);
+    // The round-the-clock fall-back Sunday is 25 hours; the holiday has no row.
+    assert!(
+        got.contains(&vec![
+            "2025-11-02".into(),
+            "2025-11-02T04:00:00Z".into(),
+            "2025-11-03T05:00:00Z".into()
+        ]),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|r| r[0] == HOLIDAY));
+    // From start_date through a year after today ("today" is 2025-11-10 here).
+    let span = env.rows("SELECT CAST(MIN(dt) AS VARCHAR) AS a, CAST(MAX(dt) AS VARCHAR) AS b FROM meta.business_hours").await;
+    assert_eq!(
+        span,
+        [vec!["2025-10-27".to_string(), "2026-11-10".to_string()]],
+        "start_date .. today + 1 year (the last day a Tuesday)"
+    );
+
+    // reporting.chats, per Social Intents chat, against the served data.
+    let served: BTreeMap<String, SimChat> = env
+        .served_chats("2025-10-27", "2025-11-09")
+        .into_iter()
+        .filter(|c| !c.malformed)
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    let rows = env
+        .rows("SELECT chat_id, local_hour, weekday, first_response_business_seconds, duration_seconds FROM reporting.chats WHERE source = 'socialintents' AND dt BETWEEN DATE '2025-10-27' AND DATE '2025-11-09'")
+        .await;
+    assert_eq!(rows.len(), served.len());
+    let (mut straddling, mut outside, mut fallback_one_am) = (0, 0, 0);
+    for r in &rows {
+        let c = &served[&r[0]];
+        let l = local(c.start, tz);
+        assert_eq!(
+            r[1],
+            l.hour().to_string(),
+            "{}: local hour of {}",
+            c.id,
+            c.start
+        );
+        assert_eq!(
+            r[2],
+            local_date(c.start, tz)
+                .weekday()
+                .number_from_monday()
+                .to_string(),
+            "{}",
+            c.id
+        );
+        assert_eq!(
+            r[4].parse::<f64>().unwrap(),
+            c.duration_s as f64,
+            "{}: duration",
+            c.id
+        );
+        match wait(c) {
+            None => assert_eq!(r[3], "NULL", "{}: no reply, no business seconds", c.id),
+            Some((a, b)) => {
+                let want = business_seconds(a, b, tz);
+                let got: f64 = r[3].parse().unwrap();
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "{}: business seconds {got}, expected {want} ({a}..{b})",
+                    c.id
+                );
+                let total = (b - a).num_microseconds().unwrap() as f64 / 1e6;
+                if want > 0.0 && want < total {
+                    straddling += 1;
+                }
+                if want == 0.0 {
+                    outside += 1;
+                }
+            }
+        }
+        if local_date(c.start, tz) == d_("2025-11-02") && l.hour() == 1 {
+            fallback_one_am += 1;
+        }
+    }
+    // The data covers the cases that matter (the counts are what the simulator serves).
+    assert!(
+        straddling > 0 && outside > 0,
+        "straddling {straddling}, outside {outside}"
+    );
+    let repeated: Vec<_> = served
+        .values()
+        .filter(|c| local_date(c.start, tz) == d_("2025-11-02") && local(c.start, tz).hour() == 1)
+        .map(|c| c.start)
+        .collect();
+    assert!(
+        repeated.iter().any(|t| t.hour() == 5) && repeated.iter().any(|t| t.hour() == 6),
+        "both 01:xx of the fall-back night are served: {repeated:?}"
+    );
+    assert_eq!(fallback_one_am, repeated.len());
+    println!("{} chats checked: {straddling} waits straddle opening or closing, {outside} entirely outside business hours, {fallback_one_am} in the repeated 01:xx hour", rows.len());
+
+    // No chat has hour 2 on the spring-forward day (a separate account: March 2025).
+    let spring = env_with(
+        chatlake::simulator::SiData::new(d_("2025-03-08"), d_("2025-03-10"), 40),
+        7,
+    )
+    .await;
+    let text = std::fs::read_to_string(&spring.pipeline_file)
+        .unwrap()
+        .replace("start_date = \"2025-10-27\"", "start_date = \"2025-03-08\"");
+    std::fs::write(&spring.pipeline_file, text).unwrap();
+    let spring = Env {
+        pipeline: chatlake::config::Pipeline::load(&spring.pipeline_file).unwrap(),
+        ..spring
+    };
+    spring.run(Some("2025-03-08"), "2025-03-10").await;
+    let hours = spring.rows("SELECT DISTINCT local_hour FROM reporting.chats WHERE dt = DATE '2025-03-09' ORDER BY local_hour").await;
+    let hours: Vec<&str> = hours.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        !hours.contains(&"2") && hours.contains(&"1") && hours.contains(&"3"),
+        "{hours:?}"
+    );
+}
+
+/// A bad `[reporting]` value is an error naming the key, the value and why (exit 2).
+#[test]
+fn bad_reporting_settings_are_refused_with_a_reason() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(1), 7));
+    let text = std::fs::read_to_string(&env.pipeline_file).unwrap();
+    for (setting, says) in [
+        (
+            "business_hours = \"Mon-Fri 9-5\"",
+            "reporting.business_hours = \"Mon-Fri 9-5\": `9` is not a time",
+        ),
+        (
+            "business_hours = \"Fri-Mon 09:00-17:00\"",
+            "first day comes after the last",
+        ),
+        (
+            "first_response_target_seconds = 0",
+            "reporting.first_response_target_seconds = 0",
+        ),
+        ("holidays = [\"2025-13-01\"]", "holidays"),
+    ] {
+        std::fs::write(
+            &env.pipeline_file,
+            text.replace("[http]", &format!("[reporting]\n{setting}\n[http]")),
+        )
+        .unwrap();
+        let (code, _, err) = chatlake(&[
+            "run",
+            "--pipeline",
+            env.pipeline_file.to_str().unwrap(),
+            "--warehouse",
+            env.dir.path().join("wh").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{setting}: {err}");
+        assert!(err.contains(says), "{setting}: {err}");
+    }
+}
