@@ -99,18 +99,27 @@ fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     Some((t(first_in), t(reply)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn business_hours_local_hours_and_business_seconds_match_independent_figures() {
-    let env = env_with(data(12), 7).await;
+/// A simulated account with `[reporting]` set (target 90 s, HOURS, HOLIDAY),
+/// run over two weeks around the fall-back night.
+async fn calendar_env(per_day: u32) -> Env {
+    let env = env_with(data(per_day), 7).await;
     let text = std::fs::read_to_string(&env.pipeline_file).unwrap().replace(
         "[http]",
-        &format!("[reporting]\nfirst_response_target_seconds = 90\nbusiness_hours = \"{HOURS}\"\nholidays = [\"{HOLIDAY}\"]\n[http]"),
+        &format!("[reporting]\nfirst_response_target_seconds = {TARGET}\nbusiness_hours = \"{HOURS}\"\nholidays = [\"{HOLIDAY}\"]\n[http]"),
     );
     std::fs::write(&env.pipeline_file, text).unwrap();
     let pipeline = chatlake::config::Pipeline::load(&env.pipeline_file).unwrap();
     let env = Env { pipeline, ..env };
     let report = env.run(Some("2025-10-27"), "2025-11-09").await;
     assert!(report.failures().next().is_none());
+    env
+}
+
+const TARGET: f64 = 90.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn business_hours_local_hours_and_business_seconds_match_independent_figures() {
+    let env = calendar_env(12).await;
     let tz = env.tz();
 
     // meta.reporting_settings: one row, as configured.
@@ -292,5 +301,202 @@ fn bad_reporting_settings_are_refused_with_a_reason() {
         ]);
         assert_eq!(code, 2, "{setting}: {err}");
         assert!(err.contains(says), "{setting}: {err}");
+    }
+}
+
+/// The four views on top of reporting.chats, per row, against figures
+/// computed here from the served chats: SLA attainment (calendar and
+/// business), weekday x hour counts, response-time buckets, agent figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_hours_buckets_and_agents_match_independent_figures() {
+    let env = calendar_env(30).await;
+    let tz = env.tz();
+    let served: Vec<SimChat> = env
+        .served_chats("2025-10-27", "2025-11-09")
+        .into_iter()
+        .filter(|c| !c.malformed)
+        .collect();
+    let q = |view: &str, cols: &str, keys: &str| {
+        format!("SELECT {cols} FROM reporting.{view} WHERE source = 'socialintents' AND dt BETWEEN DATE '2025-10-27' AND DATE '2025-11-09' ORDER BY {keys}")
+    };
+    let f = |s: &str| -> Option<f64> { (s != "NULL").then(|| s.parse().unwrap()) };
+    let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() < 1e-6 * b.abs().max(1.0),
+        (None, None) => true,
+        _ => false,
+    };
+
+    // first_response_sla by (dt, channel).
+    #[derive(Default)]
+    struct Sla {
+        answered: i64,
+        within: i64,
+        within_business: i64,
+        missed: i64,
+    }
+    let mut sla: BTreeMap<(String, String), Sla> = BTreeMap::new();
+    for c in &served {
+        let e = sla
+            .entry((local_date(c.start, tz).to_string(), c.widget_id.clone()))
+            .or_default();
+        e.missed += (c.chat_type == "Missed") as i64;
+        if let Some((a, b)) = wait(c) {
+            e.answered += 1;
+            e.within += ((b - a).num_microseconds().unwrap() as f64 / 1e6 <= TARGET) as i64;
+            e.within_business += (business_seconds(a, b, tz) <= TARGET) as i64;
+        }
+    }
+    let rows = env
+        .rows(&q("first_response_sla", "CAST(dt AS VARCHAR) AS d, channel, answered_chats, within_target, within_target_business, attainment, attainment_business, missed_chats", "dt, channel"))
+        .await;
+    assert_eq!(rows.len(), sla.len());
+    for (r, ((dt, ch), e)) in rows.iter().zip(&sla) {
+        assert_eq!((&r[0], &r[1]), (dt, ch));
+        let ints: Vec<i64> = [2, 3, 4, 7]
+            .iter()
+            .map(|i| r[*i].parse().unwrap())
+            .collect();
+        assert_eq!(
+            ints,
+            [e.answered, e.within, e.within_business, e.missed],
+            "{dt} {ch}"
+        );
+        let rate = |n: i64| (e.answered > 0).then(|| n as f64 / e.answered as f64);
+        assert!(
+            same(f(&r[5]), rate(e.within)) && same(f(&r[6]), rate(e.within_business)),
+            "{dt} {ch}: {r:?}"
+        );
+    }
+    let (within, within_business): (i64, i64) = sla
+        .values()
+        .fold((0, 0), |(a, b), e| (a + e.within, b + e.within_business));
+    assert!(
+        within_business > within,
+        "business hours forgive waits outside them: {within_business} vs {within}"
+    );
+
+    // chats_by_hour by (dt, hour).
+    let mut hours: BTreeMap<(String, u32), (u32, i64, i64)> = BTreeMap::new();
+    for c in &served {
+        let d = local_date(c.start, tz);
+        let e = hours
+            .entry((d.to_string(), local(c.start, tz).hour()))
+            .or_insert((d.weekday().number_from_monday(), 0, 0));
+        e.1 += 1;
+        e.2 += (c.chat_type == "Missed") as i64;
+    }
+    let rows = env
+        .rows(&q(
+            "chats_by_hour",
+            "CAST(dt AS VARCHAR) AS d, weekday, local_hour, chats, missed_chats",
+            "dt, local_hour",
+        ))
+        .await;
+    let got: Vec<(String, u32, (u32, i64, i64))> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].clone(),
+                r[2].parse().unwrap(),
+                (
+                    r[1].parse().unwrap(),
+                    r[3].parse().unwrap(),
+                    r[4].parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u32, (u32, i64, i64))> =
+        hours.into_iter().map(|((d, h), v)| (d, h, v)).collect();
+    assert_eq!(got, want);
+
+    // first_response_buckets by (dt, bucket).
+    let bucket = |s: f64| match s {
+        s if s < 30.0 => (1, "0-30s"),
+        s if s < 60.0 => (2, "30-60s"),
+        s if s < 120.0 => (3, "1-2m"),
+        s if s < 300.0 => (4, "2-5m"),
+        s if s < 900.0 => (5, "5-15m"),
+        s if s < 3600.0 => (6, "15-60m"),
+        _ => (7, "1h+"),
+    };
+    let mut buckets: BTreeMap<(String, i32, &str), i64> = BTreeMap::new();
+    for c in &served {
+        if let Some((a, b)) = wait(c) {
+            let (order, name) = bucket((b - a).num_microseconds().unwrap() as f64 / 1e6);
+            *buckets
+                .entry((local_date(c.start, tz).to_string(), order, name))
+                .or_default() += 1;
+        }
+    }
+    let rows = env
+        .rows(&q(
+            "first_response_buckets",
+            "CAST(dt AS VARCHAR) AS d, bucket_order, bucket, chats",
+            "dt, bucket_order",
+        ))
+        .await;
+    let got: Vec<(String, i32, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].clone(),
+                r[1].parse().unwrap(),
+                r[2].clone(),
+                r[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i32, String, i64)> = buckets
+        .into_iter()
+        .map(|((d, o, n), c)| (d, o, n.to_string(), c))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        got.iter()
+            .map(|g| g.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 4,
+        "several buckets are exercised"
+    );
+
+    // agent_performance by (dt, agent).
+    let mut agents: BTreeMap<(String, String), (i64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for c in &served {
+        let name = c
+            .agent
+            .as_ref()
+            .map_or("NULL".to_string(), |a| a.name.clone());
+        let e = agents
+            .entry((local_date(c.start, tz).to_string(), name))
+            .or_default();
+        e.0 += 1;
+        if let Some((a, b)) = wait(c) {
+            e.1.push((b - a).num_microseconds().unwrap() as f64 / 1e6);
+        }
+        e.2.push(c.duration_s as f64);
+    }
+    let rows = env
+        .rows(&q("agent_performance", "CAST(dt AS VARCHAR) AS d, COALESCE(agent_name, 'NULL') AS a, chats, answered_chats, median_first_response_seconds, p90_first_response_seconds, within_target, avg_duration_seconds", "dt, a"))
+        .await;
+    assert_eq!(rows.len(), agents.len());
+    for (r, ((dt, agent), (chats, waits, durations))) in rows.iter().zip(agents.iter_mut()) {
+        assert_eq!((&r[0], &r[1]), (dt, agent));
+        waits.sort_by(f64::total_cmp);
+        let pct = |p| (!waits.is_empty()).then(|| crate::views::percentile(waits, p));
+        assert_eq!(r[2].parse::<i64>().unwrap(), *chats, "{dt} {agent}");
+        assert_eq!(r[3].parse::<usize>().unwrap(), waits.len(), "{dt} {agent}");
+        assert!(
+            same(f(&r[4]), pct(0.5)) && same(f(&r[5]), pct(0.9)),
+            "{dt} {agent}: {r:?}"
+        );
+        assert_eq!(
+            r[6].parse::<usize>().unwrap(),
+            waits.iter().filter(|w| **w <= TARGET).count(),
+            "{dt} {agent}"
+        );
+        let avg = durations.iter().sum::<f64>() / durations.len() as f64;
+        assert!(same(f(&r[7]), Some(avg)), "{dt} {agent}: {r:?}");
     }
 }

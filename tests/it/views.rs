@@ -26,7 +26,7 @@ fn first_response_seconds(c: &SimChat) -> Option<f64> {
 }
 
 /// Linear interpolation between closest ranks (percentile_cont).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = p * (sorted.len() - 1) as f64;
     let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
