@@ -96,6 +96,25 @@ pub enum Command {
         /// The SQL statement.
         sql: String,
     },
+    /// Write the HTML report: KPIs against the previous period, daily chats,
+    /// first-response times, a weekday x hour heatmap, agents, channels,
+    /// companies and failed syncs. One self-contained file.
+    Report {
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// First local date (with --to).
+        #[arg(long, requires = "to", conflicts_with = "days")]
+        from: Option<NaiveDate>,
+        /// Last local date, inclusive (with --from).
+        #[arg(long, requires = "from", conflicts_with = "days")]
+        to: Option<NaiveDate>,
+        /// The last N complete local days (default 28), compared with the N before.
+        #[arg(long)]
+        days: Option<u32>,
+        /// Output file, or - for stdout.
+        #[arg(long, default_value = "report.html")]
+        out: String,
+    },
     /// Show or reset watermarks.
     State {
         #[command(subcommand)]
@@ -264,6 +283,35 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                     format!(": {}", removed.join(", "))
                 }
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            wh,
+            from,
+            to,
+            days,
+            out,
+        } => {
+            let wh = existing_warehouse(wh.warehouse, None)?;
+            let session = query::session(&wh).await?;
+            let period = match (from, to) {
+                (Some(from), Some(to)) if from <= to => crate::report::Period { from, to },
+                (Some(from), Some(to)) => {
+                    return Err(Error::Usage(format!("--from {from} is after --to {to}")))
+                }
+                _ => {
+                    let today =
+                        time::local_date(Utc::now(), crate::report::timezone(&session).await);
+                    crate::report::Period::last_days(today, days.unwrap_or(28).max(1))
+                }
+            };
+            let html = crate::report::render(&wh, period).await?;
+            if out == "-" {
+                out!("{html}")?;
+            } else {
+                std::fs::write(&out, html).map_err(|e| Error::io(format!("writing {out}"), e))?;
+                eprintln!("report for {}..{} written to {out}", period.from, period.to);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule {
@@ -577,6 +625,9 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
         outln!("{}", query::render(&query::run(&ctx, &sql).await?, Format::Table)?)?;
     }
     outln!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"")?;
+    let report = p.config.report.clone().unwrap_or_default();
+    let url = crate::report::deliver(&wh, &report).await?;
+    outln!("\nReport ({} days): {url}", report.days)?;
     Ok(code)
 }
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod query;
+pub mod report;
 pub mod reporting;
 pub mod runlog;
 pub mod schedule;

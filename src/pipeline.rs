@@ -175,6 +175,13 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         reports.push(rep);
     }
     bar.finish_and_clear();
+    // The report shows this run, failed streams included.
+    if let Some(report) = &cfg.report {
+        match crate::report::deliver(wh, report).await {
+            Ok(url) => tracing::info!(report = %url, "report written"),
+            Err(e) => tracing::error!(error = %e, "could not write the report"),
+        }
+    }
     if recorded {
         if let Err(e) = crate::runlog::finish(wh, &cfg.name, &run_id).await {
             tracing::warn!(error = %e, "could not clear the run marker; `chatlake runs` will list this run as incomplete");

@@ -94,6 +94,24 @@ pub enum Format {
 
 /// A session with the warehouse tables and the reporting views registered.
 pub async fn session(wh: &Warehouse) -> Result<Session> {
+    session_with(wh, None).await
+}
+
+/// As [`session`], with `reporting.chats` computed once for the local dates
+/// `from..=to` and held in memory, so that a report's many queries over the
+/// views built on it do not recompute it (the same SQL, the same rows).
+pub async fn session_for_dates(
+    wh: &Warehouse,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Session> {
+    session_with(wh, Some((from, to))).await
+}
+
+async fn session_with(
+    wh: &Warehouse,
+    dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+) -> Result<Session> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     // Queries read only what chatlake wrote, and write nothing.
@@ -140,6 +158,32 @@ pub async fn session(wh: &Warehouse) -> Result<Session> {
     // Views may use each other: create them in rounds until all exist (a
     // view whose dependency is not there yet waits for the next round).
     let mut pending: Vec<(&str, &str)> = views.iter().map(|(f, s)| (*f, s.as_str())).collect();
+    if let Some((from, to)) = dates {
+        let chats = pending
+            .iter()
+            .position(|(f, _)| *f == "reporting.chats.sql")
+            .expect("sql/reporting.chats.sql");
+        let (file, sql) = pending.remove(chats);
+        ctx.sql(sql)
+            .await
+            .map_err(|e| Error::Usage(format!("sql/{file}: {e}")))?;
+        let rows = ctx
+            .sql(&format!(
+                "SELECT * FROM reporting.chats WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"
+            ))
+            .await?;
+        let schema = Arc::new(rows.schema().as_arrow().clone());
+        let batches = rows.collect().await?;
+        let name = TableReference::partial("reporting", "chats");
+        ctx.deregister_table(name.clone())?;
+        ctx.register_table(
+            name,
+            Arc::new(datafusion::datasource::MemTable::try_new(
+                schema,
+                vec![batches],
+            )?),
+        )?;
+    }
     while !pending.is_empty() {
         let mut failed = Vec::new();
         let mut last_error = None;

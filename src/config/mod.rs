@@ -49,6 +49,9 @@ pub struct PipelineConfig {
     /// Reporting settings: SLA target, business hours, holidays.
     #[serde(default)]
     pub reporting: crate::reporting::ReportingConfig,
+    /// When present, every run leaves an HTML report in the warehouse.
+    #[serde(default)]
+    pub report: Option<crate::report::ReportConfig>,
 }
 
 fn default_warehouse() -> String {

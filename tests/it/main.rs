@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod lock;
 mod pipeline;
+mod report;
 mod reporting;
 mod s3;
 mod schedule;

@@ -462,7 +462,9 @@ async fn sla_hours_buckets_and_agents_match_independent_figures() {
     );
 
     // agent_performance by (dt, agent).
-    let mut agents: BTreeMap<(String, String), (i64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    // (dt, agent) -> (chats, first-response waits, durations)
+    type Agent = (i64, Vec<f64>, Vec<f64>);
+    let mut agents: BTreeMap<(String, String), Agent> = BTreeMap::new();
     for c in &served {
         let name = c
             .agent

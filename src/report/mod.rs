@@ -1,0 +1,332 @@
+//! `chatlake report`: one self-contained HTML file for the people who read
+//! reports: period and data health, KPI tiles against the previous period,
+//! daily chats with the missed rate, the first-response distribution, a
+//! weekday x hour heatmap, agents, channels, companies and failed syncs.
+//!
+//! Every figure comes from the reporting views (the SQL an analyst runs),
+//! queried here and handed to one template (`report.html.j2`, minijinja,
+//! auto-escaped). Charts are inline SVG drawn by the template from
+//! coordinates computed in [`charts`]: bars, a line and a grid need no chart
+//! library, and the file then has no script, font or image to fetch.
+
+mod charts;
+
+use chrono::{Duration, NaiveDate, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::query::{self, Session};
+
+/// The template, compiled in.
+const TEMPLATE: &str = include_str!("report.html.j2");
+
+/// The KPI names, in tile order (also the `data-kpi` attribute values).
+pub const KPIS: &[&str] = &[
+    "chats",
+    "missed_chats",
+    "missed_rate",
+    "median_first_response_seconds",
+    "p90_first_response_seconds",
+    "sla_attainment",
+    "sla_attainment_business",
+    "failed_syncs",
+];
+
+/// What to report on.
+#[derive(Debug, Clone, Copy)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    /// Days in the period.
+    pub fn days(&self) -> i64 {
+        (self.to - self.from).num_days() + 1
+    }
+    /// The period of the same length just before.
+    pub fn previous(&self) -> Period {
+        Period {
+            from: self.from - Duration::days(self.days()),
+            to: self.from - Duration::days(1),
+        }
+    }
+    /// The last `days` complete local days before `today`.
+    pub fn last_days(today: NaiveDate, days: u32) -> Period {
+        Period {
+            from: today - Duration::days(days as i64),
+            to: today - Duration::days(1),
+        }
+    }
+    fn sql(&self) -> String {
+        format!("dt BETWEEN DATE '{}' AND DATE '{}'", self.from, self.to)
+    }
+}
+
+/// Rows of `sql` as JSON objects, every column present (nulls as null).
+async fn rows(session: &Session, sql: &str) -> Result<Vec<Map<String, Value>>> {
+    let batches = query::run(session, sql).await?;
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
+    for b in &batches {
+        w.write(&query::nested_as_json(b)?)?;
+    }
+    w.finish()?;
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("report query {sql}: {e}")))
+}
+
+fn num(row: &Map<String, Value>, k: &str) -> Option<f64> {
+    match row.get(k)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The KPI values of one period, over all sources together.
+pub async fn kpis(session: &Session, p: Period) -> Result<Map<String, Value>> {
+    let w = p.sql();
+    let sql = format!(
+        "SELECT c.chats, c.missed_chats, \
+                CASE WHEN c.chats = 0 THEN NULL ELSE CAST(c.missed_chats AS DOUBLE) / c.chats END AS missed_rate, \
+                r.median_first_response_seconds, r.p90_first_response_seconds, \
+                CASE WHEN s.answered = 0 THEN NULL ELSE CAST(s.within AS DOUBLE) / s.answered END AS sla_attainment, \
+                CASE WHEN s.answered = 0 THEN NULL ELSE CAST(s.within_business AS DOUBLE) / s.answered END AS sla_attainment_business, \
+                f.failed_syncs \
+         FROM (SELECT COUNT(*) AS chats, COALESCE(SUM(CASE WHEN is_missed THEN 1 ELSE 0 END), 0) AS missed_chats FROM reporting.chats WHERE {w}) c \
+         CROSS JOIN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_seconds) AS median_first_response_seconds, \
+                            percentile_cont(0.9) WITHIN GROUP (ORDER BY first_response_seconds) AS p90_first_response_seconds \
+                     FROM reporting.chats WHERE {w} AND first_response_seconds IS NOT NULL) r \
+         CROSS JOIN (SELECT COALESCE(SUM(answered_chats), 0) AS answered, COALESCE(SUM(within_target), 0) AS within, \
+                            COALESCE(SUM(within_target_business), 0) AS within_business FROM reporting.first_response_sla WHERE {w}) s \
+         CROSS JOIN (SELECT COUNT(*) AS failed_syncs FROM social25.failed_syncs WHERE {w}) f"
+    );
+    Ok(rows(session, &sql)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
+/// Renders the report of `period` (against the period before it).
+pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<String> {
+    let prev = period.previous();
+    // reporting.chats once for both periods; every view reads it from memory.
+    let session = &query::session_for_dates(wh, prev.from, period.to).await?;
+    let w = period.sql();
+    let settings = rows(session, "SELECT timezone, first_response_target_seconds, business_hours FROM meta.reporting_settings LIMIT 1")
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let (now, before) = (kpis(session, period).await?, kpis(session, prev).await?);
+    let tiles: Vec<Value> = KPIS
+        .iter()
+        .map(|k| {
+            let (v, p) = (num(&now, k), num(&before, k));
+            json!({"name": k, "label": charts::kpi_label(k), "value": v, "previous": p,
+                   "shown": charts::kpi_text(k, v), "change": charts::change_text(k, v, p)})
+        })
+        .collect();
+    let sources = rows(
+        session,
+        &format!("SELECT DISTINCT source FROM reporting.chats WHERE {w} ORDER BY source"),
+    )
+    .await?;
+    let daily = rows(
+        session,
+        &format!(
+            "SELECT CAST(dt AS VARCHAR) AS dt, COUNT(*) AS chats, SUM(CASE WHEN is_missed THEN 1 ELSE 0 END) AS missed \
+             FROM reporting.chats WHERE {w} GROUP BY dt ORDER BY dt"
+        ),
+    )
+    .await?;
+    let buckets = rows(
+        session,
+        &format!("SELECT source, bucket, bucket_order, SUM(chats) AS chats FROM reporting.first_response_buckets WHERE {w} GROUP BY source, bucket, bucket_order ORDER BY source, bucket_order"),
+    )
+    .await?;
+    let heat = rows(
+        session,
+        &format!("SELECT weekday, local_hour, SUM(chats) AS chats, SUM(missed_chats) AS missed FROM reporting.chats_by_hour WHERE {w} GROUP BY weekday, local_hour"),
+    )
+    .await?;
+    let agents = rows(
+        session,
+        &format!(
+            "SELECT source, COALESCE(agent_name, '(unassigned)') AS agent, COUNT(*) AS chats, \
+                    SUM(CASE WHEN first_response_seconds IS NOT NULL THEN 1 ELSE 0 END) AS answered, \
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_seconds) AS median, \
+                    percentile_cont(0.9) WITHIN GROUP (ORDER BY first_response_seconds) AS p90, \
+                    AVG(duration_seconds) AS duration \
+             FROM reporting.chats WHERE {w} GROUP BY source, agent_name ORDER BY chats DESC, agent LIMIT 50"
+        ),
+    )
+    .await?;
+    let channels = rows(
+        session,
+        &format!(
+            "SELECT source, COALESCE(channel, '(none)') AS channel, SUM(answered_chats) AS answered, SUM(missed_chats) AS missed, \
+                    CASE WHEN SUM(answered_chats) = 0 THEN NULL ELSE CAST(SUM(within_target) AS DOUBLE) / SUM(answered_chats) END AS attainment \
+             FROM reporting.first_response_sla WHERE {w} GROUP BY source, channel ORDER BY answered DESC, channel"
+        ),
+    )
+    .await?;
+    let companies = rows(
+        session,
+        &format!(
+            "SELECT company_name, SUM(chats) AS chats, SUM(missed_chats) AS missed FROM reporting.chats_by_company \
+             WHERE {w} GROUP BY company_name ORDER BY chats DESC, company_name LIMIT 20"
+        ),
+    )
+    .await?;
+    let failed_days = rows(
+        session,
+        &format!("SELECT CAST(dt AS VARCHAR) AS dt, SUM(failed_messages) AS n FROM reporting.failed_syncs_daily WHERE {w} GROUP BY dt ORDER BY dt"),
+    )
+    .await?;
+    let failed_reasons = rows(
+        session,
+        &format!("SELECT log_message, SUM(failed_messages) AS n FROM reporting.failed_syncs_daily WHERE {w} GROUP BY log_message ORDER BY n DESC, log_message LIMIT 5"),
+    )
+    .await?;
+    let health = rows(
+        session,
+        "WITH last AS (SELECT pipeline, stream, MAX(started_at) AS s FROM meta.runs GROUP BY pipeline, stream), \
+              ok AS (SELECT pipeline, stream, MAX(finished_at) AS f FROM meta.runs WHERE status = 'success' GROUP BY pipeline, stream) \
+         SELECT r.pipeline, r.stream, r.status, r.error, CAST(ok.f AS VARCHAR) AS last_success, \
+                CAST(CAST(ok.f AS BIGINT) / 1000000 AS BIGINT) AS last_success_epoch \
+         FROM meta.runs r JOIN last ON r.pipeline = last.pipeline AND r.stream = last.stream AND r.started_at = last.s \
+         LEFT JOIN ok ON ok.pipeline = r.pipeline AND ok.stream = r.stream ORDER BY r.pipeline, r.stream",
+    )
+    .await?;
+    let stale_before = (Utc::now() - Duration::days(2)).timestamp() as f64;
+    let health: Vec<Value> = health
+        .into_iter()
+        .map(|mut r| {
+            let failed = r.get("status").and_then(Value::as_str) == Some("failed");
+            let stale = num(&r, "last_success_epoch").is_none_or(|t| t < stale_before);
+            let warning = if failed {
+                "last run failed"
+            } else if stale {
+                "no success for more than two days"
+            } else {
+                ""
+            };
+            r.insert("warning".into(), json!(warning));
+            Value::Object(r)
+        })
+        .collect();
+    let mismatches = rows(
+        session,
+        "SELECT stream, CAST(window_start AS VARCHAR) AS window_start, CAST(window_end AS VARCHAR) AS window_end, source_count, records, run_id \
+         FROM meta.runs WHERE source_count IS NOT NULL AND source_count <> records ORDER BY started_at DESC LIMIT 20",
+    )
+    .await?;
+    let ctx = json!({
+        "from": period.from.to_string(), "to": period.to.to_string(), "days": period.days(),
+        "prev_from": prev.from.to_string(), "prev_to": prev.to.to_string(),
+        "timezone": settings.get("timezone").cloned().unwrap_or(json!("UTC")),
+        "target": settings.get("first_response_target_seconds").cloned().unwrap_or(json!(120)),
+        "business_hours": settings.get("business_hours").cloned().unwrap_or(json!("Mon-Fri 09:00-17:00")),
+        "generated": Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        "sources": sources.iter().filter_map(|r| r.get("source").cloned()).collect::<Vec<_>>(),
+        "health": health, "mismatches": mismatches, "tiles": tiles,
+        "daily": charts::daily(&daily, period),
+        "buckets": charts::buckets(&buckets),
+        "heatmap": charts::heatmap(&heat),
+        "agents": agents, "channels": channels, "companies": companies,
+        "failed": charts::failed(&failed_days), "failed_reasons": failed_reasons,
+    });
+    let mut env = minijinja::Environment::new();
+    env.add_filter("pct", |v: Option<f64>| {
+        v.map_or("–".to_string(), |v| format!("{:.1}%", v * 100.0))
+    });
+    env.add_filter("secs", |v: Option<f64>| {
+        v.map_or("–".to_string(), charts::duration_text)
+    });
+    env.add_filter("int", |v: Option<f64>| {
+        v.map_or("–".to_string(), |v| charts::int_text(v.round() as i64))
+    });
+    env.add_template("report.html", TEMPLATE)
+        .map_err(|e| Error::Internal(format!("report template: {e}")))?;
+    let tmpl = env
+        .get_template("report.html")
+        .map_err(|e| Error::Internal(format!("report template: {e}")))?;
+    tmpl.render(minijinja::Value::from_serialize(&ctx))
+        .map_err(|e| Error::Internal(format!("rendering the report: {e:#}")))
+}
+
+/// The timezone of the reporting calendar (meta.reporting_settings; UTC
+/// before any run wrote it).
+pub async fn timezone(session: &Session) -> chrono_tz::Tz {
+    let rows = rows(
+        session,
+        "SELECT timezone FROM meta.reporting_settings LIMIT 1",
+    )
+    .await
+    .unwrap_or_default();
+    rows.first()
+        .and_then(|r| r.get("timezone")?.as_str()?.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+/// `[report]` in the pipeline file: where every run leaves its report.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Path of the latest report, relative to the warehouse; a dated copy
+    /// `YYYY-MM-DD.html` goes beside it.
+    pub path: String,
+    /// Days reported (the last complete local days).
+    pub days: u32,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            path: "_reports/latest.html".into(),
+            days: 28,
+        }
+    }
+}
+
+/// Writes the report of the last `cfg.days` complete days into the warehouse
+/// (through object_store, so S3 works the same): the latest copy and a dated
+/// one. Returns where the latest copy is, as a URL.
+pub async fn deliver(wh: &crate::sink::Warehouse, cfg: &ReportConfig) -> Result<String> {
+    use object_store::ObjectStoreExt;
+    let session = query::session(wh).await?;
+    let today = crate::normalize::time::local_date(Utc::now(), timezone(&session).await);
+    let html = render(wh, Period::last_days(today, cfg.days)).await?;
+    let latest = cfg
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .fold(wh.root().clone(), |p, s| p.join(s));
+    let dated = match latest.parts().count() {
+        0 => return Err(Error::Usage("[report] path is empty".into())),
+        _ => {
+            let name = format!("{today}.html");
+            let mut parts: Vec<_> = latest.parts().collect();
+            parts.pop();
+            object_store::path::Path::from_iter(parts).join(name)
+        }
+    };
+    for path in [&latest, &dated] {
+        wh.store()
+            .put(path, html.clone().into_bytes().into())
+            .await
+            .map_err(|e| Error::store(path, e))?;
+    }
+    Ok(if wh.is_local() {
+        format!("file:///{latest}")
+    } else {
+        wh.url_of(&latest).trim_end_matches('/').to_string()
+    })
+}

@@ -1,0 +1,241 @@
+//! Issue 13: `chatlake report` as a user runs it. The HTML is parsed with a
+//! real HTML parser; every KPI tile's machine-readable value equals the same
+//! figure computed here from the simulator's records, for the period and the
+//! one before; nothing external is referenced; an empty period renders.
+
+use std::collections::BTreeSet;
+
+use chatlake::simulator::clock::local_date;
+use chatlake::simulator::data::SimChat;
+use chrono::{DateTime, NaiveDate, Utc};
+use scraper::{Html, Selector};
+
+use crate::support::*;
+
+/// Every section heading, in order.
+pub const HEADINGS: &[&str] = &[
+    "Chat report",
+    "Data health",
+    "Key figures",
+    "Daily chats",
+    "First-response time",
+    "Chats by weekday and hour",
+    "Agents",
+    "Channels",
+    "Top companies",
+    "Failed syncs",
+];
+
+fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let first_in = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToAgent")
+        .map(|m| m.ts_ms)
+        .min()?;
+    let reply = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
+        .map(|m| m.ts_ms)
+        .min()?;
+    let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+    Some((t(first_in), t(reply)))
+}
+
+/// The KPI figures of served chats with local dates from..=to (calendar SLA
+/// only; the business one is checked against its view below).
+fn expected(env: &Env, from: &str, to: &str, target: f64) -> Vec<(&'static str, Option<f64>)> {
+    let tz = env.tz();
+    let (a, b): (NaiveDate, NaiveDate) = (d(from), d(to));
+    let chats: Vec<SimChat> = env
+        .served_chats(from, to)
+        .into_iter()
+        .filter(|c| !c.malformed)
+        .filter(|c| (a..=b).contains(&local_date(c.start, tz)))
+        .collect();
+    let n = chats.len() as f64;
+    let missed = chats.iter().filter(|c| c.chat_type == "Missed").count() as f64;
+    let mut waits: Vec<f64> = chats
+        .iter()
+        .filter_map(wait)
+        .map(|(x, y)| (y - x).num_microseconds().unwrap() as f64 / 1e6)
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let pct = |p| (!waits.is_empty()).then(|| crate::views::percentile(&waits, p));
+    let within = waits.iter().filter(|w| **w <= target).count() as f64;
+    vec![
+        ("chats", Some(n)),
+        ("missed_chats", Some(missed)),
+        ("missed_rate", (n > 0.0).then(|| missed / n)),
+        ("median_first_response_seconds", pct(0.5)),
+        ("p90_first_response_seconds", pct(0.9)),
+        (
+            "sla_attainment",
+            (!waits.is_empty()).then(|| within / waits.len() as f64),
+        ),
+        ("failed_syncs", Some(0.0)),
+    ]
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// The tiles of a report: kpi -> (data-value, data-previous).
+fn tiles(doc: &Html) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let sel = Selector::parse("[data-kpi]").unwrap();
+    let val = |s: Option<&str>| {
+        s.filter(|s| !s.is_empty())
+            .map(|s| s.parse::<f64>().unwrap())
+    };
+    doc.select(&sel)
+        .map(|e| {
+            (
+                e.value().attr("data-kpi").unwrap().to_string(),
+                val(e.value().attr("data-value")),
+                val(e.value().attr("data-previous")),
+            )
+        })
+        .collect()
+}
+
+/// Nothing the page references is outside the file.
+pub fn assert_self_contained(html: &str) {
+    let doc = Html::parse_document(html);
+    for e in doc.select(&Selector::parse("*").unwrap()) {
+        for (k, v) in e.value().attrs() {
+            if matches!(
+                k,
+                "src" | "href" | "xlink:href" | "action" | "srcset" | "poster" | "data"
+            ) {
+                panic!("<{} {k}=\"{v}\"> references something", e.value().name());
+            }
+        }
+        assert!(
+            !matches!(
+                e.value().name(),
+                "script" | "link" | "iframe" | "img" | "object" | "embed"
+            ),
+            "<{}>",
+            e.value().name()
+        );
+    }
+    assert!(!html.contains("url("), "no CSS url()");
+    assert!(!html.contains("@import"));
+}
+
+fn headings(doc: &Html) -> Vec<String> {
+    doc.select(&Selector::parse("h1, h2").unwrap())
+        .map(|h| h.text().collect::<String>())
+        .collect()
+}
+
+#[test]
+fn the_report_figures_equal_the_served_data_and_it_references_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(20), 7));
+    let text = std::fs::read_to_string(&env.pipeline_file)
+        .unwrap()
+        .replace(
+            "[http]",
+            "[reporting]\nfirst_response_target_seconds = 150\n[http]",
+        );
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let env = Env {
+        pipeline: chatlake::config::Pipeline::load(&env.pipeline_file).unwrap(),
+        ..env
+    };
+    rt.block_on(env.run(Some("2025-10-27"), "2025-11-09"));
+    let wh = env.dir.path().join("wh");
+    let out = env.dir.path().join("report.html");
+    let (code, _, err) = chatlake(&[
+        "report",
+        "--warehouse",
+        wh.to_str().unwrap(),
+        "--from",
+        "2025-11-03",
+        "--to",
+        "2025-11-09",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    let doc = Html::parse_document(&html);
+    assert!(doc.errors.len() < 5, "parses cleanly: {:?}", doc.errors);
+    assert_self_contained(&html);
+    assert_eq!(headings(&doc), HEADINGS);
+
+    let got = tiles(&doc);
+    let names: Vec<&str> = got.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, chatlake::report::KPIS);
+    let now = expected(&env, "2025-11-03", "2025-11-09", 150.0);
+    let before = expected(&env, "2025-10-27", "2025-11-02", 150.0);
+    for ((name, v), (_, p)) in now.iter().zip(&before) {
+        let (_, gv, gp) = got.iter().find(|t| t.0 == *name).unwrap();
+        assert!(close(*gv, *v), "{name}: {gv:?} vs {v:?}");
+        assert!(close(*gp, *p), "{name} (previous period): {gp:?} vs {p:?}");
+    }
+    // Business-hours attainment: the SLA view's sums over the period.
+    let sums = rt.block_on(env.rows(
+        "SELECT CAST(SUM(within_target_business) AS DOUBLE) / SUM(answered_chats) AS a FROM reporting.first_response_sla WHERE dt BETWEEN DATE '2025-11-03' AND DATE '2025-11-09'",
+    ));
+    let (_, business, _) = got
+        .iter()
+        .find(|t| t.0 == "sla_attainment_business")
+        .unwrap();
+    assert!(close(*business, Some(sums[0][0].parse().unwrap())));
+    // Charts: titles and text alternatives.
+    for svg in doc.select(&Selector::parse("svg").unwrap()) {
+        let has = |tag: &str| {
+            svg.select(&Selector::parse(tag).unwrap())
+                .next()
+                .is_some_and(|t| !t.text().collect::<String>().trim().is_empty())
+        };
+        assert!(
+            has("title") && has("desc"),
+            "every chart has a title and a description"
+        );
+        assert_eq!(svg.value().attr("role"), Some("img"));
+    }
+    let sources: BTreeSet<_> = doc
+        .select(&Selector::parse("p.meta").unwrap())
+        .flat_map(|p| p.text().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert!(
+        sources
+            .iter()
+            .any(|t| t.contains("Sources: socialintents.")),
+        "{sources:?}"
+    );
+
+    // An empty period renders, with "no data" sections and empty values.
+    let (code, html, err) = chatlake(&[
+        "report",
+        "--warehouse",
+        wh.to_str().unwrap(),
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-07",
+        "--out",
+        "-",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc = Html::parse_document(&html);
+    assert_eq!(headings(&doc), HEADINGS);
+    assert!(html.contains("No chats in this period."));
+    for (name, v, _) in tiles(&doc) {
+        let want = if matches!(name.as_str(), "chats" | "missed_chats" | "failed_syncs") {
+            Some(0.0)
+        } else {
+            None
+        };
+        assert!(close(v, want), "{name}: {v:?}");
+    }
+}
