@@ -626,7 +626,7 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     }
     outln!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"")?;
     let report = p.config.report.clone().unwrap_or_default();
-    let url = crate::report::deliver(&wh, &report).await?;
+    let url = crate::report::deliver(&wh, &report, today).await?;
     outln!("\nReport ({} days): {url}", report.days)?;
     Ok(code)
 }

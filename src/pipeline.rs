@@ -177,7 +177,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     bar.finish_and_clear();
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {
-        match crate::report::deliver(wh, report).await {
+        match crate::report::deliver(wh, report, today).await {
             Ok(url) => tracing::info!(report = %url, "report written"),
             Err(e) => tracing::error!(error = %e, "could not write the report"),
         }

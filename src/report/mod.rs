@@ -296,13 +296,15 @@ impl Default for ReportConfig {
     }
 }
 
-/// Writes the report of the last `cfg.days` complete days into the warehouse
-/// (through object_store, so S3 works the same): the latest copy and a dated
-/// one. Returns where the latest copy is, as a URL.
-pub async fn deliver(wh: &crate::sink::Warehouse, cfg: &ReportConfig) -> Result<String> {
+/// Writes the report of the last `cfg.days` complete days before `today`
+/// into the warehouse (through object_store, so S3 works the same): the
+/// latest copy and a dated one. Returns where the latest copy is, as a URL.
+pub async fn deliver(
+    wh: &crate::sink::Warehouse,
+    cfg: &ReportConfig,
+    today: NaiveDate,
+) -> Result<String> {
     use object_store::ObjectStoreExt;
-    let session = query::session(wh).await?;
-    let today = crate::normalize::time::local_date(Utc::now(), timezone(&session).await);
     let html = render(wh, Period::last_days(today, cfg.days)).await?;
     let latest = cfg
         .path

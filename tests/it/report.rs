@@ -239,3 +239,47 @@ fn the_report_figures_equal_the_served_data_and_it_references_nothing() {
         assert!(close(v, want), "{name}: {v:?}");
     }
 }
+
+/// With `[report]`, every run leaves the report in the warehouse (latest and
+/// a dated copy), also when a stream failed: the report shows the failure.
+#[test]
+fn every_run_with_a_report_table_writes_it_and_shows_a_failed_stream() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(5), 7));
+    let text = std::fs::read_to_string(&env.pipeline_file)
+        .unwrap()
+        .replace(
+            "[http]",
+            "[report]\npath = \"out/latest.html\"\ndays = 7\n[http]",
+        );
+    std::fs::write(&env.pipeline_file, text).unwrap();
+    let env = Env {
+        pipeline: chatlake::config::Pipeline::load(&env.pipeline_file).unwrap(),
+        ..env
+    };
+    rt.block_on(env.run(Some("2025-10-27"), "2025-11-09"));
+    let wh = env.dir.path().join("wh");
+    let latest = std::fs::read_to_string(wh.join("out/latest.html")).unwrap();
+    // "today" is 2025-11-10 for this run: the report covers 2025-11-03..2025-11-09.
+    assert_eq!(
+        std::fs::read_to_string(wh.join("out/2025-11-10.html")).unwrap(),
+        latest
+    );
+    assert!(
+        latest.contains("2025-11-03 to 2025-11-09 (7 days"),
+        "period"
+    );
+    assert!(!latest.contains("last run failed"));
+    assert_self_contained(&latest);
+    env.sim.set_faults(chatlake::simulator::Faults {
+        api_error: Some("Account suspended".into()),
+        ..Default::default()
+    });
+    let report = rt.block_on(env.run(Some("2025-11-09"), "2025-11-09"));
+    assert!(report.failures().next().is_some());
+    let latest = std::fs::read_to_string(wh.join("out/latest.html")).unwrap();
+    assert!(
+        latest.contains("last run failed"),
+        "the failed stream is flagged"
+    );
+}
