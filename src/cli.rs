@@ -602,9 +602,10 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     };
     let report = pipeline::run_once(&p, &wh, &opts).await?;
     let code = print_report(&report)?;
-    let ctx = query::session(&wh).await?;
     let week = today - Duration::days(6);
     let yesterday = today - Duration::days(1);
+    // Every table below is about the last 7 days: reporting.chats once for them.
+    let ctx = query::session_for_dates(&wh, week, today).await?;
     for (title, sql) in [
         ("reporting.missed_chat_rate, last 7 days by source and channel", format!(
             "SELECT source, channel, SUM(chats) AS chats, SUM(missed_chats) AS missed_chats, \
