@@ -27,7 +27,9 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cargo build -q
+# The binary as `cargo test` builds it (same features: no second build of
+# datafusion after `cargo test`).
+cargo test --no-run -q 2>/dev/null || cargo test --no-run
 bin="$CARGO_TARGET_DIR/debug/chatlake"
 (cd "$work" && "$bin" demo --warehouse "$work/wh" > "$work/demo.out")
 report="$work/wh/_reports/latest.html"
