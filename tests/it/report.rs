@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use chatlake::simulator::clock::local_date;
 use chatlake::simulator::data::SimChat;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use scraper::{Html, Selector};
 
 use crate::support::*;
@@ -25,23 +25,6 @@ pub const HEADINGS: &[&str] = &[
     "Top companies",
     "Failed syncs",
 ];
-
-fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let first_in = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToAgent")
-        .map(|m| m.ts_ms)
-        .min()?;
-    let reply = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
-        .map(|m| m.ts_ms)
-        .min()?;
-    let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
-    Some((t(first_in), t(reply)))
-}
 
 /// The KPI figures of served chats with local dates from..=to (calendar SLA
 /// only; the business one is checked against its view below).

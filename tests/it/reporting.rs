@@ -81,24 +81,6 @@ fn business_seconds(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> f64 {
     total as f64 / 1e6
 }
 
-/// (first customer message, first reply at or after it) of a served chat.
-fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let first_in = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToAgent")
-        .map(|m| m.ts_ms)
-        .min()?;
-    let reply = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
-        .map(|m| m.ts_ms)
-        .min()?;
-    let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
-    Some((t(first_in), t(reply)))
-}
-
 /// A simulated account with `[reporting]` set (target 90 s, HOURS, HOLIDAY),
 /// run over two weeks around the fall-back night.
 async fn calendar_env(per_day: u32) -> Env {

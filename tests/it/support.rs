@@ -301,3 +301,22 @@ pub fn chatlake(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// A served chat's wait for a first response: (the customer's first message,
+/// the first agent message at or after it); None when nobody replied.
+pub fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let first_in = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToAgent")
+        .map(|m| m.ts_ms)
+        .min()?;
+    let reply = c
+        .messages
+        .iter()
+        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
+        .map(|m| m.ts_ms)
+        .min()?;
+    let t = |ms: i64| DateTime::from_timestamp_millis(ms).expect("in range");
+    Some((t(first_in), t(reply)))
+}

@@ -10,19 +10,7 @@ use crate::support::*;
 
 /// First messageToVisitor at or after the first messageToAgent, minus it.
 fn first_response_seconds(c: &SimChat) -> Option<f64> {
-    let first_in = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToAgent")
-        .map(|m| m.ts_ms)
-        .min()?;
-    let reply = c
-        .messages
-        .iter()
-        .filter(|m| m.kind == "messageToVisitor" && m.ts_ms >= first_in)
-        .map(|m| m.ts_ms)
-        .min()?;
-    Some((reply - first_in) as f64 / 1000.0)
+    wait(c).map(|(a, b)| (b - a).num_milliseconds() as f64 / 1000.0)
 }
 
 /// Linear interpolation between closest ranks (percentile_cont).
