@@ -300,8 +300,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                     return Err(Error::Usage(format!("--from {from} is after --to {to}")))
                 }
                 _ => {
-                    let today =
-                        time::local_date(Utc::now(), crate::report::timezone(&session).await);
+                    let today = time::local_date(Utc::now(), crate::report::timezone(&session));
                     crate::report::Period::last_days(today, days.unwrap_or(28).max(1))
                 }
             };

@@ -119,6 +119,16 @@ pub enum Error {
     },
 }
 
+/// The message of a caught panic's payload (a `String` or `&str`; "panic"
+/// for anything else).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
 impl Error {
     /// Whether retrying the same operation could succeed.
     pub fn is_retryable(&self) -> bool {

@@ -65,6 +65,8 @@ pub struct Session {
     ctx: SessionContext,
     opened: crate::sink::readable::Opened,
     store_url: String,
+    /// The reporting settings the views were filled with.
+    settings: Vec<(&'static str, String)>,
 }
 
 impl std::ops::Deref for Session {
@@ -75,6 +77,15 @@ impl std::ops::Deref for Session {
 }
 
 impl Session {
+    /// A reporting setting the views were filled with (`timezone`,
+    /// `first_response_target_seconds`).
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Where a file is, as a user would type it (a plain path on local disk).
     fn url_of(&self, path: &object_store::path::Path) -> String {
         match self.store_url.strip_prefix("file://") {
@@ -202,6 +213,7 @@ async fn session_with(
         ctx,
         opened,
         store_url: wh.store_url().to_string(),
+        settings,
     })
 }
 
@@ -227,7 +239,10 @@ pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
     let error = match outcome {
         Ok(Ok(batches)) => return Ok(batches),
         Ok(Err(e)) => Error::Query(e),
-        Err(panic) => Error::Internal(format!("the query engine panicked: {}", panic_text(panic))),
+        Err(panic) => Error::Internal(format!(
+            "the query engine panicked: {}",
+            crate::error::panic_message(panic.as_ref())
+        )),
     };
     match session.opened.diagnose().await.into_iter().next() {
         Some((path, why)) => Err(Error::File {
@@ -236,14 +251,6 @@ pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
         }),
         None => Err(error),
     }
-}
-
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic".into())
 }
 
 /// `batch` with every nested column (list, struct, map) as JSON text, for

@@ -252,7 +252,7 @@ async fn run_slot(
     {
         Ok(result) => result,
         Err(payload) => {
-            let why = panic_text(payload);
+            let why = crate::error::panic_message(payload.as_ref());
             metrics.crashed(name);
             tracing::error!(pipeline = %name, error = %why, "scheduled run crashed (a bug: please report it); the daemon goes on");
             return;
@@ -276,15 +276,6 @@ async fn run_slot(
             tracing::error!(pipeline = %name, error = %e, "scheduled run could not start")
         }
     }
-}
-
-/// The message of a panic payload.
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic".into())
 }
 
 #[cfg(test)]

@@ -170,15 +170,6 @@ impl HttpClient {
             .await
     }
 
-    /// GETs `url` and parses the body as JSON. A body that is not valid JSON
-    /// (cut off in transit) is retried like a 5xx, within the same attempts.
-    pub async fn get_json(&self, url: Url, endpoint: &str) -> Result<serde_json::Value> {
-        self.get_decoded(url, endpoint, |body| {
-            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
-        })
-        .await
-    }
-
     /// GETs `url` and returns a body that is complete, valid JSON (checked
     /// without building a tree; a cut-off body is retried like a 5xx). The
     /// caller then walks it record by record.

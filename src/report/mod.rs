@@ -262,17 +262,12 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         .map_err(|e| Error::Internal(format!("rendering the report: {e:#}")))
 }
 
-/// The timezone of the reporting calendar (meta.reporting_settings; UTC
-/// before any run wrote it).
-pub async fn timezone(session: &Session) -> chrono_tz::Tz {
-    let rows = rows(
-        session,
-        "SELECT timezone FROM meta.reporting_settings LIMIT 1",
-    )
-    .await
-    .unwrap_or_default();
-    rows.first()
-        .and_then(|r| r.get("timezone")?.as_str()?.parse().ok())
+/// The timezone of the reporting calendar (meta.reporting_settings, as the
+/// session read it; UTC before any run wrote it).
+pub fn timezone(session: &Session) -> chrono_tz::Tz {
+    session
+        .setting("timezone")
+        .and_then(|t| t.parse().ok())
         .unwrap_or(chrono_tz::UTC)
 }
 
@@ -306,20 +301,17 @@ pub async fn deliver(
 ) -> Result<String> {
     use object_store::ObjectStoreExt;
     let html = render(wh, Period::last_days(today, cfg.days)).await?;
-    let latest = cfg
-        .path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .fold(wh.root().clone(), |p, s| p.join(s));
-    let dated = match latest.parts().count() {
-        0 => return Err(Error::Usage("[report] path is empty".into())),
-        _ => {
-            let name = format!("{today}.html");
-            let mut parts: Vec<_> = latest.parts().collect();
-            parts.pop();
-            object_store::path::Path::from_iter(parts).join(name)
-        }
-    };
+    // `path` and, beside it, `YYYY-MM-DD.html` (an empty path is refused,
+    // not taken as the warehouse root).
+    let mut segments: Vec<&str> = cfg.path.split('/').filter(|s| !s.is_empty()).collect();
+    let under_root = |segs: &[&str]| segs.iter().fold(wh.root().clone(), |p, s| p.join(*s));
+    let latest = under_root(&segments);
+    let dated_name = format!("{today}.html");
+    match segments.last_mut() {
+        Some(last) => *last = &dated_name,
+        None => return Err(Error::Usage("[report] path is empty".into())),
+    }
+    let dated = under_root(&segments);
     for path in [&latest, &dated] {
         wh.store()
             .put(path, html.clone().into_bytes().into())

@@ -98,6 +98,14 @@ pub fn si_empty(path: &str) -> Response<Body> {
     json(200, format!(r#"{{"apiStatus":"Success","{key}":[]}}"#))
 }
 
+/// A successful Social Intents answer with these chats.
+pub fn si_chats(chats: Vec<serde_json::Value>) -> Response<Body> {
+    json(
+        200,
+        serde_json::json!({"apiStatus": "Success", "chats": chats}).to_string(),
+    )
+}
+
 /// A pipeline file for a Social Intents source at `url` with these streams,
 /// in a fresh temporary directory; returns (dir, pipeline file, warehouse).
 pub fn si_pipeline(url: &str, streams: &str, extra: &str) -> (tempfile::TempDir, String, String) {
@@ -203,10 +211,7 @@ fn a_repeated_parent_replaces_its_children_too() {
                 si_chat("other", "2025-10-27 16:00:00", 2),
                 si_chat("dup", "2025-10-27 15:00:00", 1),
             ];
-            json(
-                200,
-                serde_json::json!({"apiStatus": "Success", "chats": chats}).to_string(),
-            )
+            si_chats(chats)
         } else {
             si_empty(path)
         }
@@ -231,7 +236,7 @@ fn a_null_record_list_fails_the_stream_and_keeps_committed_data() {
         if path.contains("/chats") && flag.load(Ordering::SeqCst) {
             json(200, r#"{"apiStatus":"Success","chats":null}"#)
         } else if path.contains("/chats") {
-            json(200, serde_json::json!({"apiStatus": "Success", "chats": [si_chat("c1", "2025-10-27 15:00:00", 2)]}).to_string())
+            si_chats(vec![si_chat("c1", "2025-10-27 15:00:00", 2)])
         } else {
             si_empty(path)
         }
@@ -395,9 +400,8 @@ fn echoed_credentials_are_redacted_everywhere() {
 /// ingested, our credentials do not go there); one within the origin is.
 #[test]
 fn cross_origin_redirects_are_refused() {
-    let elsewhere = Hostile::start(|_, _, _| {
-        json(200, serde_json::json!({"apiStatus": "Success", "chats": [si_chat("evil", "2025-10-27 15:00:00", 1)]}).to_string())
-    });
+    let elsewhere =
+        Hostile::start(|_, _, _| si_chats(vec![si_chat("evil", "2025-10-27 15:00:00", 1)]));
     let target = elsewhere.url.replace("127.0.0.1", "localhost");
     let server = Hostile::start(move |path, _, _| {
         if path.contains("/chats") {
@@ -560,10 +564,7 @@ fn records_outside_the_dates_asked_for_are_quarantined() {
                 si_chat("y1", "0001-01-01 10:00:00", 1),
                 si_chat("y9999", "9999-12-31 10:00:00", 1),
             ];
-            json(
-                200,
-                serde_json::json!({"apiStatus": "Success", "chats": chats}).to_string(),
-            )
+            si_chats(chats)
         } else {
             si_empty(path)
         }

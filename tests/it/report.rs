@@ -121,18 +121,12 @@ fn headings(doc: &Html) -> Vec<String> {
 #[test]
 fn the_report_figures_equal_the_served_data_and_it_references_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(20), 7));
-    let text = std::fs::read_to_string(&env.pipeline_file)
-        .unwrap()
-        .replace(
+    let env = rt.block_on(env_with(data(20), 7)).with_pipeline(|text| {
+        text.replace(
             "[http]",
             "[reporting]\nfirst_response_target_seconds = 150\n[http]",
-        );
-    std::fs::write(&env.pipeline_file, text).unwrap();
-    let env = Env {
-        pipeline: chatlake::config::Pipeline::load(&env.pipeline_file).unwrap(),
-        ..env
-    };
+        )
+    });
     rt.block_on(env.run(Some("2025-10-27"), "2025-11-09"));
     let wh = env.dir.path().join("wh");
     let out = env.dir.path().join("report.html");
@@ -228,18 +222,12 @@ fn the_report_figures_equal_the_served_data_and_it_references_nothing() {
 #[test]
 fn every_run_with_a_report_table_writes_it_and_shows_a_failed_stream() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(5), 7));
-    let text = std::fs::read_to_string(&env.pipeline_file)
-        .unwrap()
-        .replace(
+    let env = rt.block_on(env_with(data(5), 7)).with_pipeline(|text| {
+        text.replace(
             "[http]",
             "[report]\npath = \"out/latest.html\"\ndays = 7\n[http]",
-        );
-    std::fs::write(&env.pipeline_file, text).unwrap();
-    let env = Env {
-        pipeline: chatlake::config::Pipeline::load(&env.pipeline_file).unwrap(),
-        ..env
-    };
+        )
+    });
     rt.block_on(env.run(Some("2025-10-27"), "2025-11-09"));
     let wh = env.dir.path().join("wh");
     let latest = std::fs::read_to_string(wh.join("out/latest.html")).unwrap();

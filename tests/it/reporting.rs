@@ -84,14 +84,12 @@ fn business_seconds(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> f64 {
 /// A simulated account with `[reporting]` set (target 90 s, HOURS, HOLIDAY),
 /// run over two weeks around the fall-back night.
 async fn calendar_env(per_day: u32) -> Env {
-    let env = env_with(data(per_day), 7).await;
-    let text = std::fs::read_to_string(&env.pipeline_file).unwrap().replace(
-        "[http]",
-        &format!("[reporting]\nfirst_response_target_seconds = {TARGET}\nbusiness_hours = \"{HOURS}\"\nholidays = [\"{HOLIDAY}\"]\n[http]"),
-    );
-    std::fs::write(&env.pipeline_file, text).unwrap();
-    let pipeline = chatlake::config::Pipeline::load(&env.pipeline_file).unwrap();
-    let env = Env { pipeline, ..env };
+    let env = env_with(data(per_day), 7).await.with_pipeline(|text| {
+        text.replace(
+            "[http]",
+            &format!("[reporting]\nfirst_response_target_seconds = {TARGET}\nbusiness_hours = \"{HOURS}\"\nholidays = [\"{HOLIDAY}\"]\n[http]"),
+        )
+    });
     let report = env.run(Some("2025-10-27"), "2025-11-09").await;
     assert!(report.failures().next().is_none());
     env
@@ -230,15 +228,10 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         chatlake::simulator::SiData::new(d_("2025-03-08"), d_("2025-03-10"), 40),
         7,
     )
-    .await;
-    let text = std::fs::read_to_string(&spring.pipeline_file)
-        .unwrap()
-        .replace("start_date = \"2025-10-27\"", "start_date = \"2025-03-08\"");
-    std::fs::write(&spring.pipeline_file, text).unwrap();
-    let spring = Env {
-        pipeline: chatlake::config::Pipeline::load(&spring.pipeline_file).unwrap(),
-        ..spring
-    };
+    .await
+    .with_pipeline(|text| {
+        text.replace("start_date = \"2025-10-27\"", "start_date = \"2025-03-08\"")
+    });
     spring.run(Some("2025-03-08"), "2025-03-10").await;
     let hours = spring.rows("SELECT DISTINCT local_hour FROM reporting.chats WHERE dt = DATE '2025-03-09' ORDER BY local_hour").await;
     let hours: Vec<&str> = hours.iter().map(|r| r[0].as_str()).collect();

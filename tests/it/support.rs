@@ -113,6 +113,17 @@ pub fn now_after(day: NaiveDate) -> DateTime<Utc> {
 }
 
 impl Env {
+    /// The same account and warehouse, with its pipeline file rewritten by
+    /// `edit` and loaded again.
+    pub fn with_pipeline(self, edit: impl FnOnce(String) -> String) -> Env {
+        let text = edit(std::fs::read_to_string(&self.pipeline_file).unwrap());
+        std::fs::write(&self.pipeline_file, text).unwrap();
+        Env {
+            pipeline: Pipeline::load(&self.pipeline_file).unwrap(),
+            ..self
+        }
+    }
+
     pub async fn run(&self, from: Option<&str>, to: &str) -> RunReport {
         let opts = RunOptions {
             from: from.map(d),
