@@ -22,28 +22,15 @@
 -- ${timezone} is filled in from meta.reporting_settings.
 --
 -- Social Intents: agent messages are messageToVisitor, customer messages
--- messageToAgent; a chat is missed when the API calls it Missed.
+-- messageToAgent; a chat is missed when the API calls it Missed. The chat's
+-- first_message_at and first_response_at are computed from its messages when
+-- it is written (socialintents.chats), so this view reads no message.
 -- Social25: a conversation is a chat; channel is its platform source
 -- (facebook, whatsapp, ...); outbound messages are the agent's, inbound the
 -- customer's; it is missed when it has inbound messages and no outbound one;
 -- agent_name is the assigned agent's first and last name.
 CREATE VIEW reporting.chats AS
-WITH si_first_in AS (
-    SELECT chat_id, MIN(sent_at) AS first_in
-    FROM socialintents.chat_messages
-    WHERE type = 'messageToAgent'
-    GROUP BY chat_id
-),
-si_first_reply AS (
-    SELECT f.chat_id, f.first_in, MIN(m.sent_at) AS first_out
-    FROM si_first_in f
-    JOIN socialintents.chat_messages m
-      ON m.chat_id = f.chat_id
-     AND m.type = 'messageToVisitor'
-     AND m.sent_at >= f.first_in
-    GROUP BY f.chat_id, f.first_in
-),
-s25_stats AS (
+WITH s25_stats AS (
     SELECT
         conversation_id,
         MIN(CASE WHEN outbound = false THEN sent_at END) AS first_in,
@@ -73,13 +60,12 @@ SELECT
     c.started_at,
     c.dt,
     c.chat_type = 'Missed' AS is_missed,
-    (CAST(r.first_out AS BIGINT) - CAST(r.first_in AS BIGINT)) / 1000000.0 AS first_response_seconds,
+    (CAST(c.first_response_at AS BIGINT) - CAST(c.first_message_at AS BIGINT)) / 1000000.0 AS first_response_seconds,
     c.message_count,
-    r.first_in AS first_message_at,
-    r.first_out AS first_response_at,
+    c.first_message_at,
+    c.first_response_at,
     CAST(c.duration_seconds AS DOUBLE) AS duration_seconds
 FROM socialintents.chats c
-LEFT JOIN si_first_reply r ON r.chat_id = c.chat_id
 UNION ALL
 SELECT
     'social25' AS source,
@@ -98,9 +84,39 @@ FROM social25.conversations c
 LEFT JOIN s25_stats s ON s.conversation_id = c.conversation_id
 LEFT JOIN s25_first_reply r ON r.conversation_id = c.conversation_id
 LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
+),
+-- Business seconds: each answered chat's wait joined to the business
+-- intervals it overlaps, the overlaps summed. A wait within one local day
+-- joins that day's intervals by equality (a hash join); the few waits that
+-- cross midnight join every interval of the days they span.
+waits AS (
+    SELECT
+        source, chat_id, first_message_at, first_response_at,
+        CAST(first_message_at AT TIME ZONE '${timezone}' AS DATE) AS from_day,
+        CAST(first_response_at AT TIME ZONE '${timezone}' AS DATE) AS to_day
+    FROM base
+    WHERE first_response_at IS NOT NULL
+),
+overlaps AS (
+    SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
+    FROM waits w
+    JOIN meta.business_hours h ON h.dt = w.from_day
+    WHERE w.from_day = w.to_day
+    UNION ALL
+    SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
+    FROM waits w
+    JOIN meta.business_hours h ON h.dt >= w.from_day AND h.dt <= w.to_day
+    WHERE w.from_day <> w.to_day
+),
+business AS (
+    SELECT
+        source, chat_id,
+        SUM(CAST(LEAST(first_response_at, closes_at) AS BIGINT)
+          - CAST(GREATEST(first_message_at, opens_at) AS BIGINT)) / 1000000.0 AS seconds
+    FROM overlaps
+    WHERE opens_at < first_response_at AND closes_at > first_message_at
+    GROUP BY source, chat_id
 )
--- One pass over base: each chat joins the business intervals its wait
--- overlaps (none without a reply), and the overlaps are summed.
 SELECT
     b.source,
     b.chat_id,
@@ -116,18 +132,8 @@ SELECT
     b.duration_seconds,
     CAST(date_part('hour', b.started_at AT TIME ZONE '${timezone}') AS INT) AS local_hour,
     CAST(date_part('isodow', b.dt) AS INT) AS weekday,
-    CASE
-        WHEN b.first_response_seconds IS NULL THEN NULL
-        -- (no interval: 0; LEAST/GREATEST would skip the NULLs of a missing one)
-        ELSE COALESCE(SUM(CASE WHEN h.opens_at IS NULL THEN 0
-                               ELSE CAST(LEAST(b.first_response_at, h.closes_at) AS BIGINT)
-                                  - CAST(GREATEST(b.first_message_at, h.opens_at) AS BIGINT) END) / 1000000.0, 0.0)
-    END AS first_response_business_seconds
+    -- null without a reply; 0 when the wait overlapped no business interval
+    CASE WHEN b.first_response_seconds IS NULL THEN NULL ELSE COALESCE(z.seconds, 0.0) END
+        AS first_response_business_seconds
 FROM base b
-LEFT JOIN meta.business_hours h
-  ON h.dt >= CAST(b.first_message_at AT TIME ZONE '${timezone}' AS DATE)
- AND h.dt <= CAST(b.first_response_at AT TIME ZONE '${timezone}' AS DATE)
- AND h.opens_at < b.first_response_at
- AND h.closes_at > b.first_message_at
-GROUP BY b.source, b.chat_id, b.channel, b.agent_name, b.started_at, b.dt, b.is_missed,
-         b.first_response_seconds, b.message_count, b.first_message_at, b.first_response_at, b.duration_seconds
+LEFT JOIN business z ON z.source = b.source AND z.chat_id = b.chat_id

@@ -152,6 +152,9 @@ fn chat(
         };
         r.set("message_count", Cell::Int(messages.len() as i64));
         let mt = schema::table("socialintents.chat_messages");
+        // (sent_at µs, from the visitor?) of each timed message, for the
+        // first-response facts below.
+        let mut timed: Vec<(i64, bool)> = Vec::with_capacity(messages.len());
         for (i, m) in messages.into_iter().enumerate() {
             let Value::Object(mobj) = m else {
                 return Err(format!("messages[{i}] is {}, expected an object", kind(&m)));
@@ -166,6 +169,11 @@ fn chat(
                     })
                     .and_then(time::from_epoch_millis)?;
                 mr.set("sent_at", Cell::Micros(time::micros(sent)));
+                match mr.peek("type").and_then(Value::as_str) {
+                    Some("messageToAgent") => timed.push((time::micros(sent), true)),
+                    Some("messageToVisitor") => timed.push((time::micros(sent), false)),
+                    _ => {}
+                }
             }
             mr.string("type", "type");
             mr.string("nickname", "nickname");
@@ -174,6 +182,13 @@ fn chat(
                 mr.finish(extracted_at)
                     .map_err(|e| format!("messages[{i}]: {e}"))?,
             );
+        }
+        let (first_in, first_out) = first_response(&timed);
+        if let Some(t) = first_in {
+            r.set("first_message_at", Cell::Micros(t));
+        }
+        if let Some(t) = first_out {
+            r.set("first_response_at", Cell::Micros(t));
         }
     } else {
         let n = r
@@ -187,6 +202,22 @@ fn chat(
         time: Some(started),
         rows: (r.finish(extracted_at)?, children),
     })
+}
+
+/// The first-response facts of a chat from its messages' (time, from the
+/// visitor?) pairs: the visitor's first message, and the first agent message
+/// at or after it (None when nobody replied). Computed once here, so the
+/// reporting views need not join every message.
+fn first_response(messages: &[(i64, bool)]) -> (Option<i64>, Option<i64>) {
+    let first_in = messages.iter().filter(|m| m.1).map(|m| m.0).min();
+    let first_out = first_in.and_then(|start| {
+        messages
+            .iter()
+            .filter(|m| !m.1 && m.0 >= start)
+            .map(|m| m.0)
+            .min()
+    });
+    (first_in, first_out)
 }
 
 fn contact(obj: Map<String, Value>, extracted_at: i64) -> Result<Parsed, String> {
@@ -251,6 +282,34 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[1].cells[2], Cell::Micros(1_498_316_505_253_000));
         assert_eq!(msgs[1].extra.as_deref(), Some(r#"{"mood":"happy"}"#));
+    }
+
+    #[test]
+    fn first_response_is_the_first_agent_message_after_the_visitors_first() {
+        let ms = |s: i64| s * 1_000;
+        let mut v = sample();
+        // An agent greeting before the visitor writes is not a response.
+        v["messages"] = json!([
+            {"type": "messageToVisitor", "timestamp": ms(100)},
+            {"type": "messageToAgent", "timestamp": ms(110)},
+            {"type": "messageToAgent", "timestamp": ms(105)},
+            {"type": "messageToVisitor", "timestamp": ms(170)},
+            {"type": "messageToVisitor", "timestamp": ms(130)},
+        ]);
+        let t = schema::table("socialintents.chats");
+        let (main, _) = parse("chats", v.clone(), 0).unwrap().rows;
+        let cell = |c: &str| main.cells[t.index_of(c).unwrap()].clone();
+        assert_eq!(cell("first_message_at"), Cell::Micros(105_000_000));
+        assert_eq!(cell("first_response_at"), Cell::Micros(130_000_000));
+        // No reply after the visitor's first message: no response.
+        v["messages"] = json!([
+            {"type": "messageToVisitor", "timestamp": ms(100)},
+            {"type": "messageToAgent", "timestamp": ms(110)},
+        ]);
+        let (main, _) = parse("chats", v, 0).unwrap().rows;
+        let cell = |c: &str| main.cells[t.index_of(c).unwrap()].clone();
+        assert_eq!(cell("first_message_at"), Cell::Micros(110_000_000));
+        assert_eq!(cell("first_response_at"), Cell::Null);
     }
 
     #[test]
