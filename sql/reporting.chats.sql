@@ -28,30 +28,10 @@
 -- Social25: a conversation is a chat; channel is its platform source
 -- (facebook, whatsapp, ...); outbound messages are the agent's, inbound the
 -- customer's; it is missed when it has inbound messages and no outbound one;
--- agent_name is the assigned agent's first and last name.
+-- agent_name is the assigned agent's first and last name. The message facts
+-- come from social25.conversation_stats, written with the messages.
 CREATE VIEW reporting.chats AS
-WITH s25_stats AS (
-    SELECT
-        conversation_id,
-        MIN(CASE WHEN outbound = false THEN sent_at END) AS first_in,
-        MIN(sent_at) AS first_message,
-        MAX(sent_at) AS last_message,
-        SUM(CASE WHEN outbound = false THEN 1 ELSE 0 END) AS inbound_messages,
-        SUM(CASE WHEN outbound = true THEN 1 ELSE 0 END) AS outbound_messages,
-        COUNT(*) AS message_count
-    FROM social25.messages
-    GROUP BY conversation_id
-),
-s25_first_reply AS (
-    SELECT s.conversation_id, MIN(m.sent_at) AS first_out
-    FROM s25_stats s
-    JOIN social25.messages m
-      ON m.conversation_id = s.conversation_id
-     AND m.outbound = true
-     AND m.sent_at >= s.first_in
-    GROUP BY s.conversation_id
-),
-base AS (
+WITH base AS (
 SELECT
     'socialintents' AS source,
     c.chat_id,
@@ -75,14 +55,13 @@ SELECT
     c.created_at AS started_at,
     c.dt,
     COALESCE(s.inbound_messages, 0) > 0 AND COALESCE(s.outbound_messages, 0) = 0 AS is_missed,
-    (CAST(r.first_out AS BIGINT) - CAST(s.first_in AS BIGINT)) / 1000000.0 AS first_response_seconds,
+    (CAST(s.first_response_at AS BIGINT) - CAST(s.first_inbound_at AS BIGINT)) / 1000000.0 AS first_response_seconds,
     COALESCE(s.message_count, 0) AS message_count,
-    s.first_in AS first_message_at,
-    r.first_out AS first_response_at,
-    (CAST(s.last_message AS BIGINT) - CAST(s.first_message AS BIGINT)) / 1000000.0 AS duration_seconds
+    s.first_inbound_at AS first_message_at,
+    s.first_response_at,
+    (CAST(s.last_message_at AS BIGINT) - CAST(s.first_message_at AS BIGINT)) / 1000000.0 AS duration_seconds
 FROM social25.conversations c
-LEFT JOIN s25_stats s ON s.conversation_id = c.conversation_id
-LEFT JOIN s25_first_reply r ON r.conversation_id = c.conversation_id
+LEFT JOIN social25.conversation_stats s ON s.conversation_id = c.conversation_id
 LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
 ),
 -- Business seconds: each answered chat's wait joined to the business

@@ -37,7 +37,7 @@ use super::window::Window;
 use super::{ChangeChunk, ChangePlan, Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
-use crate::normalize::{time, Reject};
+use crate::normalize::{time, Cell, Reject};
 use crate::schema;
 
 /// The `[sources.social25]` key and stream prefix.
@@ -281,7 +281,7 @@ impl Source for Social25 {
                 StreamKind::Changes {
                     key_column: "conversation_id",
                 },
-                vec![t("social25.messages")],
+                vec![t("social25.messages"), t("social25.conversation_stats")],
                 "tenants/{t}/conversations/{c}/messages/",
             ),
             (
@@ -449,15 +449,25 @@ impl Source for Social25 {
     ) -> Result<Extracted> {
         let mut out = Extracted::new(spec, run_id);
         let extracted_at = time::micros(Utc::now());
+        let outbound_column = spec.tables[0]
+            .index_of("outbound")
+            .ok_or_else(|| Error::Internal("social25.messages has no outbound column".into()))?;
         let mut fetched = futures::stream::iter(chunk.keys.iter().cloned())
             .map(|c| self.messages_of(c))
             .buffer_unordered(self.cfg.max_concurrency);
         while let Some((conversation, listing)) = fetched.next().await {
             let l = listing?;
             count(&mut out, &l);
+            // (sent µs, outbound) of every message kept, for the stats row.
+            let mut kept = Vec::with_capacity(l.records.len());
             for raw in l.records.iter().map(|r| value(r)) {
                 match records::message(raw.clone(), &conversation, extracted_at) {
                     Ok((sent, row)) => {
+                        let outbound = match row.cells[outbound_column] {
+                            Cell::Bool(b) => Some(b),
+                            _ => None,
+                        };
+                        kept.push((time::micros(sent), outbound));
                         out.buffers[0].push(Some(time::local_date(sent, self.tz)), row)
                     }
                     Err(reason) => out.rejects.push(Reject {
@@ -466,6 +476,11 @@ impl Source for Social25 {
                         raw_json: raw.to_string(),
                     }),
                 }
+            }
+            if let Some((first, row)) =
+                records::conversation_stats(&conversation, &kept, extracted_at)
+            {
+                out.buffers[1].push(Some(time::local_date(first, self.tz)), row);
             }
         }
         Ok(out)

@@ -269,6 +269,39 @@ pub fn message(
     Ok((sent, r.finish(extracted_at)?))
 }
 
+/// The social25.conversation_stats row of a conversation from its messages'
+/// (sent at µs, outbound) pairs; None without messages. The same rules as
+/// the views had when they joined social25.messages: the first response is
+/// the first outbound message at or after the first inbound one.
+pub fn conversation_stats(
+    conversation_id: &str,
+    messages: &[(i64, Option<bool>)],
+    extracted_at: i64,
+) -> Option<(DateTime<Utc>, Row)> {
+    let first = messages.iter().map(|m| m.0).min()?;
+    let last = messages.iter().map(|m| m.0).max()?;
+    let sent = |outbound: bool| messages.iter().filter(move |m| m.1 == Some(outbound));
+    let first_in = sent(false).map(|m| m.0).min();
+    let first_out = first_in.and_then(|t| sent(true).map(|m| m.0).filter(|s| *s >= t).min());
+    let at = |t: Option<i64>| t.map_or(Cell::Null, Cell::Micros);
+    let row = Row::named(
+        schema::table("social25.conversation_stats"),
+        vec![
+            ("conversation_id", Cell::Str(conversation_id.to_string())),
+            ("first_message_at", Cell::Micros(first)),
+            ("last_message_at", Cell::Micros(last)),
+            ("first_inbound_at", at(first_in)),
+            ("first_response_at", at(first_out)),
+            ("inbound_messages", Cell::Int(sent(false).count() as i64)),
+            ("outbound_messages", Cell::Int(sent(true).count() as i64)),
+            ("message_count", Cell::Int(messages.len() as i64)),
+        ],
+        extracted_at,
+    )
+    .ok()?;
+    Some((DateTime::from_timestamp_micros(first)?, row))
+}
+
 /// A message that failed to sync to Salesforce.
 pub fn failed_sync(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row), String> {
     let mut r = Record::new(
@@ -292,6 +325,35 @@ pub fn failed_sync(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn conversation_stats_follow_the_first_inbound_message() {
+        let t = schema::table("social25.conversation_stats");
+        // outbound greeting, inbound, a message of unknown direction, two replies
+        let msgs = [
+            (50, Some(true)),
+            (100, Some(false)),
+            (120, None),
+            (300, Some(true)),
+            (200, Some(true)),
+        ];
+        let (first, row) = conversation_stats("c1", &msgs, 0).unwrap();
+        let cell = |c: &str| row.cells[t.index_of(c).unwrap()].clone();
+        assert_eq!(first.timestamp_micros(), 50);
+        assert_eq!(cell("first_inbound_at"), Cell::Micros(100));
+        assert_eq!(cell("first_response_at"), Cell::Micros(200));
+        assert_eq!(cell("last_message_at"), Cell::Micros(300));
+        assert_eq!(cell("inbound_messages"), Cell::Int(1));
+        assert_eq!(cell("outbound_messages"), Cell::Int(3));
+        assert_eq!(cell("message_count"), Cell::Int(5));
+        // Only outbound: no inbound, no response. No messages: no row.
+        let (_, row) = conversation_stats("c2", &[(10, Some(true))], 0).unwrap();
+        assert_eq!(
+            row.cells[t.index_of("first_response_at").unwrap()],
+            Cell::Null
+        );
+        assert!(conversation_stats("c3", &[], 0).is_none());
+    }
 
     #[test]
     fn tenant_platforms_lose_their_secrets() {
