@@ -40,7 +40,7 @@ SELECT
     c.started_at,
     c.dt,
     c.chat_type = 'Missed' AS is_missed,
-    (CAST(c.first_response_at AS BIGINT) - CAST(c.first_message_at AS BIGINT)) / 1000000.0 AS first_response_seconds,
+    (CAST(c.first_response_at AS BIGINT) - CAST(c.first_message_at AS BIGINT)) / 1e6 AS first_response_seconds,
     c.message_count,
     c.first_message_at,
     c.first_response_at,
@@ -55,11 +55,11 @@ SELECT
     c.created_at AS started_at,
     c.dt,
     COALESCE(s.inbound_messages, 0) > 0 AND COALESCE(s.outbound_messages, 0) = 0 AS is_missed,
-    (CAST(s.first_response_at AS BIGINT) - CAST(s.first_inbound_at AS BIGINT)) / 1000000.0 AS first_response_seconds,
+    (CAST(s.first_response_at AS BIGINT) - CAST(s.first_inbound_at AS BIGINT)) / 1e6 AS first_response_seconds,
     COALESCE(s.message_count, 0) AS message_count,
     s.first_inbound_at AS first_message_at,
     s.first_response_at,
-    (CAST(s.last_message_at AS BIGINT) - CAST(s.first_message_at AS BIGINT)) / 1000000.0 AS duration_seconds
+    (CAST(s.last_message_at AS BIGINT) - CAST(s.first_message_at AS BIGINT)) / 1e6 AS duration_seconds
 FROM social25.conversations c
 LEFT JOIN social25.conversation_stats s ON s.conversation_id = c.conversation_id
 LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
@@ -76,7 +76,7 @@ waits AS (
     FROM base
     WHERE first_response_at IS NOT NULL
 ),
-overlaps AS (
+overlapping AS (
     SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
     FROM waits w
     JOIN meta.business_hours h ON h.dt = w.from_day
@@ -90,9 +90,9 @@ overlaps AS (
 business AS (
     SELECT
         source, chat_id,
-        SUM(CAST(LEAST(first_response_at, closes_at) AS BIGINT)
-          - CAST(GREATEST(first_message_at, opens_at) AS BIGINT)) / 1000000.0 AS seconds
-    FROM overlaps
+        SUM(LEAST(CAST(first_response_at AS BIGINT), CAST(closes_at AS BIGINT))
+          - GREATEST(CAST(first_message_at AS BIGINT), CAST(opens_at AS BIGINT))) / 1e6 AS seconds
+    FROM overlapping
     WHERE opens_at < first_response_at AND closes_at > first_message_at
     GROUP BY source, chat_id
 )

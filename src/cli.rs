@@ -115,6 +115,16 @@ pub enum Command {
         #[arg(long, default_value = "report.html")]
         out: String,
     },
+    /// Print a SQL script that defines the warehouse tables and every
+    /// reporting view in another engine (DuckDB, Spark SQL, datafusion-cli),
+    /// with the reporting settings filled in.
+    Views {
+        #[command(flatten)]
+        wh: WarehouseArg,
+        /// The engine the script is for.
+        #[arg(long, value_enum)]
+        dialect: crate::dialect::Dialect,
+    },
     /// Show or reset watermarks.
     State {
         #[command(subcommand)]
@@ -283,6 +293,12 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                     format!(": {}", removed.join(", "))
                 }
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Views { wh, dialect } => {
+            let wh = existing_warehouse(wh.warehouse, None)?;
+            let script = query::views_script(&wh, dialect).await?;
+            outln!("{}", script.trim_end())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {

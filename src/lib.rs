@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod extract;
 pub mod lock;

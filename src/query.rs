@@ -217,6 +217,37 @@ async fn session_with(
     })
 }
 
+/// The `chatlake views` script for `dialect` over this warehouse: its
+/// tables and reporting views, the settings filled in from
+/// meta.reporting_settings (see [`crate::dialect`]).
+pub async fn views_script(wh: &Warehouse, dialect: crate::dialect::Dialect) -> Result<String> {
+    let session = session(wh).await?;
+    let mut with_files = std::collections::BTreeSet::new();
+    for t in schema::tables() {
+        let rows = run(&session, &format!("SELECT 1 FROM {} LIMIT 1", t.name)).await?;
+        if rows.iter().any(|b| b.num_rows() > 0) {
+            with_files.insert(t.name.clone());
+        }
+    }
+    let root = match wh.store_url().scheme() {
+        "file" => format!("/{}", wh.root()),
+        _ => format!(
+            "{}/{}",
+            wh.store_url().as_str().trim_end_matches('/'),
+            wh.root()
+        )
+        .trim_end_matches('/')
+        .to_string(),
+    };
+    let target = crate::dialect::Target {
+        root: &root,
+        with_files: &with_files,
+        settings: &session.settings,
+    };
+    let generated = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    crate::dialect::script(&target, dialect, &generated)
+}
+
 /// Runs one read-only statement: no DDL, no DML (INSERT, COPY), no SET.
 ///
 /// When it fails on a file that is not valid Parquet (damaged, or put there

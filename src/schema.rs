@@ -43,9 +43,6 @@ pub enum ColumnType {
     /// Date32.
     #[serde(rename = "date")]
     Date,
-    /// Duration(Microsecond).
-    #[serde(rename = "duration")]
-    Duration,
     /// List<Utf8>.
     #[serde(rename = "list<string>")]
     ListString,
@@ -61,7 +58,6 @@ impl ColumnType {
             ColumnType::Bool => DataType::Boolean,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             ColumnType::Date => DataType::Date32,
-            ColumnType::Duration => DataType::Duration(TimeUnit::Microsecond),
             ColumnType::ListString => {
                 DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
             }

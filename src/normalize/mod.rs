@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, DurationMicrosecondBuilder, Float64Builder,
-    Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, ListBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
@@ -35,8 +35,6 @@ pub enum Cell {
     Micros(i64),
     /// Days since the epoch.
     Date(i32),
-    /// Duration in microseconds.
-    Duration(i64),
     List(Vec<String>),
 }
 
@@ -45,7 +43,7 @@ impl Cell {
         match self {
             Cell::Null => String::new(),
             Cell::Str(s) => s.clone(),
-            Cell::Int(v) | Cell::Micros(v) | Cell::Duration(v) => v.to_string(),
+            Cell::Int(v) | Cell::Micros(v) => v.to_string(),
             Cell::Date(v) => v.to_string(),
             Cell::Float(v) => v.to_string(),
             Cell::Bool(v) => v.to_string(),
@@ -424,10 +422,7 @@ fn cmp_cells(a: &Cell, b: &Cell) -> std::cmp::Ordering {
         (Cell::Null, _) => Greater, // nulls last
         (_, Cell::Null) => Less,
         (Cell::Str(x), Cell::Str(y)) => x.cmp(y),
-        (
-            Cell::Int(x) | Cell::Micros(x) | Cell::Duration(x),
-            Cell::Int(y) | Cell::Micros(y) | Cell::Duration(y),
-        ) => x.cmp(y),
+        (Cell::Int(x) | Cell::Micros(x), Cell::Int(y) | Cell::Micros(y)) => x.cmp(y),
         (Cell::Date(x), Cell::Date(y)) => x.cmp(y),
         (Cell::Float(x), Cell::Float(y)) => x.total_cmp(y),
         _ => a.key_part().cmp(&b.key_part()),
@@ -465,9 +460,6 @@ pub fn build_batch(table: &TableDef, run_id: &str, rows: &[Row]) -> Result<Recor
                 build!(TimestampMicrosecondBuilder::new().with_timezone("UTC"), Cell::Micros(v) => *v)
             }
             ColumnType::Date => build!(Date32Builder::new(), Cell::Date(v) => *v),
-            ColumnType::Duration => {
-                build!(DurationMicrosecondBuilder::new(), Cell::Duration(v) => *v)
-            }
             ColumnType::ListString => {
                 let mut b = ListBuilder::new(StringBuilder::new());
                 for r in rows {

@@ -88,9 +88,37 @@ fn num(row: &Map<String, Value>, k: &str) -> Option<f64> {
     }
 }
 
+/// Exact percentile_cont written out, as in sql/reporting.response_times.sql
+/// (DataFusion's own rounds its interpolation weight): over
+/// `first_response_seconds` of reporting.chats, per `partition` (columns, or
+/// "" for all rows), the rank `rn` and the 1-based positions of the median
+/// and the p90. [`pick`] then takes the value at a position.
+fn ranked(partition: &str) -> String {
+    let over = if partition.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {partition}")
+    };
+    format!(
+        "ROW_NUMBER() OVER ({over} ORDER BY first_response_seconds NULLS LAST) AS rn, \
+         1 + 0.5 * (COUNT(first_response_seconds) OVER ({over}) - 1) AS p50_pos, \
+         1 + 0.9 * (COUNT(first_response_seconds) OVER ({over}) - 1) AS p90_pos"
+    )
+}
+
+/// The value `x` at position `pos` of [`ranked`], interpolated between its
+/// neighbours (an aggregate: null when there is no value).
+fn pick(pos: &str) -> String {
+    format!(
+        "SUM(CASE WHEN rn = FLOOR({pos}) THEN x * (1 - ({pos} - FLOOR({pos}))) \
+                  WHEN rn = FLOOR({pos}) + 1 THEN x * ({pos} - FLOOR({pos})) END)"
+    )
+}
+
 /// The KPI values of one period, over all sources together.
 pub async fn kpis(session: &Session, p: Period) -> Result<Map<String, Value>> {
     let w = p.sql();
+    let (ranked, p50, p90) = (ranked(""), pick("p50_pos"), pick("p90_pos"));
     let sql = format!(
         "SELECT c.chats, c.missed_chats, \
                 CASE WHEN c.chats = 0 THEN NULL ELSE CAST(c.missed_chats AS DOUBLE) / c.chats END AS missed_rate, \
@@ -99,9 +127,8 @@ pub async fn kpis(session: &Session, p: Period) -> Result<Map<String, Value>> {
                 CASE WHEN s.answered = 0 THEN NULL ELSE CAST(s.within_business AS DOUBLE) / s.answered END AS sla_attainment_business, \
                 f.failed_syncs \
          FROM (SELECT COUNT(*) AS chats, COALESCE(SUM(CASE WHEN is_missed THEN 1 ELSE 0 END), 0) AS missed_chats FROM reporting.chats WHERE {w}) c \
-         CROSS JOIN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_seconds) AS median_first_response_seconds, \
-                            percentile_cont(0.9) WITHIN GROUP (ORDER BY first_response_seconds) AS p90_first_response_seconds \
-                     FROM reporting.chats WHERE {w} AND first_response_seconds IS NOT NULL) r \
+         CROSS JOIN (SELECT {p50} AS median_first_response_seconds, {p90} AS p90_first_response_seconds \
+                     FROM (SELECT first_response_seconds AS x, {ranked} FROM reporting.chats WHERE {w}) t) r \
          CROSS JOIN (SELECT COALESCE(SUM(answered_chats), 0) AS answered, COALESCE(SUM(within_target), 0) AS within, \
                             COALESCE(SUM(within_target_business), 0) AS within_business FROM reporting.first_response_sla WHERE {w}) s \
          CROSS JOIN (SELECT COUNT(*) AS failed_syncs FROM social25.failed_syncs WHERE {w}) f"
@@ -160,11 +187,14 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         session,
         &format!(
             "SELECT source, COALESCE(agent_name, '(unassigned)') AS agent, COUNT(*) AS chats, \
-                    SUM(CASE WHEN first_response_seconds IS NOT NULL THEN 1 ELSE 0 END) AS answered, \
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_seconds) AS median, \
-                    percentile_cont(0.9) WITHIN GROUP (ORDER BY first_response_seconds) AS p90, \
-                    AVG(duration_seconds) AS duration \
-             FROM reporting.chats WHERE {w} GROUP BY source, agent_name ORDER BY chats DESC, agent LIMIT 50"
+                    SUM(CASE WHEN x IS NOT NULL THEN 1 ELSE 0 END) AS answered, \
+                    {p50} AS median, {p90} AS p90, AVG(duration_seconds) AS duration \
+             FROM (SELECT source, agent_name, duration_seconds, first_response_seconds AS x, {ranked} \
+                   FROM reporting.chats WHERE {w}) t \
+             GROUP BY source, agent_name ORDER BY chats DESC, agent LIMIT 50",
+            ranked = ranked("source, agent_name"),
+            p50 = pick("p50_pos"),
+            p90 = pick("p90_pos"),
         ),
     )
     .await?;

@@ -241,9 +241,14 @@ async fn exact_rows_across_pages_and_every_state() {
             );
         }
     }
-    // has_expired is a duration: now - created, to the microsecond.
+    // has_expired_us is the duration in µs: now - created, to the microsecond.
     let c = &all[0];
-    let got = env.int(&format!("SELECT CAST(has_expired AS BIGINT) FROM social25.conversations WHERE conversation_id = '{}'", c.id)).await;
+    let got = env
+        .int(&format!(
+            "SELECT has_expired_us FROM social25.conversations WHERE conversation_id = '{}'",
+            c.id
+        ))
+        .await;
     assert_eq!(got, (now() - c.created).num_microseconds().unwrap());
     println!("social25: {convs} conversations in {pages} pages, {messages} messages, {failed} failed syncs, exact");
 }

@@ -21,7 +21,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-6 * a.abs().max(1.0)
+    (a - b).abs() <= 1e-9 * a.abs().max(1.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

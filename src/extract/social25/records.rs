@@ -159,7 +159,7 @@ pub fn conversation(raw: Value, extracted_at: i64) -> Result<(DateTime<Utc>, Row
         .map(time::parse_duration_micros)
     {
         r.take("has_expired");
-        r.set("has_expired", Cell::Duration(d));
+        r.set("has_expired_us", Cell::Int(d));
     }
     // Nested objects: the known fields become columns, the rest stays in _extra.
     let mut leftovers = Map::new();
@@ -394,8 +394,8 @@ mod tests {
         assert_eq!(cell("platform_source"), Cell::Str("facebook".into()));
         assert_eq!(cell("last_message_at"), Cell::Micros(1_540_454_802_000_000));
         assert_eq!(
-            cell("has_expired"),
-            Cell::Duration(((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243)
+            cell("has_expired_us"),
+            Cell::Int(((116 * 86_400 + 5 * 3600 + 19 * 60 + 39) * 1_000_000) + 788_243)
         );
         assert_eq!(cell("tags"), Cell::List(vec!["vip".into()]));
         let extra: Value = serde_json::from_str(row.extra.as_deref().unwrap()).unwrap();

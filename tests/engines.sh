@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The warehouse outside chatlake: runs the demo, then tests/engines.py, which
+# checks that every reporting view gives the same rows in DataFusion
+# (`chatlake query`), DuckDB and Spark (local mode) from the scripts
+# `chatlake views --dialect duckdb|spark` prints, and that every table reads
+# in DuckDB, Spark, pyarrow and Polars with chatlake's row counts and types.
+# Installs what it needs (Java from Debian's openjdk-17-jre-headless; duckdb,
+# pyarrow, polars and pyspark in a virtualenv under the cache dir) and fails
+# loudly, never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatlake-target}"
+mkdir -p "$CACHE"
+
+if ! command -v java >/dev/null; then
+  echo "engines test: installing openjdk-17-jre-headless"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
+fi
+if [ ! -x "$CACHE/venv/bin/python" ]; then
+  python3 -m venv "$CACHE/venv"
+fi
+# The versions the comparison was written against.
+pkgs=(duckdb==2.0.1 pyarrow==26.0.1 polars==2.1.0 pyspark==4.3.0)
+"$CACHE/venv/bin/python" -c "import duckdb, pyarrow, polars, pyspark" 2>/dev/null \
+  || "$CACHE/venv/bin/pip" install -q "${pkgs[@]}"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cargo test --no-run -q 2>/dev/null || cargo test --no-run
+bin="$CARGO_TARGET_DIR/debug/chatlake"
+(cd "$work" && "$bin" demo --warehouse "$work/wh" > "$work/demo.out")
+# Spark's logs go to stderr; the comparison's figures to stdout.
+"$CACHE/venv/bin/python" tests/engines.py "$bin" "$work/wh" "$work" 2> "$work/spark.log" \
+  || { echo "--- last lines of the engines' stderr:"; tail -20 "$work/spark.log"; exit 1; }
+echo "engines test: ok"
