@@ -121,7 +121,10 @@ fn sql_type(ty: ColumnType, dialect: Dialect) -> &'static str {
         (ColumnType::Float64, _) => "DOUBLE",
         (ColumnType::Bool, _) => "BOOLEAN",
         (ColumnType::Timestamp, Dialect::DuckDb) => "TIMESTAMPTZ",
-        (ColumnType::Timestamp, _) => "TIMESTAMP",
+        // microseconds with a UTC offset (DataFusion's bare TIMESTAMP is
+        // nanoseconds without one)
+        (ColumnType::Timestamp, Dialect::DataFusion) => "TIMESTAMP(6) WITH TIME ZONE",
+        (ColumnType::Timestamp, Dialect::Spark) => "TIMESTAMP",
         (ColumnType::Date, _) => "DATE",
         (ColumnType::ListString, Dialect::DuckDb) => "VARCHAR[]",
         (ColumnType::ListString, Dialect::Spark) => "ARRAY<STRING>",
@@ -190,8 +193,11 @@ pub fn script(target: &Target<'_>, dialect: Dialect, generated: &str) -> Result<
             Dialect::DataFusion => {}
         }
     }
-    if dialect == Dialect::Spark {
-        out.push_str("SET spark.sql.session.timeZone = UTC;\n\n");
+    match dialect {
+        Dialect::Spark => out.push_str("SET spark.sql.session.timeZone = UTC;\n\n"),
+        // `TIMESTAMP WITH TIME ZONE` below takes this zone.
+        Dialect::DataFusion => out.push_str("SET datafusion.execution.time_zone = 'UTC';\n\n"),
+        Dialect::DuckDb => {}
     }
     let schemas: BTreeSet<&str> = schema::tables()
         .map(|t| t.schema_name())
@@ -271,6 +277,18 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
     } else {
         format!("{dir}/{file}")
     };
+    let typed_columns = || {
+        let cols: Vec<String> = columns(t, dialect)
+            .iter()
+            .map(|(c, ty)| format!("{c} {ty}"))
+            .collect();
+        cols.join(", ")
+    };
+    let partitioned = if t.is_partitioned() {
+        " PARTITIONED BY (dt)"
+    } else {
+        ""
+    };
     match dialect {
         Dialect::DuckDb => {
             let hive = if t.is_partitioned() {
@@ -284,19 +302,10 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
         }
         Dialect::Spark => {
             let dir = dir.replacen("s3://", "s3a://", 1);
-            let cols: Vec<String> = columns(t, dialect)
-                .iter()
-                .map(|(c, ty)| format!("{c} {ty}"))
-                .collect();
-            let partitioned = if t.is_partitioned() {
-                " PARTITIONED BY (dt)"
-            } else {
-                ""
-            };
             format!(
                 "DROP TABLE IF EXISTS {name};\nCREATE TABLE {name} ({}) USING parquet{partitioned} \
                  OPTIONS (path '{dir}', pathGlobFilter '{file}', recursiveFileLookup 'false');\n{}",
-                cols.join(", "),
+                typed_columns(),
                 if t.is_partitioned() {
                     format!("MSCK REPAIR TABLE {name}")
                 } else {
@@ -304,21 +313,10 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
                 }
             )
         }
-        Dialect::DataFusion => {
-            let cols: Vec<String> = columns(t, dialect)
-                .iter()
-                .map(|(c, ty)| format!("{c} {ty}"))
-                .collect();
-            let partitioned = if t.is_partitioned() {
-                " PARTITIONED BY (dt)"
-            } else {
-                ""
-            };
-            format!(
-                "CREATE EXTERNAL TABLE {name} ({}) STORED AS PARQUET{partitioned} LOCATION '{dir}/'",
-                cols.join(", ")
-            )
-        }
+        Dialect::DataFusion => format!(
+            "CREATE EXTERNAL TABLE {name} ({}) STORED AS PARQUET{partitioned} LOCATION '{dir}/'",
+            typed_columns()
+        ),
     }
 }
 

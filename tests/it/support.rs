@@ -162,28 +162,7 @@ impl Env {
 
     /// Rows of a query as strings (every column cast to text), for set comparison.
     pub async fn rows(&self, q: &str) -> Vec<Vec<String>> {
-        let mut out = Vec::new();
-        for b in self.sql(q).await {
-            let cols: Vec<_> = b
-                .columns()
-                .iter()
-                .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
-                .collect();
-            for i in 0..b.num_rows() {
-                out.push(
-                    cols.iter()
-                        .map(|c| {
-                            if c.is_null(i) {
-                                "NULL".to_string()
-                            } else {
-                                c.as_string::<i32>().value(i).to_string()
-                            }
-                        })
-                        .collect(),
-                );
-            }
-        }
-        out
+        batch_rows(&self.sql(q).await)
     }
 
     /// Asserts the warehouse holds exactly the served chats and messages of
@@ -330,4 +309,30 @@ pub fn wait(c: &SimChat) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         .min()?;
     let t = |ms: i64| DateTime::from_timestamp_millis(ms).expect("in range");
     Some((t(first_in), t(reply)))
+}
+
+/// Rows of batches as strings (every column cast to text, null as "NULL").
+pub fn batch_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        if c.is_null(i) {
+                            "NULL".to_string()
+                        } else {
+                            c.as_string::<i32>().value(i).to_string()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
 }

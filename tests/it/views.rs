@@ -105,3 +105,52 @@ async fn missed_chat_rate_and_response_times_match_the_served_data() {
         .first()
         .is_some_and(|m| m.kind == "messageToVisitor")));
 }
+
+/// `chatlake views --dialect datafusion` run in a fresh DataFusion session
+/// (as datafusion-cli would) defines every view with the same rows as
+/// chatlake's own session, also with whole sources missing (empty views).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_datafusion_script_gives_the_same_views_in_a_fresh_session() {
+    let env = env_with(data(10), 7).await;
+    env.run(Some("2025-10-27"), "2025-11-05").await;
+    let script = chatlake::query::views_script(&env.wh, chatlake::dialect::Dialect::DataFusion)
+        .await
+        .unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let statements: Vec<String> = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for s in &statements {
+        ctx.sql(s)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nin: {s}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nin: {s}"));
+    }
+    let mut compared = 0;
+    for (file, _) in chatlake::schema::VIEW_FILES {
+        let view = file.trim_end_matches(".sql");
+        let q = format!("SELECT * FROM {view}");
+        let ours = env.rows(&q).await;
+        let batches = ctx.sql(&q).await.unwrap().collect().await.unwrap();
+        let mut theirs = batch_rows(&batches);
+        let mut ours = ours;
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours.len(), theirs.len(), "{view}");
+        assert_eq!(ours, theirs, "{view}");
+        compared += ours.len();
+    }
+    assert!(compared > 300, "only {compared} view rows compared");
+    println!(
+        "datafusion script: {} statements, {compared} view rows equal",
+        statements.len()
+    );
+}
