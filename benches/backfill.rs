@@ -233,5 +233,105 @@ requests_per_minute = 100000
             ],
         )
         .await;
+        let month = (last - Duration::days(29), last);
+        side_by_side(&wh, dir.path(), month).await;
     });
+}
+
+/// The median of five runs of `cmd`, in seconds (whole process).
+fn median_of_5(mut cmd: impl FnMut() -> std::process::Command) -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let out = cmd().output().expect("starting a process");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
+}
+
+/// Every reporting view through `chatlake query` against the same logic in
+/// DuckDB (the script of `chatlake views --dialect duckdb`, run by the
+/// Python package), whole process each, median of 5; then `chatlake report`
+/// for the last 28 days. DuckDB comes from $CHATLAKE_BENCH_PYTHON (default:
+/// the virtualenv tests/engines.sh makes).
+async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, NaiveDate)) {
+    let python = std::env::var("CHATLAKE_BENCH_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/chatlake/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let script = dir.join("views.duckdb.sql");
+    let text = query::views_script(wh, chatlake::dialect::Dialect::DuckDb)
+        .await
+        .unwrap();
+    std::fs::write(&script, text).unwrap();
+    let wh_path = dir.to_str().unwrap().to_string();
+    let (m0, m1) = month;
+    let queries = [
+        "SELECT COUNT(*), SUM(first_response_business_seconds) FROM reporting.chats".to_string(),
+        "SELECT COUNT(*), SUM(missed_chats) FROM reporting.missed_chat_rate".to_string(),
+        "SELECT COUNT(*), AVG(avg_first_response_seconds), AVG(p90_first_response_seconds) FROM reporting.response_times".to_string(),
+        format!("SELECT COUNT(*), AVG(avg_first_response_seconds), AVG(p90_first_response_seconds) FROM reporting.response_times WHERE dt BETWEEN DATE '{m0}' AND DATE '{m1}'"),
+        "SELECT COUNT(*), SUM(within_target_business) FROM reporting.first_response_sla".to_string(),
+        "SELECT COUNT(*), SUM(chats) FROM reporting.chats_by_hour".to_string(),
+        "SELECT COUNT(*), SUM(chats) FROM reporting.first_response_buckets".to_string(),
+        "SELECT COUNT(*), AVG(p90_first_response_seconds) FROM reporting.agent_performance".to_string(),
+    ];
+    let duck_ok = std::process::Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    println!("side by side, whole process, median of 5 (DuckDB: {python}):");
+    println!("  {:>8} {:>8} {:>6}  query", "chatlake", "duckdb", "ratio");
+    for q in &queries {
+        let ours = median_of_5(|| {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
+            c.args(["query", "--warehouse", &wh_path, "--format", "csv", q]);
+            c
+        });
+        let theirs = duck_ok.then(|| {
+            median_of_5(|| {
+                let mut c = std::process::Command::new(&python);
+                c.args([
+                    "-c",
+                    "import duckdb, sys; c = duckdb.connect(); c.execute(open(sys.argv[1]).read()); c.sql(sys.argv[2]).fetchall()",
+                    script.to_str().unwrap(),
+                    q,
+                ]);
+                c
+            })
+        });
+        match theirs {
+            Some(t) => println!("  {ours:>7.2}s {t:>7.2}s {:>6.2}  {q}", ours / t),
+            None => println!("  {ours:>7.2}s {:>8} {:>6}  {q}", "-", "-"),
+        }
+    }
+    if !duck_ok {
+        println!("  DuckDB not found: `{python} -c 'import duckdb'` failed (run tests/engines.sh once, or set CHATLAKE_BENCH_PYTHON)");
+    }
+    let out = dir.join("report.html");
+    let report = median_of_5(|| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
+        c.args([
+            "report",
+            "--warehouse",
+            &wh_path,
+            "--from",
+            &(m1 - Duration::days(27)).to_string(),
+            "--to",
+            &m1.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        c
+    });
+    println!("  chatlake report, 28 days against the 28 before: {report:.2} s");
 }

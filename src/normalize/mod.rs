@@ -290,8 +290,8 @@ pub struct TableBuffer {
     run_id: String,
     partitions: BTreeMap<Option<NaiveDate>, Vec<Option<Row>>>,
     index: HashMap<String, (Option<NaiveDate>, usize)>,
-    /// Child tables: parent key -> the slots of the rows pushed with it.
-    children: HashMap<String, Vec<(Option<NaiveDate>, usize)>>,
+    /// Child tables: parent key -> the keys of the rows pushed with it.
+    children: HashMap<String, Vec<String>>,
 }
 
 impl TableBuffer {
@@ -347,23 +347,19 @@ impl TableBuffer {
         children: Vec<Row>,
     ) {
         let key = self.push_key(dt, parent);
-        for (cdt, i) in child.children.remove(&key).unwrap_or_default() {
-            if let Some(slot) = child
-                .partitions
-                .get_mut(&cdt)
-                .and_then(|rows| rows.get_mut(i))
-            {
-                if slot.take().is_some() {
-                    child.index.retain(|_, at| *at != (cdt, i));
+        // By key, not by scanning the index: a window holds ~100k children.
+        for ckey in child.children.remove(&key).unwrap_or_default() {
+            if let Some((cdt, i)) = child.index.remove(&ckey) {
+                if let Some(slot) = child.partitions.get_mut(&cdt).and_then(|r| r.get_mut(i)) {
+                    *slot = None;
                 }
             }
         }
-        let mut slots = Vec::with_capacity(children.len());
-        for row in children {
-            let ckey = child.push_key(dt, row);
-            slots.push(child.index[&ckey]);
-        }
-        child.children.insert(key, slots);
+        let keys = children
+            .into_iter()
+            .map(|row| child.push_key(dt, row))
+            .collect();
+        child.children.insert(key, keys);
     }
 
     /// Distinct rows held.
