@@ -172,6 +172,13 @@ pub enum Command {
         /// CRM helpdesk conversations per day.
         #[arg(long, default_value_t = 6)]
         crm_conversations_per_day: u32,
+        /// Server-side limit per source, requests a second (a token bucket;
+        /// beyond it 429 with Retry-After: 1). 0: none.
+        #[arg(long, default_value_t = 0.0)]
+        limit_rps: f64,
+        /// Milliseconds before every answer.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
 }
 
@@ -346,6 +353,8 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             chats_per_day,
             conversations_per_day,
             crm_conversations_per_day,
+            limit_rps,
+            latency_ms,
         } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
@@ -357,6 +366,11 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                 config.socialintents.until = Some(Utc::now());
             }
             let sim = Simulator::start_on(config, port).await?;
+            sim.set_faults(crate::simulator::Faults {
+                limit_rps,
+                latency_ms,
+                ..Default::default()
+            });
             outln!(
                 "simulator serving Social Intents at {}",
                 sim.socialintents_url()
@@ -469,6 +483,9 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
         "SELECT pipeline, run_id, MIN(started_at) AS started_at, \
              CAST(CAST(MAX(finished_at) AS BIGINT) - CAST(MIN(started_at) AS BIGINT) AS DOUBLE) / 1000000.0 AS seconds, \
              COUNT(*) AS streams, SUM(rows_written) AS rows_written, SUM(rejects) AS rejects, \
+             SUM(requests) AS requests, SUM(throttled) AS throttled, \
+             round(SUM(throttle_wait_seconds), 1) AS throttle_wait_seconds, \
+             round(MAX(requests_per_second), 1) AS max_requests_per_second, \
              SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed_streams, \
              string_agg(error, ' | ') AS errors \
          FROM meta.runs {filter} GROUP BY pipeline, run_id ORDER BY started_at DESC LIMIT {last}"
@@ -651,27 +668,31 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
 fn print_report(r: &RunReport) -> Result<ExitCode> {
     outln!("run {}", r.run_id)?;
     outln!(
-        "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  status",
+        "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>6}  status",
         "stream",
         "window",
         "pages",
         "records",
         "rows",
         "rejects",
-        "retries"
+        "retries",
+        "throttled",
+        "req/s"
     )?;
     for s in &r.streams {
         let window = &s.scope;
         let status = if s.error.is_some() { "FAILED" } else { "ok" };
         outln!(
-            "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8}  {status}",
+            "{:<30} {:<23} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>6.1}  {status}",
             s.stream,
             window,
             s.pages,
             s.records,
             s.rows_written,
             s.rejects,
-            s.retries
+            s.traffic.retries,
+            s.traffic.throttled,
+            s.requests_per_second()
         )?;
     }
     let failed: Vec<_> = r.failures().collect();

@@ -46,7 +46,7 @@ impl Metrics {
             }
             e.rows += s.rows_written;
             e.rejects += s.rejects;
-            e.retries += s.retries;
+            e.retries += s.traffic.retries;
         }
     }
 

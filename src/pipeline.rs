@@ -20,6 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use self::kinds::StreamCtx;
 use crate::config::Pipeline;
 use crate::error::Result;
+use crate::extract::http::Traffic;
 use crate::extract::window::Window;
 use crate::extract::{StreamKind, StreamSpec};
 use crate::lock::{self, RunLock};
@@ -64,7 +65,8 @@ pub struct StreamReport {
     pub source_count: Option<u64>,
     pub rows_written: u64,
     pub rejects: u64,
-    pub retries: u64,
+    /// The HTTP requests this stream made: sent, retried, throttled, waited.
+    pub traffic: Traffic,
     /// Why it failed; None on success.
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -79,6 +81,19 @@ pub struct RunReport {
 }
 
 impl StreamReport {
+    /// Requests a second over the stream's wall time.
+    pub fn requests_per_second(&self) -> f64 {
+        let secs = (self.finished_at - self.started_at)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1e6;
+        if secs > 0.0 {
+            self.traffic.requests as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
     /// A stream starting now, nothing read yet.
     fn new(stream: &str) -> Self {
         let now = Utc::now();
@@ -91,7 +106,7 @@ impl StreamReport {
             source_count: None,
             rows_written: 0,
             rejects: 0,
-            retries: 0,
+            traffic: Traffic::default(),
             error: None,
             started_at: now,
             finished_at: now,
@@ -147,7 +162,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     for (source_index, spec) in &specs {
         let source = sources[*source_index].as_ref();
         let mut rep = StreamReport::new(&spec.name);
-        let retries_before = source.retries();
+        let traffic_before = source.traffic();
         let ctx = StreamCtx {
             pipeline,
             wh,
@@ -164,13 +179,13 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             tracing::error!(stream = %spec.name, error = %e, "stream failed");
             rep.error = Some(crate::config::secret::redact(&e.to_string()));
         }
-        rep.retries = source.retries() - retries_before;
+        rep.traffic = source.traffic() - traffic_before;
         rep.finished_at = Utc::now();
         if let Err(e) = commit::write_run_row(wh, pipeline, &run_id, &rep).await {
             recorded = false;
             rep.error.get_or_insert(format!("writing meta.runs: {e}"));
         }
-        tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, retries = rep.retries,
+        tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, requests = rep.traffic.requests, retries = rep.traffic.retries, throttled = rep.traffic.throttled,
             status = if rep.error.is_some() { "failed" } else { "success" }, "stream finished");
         reports.push(rep);
     }

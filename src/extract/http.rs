@@ -17,9 +17,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use reqwest::{header, StatusCode};
 use serde_json::value::RawValue;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use url::Url;
+
+use super::pacer::Pacer;
 
 use crate::config::{secret, HttpConfig, Secret};
 use crate::error::{Error, Result};
@@ -43,24 +43,52 @@ pub struct HttpClient {
     max_attempts: u32,
     backoff_base: Duration,
     backoff_max: Duration,
-    interval: Duration,
-    next_slot: Mutex<Instant>,
+    pacer: Pacer,
     retries: AtomicU64,
     requests: AtomicU64,
+    throttled: AtomicU64,
+    /// Microseconds slept before retries (Retry-After or backoff).
+    waited_us: AtomicU64,
     max_body: u64,
+}
+
+/// Requests sent, retried and throttled, and time waited before retries:
+/// a source's counters, or (subtracted) one stream's share of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Every attempt counts.
+    pub requests: u64,
+    pub retries: u64,
+    /// Answers 429 or 503.
+    pub throttled: u64,
+    /// Slept on Retry-After or backoff.
+    pub waited: Duration,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, before: Traffic) -> Traffic {
+        Traffic {
+            requests: self.requests - before.requests,
+            retries: self.retries - before.retries,
+            throttled: self.throttled - before.throttled,
+            waited: self.waited.saturating_sub(before.waited),
+        }
+    }
 }
 
 /// At most this much of an error response's body is read (for its message).
 const ERROR_BODY_BYTES: usize = 4096;
 
 impl HttpClient {
-    /// A client for `source` sending at most `requests_per_minute`.
+    /// A client for `source`: adaptive rate, never above `requests_per_minute`
+    /// when set (see [`Pacer`]).
     pub fn new(
         source: &str,
         base_url: &str,
         auth: Auth,
         cfg: &HttpConfig,
-        requests_per_minute: u32,
+        requests_per_minute: Option<u32>,
     ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
@@ -101,21 +129,22 @@ impl HttpClient {
             max_attempts: cfg.max_attempts.max(1),
             backoff_base: Duration::from_millis(cfg.backoff_base_ms),
             backoff_max: Duration::from_millis(cfg.backoff_max_ms),
-            interval: Duration::from_secs(60) / requests_per_minute.max(1),
-            next_slot: Mutex::new(Instant::now()),
+            pacer: Pacer::new(requests_per_minute),
             retries: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            waited_us: AtomicU64::new(0),
         })
     }
 
-    /// Attempts that were retried so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    /// Requests sent so far (every attempt counts).
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+    /// What this client has sent and waited so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            waited: Duration::from_micros(self.waited_us.load(Ordering::Relaxed)),
+        }
     }
 
     /// `base_url` with `segments` appended, each percent-encoded as one path
@@ -192,8 +221,8 @@ impl HttpClient {
     ) -> Result<T> {
         let mut attempt = 1;
         loop {
-            self.wait_for_slot().await;
-            let (err, retry_after) = match self.try_once(url.clone(), endpoint).await {
+            let sent = self.pacer.wait().await;
+            let (err, retry_after) = match self.try_once(url.clone(), endpoint, sent).await {
                 Ok(body) => match decode(&body) {
                     Ok(value) => return Ok(value),
                     Err(message) => (self.http_error(endpoint, message, true), None),
@@ -224,12 +253,19 @@ impl HttpClient {
                 .min(self.backoff_max);
             tracing::warn!(source = %self.source, endpoint, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
             self.retries.fetch_add(1, Ordering::Relaxed);
+            self.waited_us
+                .fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
     }
 
-    async fn try_once(&self, url: Url, endpoint: &str) -> Result<Bytes, (Error, Option<Duration>)> {
+    async fn try_once(
+        &self,
+        url: Url,
+        endpoint: &str,
+        sent: tokio::time::Instant,
+    ) -> Result<Bytes, (Error, Option<Duration>)> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fail = |message: String, retryable: bool| self.http_error(endpoint, message, retryable);
         let req = match &self.auth {
@@ -245,6 +281,12 @@ impl HttpClient {
             .map_err(|e| (fail(describe(&e), !e.is_redirect()), None))?;
         let status = resp.status();
         tracing::debug!(source = %self.source, endpoint, status = status.as_u16(), "response");
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            self.pacer.throttled(sent);
+        } else {
+            self.pacer.success();
+        }
         if status.is_success() {
             return self.read_body(resp, endpoint).await;
         }
@@ -315,16 +357,6 @@ impl HttpClient {
         // Full jitter: anywhere in [cap/2, cap] keeps retries of parallel work apart.
         let ms = cap.as_millis() as u64;
         Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
-    }
-
-    async fn wait_for_slot(&self) {
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
     }
 }
 
@@ -666,7 +698,7 @@ mod tests {
             "http://127.0.0.1:9/v1/api/",
             Auth::Bearer(Secret::new("x")),
             &HttpConfig::default(),
-            60,
+            Some(60),
         )
         .unwrap();
         let path =
@@ -715,7 +747,7 @@ mod tests {
             "http://127.0.0.1/api",
             Auth::Bearer(Secret::new("x")),
             &cfg,
-            60,
+            Some(60),
         )
         .unwrap();
         for attempt in 1..10 {

@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod crm;
 pub mod http;
+pub mod pacer;
 pub mod social25;
 pub mod socialintents;
 pub mod window;
@@ -73,8 +74,8 @@ pub trait Source: Send + Sync {
     /// The streams this source extracts, in the order they run.
     fn streams(&self) -> Vec<StreamSpec>;
 
-    /// HTTP retries so far.
-    fn retries(&self) -> u64;
+    /// What the source's HTTP client has sent and waited so far.
+    fn traffic(&self) -> http::Traffic;
 
     /// A windowed stream's window, or a snapshot stream whole (window None).
     async fn extract(

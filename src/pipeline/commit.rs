@@ -161,7 +161,17 @@ pub(super) async fn write_run_row(
         ("source_count", rep.source_count.map_or(Cell::Null, int)),
         ("rows_written", int(rep.rows_written)),
         ("rejects", int(rep.rejects)),
-        ("retries", int(rep.retries)),
+        ("retries", int(rep.traffic.retries)),
+        ("requests", int(rep.traffic.requests)),
+        ("throttled", int(rep.traffic.throttled)),
+        (
+            "throttle_wait_seconds",
+            Cell::Float(rep.traffic.waited.as_secs_f64()),
+        ),
+        (
+            "requests_per_second",
+            Cell::Float(rep.requests_per_second()),
+        ),
         ("status", Cell::Str(status.into())),
         ("error", rep.error.clone().map_or(Cell::Null, Cell::Str)),
         ("started_at", Cell::Micros(time::micros(rep.started_at))),

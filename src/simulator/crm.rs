@@ -287,7 +287,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn gate(sim: &SimState, key: &str, headers: &HeaderMap) -> Result<CrmData, Response> {
     sim.count(key);
-    if let Some(r) = sim.fault().await {
+    if let Some(r) = sim.fault("crm").await {
         return Err(r);
     }
     let data = sim.config().crm;

@@ -40,6 +40,10 @@ pub struct Faults {
     pub retry_after_secs: u32,
     /// Sleep before answering.
     pub latency_ms: u64,
+    /// Server-side limit per source, requests a second (0: none): a token
+    /// bucket holding one second of requests; beyond it, 429 with
+    /// `Retry-After: 1`, as real APIs answer.
+    pub limit_rps: f64,
     /// Cut the body in half (invalid JSON with a 200).
     pub truncate_rate: f64,
     /// Answer `apiStatus: Error` with this message.
@@ -92,6 +96,39 @@ impl SimConfig {
     }
 }
 
+/// One source's requests as the server saw them.
+#[derive(Default)]
+struct SourceTraffic {
+    arrivals: Vec<std::time::Instant>,
+    limited: u64,
+    bucket: Bucket,
+}
+
+/// A token bucket holding at most one second of requests.
+#[derive(Default)]
+struct Bucket {
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl Bucket {
+    /// Takes a token if there is one at `rate` a second.
+    fn take(&mut self, rate: f64, now: std::time::Instant) -> bool {
+        let capacity = rate.max(1.0);
+        self.tokens = match self.last {
+            None => capacity,
+            Some(t) => (self.tokens + now.duration_since(t).as_secs_f64() * rate).min(capacity),
+        };
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Social25 conversations generated for (data version, clock).
 type S25Cached = (
     u64,
@@ -106,6 +143,8 @@ pub struct SimState {
     dice: Mutex<fastrand::Rng>,
     requests: Mutex<BTreeMap<String, u64>>,
     injected: AtomicU64,
+    /// Per source: arrivals and the server-side limit's bucket.
+    sources: Mutex<BTreeMap<String, SourceTraffic>>,
     /// `http://127.0.0.1:PORT`, for absolute `next` links.
     base_url: OnceLock<String>,
     /// Bumped by every [`Simulator::update`] (keys the caches below).
@@ -121,11 +160,28 @@ impl SimState {
         self.config.lock().expect("sim config lock").clone()
     }
 
-    /// Rolls the fault dice for one request: Some(response) to send instead.
-    async fn fault(&self) -> Option<Response> {
+    /// Rolls the fault dice for one request to `source`: Some(response) to
+    /// send instead.
+    async fn fault(&self, source: &str) -> Option<Response> {
         let f = self.faults.lock().expect("faults lock").clone();
+        let now = std::time::Instant::now();
+        let limited = {
+            let mut sources = self.sources.lock().expect("sources lock");
+            let s = sources.entry(source.to_string()).or_default();
+            s.arrivals.push(now);
+            let limited = f.limit_rps > 0.0 && !s.bucket.take(f.limit_rps, now);
+            if limited {
+                s.limited += 1;
+            }
+            limited
+        };
         if f.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        if limited {
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").into_response();
+            r.headers_mut().insert("retry-after", HeaderValue::from(1));
+            return Some(r);
         }
         let roll = self.dice.lock().expect("dice lock").f64();
         if roll < f.rate_429 {
@@ -202,6 +258,7 @@ impl Simulator {
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(BTreeMap::new()),
             injected: AtomicU64::new(0),
+            sources: Mutex::new(BTreeMap::new()),
             base_url: OnceLock::new(),
             version: AtomicU64::new(0),
             s25_cache: Mutex::new(None),
@@ -291,5 +348,15 @@ impl Simulator {
     /// Faults injected so far.
     pub fn faults_injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
+    }
+
+    /// Requests that reached `source` ("socialintents", "social25", "crm"),
+    /// by arrival time, and how many its server-side limit answered 429.
+    pub fn traffic(&self, source: &str) -> (Vec<std::time::Instant>, u64) {
+        let sources = self.state.sources.lock().expect("sources lock");
+        sources
+            .get(source)
+            .map(|s| (s.arrivals.clone(), s.limited))
+            .unwrap_or_default()
     }
 }

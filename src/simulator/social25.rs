@@ -503,7 +503,7 @@ async fn gate(
     tenant: Option<&str>,
 ) -> Result<S25Data, Response> {
     sim.count(key);
-    if let Some(r) = sim.fault().await {
+    if let Some(r) = sim.fault("social25").await {
         return Err(r);
     }
     let data = sim.config().social25;

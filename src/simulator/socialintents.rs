@@ -53,7 +53,7 @@ async fn handle(
     headers: HeaderMap,
 ) -> Response {
     sim.count(&format!("socialintents/{endpoint}"));
-    if let Some(r) = sim.fault().await {
+    if let Some(r) = sim.fault("socialintents").await {
         return r;
     }
     let cfg = sim.config();

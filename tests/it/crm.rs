@@ -474,7 +474,11 @@ async fn errors_are_clear_and_faults_still_end_exact() {
     let report = run_at(&env, now()).await;
     assert!(env.sim.faults_injected() > 0);
     assert_eq!(
-        report.streams.iter().map(|s| s.retries).sum::<u64>(),
+        report
+            .streams
+            .iter()
+            .map(|s| s.traffic.retries)
+            .sum::<u64>(),
         env.sim.faults_injected()
     );
     assert_crm_exact(&env).await;

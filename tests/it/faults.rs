@@ -27,7 +27,7 @@ async fn a_storm_of_429s_and_500s_ends_with_exactly_the_right_rows() {
         report.failures().collect::<Vec<_>>()
     );
     let rows = env.assert_exact("2025-10-27", "2025-11-06").await;
-    let retries: u64 = report.streams.iter().map(|s| s.retries).sum();
+    let retries: u64 = report.streams.iter().map(|s| s.traffic.retries).sum();
     let injected = env.sim.faults_injected();
     assert!(injected > 10, "faults injected: {injected}");
     assert_eq!(retries, injected, "every injected fault was retried once");

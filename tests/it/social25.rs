@@ -414,7 +414,7 @@ async fn a_storm_of_429s_and_500s_still_ends_exact() {
     });
     let report = run_at(&env, now(), &[]).await;
     ok(&report);
-    let retries: u64 = report.streams.iter().map(|s| s.retries).sum();
+    let retries: u64 = report.streams.iter().map(|s| s.traffic.retries).sum();
     assert!(env.sim.faults_injected() > 10);
     assert_eq!(retries, env.sim.faults_injected());
     assert_s25_exact(&env).await;
@@ -676,4 +676,108 @@ async fn views_equal_figures_computed_from_the_simulator() {
         .rows("SELECT DISTINCT source FROM reporting.chats")
         .await;
     assert_eq!(sources, vec![vec!["social25".to_string()]]);
+}
+
+/// The pipeline of `s25_env` with an adaptive rate (no requests_per_minute)
+/// and Retry-After honoured (up to 2 s).
+fn adaptive(text: String) -> String {
+    text.replace("requests_per_minute = 600000\n", "")
+        .replace("backoff_max_ms = 100", "backoff_max_ms = 2000")
+        .replace("max_concurrency = 4", "max_concurrency = 8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_server_limit_the_adaptive_rate_ends_exact_with_few_429s() {
+    let env = s25_env(s25_data(20), "2025-10-25", 30)
+        .await
+        .with_pipeline(adaptive);
+    let limit = 15.0;
+    env.sim.set_faults(Faults {
+        limit_rps: limit,
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let t = std::time::Instant::now();
+    let report = run_at(&env, now(), &[]).await;
+    let secs = t.elapsed().as_secs_f64();
+    ok(&report);
+    assert_s25_exact(&env).await;
+    let (arrivals, limited) = env.sim.traffic("social25");
+    let share = limited as f64 / arrivals.len() as f64;
+    println!(
+        "limit {limit}/s: {} requests in {secs:.1} s ({:.1}/s), {limited} answered 429 ({:.1} %)",
+        arrivals.len(),
+        arrivals.len() as f64 / secs,
+        share * 100.0
+    );
+    assert!(arrivals.len() > 150, "{} requests", arrivals.len());
+    assert!(limited > 0, "the run never reached the server's limit");
+    assert!(
+        share < 0.05,
+        "{limited} of {} requests were 429",
+        arrivals.len()
+    );
+    // meta.runs counts what the server saw, stream by stream.
+    let row = env
+        .rows(&format!(
+            "SELECT SUM(requests), SUM(throttled), SUM(retries) FROM meta.runs WHERE run_id = '{}'",
+            report.run_id
+        ))
+        .await;
+    assert_eq!(
+        row[0],
+        vec![
+            arrivals.len().to_string(),
+            limited.to_string(),
+            limited.to_string()
+        ]
+    );
+    let waited: f64 = report
+        .streams
+        .iter()
+        .map(|s| s.traffic.waited.as_secs_f64())
+        .sum();
+    assert!(
+        limited == 0 || waited >= 0.9 * limited as f64,
+        "Retry-After: 1 honoured: waited {waited:.2} s for {limited} 429s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_minute_is_a_hard_cap_as_the_server_counts() {
+    let env = s25_env(s25_data(6), "2025-10-25", 30)
+        .await
+        .with_pipeline(|t| t.replace("requests_per_minute = 600000", "requests_per_minute = 1200"));
+    let report = run_at(&env, now(), &[]).await;
+    ok(&report);
+    assert_s25_exact(&env).await;
+    let (arrivals, _) = env.sim.traffic("social25");
+    assert!(arrivals.len() > 60, "{} requests", arrivals.len());
+    // 1200 a minute is one every 50 ms: any 21 arrivals in a row span at
+    // least a second (so no minute holds more than 1200), allowing 15 ms
+    // of scheduling jitter at the server.
+    let tightest = arrivals
+        .windows(21)
+        .map(|w| w[20].duration_since(w[0]))
+        .min()
+        .unwrap();
+    println!(
+        "{} requests; tightest 21 in a row: {tightest:?}",
+        arrivals.len()
+    );
+    assert!(
+        tightest >= std::time::Duration::from_millis(985),
+        "{tightest:?}"
+    );
+    // A stream of 21 requests or more averages at most 21 in its first
+    // second and 20 a second after.
+    for s in report.streams.iter().filter(|s| s.traffic.requests >= 21) {
+        let most = 20.0 * (s.traffic.requests as f64 + 20.0) / s.traffic.requests as f64;
+        assert!(
+            s.requests_per_second() <= most,
+            "{}: {}",
+            s.stream,
+            s.requests_per_second()
+        );
+    }
 }

@@ -22,7 +22,8 @@ pub struct CrmConfig {
     /// Only these companies (the `companyId` filter); empty: all.
     #[serde(default)]
     pub company_ids: Vec<String>,
-    /// Client-side rate limit (the API asks for at most 100 a minute).
+    /// A hard cap on requests a minute (the API's docs ask for at most 100;
+    /// below it the rate still adapts to 429/503).
     #[serde(default = "default_rpm")]
     pub requests_per_minute: u32,
 }

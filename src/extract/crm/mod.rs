@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::http::{Auth, HttpClient};
+use super::http::{Auth, HttpClient, Traffic};
 use super::{Extracted, Registration, Source, Stored, StreamKind, StreamSpec, Upserts};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
@@ -57,7 +57,7 @@ impl Crm {
                 &cfg.base_url,
                 Auth::Bearer(cfg.api_key.clone()),
                 http,
-                cfg.requests_per_minute,
+                Some(cfg.requests_per_minute),
             )?,
             tz,
             cfg: cfg.clone(),
@@ -67,9 +67,9 @@ impl Crm {
 
 #[async_trait::async_trait]
 impl Source for Crm {
-    /// HTTP retries so far.
-    fn retries(&self) -> u64 {
-        self.client.retries()
+    /// What the source's client has sent so far.
+    fn traffic(&self) -> Traffic {
+        self.client.traffic()
     }
 
     /// The streams the config asks for; each writes one table, keyed by id.

@@ -34,9 +34,10 @@ pub struct Social25Config {
     /// days between from_time and till_time; 30 leaves room for a DST hour.
     #[serde(default = "default_window_days")]
     pub window_days: u32,
-    /// Client-side rate limit for this source.
-    #[serde(default = "default_rpm")]
-    pub requests_per_minute: u32,
+    /// A hard cap on requests a minute. Unset (the default), the rate is
+    /// adaptive: it rises while the API answers and is cut on 429/503.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
     /// Conversations whose messages are fetched at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
@@ -44,9 +45,6 @@ pub struct Social25Config {
 
 fn default_window_days() -> u32 {
     30
-}
-fn default_rpm() -> u32 {
-    120
 }
 fn default_concurrency() -> usize {
     4
@@ -84,7 +82,7 @@ pub fn parse(value: toml::Value) -> Result<std::sync::Arc<dyn SourceConfig>, Str
         checks::positive(
             super::NAME,
             "requests_per_minute",
-            s.requests_per_minute.into(),
+            s.requests_per_minute.unwrap_or(1).into(),
         )?;
         checks::positive(super::NAME, "max_concurrency", s.max_concurrency as u64)
     })

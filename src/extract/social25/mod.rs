@@ -32,7 +32,7 @@ use url::Url;
 
 pub use records::{ConversationSummary, PLATFORM_SECRETS};
 
-use super::http::{value, Auth, HttpClient, Listing};
+use super::http::{value, Auth, HttpClient, Listing, Traffic};
 use super::window::Window;
 use super::{ChangeChunk, ChangePlan, Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::config::HttpConfig;
@@ -248,9 +248,9 @@ impl Social25 {
 
 #[async_trait::async_trait]
 impl Source for Social25 {
-    /// HTTP retries so far.
-    fn retries(&self) -> u64 {
-        self.client.retries()
+    /// What the source's client has sent so far.
+    fn traffic(&self) -> Traffic {
+        self.client.traffic()
     }
 
     /// The streams the config asks for, in dependency order (conversations

@@ -30,16 +30,14 @@ pub struct SocialIntentsConfig {
     /// Longest date window of one request, in days.
     #[serde(default = "default_window_days")]
     pub window_days: u32,
-    /// Client-side rate limit for this source.
-    #[serde(default = "default_rpm")]
-    pub requests_per_minute: u32,
+    /// A hard cap on requests a minute. Unset (the default), the rate is
+    /// adaptive: it rises while the API answers and is cut on 429/503.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 fn default_window_days() -> u32 {
     7
-}
-fn default_rpm() -> u32 {
-    120
 }
 
 /// Parses and checks the section.
@@ -56,7 +54,7 @@ pub fn parse(value: toml::Value) -> Result<std::sync::Arc<dyn SourceConfig>, Str
         checks::positive(
             super::NAME,
             "requests_per_minute",
-            c.requests_per_minute.into(),
+            c.requests_per_minute.unwrap_or(1).into(),
         )
     })
 }

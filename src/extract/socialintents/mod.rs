@@ -16,7 +16,7 @@ use chrono::{Duration, Utc};
 use chrono_tz::Tz;
 use url::Url;
 
-use super::http::{value, Auth, HttpClient};
+use super::http::{value, Auth, HttpClient, Traffic};
 use super::window::Window;
 use super::{Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::config::HttpConfig;
@@ -77,9 +77,9 @@ impl SocialIntents {
 
 #[async_trait::async_trait]
 impl Source for SocialIntents {
-    /// HTTP retries so far.
-    fn retries(&self) -> u64 {
-        self.client.retries()
+    /// What the source's client has sent so far.
+    fn traffic(&self) -> Traffic {
+        self.client.traffic()
     }
 
     /// The streams the config asks for. `chats` and `missed_chats` both feed

@@ -1,0 +1,198 @@
+//! How fast one source sends. The APIs publish no limit ("reasonable rate
+//! limits; if you receive a 429, reduce your request frequency"), so the rate
+//! is found, not configured: it rises while the API answers and is cut on a
+//! 429 or 503, the way the AWS SDKs' adaptive retry mode does (CUBIC, as in
+//! TCP): after a cut to 70 %, the rate climbs back to where it was throttled
+//! within a few seconds, stays near it, then probes beyond.
+//!
+//! `requests_per_minute`, when set, is a hard cap on top: requests are spaced
+//! at least 60/N seconds apart, so no minute ever holds more than N.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Where an adaptive rate starts (requests per second).
+pub const START_RATE: f64 = 5.0;
+/// The lowest rate a cut goes to.
+const MIN_RATE: f64 = 0.5;
+/// Share of the rate kept after a throttle.
+const BETA: f64 = 0.7;
+/// CUBIC's scale: how fast the rate grows away from the last throttle.
+const SCALE: f64 = 0.4;
+/// How the measured send rate is smoothed (per half-second bucket).
+const SMOOTH: f64 = 0.8;
+const BUCKET: f64 = 0.5;
+/// After a cut, throttles of requests sent this soon are the same event.
+const GRACE: Duration = Duration::from_millis(200);
+
+/// The pacing of one source's requests.
+pub struct Pacer {
+    /// Hard cap in requests per second (from `requests_per_minute`).
+    cap: Option<f64>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Requests per second allowed now.
+    rate: f64,
+    /// The rate in force at the last throttle.
+    last_max: f64,
+    last_throttle: Instant,
+    created: Instant,
+    /// When the next request may go.
+    next_slot: Instant,
+    /// Smoothed rate of answers that were not throttles (per second): what
+    /// the API accepts, bursts its window allows aside.
+    measured: f64,
+    bucket_start: Instant,
+    bucket_count: u64,
+}
+
+impl Pacer {
+    /// Adaptive from [`START_RATE`], never above `requests_per_minute` when set.
+    pub fn new(requests_per_minute: Option<u32>) -> Self {
+        let cap = requests_per_minute.map(|n| f64::from(n.max(1)) / 60.0);
+        // A cap is where a capped source starts; others start modestly.
+        let rate = cap.unwrap_or(START_RATE);
+        let now = Instant::now();
+        Pacer {
+            cap,
+            state: Mutex::new(State {
+                rate,
+                last_max: rate,
+                last_throttle: now,
+                created: now,
+                next_slot: now,
+                measured: 0.0,
+                bucket_start: now,
+                bucket_count: 0,
+            }),
+        }
+    }
+
+    /// Waits until the next request may go; returns when it went (for
+    /// [`Pacer::throttled`]).
+    pub async fn wait(&self) -> Instant {
+        let slot = {
+            let mut s = self.state.lock().expect("pacer lock");
+            let now = Instant::now();
+            let slot = s.next_slot.max(now);
+            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        slot
+    }
+
+    /// The API answered (not a throttle): the rate grows along the cubic
+    /// from the last throttle.
+    pub fn success(&self) {
+        let mut s = self.state.lock().expect("pacer lock");
+        s.bucket_count += 1;
+        let elapsed = s.bucket_start.elapsed().as_secs_f64();
+        if elapsed >= BUCKET {
+            let current = s.bucket_count as f64 / elapsed;
+            s.measured = current * SMOOTH + s.measured * (1.0 - SMOOTH);
+            s.bucket_count = 0;
+            s.bucket_start = Instant::now();
+        }
+        if s.last_throttle != s.created && s.last_throttle.elapsed() < GRACE {
+            return; // the cut holds while the server's window catches up
+        }
+        let t = s.last_throttle.elapsed().as_secs_f64();
+        let window = (s.last_max * (1.0 - BETA) / SCALE).cbrt();
+        let cubic = SCALE * (t - window).powi(3) + s.last_max;
+        // Without a cap, a rate the requests cannot use is not a rate the
+        // API took: it stays within 1.5 times what was accepted lately.
+        // A cap is the user's word that its rate is allowed.
+        let ceiling = match self.cap {
+            Some(c) => c,
+            None => (1.5 * s.measured).max(START_RATE),
+        };
+        s.rate = self.clamp(cubic.min(ceiling).max(s.rate.min(ceiling)));
+    }
+
+    /// A 429 or 503 to a request sent at `sent`: the rate is cut to
+    /// [`BETA`] of what the API was accepting. Once per congestion event: answers
+    /// to requests sent before the last cut, or within [`GRACE`] after it
+    /// (while the server's window still remembers the old rate), are
+    /// accounted for already; eight requests in flight would otherwise cut
+    /// the rate eight times.
+    pub fn throttled(&self, sent: Instant) {
+        let mut s = self.state.lock().expect("pacer lock");
+        if sent < s.last_throttle + GRACE && s.last_throttle != s.created {
+            return;
+        }
+        let sending = if s.measured > 0.0 {
+            s.measured.min(s.rate)
+        } else {
+            s.rate
+        };
+        s.last_max = sending;
+        s.last_throttle = Instant::now();
+        s.rate = self.clamp(sending * BETA);
+        // The slots already handed out stay; new ones follow the new rate.
+        let now = Instant::now();
+        s.next_slot = s.next_slot.max(now);
+    }
+
+    /// The rate allowed now, in requests per second.
+    pub fn rate(&self) -> f64 {
+        self.state.lock().expect("pacer lock").rate
+    }
+
+    fn clamp(&self, rate: f64) -> f64 {
+        let r = rate.max(MIN_RATE);
+        match self.cap {
+            Some(c) => r.min(c),
+            None => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cap_spaces_requests_and_throttles_cut_the_rate() {
+        let p = Pacer::new(Some(1200)); // 20 a second
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            p.wait().await;
+        }
+        // 5 requests at 0, 50, 100, 150, 200 ms
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        for _ in 0..100 {
+            p.success();
+        }
+        assert!(p.rate() <= 20.0, "never above the cap: {}", p.rate());
+        p.throttled(Instant::now());
+        let cut = p.rate();
+        assert!(cut <= 20.0 * BETA + 1e-9, "{cut}");
+        // Another answer to a request sent before the cut: no second cut.
+        p.throttled(t0);
+        assert_eq!(p.rate(), cut);
+    }
+
+    #[tokio::test]
+    async fn without_a_cap_the_rate_climbs_after_a_throttle_and_follows_what_is_sent() {
+        let p = Pacer::new(None);
+        assert_eq!(p.rate(), START_RATE);
+        p.throttled(Instant::now());
+        let cut = p.rate();
+        assert!((cut - START_RATE * BETA).abs() < 1e-9, "{cut}");
+        // With answers coming, it climbs back above the cut...
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(1500) {
+            p.wait().await;
+            p.success();
+        }
+        assert!(p.rate() > cut, "{} > {cut}", p.rate());
+        // ...but never beyond 1.5 times what is accepted (about 5 a second).
+        assert!(p.rate() <= 1.5 * 10.0, "{}", p.rate());
+    }
+}
