@@ -150,7 +150,6 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         streams: specs.iter().map(|(_, s)| s.name.clone()).collect(),
     };
     crate::runlog::begin(wh, &marker).await?;
-    let mut recorded = true;
     // The reporting calendar (business hours, SLA target) for views and reports.
     if let Err(e) = crate::reporting::write_settings(wh, pipeline, today, &run_id).await {
         tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
@@ -158,16 +157,19 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let bar = prepare::progress_bar(opts.progress);
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
-    let mut reports = Vec::new();
-    for (source_index, spec) in &specs {
-        let source = sources[*source_index].as_ref();
-        let mut rep = StreamReport::new(&spec.name);
-        let traffic_before = source.traffic();
+    // Sources run at once, each at its own rate; a source's streams run in
+    // order (Social25 messages reuse the conversations listing).
+    let by_source = (0..sources.len()).map(|i| {
+        let own: Vec<&StreamSpec> = specs
+            .iter()
+            .filter(|(s, _)| *s == i)
+            .map(|(_, spec)| spec)
+            .collect();
         let ctx = StreamCtx {
             pipeline,
             wh,
             states: &states,
-            source,
+            source: sources[i].as_ref(),
             run_id: &run_id,
             now,
             today,
@@ -175,20 +177,23 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             lock: &lock,
             opts,
         };
-        if let Err(e) = run_stream(&ctx, spec, &mut rep).await {
-            tracing::error!(stream = %spec.name, error = %e, "stream failed");
-            rep.error = Some(crate::config::secret::redact(&e.to_string()));
+        async move {
+            let mut out = Vec::new();
+            for spec in own {
+                out.push(run_and_record(&ctx, spec).await);
+            }
+            out
         }
-        rep.traffic = source.traffic() - traffic_before;
-        rep.finished_at = Utc::now();
-        if let Err(e) = commit::write_run_row(wh, pipeline, &run_id, &rep).await {
-            recorded = false;
-            rep.error.get_or_insert(format!("writing meta.runs: {e}"));
-        }
-        tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, requests = rep.traffic.requests, retries = rep.traffic.retries, throttled = rep.traffic.throttled,
-            status = if rep.error.is_some() { "failed" } else { "success" }, "stream finished");
-        reports.push(rep);
-    }
+    });
+    let mut reports: Vec<(StreamReport, bool)> = futures::future::join_all(by_source)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // In the order the streams were selected.
+    reports.sort_by_key(|(r, _)| specs.iter().position(|(_, s)| s.name == r.stream));
+    let recorded = reports.iter().all(|(_, recorded)| *recorded);
+    let reports: Vec<StreamReport> = reports.into_iter().map(|(r, _)| r).collect();
     bar.finish_and_clear();
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {
@@ -207,6 +212,26 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         run_id,
         streams: reports,
     })
+}
+
+/// One stream, then its meta.runs row; whether that row was written.
+async fn run_and_record(ctx: &StreamCtx<'_>, spec: &StreamSpec) -> (StreamReport, bool) {
+    let mut rep = StreamReport::new(&spec.name);
+    let traffic_before = ctx.source.traffic();
+    if let Err(e) = run_stream(ctx, spec, &mut rep).await {
+        tracing::error!(stream = %spec.name, error = %e, "stream failed");
+        rep.error = Some(crate::config::secret::redact(&e.to_string()));
+    }
+    rep.traffic = ctx.source.traffic() - traffic_before;
+    rep.finished_at = Utc::now();
+    let mut recorded = true;
+    if let Err(e) = commit::write_run_row(ctx.wh, ctx.pipeline, ctx.run_id, &rep).await {
+        recorded = false;
+        rep.error.get_or_insert(format!("writing meta.runs: {e}"));
+    }
+    tracing::info!(stream = %rep.stream, rows = rep.rows_written, rejects = rep.rejects, requests = rep.traffic.requests, retries = rep.traffic.retries, throttled = rep.traffic.throttled,
+        status = if rep.error.is_some() { "failed" } else { "success" }, "stream finished");
+    (rep, recorded)
 }
 
 /// One stream, by its kind (see [`kinds`]).

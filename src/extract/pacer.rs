@@ -26,6 +26,10 @@ const SMOOTH: f64 = 0.8;
 const BUCKET: f64 = 0.5;
 /// After a cut, throttles of requests sent this soon are the same event.
 const GRACE: Duration = Duration::from_millis(200);
+/// How far above the last throttle's rate the rate may go...
+const PROBE: f64 = 1.2;
+/// ...raised this often without a throttle.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// The pacing of one source's requests.
 pub struct Pacer {
@@ -41,6 +45,8 @@ struct State {
     last_max: f64,
     last_throttle: Instant,
     created: Instant,
+    /// When the probing ceiling was last raised.
+    probed: Instant,
     /// When the next request may go.
     next_slot: Instant,
     /// Smoothed rate of answers that were not throttles (per second): what
@@ -64,6 +70,7 @@ impl Pacer {
                 last_max: rate,
                 last_throttle: now,
                 created: now,
+                probed: now,
                 next_slot: now,
                 measured: 0.0,
                 bucket_start: now,
@@ -107,10 +114,21 @@ impl Pacer {
         // Without a cap, a rate the requests cannot use is not a rate the
         // API took: it stays within 1.5 times what was accepted lately.
         // A cap is the user's word that its rate is allowed.
-        let ceiling = match self.cap {
+        let mut ceiling = match self.cap {
             Some(c) => c,
             None => (1.5 * s.measured).max(START_RATE),
         };
+        // Once a limit was met, probe above it gently: at most 20 % over
+        // the rate of the last throttle, raised every PROBE_EVERY without
+        // one (a server's burst allowance, refilled while a run pauses,
+        // would otherwise let the rate run far past the limit).
+        if s.last_throttle != s.created {
+            if s.probed.elapsed() >= PROBE_EVERY {
+                s.last_max = s.last_max.max(s.rate);
+                s.probed = Instant::now();
+            }
+            ceiling = ceiling.min(PROBE * s.last_max);
+        }
         s.rate = self.clamp(cubic.min(ceiling).max(s.rate.min(ceiling)));
     }
 
@@ -130,9 +148,15 @@ impl Pacer {
         } else {
             s.rate
         };
-        s.last_max = sending;
+        // The first throttle ends the climb from START_RATE, which overshoots
+        // while the server's burst allowance drains: the accepted rate then
+        // overstates the limit, so that cut goes to half (as TCP leaving
+        // slow start) and the rate it climbs back to is discounted too.
+        let first = s.last_throttle == s.created;
+        s.last_max = if first { sending * BETA } else { sending };
         s.last_throttle = Instant::now();
-        s.rate = self.clamp(sending * BETA);
+        s.probed = s.last_throttle;
+        s.rate = self.clamp(sending * if first { 0.5 } else { BETA });
         // The slots already handed out stay; new ones follow the new rate.
         let now = Instant::now();
         s.next_slot = s.next_slot.max(now);
@@ -184,7 +208,10 @@ mod tests {
         assert_eq!(p.rate(), START_RATE);
         p.throttled(Instant::now());
         let cut = p.rate();
-        assert!((cut - START_RATE * BETA).abs() < 1e-9, "{cut}");
+        assert!(
+            (cut - START_RATE * 0.5).abs() < 1e-9,
+            "the first cut halves: {cut}"
+        );
         // With answers coming, it climbs back above the cut...
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_millis(1500) {
@@ -192,7 +219,15 @@ mod tests {
             p.success();
         }
         assert!(p.rate() > cut, "{} > {cut}", p.rate());
-        // ...but never beyond 1.5 times what is accepted (about 5 a second).
-        assert!(p.rate() <= 1.5 * 10.0, "{}", p.rate());
+        // ...but not past 20 % above the rate of the last throttle.
+        assert!(p.rate() <= PROBE * START_RATE * BETA + 1e-9, "{}", p.rate());
+        // A later throttle cuts to BETA of what was accepted.
+        let before = p.rate();
+        p.throttled(Instant::now());
+        assert!(
+            p.rate() <= before * BETA + 1e-9,
+            "{} <= {before} * {BETA}",
+            p.rate()
+        );
     }
 }

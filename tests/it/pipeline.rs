@@ -369,3 +369,86 @@ async fn stray_files_in_the_warehouse_are_not_read() {
         n as i64
     );
 }
+
+/// The demo pipeline (three sources) against a small demo account: the
+/// sources run at once, each source's tables end exact, and meta.runs holds
+/// one row per stream whose request counts are what each server saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sources_run_at_once_and_end_exact() {
+    let (first, last) = (d("2025-10-27"), d("2025-11-05"));
+    let config = chatlake::simulator::SimConfig::demo(first, last);
+    let demo = include_str!("../../pipelines/demo.toml");
+    let env = env_from(config, "demo.toml", |sim| {
+        demo.replace(
+            "${CHATLAKE_SIMULATOR_URL:-http://127.0.0.1:8089}",
+            &sim.url(),
+        )
+    })
+    .await;
+    env.sim.set_faults(chatlake::simulator::Faults {
+        latency_ms: 5,
+        ..Default::default()
+    });
+    let report = env.run(None, "2025-11-05").await;
+    assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
+    // Exact per source.
+    env.assert_exact("2025-10-27", "2025-11-05").await;
+    let data = env.sim.config();
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM social25.conversations").await as usize,
+        data.social25.conversations().len()
+    );
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM crm.conversations").await as usize,
+        data.crm.conversations().len()
+    );
+    // At once: every source started before every other source finished.
+    let span = |source: &str| {
+        let own: Vec<_> = report
+            .streams
+            .iter()
+            .filter(|s| s.stream.starts_with(source))
+            .collect();
+        assert!(!own.is_empty(), "{source}");
+        (
+            own.iter().map(|s| s.started_at).min().unwrap(),
+            own.iter().map(|s| s.finished_at).max().unwrap(),
+        )
+    };
+    let spans: Vec<_> = ["socialintents.", "social25.", "crm."]
+        .iter()
+        .map(|s| (s, span(s)))
+        .collect();
+    for (a, (a_start, _)) in &spans {
+        for (b, (_, b_end)) in &spans {
+            assert!(
+                a_start < b_end,
+                "{a} started after {b} had finished: not at once"
+            );
+        }
+    }
+    // meta.runs: one row per stream; requests as each server counted them.
+    let rows = env
+        .rows(&format!(
+            "SELECT stream, requests FROM meta.runs WHERE run_id = '{}' ORDER BY stream",
+            report.run_id
+        ))
+        .await;
+    assert_eq!(rows.len(), report.streams.len());
+    for source in ["socialintents", "social25", "crm"] {
+        let ours: i64 = rows
+            .iter()
+            .filter(|r| r[0].starts_with(&format!("{source}.")))
+            .map(|r| r[1].parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(ours as usize, env.sim.traffic(source).0.len(), "{source}");
+    }
+    println!(
+        "three sources at once: {} streams, spans {:?}",
+        report.streams.len(),
+        spans
+            .iter()
+            .map(|(s, (a, b))| format!("{s} {:.2}s", (*b - *a).num_milliseconds() as f64 / 1000.0))
+            .collect::<Vec<_>>()
+    );
+}
