@@ -90,11 +90,24 @@ pub enum Command {
     Query {
         #[command(flatten)]
         wh: WarehouseArg,
-        /// Output format.
+        /// Output format (with --out: taken from the file's extension).
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
-        /// The SQL statement.
-        sql: String,
+        /// Read the SQL from this file (statements separated by `;`).
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "FILE",
+            conflicts_with = "sql"
+        )]
+        file: Option<PathBuf>,
+        /// Write the result to FILE (.csv, .json, .ndjson or .parquet),
+        /// outside the warehouse, instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The SQL: one or more statements separated by `;`, or `-` to read
+        /// them from stdin.
+        sql: Option<String>,
     },
     /// Write the HTML report: KPIs against the previous period, daily chats,
     /// first-response times, a weekday x hour heatmap, agents, channels,
@@ -232,13 +245,46 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             let report = pipeline::run_once(&p, &wh, &opts).await?;
             print_report(&report)
         }
-        Command::Query { wh, format, sql } => {
+        Command::Query {
+            wh,
+            format,
+            file,
+            out,
+            sql,
+        } => {
+            let text =
+                match (sql.as_deref(), &file) {
+                    (_, Some(f)) => std::fs::read_to_string(f)
+                        .map_err(|e| Error::io(format!("reading {}", f.display()), e))?,
+                    (Some("-"), None) => std::io::read_to_string(std::io::stdin())
+                        .map_err(|e| Error::io("reading SQL from stdin", e))?,
+                    (Some(s), None) => s.to_string(),
+                    (None, None) => return Err(Error::Usage(
+                        "query: give the SQL as an argument, `-` to read it from stdin, or -f FILE"
+                            .into(),
+                    )),
+                };
+            let statements = query::split_statements(&text)?;
             let wh = existing_warehouse(wh.warehouse, None)?;
             let ctx = query::session(&wh).await?;
-            let batches = query::run(&ctx, &sql).await?;
-            out!("{}", query::render(&batches, format)?)?;
-            if format == Format::Table {
-                outln!()?;
+            if let Some(path) = out {
+                let [one] = statements.as_slice() else {
+                    return Err(Error::Usage(format!(
+                        "--out writes one result; the SQL holds {} statements",
+                        statements.len()
+                    )));
+                };
+                let batches = query::run(&ctx, one).await?;
+                let rows = query::export(&wh, &batches, &path)?;
+                eprintln!("{rows} rows written to {}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            for sql in &statements {
+                let batches = query::run(&ctx, sql).await?;
+                out!("{}", query::render(&batches, format)?)?;
+                if format == Format::Table {
+                    outln!()?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -98,9 +98,14 @@ impl Session {
 /// Output formats of `chatlake query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// A text table for people (lists shown as JSON).
     Table,
+    /// CSV with a header row; lists as JSON text.
     Csv,
+    /// One JSON array of objects, every column in every object (null as null).
     Json,
+    /// One JSON object per line, every column (null as null).
+    Ndjson,
 }
 
 /// A session with the warehouse tables and the reporting views registered.
@@ -263,13 +268,22 @@ pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
     session.opened.clear();
     let outcome = std::panic::AssertUnwindSafe(async {
         let df = session.ctx.sql_with_options(sql, read_only).await?;
-        df.collect().await
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut batches = df.collect().await?;
+        // An empty result keeps its columns (a header in every format).
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        Ok::<_, datafusion::error::DataFusionError>(batches)
     })
     .catch_unwind()
     .await;
     let error = match outcome {
         Ok(Ok(batches)) => return Ok(batches),
-        Ok(Err(e)) => Error::Query(e),
+        Ok(Err(e)) => match human(&e) {
+            Some(message) => Error::Usage(message),
+            None => Error::Query(e),
+        },
         Err(panic) => Error::Internal(format!(
             "the query engine panicked: {}",
             crate::error::panic_message(panic.as_ref())
@@ -368,7 +382,145 @@ fn check_size(sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Renders batches as a pretty table, CSV (with header) or JSON lines.
+/// DataFusion's message in one line a person reads, where it is one of the
+/// common ones: a parser error (with its position), an unknown table (with
+/// the closest names and where to list them).
+fn human(e: &datafusion::error::DataFusionError) -> Option<String> {
+    let text = e.to_string();
+    if text.starts_with("SQL error: ") {
+        return Some(sql_error(&text));
+    }
+    let missing = text.split("table '").nth(1)?.split("' not found").next()?;
+    let name = missing
+        .trim_start_matches("datafusion.")
+        .trim_start_matches("public.");
+    let mut known: Vec<String> = schema::tables()
+        .map(|t| t.name.clone())
+        .chain(
+            schema::VIEW_FILES
+                .iter()
+                .map(|(f, _)| f.trim_end_matches(".sql").to_string()),
+        )
+        .collect();
+    known.sort_by_key(|k| distance(k, name).min(distance(k.split('.').nth(1).unwrap_or(k), name)));
+    Some(format!(
+        "no table or view named `{name}`; closest: {}. List them all with: SHOW TABLES",
+        known
+            .iter()
+            .take(3)
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Edit distance (Levenshtein) between two short names.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The statements of a SQL text (split by the SQL parser, so a `;` inside a
+/// string stays where it is); an empty text is an error.
+pub fn split_statements(text: &str) -> Result<Vec<String>> {
+    use datafusion::sql::parser::DFParser;
+    let statements =
+        DFParser::parse_sql(text).map_err(|e| Error::Usage(sql_error(&e.to_string())))?;
+    if statements.is_empty() {
+        return Err(Error::Usage("no SQL statement given".into()));
+    }
+    Ok(statements.iter().map(|s| s.to_string()).collect())
+}
+
+/// A parser error in one human line: `SQL error: ParserError("Expected: an
+/// SQL statement, found: SELEC at Line: 1, Column: 1")` becomes `SQL: expected
+/// an SQL statement, found SELEC (line 1, column 1)`.
+pub fn sql_error(message: &str) -> String {
+    let inner = message
+        .trim_start_matches("SQL error: ")
+        .trim_start_matches("ParserError(\"")
+        .trim_start_matches("TokenizerError(\"")
+        .trim_end_matches("\")")
+        .replace("Expected: ", "expected ")
+        .replace(", found: ", ", found ");
+    match inner.rsplit_once(" at Line: ") {
+        Some((what, pos)) => {
+            let pos = pos.replace(", Column: ", ", column ");
+            format!("SQL: {what} (line {pos})")
+        }
+        None => format!("SQL: {inner}"),
+    }
+}
+
+/// Writes a query result to `path` in the format of its extension (csv,
+/// json, ndjson, parquet). Refused inside the warehouse, which stays
+/// read-only. Returns the rows written.
+pub fn export(wh: &Warehouse, batches: &[RecordBatch], path: &std::path::Path) -> Result<usize> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if wh.is_local() {
+        let root = std::path::PathBuf::from(format!("/{}", wh.root()));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let parent = std::fs::canonicalize(parent)
+            .map_err(|e| Error::io(format!("--out {}", path.display()), e))?;
+        if parent.starts_with(&root) {
+            return Err(Error::Usage(format!(
+                "--out {}: inside the warehouse {}; write results elsewhere (the warehouse is only written by runs)",
+                path.display(),
+                root.display()
+            )));
+        }
+    }
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let bytes = match ext.as_str() {
+        "csv" => render(batches, Format::Csv)?.into_bytes(),
+        "json" => render(batches, Format::Json)?.into_bytes(),
+        "ndjson" | "jsonl" => render(batches, Format::Ndjson)?.into_bytes(),
+        "parquet" => {
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| Error::Internal("a result without a schema".into()))?;
+            let mut buf = Vec::new();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None)
+                .map_err(|e| Error::Internal(format!("--out: {e}")))?;
+            for b in batches {
+                w.write(b)
+                    .map_err(|e| Error::Internal(format!("--out: {e}")))?;
+            }
+            w.close()
+                .map_err(|e| Error::Internal(format!("--out: {e}")))?;
+            buf
+        }
+        other => {
+            return Err(Error::Usage(format!(
+                "--out {}: unknown extension `{other}`; use .csv, .json, .ndjson or .parquet",
+                path.display()
+            )))
+        }
+    };
+    std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    Ok(rows)
+}
+
+/// Renders batches as a pretty table, CSV (with header), a JSON array or
+/// JSON lines. Every column appears even when the result has no row.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
     match format {
         Format::Table => Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
@@ -385,12 +537,22 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
         Format::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
+            let text = json::<arrow::json::writer::JsonArray>(batches)?;
+            // The writer prints nothing at all for no rows.
+            Ok(if text.is_empty() { "[]".into() } else { text } + "\n")
         }
+        Format::Ndjson => json::<arrow::json::writer::LineDelimited>(batches),
     }
+}
+
+/// Batches as JSON in the writer's layout, every column (null as null).
+fn json<F: arrow::json::writer::JsonFormat>(batches: &[RecordBatch]) -> Result<String> {
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, F>(Vec::new());
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
 }

@@ -60,7 +60,7 @@ fn run_state_and_query_from_the_command_line() {
         "SELECT COUNT(*) AS n FROM socialintents.chats",
     ]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("{{\"n\":{expected}}}"));
+    assert_eq!(out.trim(), format!("[{{\"n\":{expected}}}]"));
 
     let (code, out, _) = chatlake(&[
         "state",
@@ -273,4 +273,140 @@ fn a_damaged_file_is_named_in_the_error() {
             "{err}"
         );
     }
+}
+
+/// Every format on lists, nulls and an empty result: json is one array with
+/// every column (null as null), ndjson one object a line, and an empty
+/// result keeps its header.
+#[test]
+fn formats_keep_every_column_and_empty_results_keep_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let q = |format: &str, sql: &str| {
+        let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", format, sql]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let one = "SELECT 1 AS id, make_array('a', 'b,c') AS tags, CAST(NULL AS VARCHAR) AS x";
+    assert_eq!(
+        q("json", one),
+        "[{\"id\":1,\"tags\":[\"a\",\"b,c\"],\"x\":null}]\n"
+    );
+    assert_eq!(
+        q("ndjson", one),
+        "{\"id\":1,\"tags\":[\"a\",\"b,c\"],\"x\":null}\n"
+    );
+    let none = "SELECT 1 AS id, 'a' AS name WHERE 1 = 0";
+    assert_eq!(q("csv", none), "id,name\n");
+    assert_eq!(q("json", none), "[]\n");
+    assert_eq!(q("ndjson", none), "");
+    let table = q("table", none);
+    assert!(table.contains("| id | name |"), "{table}");
+}
+
+/// SQL from stdin (`-`) and from a file (`-f`), several statements each.
+#[test]
+fn sql_comes_from_stdin_or_a_file_statement_by_statement() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(["query", "--warehouse", wh, "--format", "csv", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 'a;b' AS s;\nSELECT 2 AS n;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s\na;b\nn\n2\n");
+    let file = dir.path().join("q.sql");
+    std::fs::write(&file, "SELECT 3 AS n").unwrap();
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--format",
+        "csv",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!((code, out.as_str()), (0, "n\n3\n"), "{err}");
+}
+
+/// Parser errors and unknown tables in one human line.
+#[test]
+fn query_errors_say_what_and_where_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let (code, _, err) = chatlake(&["query", "--warehouse", wh, "SELEC 1"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "error: SQL: expected an SQL statement, found SELEC (line 1, column 1)"
+    );
+    let (code, _, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "SELECT * FROM socialintents.chatz",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "no table or view named `socialintents.chatz`; closest: `socialintents.chats`"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("SHOW TABLES"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `--out` writes a file in the extension's format, never inside the warehouse.
+#[test]
+fn out_writes_the_result_outside_the_warehouse_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().join("wh");
+    std::fs::create_dir_all(&wh).unwrap();
+    let wh = wh.to_str().unwrap();
+    let file = dir.path().join("r.parquet");
+    let sql = "SELECT * FROM generate_series(1, 1000) AS t(n)";
+    let (code, _, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--out",
+        file.to_str().unwrap(),
+        sql,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1000 rows written"), "{err}");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 1000);
+    let csv = dir.path().join("r.csv");
+    let (code, _, _) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--out",
+        csv.to_str().unwrap(),
+        "SELECT 1 AS a",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "a\n1\n");
+    let inside = format!("{wh}/x.csv");
+    let (code, _, err) = chatlake(&["query", "--warehouse", wh, "--out", &inside, "SELECT 1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("inside the warehouse"), "{err}");
+    assert!(!std::path::Path::new(&inside).exists());
 }
