@@ -129,7 +129,9 @@ async fn session_with(
     dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
 ) -> Result<Session> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let mut ctx = SessionContext::new_with_config(config);
+    // json_get_str(_extra, 'field'), json_get_int, json_contains, `->`, ...
+    datafusion_functions_json::register_all(&mut ctx)?;
     // Queries read only what chatlake wrote, and write nothing.
     let (readable, opened) = crate::sink::readable::Readable::new(Arc::clone(wh.store()));
     ctx.register_object_store(wh.store_url(), Arc::new(readable));

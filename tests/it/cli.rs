@@ -410,3 +410,21 @@ fn out_writes_the_result_outside_the_warehouse_only() {
     assert!(err.contains("inside the warehouse"), "{err}");
     assert!(!std::path::Path::new(&inside).exists());
 }
+
+/// JSON functions pull fields out of `_extra` (and any JSON text).
+#[test]
+fn json_functions_read_fields_of_extra() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh,
+        "--format",
+        "csv",
+        r#"SELECT json_get_str(e, 'mood') AS mood, json_get_int(e, 'visits') AS visits, json_get_str(e, 'user', 'gender') AS gender
+           FROM (VALUES ('{"mood":"happy","visits":3,"user":{"gender":"unknown"}}')) AS t(e)"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "mood,visits,gender\nhappy,3,unknown\n");
+}
