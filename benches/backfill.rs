@@ -289,9 +289,53 @@ async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, 
         .args(["-c", "import duckdb"])
         .output()
         .is_ok_and(|o| o.status.success());
-    println!("side by side, whole process, median of 5 (DuckDB: {python}):");
-    println!("  {:>8} {:>8} {:>6}  query", "chatlake", "duckdb", "ratio");
+    // In one process each: the query alone, after the session (chatlake)
+    // or the script (DuckDB) is set up; median of 5.
+    let session = query::session(wh).await.unwrap();
+    let duck_inside: Vec<Option<f64>> = if duck_ok {
+        let out = std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import duckdb, sys, time, statistics\n\
+                 c = duckdb.connect(); c.execute(open(sys.argv[1]).read())\n\
+                 for q in sys.argv[2:]:\n\
+                 \x20   ts = []\n\
+                 \x20   for _ in range(5):\n\
+                 \x20       t = time.perf_counter(); c.sql(q).fetchall(); ts.append(time.perf_counter() - t)\n\
+                 \x20   print(statistics.median(ts))",
+                script.to_str().unwrap(),
+            ])
+            .args(&queries)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().parse().ok())
+            .collect()
+    } else {
+        vec![None; queries.len()]
+    };
+    println!("side by side (DuckDB: {python}); median of 5; in one process: the query alone; whole process: start, set up, query:");
+    println!(
+        "  {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}  query",
+        "chatlake", "duckdb", "ratio", "chatlake", "duckdb", "ratio"
+    );
+    let mut inside = duck_inside.iter();
     for q in &queries {
+        let mut times: Vec<f64> = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            query::run(&session, q).await.unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let ours_inside = times[2];
+        let theirs_inside = inside.next().copied().flatten();
         let ours = median_of_5(|| {
             let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
             c.args(["query", "--warehouse", &wh_path, "--format", "csv", q]);
@@ -309,10 +353,15 @@ async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, 
                 c
             })
         });
-        match theirs {
-            Some(t) => println!("  {ours:>7.2}s {t:>7.2}s {:>6.2}  {q}", ours / t),
-            None => println!("  {ours:>7.2}s {:>8} {:>6}  {q}", "-", "-"),
-        }
+        let cell = |a: f64, b: Option<f64>| match b {
+            Some(b) => format!("{a:>7.2}s {b:>7.2}s {:>6.2}", a / b),
+            None => format!("{a:>7.2}s {:>8} {:>6}", "-", "-"),
+        };
+        println!(
+            "  {} | {}  {q}",
+            cell(ours_inside, theirs_inside),
+            cell(ours, theirs)
+        );
     }
     if !duck_ok {
         println!("  DuckDB not found: `{python} -c 'import duckdb'` failed (run tests/engines.sh once, or set CHATLAKE_BENCH_PYTHON)");

@@ -114,5 +114,7 @@ SELECT
     -- null without a reply; 0 when the wait overlapped no business interval
     CASE WHEN b.first_response_seconds IS NULL THEN NULL ELSE COALESCE(z.seconds, 0.0) END
         AS first_response_business_seconds
-FROM base b
-LEFT JOIN business z ON z.source = b.source AND z.chat_id = b.chat_id
+-- (business on the left: the hash table is built on the answered waits that
+-- overlap business hours, not on every chat)
+FROM business z
+RIGHT JOIN base b ON z.source = b.source AND z.chat_id = b.chat_id
