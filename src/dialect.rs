@@ -70,6 +70,13 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<String> {
     Ok(out)
 }
 
+/// `sql` with each `${name}` replaced by its setting.
+pub fn fill(sql: &str, settings: &[(&str, String)]) -> String {
+    settings.iter().fold(sql.to_string(), |s, (k, v)| {
+        s.replace(&format!("${{{k}}}"), v)
+    })
+}
+
 /// The reporting views of `sql/` (placeholders filled by `fill`) in an order
 /// where each comes after the views it reads.
 pub fn views_in_order(fill: impl Fn(&str) -> String) -> Vec<(String, String)> {
@@ -215,12 +222,7 @@ pub fn script(target: &Target<'_>, dialect: Dialect, generated: &str) -> Result<
         out.push_str(";\n");
     }
     out.push('\n');
-    let fill = |sql: &str| {
-        target.settings.iter().fold(sql.to_string(), |s, (k, v)| {
-            s.replace(&format!("${{{k}}}"), v)
-        })
-    };
-    for (name, sql) in views_in_order(fill) {
+    for (name, sql) in views_in_order(|sql| fill(sql, target.settings)) {
         let sql = rewrite(&sql, dialect)?;
         let create = format!("CREATE VIEW {name}");
         let body = sql.replacen(&create, &format!("CREATE OR REPLACE VIEW {name}"), 1);

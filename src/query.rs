@@ -14,6 +14,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 
+use crate::dialect;
 use crate::error::{Error, Result};
 use crate::schema::{self, DT};
 use crate::sink::{partition, Warehouse};
@@ -50,13 +51,6 @@ async fn settings(ctx: &SessionContext) -> Vec<(&'static str, String)> {
         }
     }
     out
-}
-
-/// `sql` with each `${name}` replaced by its setting.
-fn fill(sql: &str, settings: &[(&str, String)]) -> String {
-    settings.iter().fold(sql.to_string(), |s, (k, v)| {
-        s.replace(&format!("${{{k}}}"), v)
-    })
 }
 
 /// A DataFusion session over one warehouse (it derefs to the
@@ -169,52 +163,29 @@ async fn session_with(
     // The reporting settings the latest run wrote fill the views' ${...}
     // placeholders (UTC and a 120 s target before any run wrote them).
     let settings = settings(&ctx).await;
-    let views: Vec<(&str, String)> = schema::VIEW_FILES
-        .iter()
-        .map(|(f, sql)| (*f, fill(sql, &settings)))
-        .collect();
-    // Views may use each other: create them in rounds until all exist (a
-    // view whose dependency is not there yet waits for the next round).
-    let mut pending: Vec<(&str, &str)> = views.iter().map(|(f, s)| (*f, s.as_str())).collect();
-    if let Some((from, to)) = dates {
-        let chats = pending
-            .iter()
-            .position(|(f, _)| *f == "reporting.chats.sql")
-            .expect("sql/reporting.chats.sql");
-        let (file, sql) = pending.remove(chats);
-        ctx.sql(sql)
+    // Each view after the views it reads.
+    for (name, sql) in dialect::views_in_order(|sql| dialect::fill(sql, &settings)) {
+        ctx.sql(&sql)
             .await
-            .map_err(|e| Error::Usage(format!("sql/{file}: {e}")))?;
-        let rows = ctx
-            .sql(&format!(
-                "SELECT * FROM reporting.chats WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"
-            ))
-            .await?;
-        let schema = Arc::new(rows.schema().as_arrow().clone());
-        let batches = rows.collect().await?;
-        let name = TableReference::partial("reporting", "chats");
-        ctx.deregister_table(name.clone())?;
-        ctx.register_table(
-            name,
-            Arc::new(datafusion::datasource::MemTable::try_new(
-                schema,
-                vec![batches],
-            )?),
-        )?;
-    }
-    while !pending.is_empty() {
-        let mut failed = Vec::new();
-        let mut last_error = None;
-        for (file, sql) in pending.iter().copied() {
-            if let Err(e) = ctx.sql(sql).await {
-                last_error = Some(format!("sql/{file}: {e}"));
-                failed.push((file, sql));
-            }
+            .map_err(|e| Error::Usage(format!("sql/{name}.sql: {e}")))?;
+        if let (Some((from, to)), "reporting.chats") = (dates, name.as_str()) {
+            let rows = ctx
+                .sql(&format!(
+                    "SELECT * FROM reporting.chats WHERE dt BETWEEN DATE '{from}' AND DATE '{to}'"
+                ))
+                .await?;
+            let schema = Arc::new(rows.schema().as_arrow().clone());
+            let batches = rows.collect().await?;
+            let name = TableReference::partial("reporting", "chats");
+            ctx.deregister_table(name.clone())?;
+            ctx.register_table(
+                name,
+                Arc::new(datafusion::datasource::MemTable::try_new(
+                    schema,
+                    vec![batches],
+                )?),
+            )?;
         }
-        if failed.len() == pending.len() {
-            return Err(Error::Usage(last_error.unwrap_or_default()));
-        }
-        pending = failed;
     }
     Ok(Session {
         ctx,

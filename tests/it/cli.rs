@@ -182,20 +182,23 @@ fn demo_pipeline_file_parses() {
     chatlake::config::Pipeline::parse(example, std::path::Path::new("example.toml"), &env).unwrap();
 }
 
+/// `chatlake query --format FORMAT SQL` over an empty warehouse: its stdout,
+/// once it has exited 0.
+fn query_empty(format: &str, sql: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", format, sql]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// Issue 9, defect 10: `--format csv` renders list columns as JSON text.
 #[test]
 fn csv_renders_list_columns_as_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let wh = dir.path().to_str().unwrap();
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
-        wh,
-        "--format",
+    let out = query_empty(
         "csv",
         "SELECT 1 AS id, make_array('a', 'b,c') AS tags, make_array(1, 2) AS n, CAST(NULL AS VARCHAR) AS x",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    );
     assert_eq!(
         out,
         "id,tags,n,x\n1,\"[\"\"a\"\",\"\"b,c\"\"]\",\"[1,2]\",\n"
@@ -280,13 +283,7 @@ fn a_damaged_file_is_named_in_the_error() {
 /// result keeps its header.
 #[test]
 fn formats_keep_every_column_and_empty_results_keep_their_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let wh = dir.path().to_str().unwrap();
-    let q = |format: &str, sql: &str| {
-        let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", format, sql]);
-        assert_eq!(code, 0, "{err}");
-        out
-    };
+    let q = query_empty;
     let one = "SELECT 1 AS id, make_array('a', 'b,c') AS tags, CAST(NULL AS VARCHAR) AS x";
     assert_eq!(
         q("json", one),
@@ -414,17 +411,10 @@ fn out_writes_the_result_outside_the_warehouse_only() {
 /// JSON functions pull fields out of `_extra` (and any JSON text).
 #[test]
 fn json_functions_read_fields_of_extra() {
-    let dir = tempfile::tempdir().unwrap();
-    let wh = dir.path().to_str().unwrap();
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
-        wh,
-        "--format",
+    let out = query_empty(
         "csv",
         r#"SELECT json_get_str(e, 'mood') AS mood, json_get_int(e, 'visits') AS visits, json_get_str(e, 'user', 'gender') AS gender
            FROM (VALUES ('{"mood":"happy","visits":3,"user":{"gender":"unknown"}}')) AS t(e)"#,
-    ]);
-    assert_eq!(code, 0, "{err}");
+    );
     assert_eq!(out, "mood,visits,gender\nhappy,3,unknown\n");
 }
