@@ -64,28 +64,31 @@ FROM social25.conversations c
 LEFT JOIN social25.conversation_stats s ON s.conversation_id = c.conversation_id
 LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
 ),
--- Business seconds: each answered chat's wait joined to the business
--- intervals it overlaps, the overlaps summed. A wait within one local day
--- joins that day's intervals by equality (a hash join); the few waits that
--- cross midnight join every interval of the days they span.
-waits AS (
+-- Business seconds, without converting any timestamp to local time: each
+-- chat joins its day in meta.calendar by equality. A wait within that day,
+-- on a day with at most one business interval (the usual case), overlaps
+-- that interval only: computed directly. A wait within a day of several
+-- intervals joins that day's intervals by equality; a wait that crosses
+-- midnight (few) joins every interval it overlaps (a range join). Those
+-- overlaps are summed per chat.
+located AS (
     SELECT
-        source, chat_id, first_message_at, first_response_at,
-        CAST(first_message_at AT TIME ZONE '${timezone}' AS DATE) AS from_day,
-        CAST(first_response_at AT TIME ZONE '${timezone}' AS DATE) AS to_day
-    FROM base
-    WHERE first_response_at IS NOT NULL
+        b.*, d.opens_at, d.closes_at, d.business_intervals,
+        COALESCE(b.first_message_at >= d.starts_at AND b.first_response_at <= d.ends_at, FALSE)
+            AS within_day
+    FROM meta.calendar d
+    RIGHT JOIN base b ON d.dt = b.dt
 ),
 overlapping AS (
     SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
-    FROM waits w
-    JOIN meta.business_hours h ON h.dt = w.from_day
-    WHERE w.from_day = w.to_day
+    FROM located w
+    JOIN meta.business_hours h ON h.dt = w.dt
+    WHERE w.within_day AND w.business_intervals > 1 AND w.first_response_seconds IS NOT NULL
     UNION ALL
     SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
-    FROM waits w
-    JOIN meta.business_hours h ON h.dt >= w.from_day AND h.dt <= w.to_day
-    WHERE w.from_day <> w.to_day
+    FROM located w
+    JOIN meta.business_hours h ON h.opens_at < w.first_response_at AND h.closes_at > w.first_message_at
+    WHERE NOT w.within_day AND w.first_response_seconds IS NOT NULL
 ),
 business AS (
     SELECT
@@ -112,9 +115,14 @@ SELECT
     CAST(date_part('hour', b.started_at AT TIME ZONE '${timezone}') AS INT) AS local_hour,
     CAST(date_part('isodow', b.dt) AS INT) AS weekday,
     -- null without a reply; 0 when the wait overlapped no business interval
-    CASE WHEN b.first_response_seconds IS NULL THEN NULL ELSE COALESCE(z.seconds, 0.0) END
-        AS first_response_business_seconds
--- (business on the left: the hash table is built on the answered waits that
--- overlap business hours, not on every chat)
+    CASE
+        WHEN b.first_response_seconds IS NULL THEN NULL
+        WHEN NOT b.within_day OR b.business_intervals > 1 THEN COALESCE(z.seconds, 0.0)
+        WHEN b.opens_at IS NULL THEN 0.0
+        ELSE GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), CAST(b.closes_at AS BIGINT))
+            - GREATEST(CAST(b.first_message_at AS BIGINT), CAST(b.opens_at AS BIGINT))) / 1e6
+    END AS first_response_business_seconds
+-- (business on the left: the hash table is built on the few waits summed
+-- above, not on every chat)
 FROM business z
-RIGHT JOIN base b ON z.source = b.source AND z.chat_id = b.chat_id
+RIGHT JOIN located b ON z.source = b.source AND z.chat_id = b.chat_id

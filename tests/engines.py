@@ -190,7 +190,7 @@ for t in tables:
     if n > 0:
         partitioned = any(e.startswith("dt=") for e in os.listdir(path))
         part = ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive") if partitioned else None
-        data_files = "data.parquet" if schema_name != "meta" or table_name in ("business_hours", "reporting_settings") else None
+        data_files = "data.parquet" if schema_name != "meta" or table_name in ("business_hours", "calendar", "reporting_settings") else None
         dataset = ds.dataset(path, format="parquet", partitioning=part,
                              exclude_invalid_files=False,
                              ignore_prefixes=[".", "_"])

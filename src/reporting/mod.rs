@@ -2,12 +2,14 @@
 //! writes from them into the warehouse so that views, reports and other
 //! engines never need the pipeline file: `meta.business_hours` (one row per
 //! open interval of every business day from `start_date` through a year
-//! after today) and `meta.reporting_settings` (one row). One warehouse has one
-//! reporting calendar: the latest run's settings win.
+//! after today), `meta.calendar` (every local date of that span with its
+//! bounds and business hours summed up) and `meta.reporting_settings` (one
+//! row). One warehouse has one reporting calendar: the latest run's settings
+//! win.
 
 pub mod hours;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use serde::Deserialize;
 
 use crate::config::Pipeline;
@@ -55,7 +57,7 @@ impl ReportingConfig {
     }
 }
 
-/// Replaces meta.business_hours and meta.reporting_settings with what
+/// Replaces meta.business_hours, meta.calendar and meta.reporting_settings with what
 /// `pipeline`'s settings say, for `start_date` through a year after `today`.
 pub async fn write_settings(
     wh: &Warehouse,
@@ -72,27 +74,59 @@ pub async fn write_settings(
             message,
         })?;
     let now = time::micros(chrono::Utc::now());
-    let table = schema::table("meta.business_hours");
-    let mut rows = Vec::new();
+    let (hours_table, calendar_table) = (
+        schema::table("meta.business_hours"),
+        schema::table("meta.calendar"),
+    );
+    let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
     let mut d = cfg.start_date.min(today);
     let until = today
         .checked_add_months(chrono::Months::new(12))
         .unwrap_or(today);
     while d <= until {
-        if !r.holidays.contains(&d) {
-            for (opens, closes) in hours.intervals(d, pipeline.tz) {
-                let cells = vec![
-                    ("dt", Cell::Date(crate::pipeline::days_since_epoch(d))),
-                    ("opens_at", Cell::Micros(time::micros(opens))),
-                    ("closes_at", Cell::Micros(time::micros(closes))),
-                ];
-                rows.push(Row::named(table, cells, now)?);
-            }
+        let holiday = r.holidays.contains(&d);
+        let open = if holiday {
+            Vec::new()
+        } else {
+            hours.intervals(d, pipeline.tz)
+        };
+        let dt = Cell::Date(crate::pipeline::days_since_epoch(d));
+        for (opens, closes) in &open {
+            let cells = vec![
+                ("dt", dt.clone()),
+                ("opens_at", Cell::Micros(time::micros(*opens))),
+                ("closes_at", Cell::Micros(time::micros(*closes))),
+            ];
+            hour_rows.push(Row::named(hours_table, cells, now)?);
         }
+        let instant = |t: Option<&chrono::DateTime<chrono::Utc>>| {
+            t.map_or(Cell::Null, |t| Cell::Micros(time::micros(*t)))
+        };
+        let seconds: i64 = open.iter().map(|(a, b)| (*b - *a).num_seconds()).sum();
+        let cells = vec![
+            ("dt", dt),
+            ("starts_at", instant(Some(&time::day_start(d, pipeline.tz)))),
+            (
+                "ends_at",
+                instant(Some(&time::day_start(d + Duration::days(1), pipeline.tz))),
+            ),
+            (
+                "weekday",
+                Cell::Int(d.weekday().number_from_monday().into()),
+            ),
+            ("is_holiday", Cell::Bool(holiday)),
+            ("business_intervals", Cell::Int(open.len() as i64)),
+            ("opens_at", instant(open.first().map(|(a, _)| a))),
+            ("closes_at", instant(open.last().map(|(_, b)| b))),
+            ("business_seconds", Cell::Int(seconds)),
+        ];
+        day_rows.push(Row::named(calendar_table, cells, now)?);
         d += Duration::days(1);
     }
-    wh.replace_partition(table, None, &build_batch(table, run_id, &rows)?)
-        .await?;
+    for (table, rows) in [(hours_table, hour_rows), (calendar_table, day_rows)] {
+        wh.replace_partition(table, None, &build_batch(table, run_id, &rows)?)
+            .await?;
+    }
     let table = schema::table("meta.reporting_settings");
     let cells = vec![
         ("timezone", Cell::Str(cfg.timezone.clone())),

@@ -2,7 +2,9 @@
 //! on demand, so a history of millions of chats costs no memory, and tests can
 //! recompute exactly what was served.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use std::ops::Range;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 
 use super::clock::local_date;
@@ -18,7 +20,8 @@ pub struct SiData {
     /// Regular chats per UTC day (plus the special ones below).
     pub chats_per_day: u32,
     /// The account's home timezone: each local day gets a chat at 23:50 that
-    /// crosses midnight, and fall-back nights get one in each 01:30.
+    /// crosses midnight, fall-back nights get one in each 01:30, and Fridays
+    /// one at 16:50 answered on Monday.
     pub tz: Tz,
     /// Every Nth chat (by id hash) is served with a broken startDate; 0: none.
     pub malformed_every: u64,
@@ -153,6 +156,7 @@ impl SiData {
                     format!("off-{}-{i}", day.format("%Y%m%d")),
                     at,
                     "Offline Message",
+                    0..1, // never answered
                 );
                 c.messages.clear();
                 if at >= start && at < end && self.exists(at) {
@@ -218,11 +222,12 @@ impl SiData {
                 format!("c{}{:04}", day.format("%Y%m%d"), i),
                 at,
                 kind,
+                3_000..600_000,
             ));
         }
         // Special chats of the local days around this UTC day that start on it.
         for local in [day - Duration::days(1), day, day + Duration::days(1)] {
-            for (j, at) in self.special_starts(local).into_iter().enumerate() {
+            for (j, (at, reply_ms)) in self.special_starts(local).into_iter().enumerate() {
                 if at.date_naive() == day {
                     let mut rng = fastrand::Rng::with_seed(self.day_seed(local, 10 + j as u64));
                     out.push(self.chat(
@@ -230,6 +235,7 @@ impl SiData {
                         format!("s{}{j}", local.format("%Y%m%d")),
                         at,
                         "Answered",
+                        reply_ms,
                     ));
                 }
             }
@@ -237,21 +243,33 @@ impl SiData {
         out
     }
 
-    /// 23:50 local (the chat runs past midnight) and, on a fall-back night,
-    /// both instants called 01:30.
-    fn special_starts(&self, local: NaiveDate) -> Vec<DateTime<Utc>> {
+    /// 23:50 local (the chat runs past midnight), on a fall-back night both
+    /// instants called 01:30, and on Fridays 16:50, answered on Monday
+    /// morning (a wait over the weekend); each with how long the first
+    /// reply takes, in milliseconds.
+    fn special_starts(&self, local: NaiveDate) -> Vec<(DateTime<Utc>, Range<i64>)> {
+        let at = |h, m| {
+            self.tz.from_local_datetime(
+                &local.and_time(NaiveTime::from_hms_opt(h, m, 0).expect("valid")),
+            )
+        };
         let mut out = Vec::new();
-        let late = local.and_time(NaiveTime::from_hms_opt(23, 50, 0).expect("valid"));
         out.extend(
-            self.tz
-                .from_local_datetime(&late)
+            at(23, 50)
                 .earliest()
-                .map(|t| t.with_timezone(&Utc)),
+                .map(|t| (t.with_timezone(&Utc), 600_000..900_000)),
         );
-        let night = local.and_time(NaiveTime::from_hms_opt(1, 30, 0).expect("valid"));
-        if let chrono::LocalResult::Ambiguous(a, b) = self.tz.from_local_datetime(&night) {
-            out.push(a.with_timezone(&Utc));
-            out.push(b.with_timezone(&Utc));
+        if let chrono::LocalResult::Ambiguous(a, b) = at(1, 30) {
+            out.push((a.with_timezone(&Utc), 600_000..900_000));
+            out.push((b.with_timezone(&Utc), 600_000..900_000));
+        }
+        if local.weekday() == Weekday::Fri {
+            // 64 h 10 min .. 65 h: Monday between about 09:00 and 09:50.
+            out.extend(
+                at(16, 50)
+                    .earliest()
+                    .map(|t| (t.with_timezone(&Utc), 231_000_000..234_000_000)),
+            );
         }
         out
     }
@@ -262,6 +280,7 @@ impl SiData {
         id: String,
         start: DateTime<Utc>,
         chat_type: &'static str,
+        reply_ms: Range<i64>,
     ) -> SimChat {
         let h = mix(self.seed
             ^ id.bytes()
@@ -295,12 +314,7 @@ impl SiData {
             "Hi I have a question about your service.",
         ));
         if chat_type == "Answered" {
-            let special = id.starts_with('s');
-            t += Duration::milliseconds(if special {
-                rng.i64(600_000..900_000)
-            } else {
-                rng.i64(3_000..600_000)
-            });
+            t += Duration::milliseconds(rng.i64(reply_ms));
             messages.push(said("messageToVisitor", aname, t, "Hi there! I can help."));
             for k in 0..rng.u32(0..4) {
                 t += Duration::milliseconds(rng.i64(5_000..120_000));

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 
 use crate::support::*;
 
-const HOURS: &str = "Mon-Fri 09:00-17:00, Sun 00:00-24:00";
+const HOURS: &str = "Mon-Thu 09:00-17:00, Fri 09:00-12:00, Fri 13:00-17:00, Sun 00:00-24:00";
 const HOLIDAY: &str = "2025-10-31";
 
 /// The local wall-clock time of instant `t`.
@@ -54,11 +54,16 @@ fn intervals(d: NaiveDate, tz: Tz) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     match d.weekday() {
         Weekday::Sat => vec![],
         Weekday::Sun => vec![(day_start(d, tz), day_start(d + Duration::days(1), tz))],
-        _ => vec![(
-            first_instant_at(d.and_hms_opt(9, 0, 0).unwrap(), tz),
-            first_instant_at(d.and_hms_opt(17, 0, 0).unwrap(), tz),
-        )],
+        Weekday::Fri => [(9, 12), (13, 17)]
+            .map(|(a, b)| (at(d, a, tz), at(d, b, tz)))
+            .to_vec(),
+        _ => vec![(at(d, 9, tz), at(d, 17, tz))],
     }
+}
+
+/// Local `hour`:00 of day `d`.
+fn at(d: NaiveDate, hour: u32, tz: Tz) -> DateTime<Utc> {
+    first_instant_at(d.and_hms_opt(hour, 0, 0).unwrap(), tz)
 }
 
 fn d_(s: &str) -> NaiveDate {
@@ -146,6 +151,60 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         "start_date .. today + 1 year (the last day a Tuesday)"
     );
 
+    // meta.calendar: every local date, its bounds (23 and 25 hours on the DST
+    // days) and its business hours, against the intervals above.
+    let got = env
+        .rows("SELECT CAST(dt AS VARCHAR) AS d, CAST(starts_at AS VARCHAR) AS s, CAST(ends_at AS VARCHAR) AS e, weekday, is_holiday, business_intervals, CAST(opens_at AS VARCHAR) AS o, CAST(closes_at AS VARCHAR) AS c, business_seconds FROM meta.calendar WHERE dt BETWEEN DATE '2025-10-27' AND DATE '2025-11-09' ORDER BY dt")
+        .await;
+    let mut expected = Vec::new();
+    let mut day = d_("2025-10-27");
+    while day <= d_("2025-11-09") {
+        let open = intervals(day, tz);
+        let or_null = |t: Option<DateTime<Utc>>| t.map_or("NULL".to_string(), fmt);
+        expected.push(vec![
+            day.to_string(),
+            fmt(day_start(day, tz)),
+            fmt(day_start(day + Duration::days(1), tz)),
+            day.weekday().number_from_monday().to_string(),
+            (day == d_(HOLIDAY)).to_string(),
+            open.len().to_string(),
+            or_null(open.first().map(|i| i.0)),
+            or_null(open.last().map(|i| i.1)),
+            open.iter()
+                .map(|(a, b)| (*b - *a).num_seconds())
+                .sum::<i64>()
+                .to_string(),
+        ]);
+        day += Duration::days(1);
+    }
+    assert_eq!(got, expected);
+    let hours = |d: &str| {
+        let d = d_(d);
+        (day_start(d + Duration::days(1), tz) - day_start(d, tz)).num_hours()
+    };
+    assert_eq!((hours("2025-11-02"), hours("2025-11-03")), (25, 24));
+    assert!(got.contains(&vec![
+        "2025-11-02".into(),
+        "2025-11-02T04:00:00Z".into(),
+        "2025-11-03T05:00:00Z".into(),
+        "7".into(),
+        "false".into(),
+        "1".into(),
+        "2025-11-02T04:00:00Z".into(),
+        "2025-11-03T05:00:00Z".into(),
+        "90000".into()
+    ]));
+    let days = env.rows("SELECT COUNT(*) AS n, CAST(MIN(dt) AS VARCHAR) AS a, CAST(MAX(dt) AS VARCHAR) AS b FROM meta.calendar").await;
+    assert_eq!(
+        days,
+        [vec![
+            "380".to_string(),
+            "2025-10-27".into(),
+            "2026-11-10".into()
+        ]],
+        "every date from start_date through today + 1 year"
+    );
+
     // reporting.chats, per Social Intents chat, against the served data.
     let served: BTreeMap<String, SimChat> = env
         .served_chats("2025-10-27", "2025-11-09")
@@ -158,6 +217,8 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         .await;
     assert_eq!(rows.len(), served.len());
     let (mut straddling, mut outside, mut fallback_one_am) = (0, 0, 0);
+    // Waits the view cannot take from one day's single interval.
+    let (mut past_midnight, mut over_weekend, mut on_split_day) = (0, 0, 0);
     for r in &rows {
         let c = &served[&r[0]];
         let l = local(c.start, tz);
@@ -200,6 +261,10 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
                 if want == 0.0 {
                     outside += 1;
                 }
+                let (from, to) = (local_date(a, tz), local_date(b, tz));
+                past_midnight += usize::from(from != to);
+                over_weekend += usize::from((to - from).num_days() >= 2 && want > 0.0);
+                on_split_day += usize::from(from.weekday() == Weekday::Fri && want > 0.0);
             }
         }
         if local_date(c.start, tz) == d_("2025-11-02") && l.hour() == 1 {
@@ -211,6 +276,10 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         straddling > 0 && outside > 0,
         "straddling {straddling}, outside {outside}"
     );
+    assert!(
+        past_midnight > 10 && over_weekend >= 2 && on_split_day > 3,
+        "past midnight {past_midnight}, over a weekend {over_weekend}, on a two-interval Friday {on_split_day}"
+    );
     let repeated: Vec<_> = served
         .values()
         .filter(|c| local_date(c.start, tz) == d_("2025-11-02") && local(c.start, tz).hour() == 1)
@@ -221,7 +290,7 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         "both 01:xx of the fall-back night are served: {repeated:?}"
     );
     assert_eq!(fallback_one_am, repeated.len());
-    println!("{} chats checked: {straddling} waits straddle opening or closing, {outside} entirely outside business hours, {fallback_one_am} in the repeated 01:xx hour", rows.len());
+    println!("{} chats checked: {straddling} waits straddle opening or closing, {outside} entirely outside business hours, {fallback_one_am} in the repeated 01:xx hour, {past_midnight} past midnight, {over_weekend} over a weekend, {on_split_day} on a two-interval Friday", rows.len());
 
     // No chat has hour 2 on the spring-forward day (a separate account: March 2025).
     let spring = env_with(
@@ -238,6 +307,15 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
     assert!(
         !hours.contains(&"2") && hours.contains(&"1") && hours.contains(&"3"),
         "{hours:?}"
+    );
+    // ... and its day in meta.calendar is 23 hours long (EST until 02:00, EDT after).
+    let day = spring.rows("SELECT CAST(starts_at AS VARCHAR) AS s, CAST(ends_at AS VARCHAR) AS e FROM meta.calendar WHERE dt = DATE '2025-03-09'").await;
+    assert_eq!(
+        day,
+        [vec![
+            "2025-03-09T05:00:00Z".to_string(),
+            "2025-03-10T04:00:00Z".into()
+        ]]
     );
 }
 
