@@ -168,6 +168,30 @@ pub struct Target<'a> {
     pub with_files: &'a BTreeSet<String>,
     /// Filled into the views' `${...}` placeholders.
     pub settings: &'a [(&'static str, String)],
+    /// An S3-compatible server chatlake reached the warehouse through
+    /// (`AWS_ENDPOINT_URL`), e.g. `http://127.0.0.1:9000`: the DuckDB script
+    /// points its S3 secret there too. None for AWS itself.
+    pub s3_endpoint: Option<&'a str>,
+}
+
+/// The DuckDB S3 secret: credentials from the AWS chain, plus the endpoint
+/// of an S3-compatible server (path-style URLs; no TLS for `http://`).
+fn duckdb_secret(endpoint: Option<&str>) -> String {
+    let mut options = vec!["TYPE s3".to_string(), "PROVIDER credential_chain".into()];
+    if let Some(url) = endpoint {
+        let (tls, host) = match url.split_once("://") {
+            Some((scheme, host)) => (scheme != "http", host),
+            None => (true, url),
+        };
+        let host = host.trim_end_matches('/').replace('\'', "''");
+        options.push(format!("ENDPOINT '{host}'"));
+        options.push("URL_STYLE 'path'".into());
+        options.push(format!("USE_SSL {tls}"));
+    }
+    format!(
+        "CREATE SECRET IF NOT EXISTS chatlake_s3 ({});\n\n",
+        options.join(", ")
+    )
 }
 
 /// The whole script: schemas, tables, views.
@@ -189,11 +213,13 @@ pub fn script(target: &Target<'_>, dialect: Dialect, generated: &str) -> Result<
     ));
     if target.root.starts_with("s3://") {
         match dialect {
-            Dialect::DuckDb => out.push_str(
-                "INSTALL httpfs;\nLOAD httpfs;\n\
-                 -- credentials from the usual AWS chain (environment, profile, instance role)\n\
-                 CREATE SECRET IF NOT EXISTS chatlake_s3 (TYPE s3, PROVIDER credential_chain);\n\n",
-            ),
+            Dialect::DuckDb => {
+                out.push_str(
+                    "INSTALL httpfs;\nLOAD httpfs;\n\
+                     -- credentials from the usual AWS chain (environment, profile, instance role)\n",
+                );
+                out.push_str(&duckdb_secret(target.s3_endpoint));
+            }
             Dialect::Spark => out.push_str(
                 "-- S3: run Spark with hadoop-aws on the classpath; the script reads s3a:// paths.\n\n",
             ),
@@ -270,9 +296,11 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
     }
     // Only the files chatlake writes (`data.parquet`, or run-named files of
     // the append-only meta tables), as in chatlake's own reader.
-    let file = match crate::sink::partition::read_glob(t) {
-        "data.parquet" => "data.parquet".to_string(),
-        _ => "????????T??????Z-*.parquet".to_string(),
+    let file = match (crate::sink::partition::read_glob(t), dialect) {
+        ("data.parquet", _) => "data.parquet",
+        // `?` would start a query string in DuckDB's s3:// URLs.
+        (glob, Dialect::DuckDb) => glob,
+        _ => "????????T??????Z-*.parquet",
     };
     let pattern = if t.is_partitioned() {
         format!("{dir}/dt=*/{file}")
@@ -354,6 +382,21 @@ mod tests {
         );
         let e = rewrite("SELECT CAST(n AS BIGINT)", Dialect::DuckDb).unwrap_err();
         assert!(e.to_string().contains("CAST(n AS BIGINT)"), "{e}");
+    }
+
+    #[test]
+    fn duckdb_secret_points_at_an_s3_compatible_endpoint() {
+        assert_eq!(
+            duckdb_secret(None),
+            "CREATE SECRET IF NOT EXISTS chatlake_s3 (TYPE s3, PROVIDER credential_chain);\n\n"
+        );
+        assert_eq!(
+            duckdb_secret(Some("http://127.0.0.1:9000/")),
+            "CREATE SECRET IF NOT EXISTS chatlake_s3 (TYPE s3, PROVIDER credential_chain, \
+             ENDPOINT '127.0.0.1:9000', URL_STYLE 'path', USE_SSL false);\n\n"
+        );
+        assert!(duckdb_secret(Some("https://minio.example.com"))
+            .contains("ENDPOINT 'minio.example.com', URL_STYLE 'path', USE_SSL true"));
     }
 
     #[test]

@@ -217,10 +217,15 @@ pub async fn views_script(wh: &Warehouse, dialect: crate::dialect::Dialect) -> R
         .trim_end_matches('/')
         .to_string(),
     };
+    // The endpoint object_store's from_env() took, for the DuckDB secret.
+    let endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
     let target = crate::dialect::Target {
         root: &root,
         with_files: &with_files,
         settings: &session.settings,
+        s3_endpoint: endpoint.as_deref().filter(|_| root.starts_with("s3://")),
     };
     let generated = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     crate::dialect::script(&target, dialect, &generated)

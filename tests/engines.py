@@ -8,124 +8,23 @@ Usage: engines.py CHATLAKE_BINARY WAREHOUSE WORKDIR. Exits 1 with every
 difference listed; prints the figures it compared.
 """
 
-import csv
-import datetime as dt
-import decimal
-import io
-import math
 import os
-import re
-import subprocess
 import sys
 import time
 
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 
-BIN, WH, WORK = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
-REL_TOL = 1e-9
-failures = []
+import engine_compare as ec
+from engine_compare import chatlake, compare, fail, failures, statements
 
-
-def fail(msg):
-    failures.append(msg)
-    print("FAIL:", msg)
-
-
-def chatlake(*args):
-    r = subprocess.run([BIN, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"chatlake {' '.join(args)} failed: {r.stderr}")
-    return r.stdout
+ec.BIN = sys.argv[1]
+WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
 
 
 def chatlake_rows(sql):
-    out = chatlake("query", "--warehouse", WH, "--format", "csv", sql)
-    reader = csv.reader(io.StringIO(out))
-    header = next(reader, None)
-    return header, [[parse_csv(v) for v in row] for row in reader]
-
-
-def parse_csv(v):
-    if v == "":
-        return None
-    if v in ("true", "false"):
-        return v == "true"
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    return v
-
-
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-def norm(v):
-    """One comparable form for every engine's values."""
-    if isinstance(v, decimal.Decimal):
-        v = float(v)
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return v  # compared numerically below
-    if isinstance(v, str) and TIMESTAMP.match(v):
-        v = dt.datetime.fromisoformat(v)
-    if isinstance(v, dt.datetime):
-        # chatlake prints UTC with Z, DuckDB gives aware datetimes, Spark
-        # naive ones in its session time zone (UTC in the script).
-        if v.tzinfo is not None:
-            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return v.isoformat()
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    return v
-
-
-def sort_key(row):
-    key = []
-    for v in row:
-        if v is None:
-            key.append((2, 0, ""))
-        elif isinstance(v, bool):
-            key.append((1, 0, str(v)))
-        elif isinstance(v, (int, float)):
-            key.append((0, round(float(v), 6), ""))
-        else:
-            key.append((1, 0, str(v)))
-    return key
-
-
-def same(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        if isinstance(a, int) and isinstance(b, int):
-            return a == b
-        return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12)
-    return str(a) == str(b)
-
-
-def compare(view, engine, expected, got):
-    expected = sorted(([norm(v) for v in r] for r in expected), key=sort_key)
-    got = sorted(([norm(v) for v in r] for r in got), key=sort_key)
-    if len(expected) != len(got):
-        fail(f"{view}: chatlake has {len(expected)} rows, {engine} {len(got)}")
-        return
-    bad = [(e, g) for e, g in zip(expected, got) if len(e) != len(g) or not all(same(x, y) for x, y in zip(e, g))]
-    if bad:
-        fail(f"{view}: {len(bad)} of {len(got)} rows differ in {engine}; first: chatlake {bad[0][0]} vs {bad[0][1]}")
-    else:
-        print(f"  {view}: {len(got)} rows equal in {engine}")
-
-
-def statements(script):
-    """A generated script split into statements (no ';' inside them)."""
-    lines = [l for l in script.splitlines() if not l.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";")]
+    return ec.chatlake_rows(WH, sql)
 
 
 # --- the scripts -----------------------------------------------------------
@@ -189,17 +88,10 @@ for t in tables:
     path = os.path.join(WH, schema_name, table_name)
     if n > 0:
         partitioned = any(e.startswith("dt=") for e in os.listdir(path))
-        part = ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive") if partitioned else None
-        data_files = "data.parquet" if schema_name != "meta" or table_name in ("business_hours", "calendar", "reporting_settings") else None
-        dataset = ds.dataset(path, format="parquet", partitioning=part,
-                             exclude_invalid_files=False,
-                             ignore_prefixes=[".", "_"])
-        if data_files:
-            dataset = ds.dataset([f for f in dataset.files if os.path.basename(f) == data_files],
-                                 format="parquet", partitioning=part, partition_base_dir=path)
+        data_files = ec.data_file_name(schema_name, table_name)
+        dataset = ec.pyarrow_dataset(path, partitioned, data_files)
         counts["pyarrow"] = dataset.count_rows()
-        pattern = f"{path}/dt=*/{data_files or '*.parquet'}" if partitioned else f"{path}/{data_files or '*.parquet'}"
-        lf = pl.scan_parquet(pattern, hive_partitioning=partitioned)
+        lf = ec.polars_frame(path, partitioned, data_files)
         counts["polars"] = lf.select(pl.len()).collect().item()
         # Types as other engines see them.
         for field in dataset.schema:

@@ -4,9 +4,13 @@
 # (`chatlake query`), DuckDB and Spark (local mode) from the scripts
 # `chatlake views --dialect duckdb|spark` prints, and that every table reads
 # in DuckDB, Spark, pyarrow and Polars with chatlake's row counts and types.
+# Then tests/engines_s3.py puts the same warehouse on an S3-compatible server
+# (moto) and reads it with the README's S3 forms: chatlake, the DuckDB script
+# (httpfs), pyarrow and Polars.
 # Installs what it needs (Java from Debian's openjdk-17-jre-headless; duckdb,
-# pyarrow, polars and pyspark in a virtualenv under the cache dir) and fails
-# loudly, never skips.
+# pyarrow, polars and pyspark in a virtualenv under the cache dir; for S3 a
+# second one with DuckDB 1.5.5, its httpfs wheel and moto) and fails loudly,
+# never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
@@ -27,6 +31,14 @@ pkgs=(duckdb==2.0.1 pyarrow==26.0.1 polars==2.1.0 pyspark==4.3.0)
 "$CACHE/venv/bin/python" -c "import duckdb, pyarrow, polars, pyspark" 2>/dev/null \
   || "$CACHE/venv/bin/pip" install -q "${pkgs[@]}"
 
+# DuckDB's httpfs and aws extensions as wheels (no extension download): published for 1.5.5.
+s3pkgs=(duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 duckdb-extension-aws==1.5.5 "moto[server]==5.2.5" pytz==2025.2 pyarrow==26.0.1 polars==2.1.0)
+if [ ! -x "$CACHE/venv-s3/bin/python" ]; then
+  python3 -m venv "$CACHE/venv-s3"
+fi
+"$CACHE/venv-s3/bin/python" -c "import duckdb, duckdb_extension_httpfs, duckdb_extension_aws, moto, boto3, pytz, pyarrow, polars" 2>/dev/null \
+  || "$CACHE/venv-s3/bin/pip" install -q "${s3pkgs[@]}"
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo test --no-run -q 2>/dev/null || cargo test --no-run
@@ -35,4 +47,6 @@ bin="$CARGO_TARGET_DIR/debug/chatlake"
 # Spark's logs go to stderr; the comparison's figures to stdout.
 "$CACHE/venv/bin/python" tests/engines.py "$bin" "$work/wh" "$work" 2> "$work/spark.log" \
   || { echo "--- last lines of the engines' stderr:"; tail -20 "$work/spark.log"; exit 1; }
+"$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$work/wh" "$work" 2> "$work/s3.log" \
+  || { echo "--- last lines of the S3 test's stderr:"; tail -20 "$work/s3.log"; exit 1; }
 echo "engines test: ok"

@@ -1,0 +1,128 @@
+"""The warehouse on S3, read from outside chatlake with the README's S3 forms.
+
+The demo warehouse is uploaded to an S3-compatible server (moto's, on a local
+port). Then:
+- `chatlake views --dialect duckdb --warehouse s3://...`, run as written in
+  DuckDB (httpfs, credentials from the AWS environment, the endpoint taken
+  from AWS_ENDPOINT_URL), gives every reporting view with chatlake's rows;
+- pyarrow's dataset API (S3FileSystem) and Polars (scan_parquet with
+  storage_options) read every table from S3 with chatlake's row counts.
+
+DuckDB cannot download extensions where this runs, so httpfs and aws (the
+credential chain) come from the `duckdb-extension-httpfs` and
+`duckdb-extension-aws` wheels, installed from their files first; the
+script's own `INSTALL httpfs` then finds it installed. Those wheels exist for
+DuckDB 1.5.5, so this test runs DuckDB 1.5.5 (tests/engines.py runs 2.0.1).
+
+Usage: engines_s3.py CHATLAKE_BINARY WAREHOUSE WORKDIR. Exits 1 with every
+difference listed.
+"""
+
+import os
+import sys
+
+import boto3
+import duckdb
+import duckdb_extension_aws
+import duckdb_extension_httpfs
+import polars as pl
+from moto.server import ThreadedMotoServer
+from pyarrow import fs
+
+import engine_compare as ec
+from engine_compare import chatlake, compare, fail, failures
+
+ec.BIN = sys.argv[1]
+WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
+BUCKET, PREFIX = "lake", "chat"
+S3_WH = f"s3://{BUCKET}/{PREFIX}"
+
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+ENDPOINT = f"http://{host}:{port}"
+# The standard AWS environment: what chatlake, DuckDB's credential chain,
+# pyarrow and Polars all read.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "test-key",
+    "AWS_SECRET_ACCESS_KEY": "test-secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": ENDPOINT,
+    "AWS_ALLOW_HTTP": "true",
+})
+
+# --- the demo warehouse, uploaded -------------------------------------------
+s3 = boto3.client("s3", endpoint_url=ENDPOINT)
+s3.create_bucket(Bucket=BUCKET)
+uploaded = 0
+for root, _, files in os.walk(WH):
+    for name in files:
+        local = os.path.join(root, name)
+        key = f"{PREFIX}/{os.path.relpath(local, WH)}"
+        s3.upload_file(local, BUCKET, key)
+        uploaded += 1
+print(f"s3: {uploaded} files of the demo warehouse uploaded to {S3_WH} at {ENDPOINT}")
+
+views = [f"reporting.{r[0]}" for r in ec.chatlake_rows(
+    WH, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reporting' ORDER BY table_name")[1]]
+tables = [f"{s}.{t}" for s, t in ec.chatlake_rows(
+    WH, "SELECT table_schema, table_name FROM information_schema.tables "
+    "WHERE table_schema NOT IN ('reporting', 'information_schema') ORDER BY 1, 2")[1]]
+if len(views) < 10:
+    fail(f"only {len(views)} reporting views: {views}")
+
+# --- DuckDB, from the generated script --------------------------------------
+script = chatlake("views", "--warehouse", S3_WH, "--dialect", "duckdb")
+with open(os.path.join(WORK, "views.duckdb-s3.sql"), "w") as f:
+    f.write(script)
+for needed in ("INSTALL httpfs", "LOAD httpfs", f"'{S3_WH}/",
+               f"ENDPOINT '{host}:{port}'", "URL_STYLE 'path'", "USE_SSL false"):
+    if needed not in script:
+        fail(f"the DuckDB script over {S3_WH} lacks {needed!r}")
+duck = duckdb.connect()
+for name, package in (("httpfs", duckdb_extension_httpfs), ("aws", duckdb_extension_aws)):
+    ext = os.path.join(os.path.dirname(package.__file__), "extensions",
+                       f"v{duckdb.__version__}", f"{name}.duckdb_extension")
+    duck.execute(f"INSTALL '{ext}'")
+duck.execute(script)
+
+print(f"views ({len(views)}), chatlake over the local copy against DuckDB {duckdb.__version__} over S3:")
+for v in views:
+    header, expected = ec.chatlake_rows(WH, f"SELECT * FROM {v}")
+    if not expected and v not in ("reporting.chats_by_company",):
+        fail(f"{v}: no rows in the demo warehouse, nothing to compare")
+    d = duck.sql(f"SELECT * FROM {v}")
+    if [c.lower() for c in d.columns] != [c.lower() for c in header]:
+        fail(f"{v}: DuckDB columns {d.columns} != chatlake {header}")
+    compare(v, "duckdb over s3", expected, d.fetchall())
+
+# --- every table in pyarrow and Polars, from S3 -----------------------------
+arrow_s3 = fs.S3FileSystem(endpoint_override=ENDPOINT, scheme="http", region="us-east-1",
+                           access_key="test-key", secret_key="test-secret")
+storage = {"aws_endpoint_url": ENDPOINT, "aws_allow_http": "true", "aws_region": "us-east-1",
+           "aws_access_key_id": "test-key", "aws_secret_access_key": "test-secret"}
+print(f"tables ({len(tables)}):")
+for t in tables:
+    n = ec.chatlake_rows(WH, f"SELECT COUNT(*) FROM {t}")[1][0][0]
+    counts = {"duckdb": duck.sql(f"SELECT COUNT(*) FROM {t}").fetchall()[0][0]}
+    schema_name, table_name = t.split(".")
+    if n > 0:
+        listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{schema_name}/{table_name}/")
+        partitioned = any("/dt=" in o["Key"] for o in listing.get("Contents", []))
+        data_files = ec.data_file_name(schema_name, table_name)
+        path = f"{BUCKET}/{PREFIX}/{schema_name}/{table_name}"
+        counts["pyarrow"] = ec.pyarrow_dataset(path, partitioned, data_files, arrow_s3).count_rows()
+        lf = ec.polars_frame(f"s3://{path}", partitioned, data_files, storage)
+        counts["polars"] = lf.select(pl.len()).collect().item()
+    wrong = {k: c for k, c in counts.items() if c != n}
+    if wrong:
+        fail(f"{t}: chatlake counts {n}, but over S3 {wrong}")
+    else:
+        print(f"  {t}: {n} rows in chatlake, and over S3 in {', '.join(counts)}")
+
+server.stop()
+if failures:
+    print(f"\n{len(failures)} difference(s)")
+    sys.exit(1)
+print(f"\nover S3: all {len(views)} views equal in DuckDB; all {len(tables)} tables read with equal counts")
