@@ -45,6 +45,34 @@ const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text for people, or as one JSON object per line (with
+    /// the structured fields: stream, window, rows...) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CHATLAKE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Output of `runs` and `state show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOrJson {
+    /// Aligned text for people.
+    Text,
+    /// One JSON document for programs.
+    Json,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T16:00:00Z  INFO chatlake::pipeline: stream finished stream=...`
+    Text,
+    /// `{"timestamp":"...","level":"INFO","fields":{"message":"stream finished","stream":"..."},...}`
+    Json,
 }
 
 /// Warehouse selection shared by the commands.
@@ -164,6 +192,17 @@ pub enum Command {
         /// How many runs to show.
         #[arg(long, default_value_t = 10)]
         last: usize,
+        /// `text` for people; `json`: one object with `runs` (every column),
+        /// `incomplete` and `failed_pipelines`, for monitors and scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
+    },
+    /// Print a shell completion script: e.g. `chatlake completions bash >
+    /// ~/.local/share/bash-completion/completions/chatlake`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Serve the simulated APIs on 127.0.0.1 until interrupted.
     Simulator {
@@ -199,13 +238,19 @@ pub enum Command {
 pub enum StateAction {
     /// Print each stream's watermark.
     Show {
+        /// Pipeline file (TOML).
         #[arg(long)]
         pipeline: PathBuf,
         #[command(flatten)]
         wh: WarehouseArg,
+        /// `text` for people; `json`: an array of {stream, watermark,
+        /// updated_at, run_id} (watermark null when there is none).
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
     },
     /// Forget watermarks (all streams, or one): the next run starts at start_date.
     Reset {
+        /// Pipeline file (TOML).
         #[arg(long)]
         pipeline: PathBuf,
         #[command(flatten)]
@@ -289,11 +334,31 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State {
-            action: StateAction::Show { pipeline, wh },
+            action:
+                StateAction::Show {
+                    pipeline,
+                    wh,
+                    format,
+                },
         } => {
             let p = Pipeline::load(&pipeline)?;
             let wh = existing_warehouse(wh.warehouse, Some(&p))?;
             let states = StateStore::new(&wh, &p.config.name).list().await?;
+            if format == TextOrJson::Json {
+                let doc: Vec<_> = states
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "stream": s.stream,
+                            "watermark": s.watermark.map(|d| d.to_string()),
+                            "updated_at": s.updated_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            "run_id": s.run_id,
+                        })
+                    })
+                    .collect();
+                outln!("{:#}", serde_json::Value::from(doc))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if states.is_empty() {
                 outln!("no state for pipeline {} in {wh}", p.config.name)?;
             }
@@ -387,10 +452,28 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             wh,
             listen,
         } => schedule(pipelines, wh.warehouse, listen).await,
-        Command::Runs { pipeline, wh, last } => {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "chatlake", &mut text);
+            out!("{}", String::from_utf8_lossy(&text))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs {
+            pipeline,
+            wh,
+            last,
+            format,
+        } => {
             let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
             let wh = existing_warehouse(wh.warehouse, p.as_ref())?;
-            runs(&wh, p.as_ref().map(|p| p.config.name.as_str()), last).await
+            runs(
+                &wh,
+                p.as_ref().map(|p| p.config.name.as_str()),
+                last,
+                format,
+            )
+            .await
         }
         Command::Simulator {
             port,
@@ -520,7 +603,12 @@ async fn schedule(
 }
 
 /// `chatlake runs`: one line per run (all its streams), newest first.
-async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<ExitCode> {
+async fn runs(
+    wh: &Warehouse,
+    pipeline: Option<&str>,
+    last: usize,
+    format: TextOrJson,
+) -> Result<ExitCode> {
     let ctx = query::session(wh).await?;
     let filter = pipeline.map_or(String::new(), |p| {
         format!("WHERE pipeline = '{}'", p.replace('\'', "''"))
@@ -537,7 +625,9 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
          FROM meta.runs {filter} GROUP BY pipeline, run_id ORDER BY started_at DESC LIMIT {last}"
     );
     let batches = query::run(&ctx, &sql).await?;
-    outln!("{}", query::render(&batches, Format::Table)?)?;
+    if format == TextOrJson::Text {
+        outln!("{}", query::render(&batches, Format::Table)?)?;
+    }
     // The last run of each pipeline decides the exit code.
     let latest = format!(
         "WITH r AS (SELECT pipeline, run_id, MAX(started_at) AS s, \
@@ -559,6 +649,7 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
     // full) are failed runs too; the newest such run after a pipeline's
     // last recorded run makes that pipeline's last run a failure.
     let incomplete = crate::runlog::unfinished(wh, pipeline).await?;
+    let mut incomplete_json = Vec::new();
     if !incomplete.is_empty() {
         let recorded = query::run(&ctx, &format!("SELECT pipeline, run_id, MAX(started_at) AS s, COUNT(*) AS n FROM meta.runs {filter} GROUP BY pipeline, run_id")).await?;
         let recorded = query::render(&recorded, Format::Csv)?;
@@ -567,20 +658,31 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
             .skip(1)
             .map(|l| l.split(',').collect())
             .collect();
-        outln!("incomplete runs (some or all meta.runs rows missing: the run was killed, crashed, or could not write them):")?;
+        if format == TextOrJson::Text {
+            outln!("incomplete runs (some or all meta.runs rows missing: the run was killed, crashed, or could not write them):")?;
+        }
         for m in &incomplete {
             let n = rows
                 .iter()
                 .find(|r| r.get(1) == Some(&m.run_id.as_str()))
                 .and_then(|r| r.get(3)?.parse().ok())
                 .unwrap_or(0);
-            outln!(
-                "  {} {} started {}: {n} of {} stream(s) recorded -- failed",
-                m.pipeline,
-                m.run_id,
-                m.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                m.streams.len()
-            )?;
+            let started = m.started_at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            if format == TextOrJson::Text {
+                outln!(
+                    "  {} {} started {started}: {n} of {} stream(s) recorded -- failed",
+                    m.pipeline,
+                    m.run_id,
+                    m.streams.len()
+                )?;
+            }
+            incomplete_json.push(serde_json::json!({
+                "pipeline": m.pipeline,
+                "run_id": m.run_id,
+                "started_at": started,
+                "streams": m.streams,
+                "streams_recorded": n,
+            }));
             let newest_recorded = rows
                 .iter()
                 .filter(|r| {
@@ -600,6 +702,16 @@ async fn runs(wh: &Warehouse, pipeline: Option<&str>, last: usize) -> Result<Exi
                 failed.push(m.pipeline.clone());
             }
         }
+    }
+    if format == TextOrJson::Json {
+        let runs: serde_json::Value = serde_json::from_str(&query::render(&batches, Format::Json)?)
+            .map_err(|e| Error::Usage(format!("runs as JSON: {e}")))?;
+        let doc = serde_json::json!({
+            "runs": runs,
+            "incomplete": incomplete_json,
+            "failed_pipelines": failed,
+        });
+        outln!("{doc:#}")?;
     }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -753,4 +865,32 @@ fn print_report(r: &RunReport) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.trim() != "chatlake" {
+                missing.push(path.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

@@ -17,14 +17,16 @@ fn main() -> ExitCode {
     let interactive = std::io::stderr().is_terminal();
     // On a terminal the progress bar tells the story; elsewhere, tracing lines do.
     let default_level = if interactive { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(|| chatlake::config::secret::RedactingWriter(std::io::stderr()))
-        .with_ansi(interactive)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let writer = || chatlake::config::secret::RedactingWriter(std::io::stderr());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match cli.log_format {
+        chatlake::cli::LogFormat::Json => logs.json().init(),
+        chatlake::cli::LogFormat::Text => logs.with_ansi(interactive).init(),
+    }
     // Large stacks (reserved, committed only as used): planning a query
     // recurses once per operator, up to query::MAX_OPERATORS.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

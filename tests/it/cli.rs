@@ -5,14 +5,10 @@ use std::process::Command;
 
 use crate::support::*;
 
-#[test]
-fn run_state_and_query_from_the_command_line() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(10), 7));
-    let file = env.pipeline_file.to_str().unwrap();
-    let wh = env.dir.path().join("wh");
-    let wh = wh.to_str().unwrap();
-    let (code, out, err) = chatlake(&[
+/// `chatlake [global] run` of socialintents.chats for 2025-10-27..29.
+fn run_chats(file: &str, wh: &str, global: &[&str]) -> (i32, String, String) {
+    let mut args = global.to_vec();
+    args.extend([
         "run",
         "--pipeline",
         file,
@@ -25,6 +21,17 @@ fn run_state_and_query_from_the_command_line() {
         "--stream",
         "socialintents.chats",
     ]);
+    chatlake(&args)
+}
+
+#[test]
+fn run_state_and_query_from_the_command_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(10), 7));
+    let file = env.pipeline_file.to_str().unwrap();
+    let wh = env.dir.path().join("wh");
+    let wh = wh.to_str().unwrap();
+    let (code, out, err) = run_chats(file, wh, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("socialintents.chats")
@@ -417,4 +424,70 @@ fn json_functions_read_fields_of_extra() {
            FROM (VALUES ('{"mood":"happy","visits":3,"user":{"gender":"unknown"}}')) AS t(e)"#,
     );
     assert_eq!(out, "mood,visits,gender\nhappy,3,unknown\n");
+}
+
+/// Issue 12: `runs` and `state show` as JSON for monitors, and JSON log
+/// lines for log collectors, checked against the simulator's own counts.
+#[test]
+fn runs_state_and_logs_as_json() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(10), 7));
+    let file = env.pipeline_file.to_str().unwrap();
+    let wh = env.dir.path().join("wh");
+    let wh = wh.to_str().unwrap();
+    let (code, _, err) = run_chats(file, wh, &["--log-format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    // Every stderr line is one JSON object; the stream's structured fields are there.
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "stream finished")
+        .unwrap_or_else(|| panic!("no `stream finished` line in {err}"));
+    assert_eq!(finished["fields"]["stream"], "socialintents.chats");
+    assert_eq!(finished["level"], "INFO");
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["window"] == "2025-10-27..2025-10-29"));
+
+    // The chats and messages the simulator served, and the requests it saw.
+    let served: Vec<_> = env
+        .served_chats("2025-10-27", "2025-10-29")
+        .into_iter()
+        .filter(|c| !c.malformed)
+        .collect();
+    let rows = served.len() + served.iter().map(|c| c.messages.len()).sum::<usize>();
+    let requests: u64 = env.sim.requests().values().sum();
+    let (code, out, err) = chatlake(&["runs", "--warehouse", wh, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(run["pipeline"], "test");
+    assert_eq!(run["streams"], 1);
+    assert_eq!(run["failed_streams"], 0);
+    assert_eq!(run["rows_written"], rows as u64, "{doc:#}");
+    assert_eq!(run["requests"], requests, "{doc:#}");
+    assert_eq!(run["errors"], serde_json::Value::Null);
+    assert_eq!(doc["incomplete"], serde_json::json!([]));
+    assert_eq!(doc["failed_pipelines"], serde_json::json!([]));
+
+    let (code, out, _) = chatlake(&[
+        "state",
+        "show",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc.as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(doc[0]["stream"], "socialintents.chats");
+    assert_eq!(doc[0]["watermark"], "2025-10-29");
+    assert_eq!(doc[0]["run_id"], run["run_id"]);
 }
