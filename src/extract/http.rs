@@ -199,6 +199,32 @@ impl HttpClient {
             .await
     }
 
+    /// `chatlake check`: one authenticated GET of `segments` (a small
+    /// listing), answered 2xx with JSON. Says how many `what` it listed.
+    pub async fn check(&self, segments: &[&str], what: &str) -> Result<String> {
+        let (url, label) = self.endpoint(segments, &[])?;
+        let body = self.get_complete_json(url, &label).await?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Error::BadResponse {
+                source_name: self.source.clone(),
+                endpoint: label.clone(),
+                message: e.to_string(),
+            })?;
+        // A plain array, a page with `count`, or an object holding the array.
+        let n = match &value {
+            serde_json::Value::Array(a) => Some(a.len() as u64),
+            serde_json::Value::Object(o) => o.get("count").and_then(|c| c.as_u64()).or_else(|| {
+                o.values()
+                    .find_map(|v| v.as_array().map(|a| a.len() as u64))
+            }),
+            _ => None,
+        };
+        Ok(match n {
+            Some(n) => format!("GET {label}: {what}: {n}"),
+            None => format!("GET {label}: answered"),
+        })
+    }
+
     /// GETs `url` and returns a body that is complete, valid JSON (checked
     /// without building a tree; a cut-off body is retried like a 5xx). The
     /// caller then walks it record by record.

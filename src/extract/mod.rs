@@ -77,6 +77,9 @@ pub trait Source: Send + Sync {
     /// What the source's HTTP client has sent and waited so far.
     fn traffic(&self) -> http::Traffic;
 
+    /// `chatlake check`: one cheap authenticated request; what it showed.
+    async fn check(&self) -> Result<String>;
+
     /// A windowed stream's window, or a snapshot stream whole (window None).
     async fn extract(
         &self,

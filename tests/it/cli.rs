@@ -491,3 +491,52 @@ fn runs_state_and_logs_as_json() {
     assert_eq!(doc[0]["watermark"], "2025-10-29");
     assert_eq!(doc[0]["run_id"], run["run_id"]);
 }
+
+/// Issue 12: `chatlake check` says per source whether it is reachable and
+/// its credentials are accepted, exits 0 only when all are, makes one request
+/// per source, and never prints the token.
+#[test]
+fn check_reaches_each_source_and_never_prints_the_token() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(2), 7));
+    let file = env.pipeline_file.to_str().unwrap();
+    let (code, out, err) = chatlake(&["check", "--pipeline", file]);
+    assert_eq!(code, 0, "{out}{err}");
+    let widgets = chatlake::simulator::data::WIDGETS.len();
+    assert!(
+        out.contains("pipeline test (")
+            && out.contains("socialintents  ok      reachable, credentials accepted")
+            && out.contains(&format!("widgets: {widgets}"))
+            && out.contains("streams: socialintents.chats, socialintents.offline_messages"),
+        "{out}"
+    );
+    assert_eq!(env.sim.requests().values().sum::<u64>(), 1, "one request");
+
+    let bad = env.dir.path().join("bad-token.toml");
+    let wrong = "wrong-secret-token-1234";
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(file).unwrap().replace(TOKEN, wrong),
+    )
+    .unwrap();
+    let (code, out, err) = chatlake(&["check", "--pipeline", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("socialintents  FAILED  socialintents /apps: 401"),
+        "{out}"
+    );
+    assert!(!out.contains(wrong) && !err.contains(wrong), "{out}{err}");
+
+    // A variable that does not resolve is a pipeline-file error (exit 2).
+    let unset = env.dir.path().join("unset.toml");
+    std::fs::write(
+        &unset,
+        std::fs::read_to_string(file)
+            .unwrap()
+            .replace(TOKEN, "${CHATLAKE_TEST_NO_SUCH_VAR}"),
+    )
+    .unwrap();
+    let (code, _, err) = chatlake(&["check", "--pipeline", unset.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CHATLAKE_TEST_NO_SUCH_VAR"), "{err}");
+}

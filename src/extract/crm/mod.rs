@@ -72,6 +72,11 @@ impl Source for Crm {
         self.client.traffic()
     }
 
+    /// One GET of the companies listing.
+    async fn check(&self) -> Result<String> {
+        self.client.check(&["companies"], "companies").await
+    }
+
     /// The streams the config asks for; each writes one table, keyed by id.
     fn streams(&self) -> Vec<StreamSpec> {
         [

@@ -253,6 +253,11 @@ impl Source for Social25 {
         self.client.traffic()
     }
 
+    /// One GET of the tenants listing.
+    async fn check(&self) -> Result<String> {
+        self.client.check(&["tenants", ""], "tenants").await
+    }
+
     /// The streams the config asks for, in dependency order (conversations
     /// before messages, which reuse its listing).
     fn streams(&self) -> Vec<StreamSpec> {

@@ -82,6 +82,11 @@ impl Source for SocialIntents {
         self.client.traffic()
     }
 
+    /// One GET of the widgets listing.
+    async fn check(&self) -> Result<String> {
+        self.client.check(&["apps"], "widgets").await
+    }
+
     /// The streams the config asks for. `chats` and `missed_chats` both feed
     /// socialintents.chats, so they form one stream (keyed
     /// `socialintents.chats`) whose windows read both endpoints: a partition is
