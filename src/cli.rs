@@ -113,6 +113,10 @@ pub enum Command {
         /// Let an upsert stream mark more than `max_delete_share` of its rows deleted.
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Print the plan (streams, windows, what each asks the API for)
+        /// from the saved state, without a request, a lock or a write.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check a pipeline before running it: the file parses, every variable
     /// resolves, and each source answers one cheap authenticated request.
@@ -281,8 +285,25 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             streams,
             full_refresh,
             allow_mass_delete,
+            dry_run,
         } => {
             let p = Pipeline::load(&pipeline)?;
+            if dry_run {
+                // A warehouse that does not exist yet is a first run: no state.
+                let location = warehouse_location(wh.warehouse, Some(&p));
+                let missing = !location.contains("://") && !Path::new(&location).exists();
+                let wh = (!missing)
+                    .then(|| Warehouse::open_existing(&location))
+                    .transpose()?;
+                let opts = RunOptions {
+                    from,
+                    to,
+                    streams,
+                    full_refresh,
+                    ..RunOptions::default()
+                };
+                return print_plan(&p, &pipeline::plan(&p, wh.as_ref(), &opts).await?);
+            }
             let wh = open_warehouse(wh.warehouse, Some(&p))?;
             let stop = stop_on_signals();
             let opts = RunOptions {
@@ -878,6 +899,31 @@ async fn check(file: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `run --dry-run`: one line per stream, then its windows.
+fn print_plan(p: &Pipeline, plan: &[pipeline::PlannedStream]) -> Result<ExitCode> {
+    outln!(
+        "dry run of pipeline {}: nothing is requested or written; a run would read:",
+        p.config.name
+    )?;
+    for s in plan {
+        let watermark = s.watermark.map_or("-".into(), |d| d.to_string());
+        let range = match (s.windows.first(), s.windows.last()) {
+            (Some(a), Some(b)) => format!("{}..{} in {} window(s)", a.from, b.to, s.windows.len()),
+            _ => "whole".into(),
+        };
+        outln!(
+            "{:<30} {:<9} watermark {watermark:<10}  {range}",
+            s.stream,
+            s.kind
+        )?;
+        outln!("    {}", s.asks)?;
+        for w in &s.windows {
+            outln!("    window {w}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_report(r: &RunReport) -> Result<ExitCode> {

@@ -122,6 +122,25 @@ impl RunReport {
 }
 
 /// Runs every selected stream of `pipeline` into `wh` once.
+pub use prepare::PlannedStream;
+
+/// `run --dry-run`: what `run_once` with `opts` would read, stream by
+/// stream, from the saved state alone (no request, no lock, no write).
+/// `wh` None: a warehouse that does not exist yet (every stream's first run).
+pub async fn plan(
+    pipeline: &Pipeline,
+    wh: Option<&Warehouse>,
+    opts: &RunOptions,
+) -> Result<Vec<PlannedStream>> {
+    let cfg = &pipeline.config;
+    let now = opts.now.unwrap_or_else(Utc::now);
+    let today = time::local_date(now, pipeline.tz);
+    let (_sources, specs) = prepare::streams(pipeline, now, opts)?;
+    let states = wh.map(|wh| StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone));
+    prepare::check(cfg, opts, today, states.as_ref(), &specs).await?;
+    prepare::plan(cfg, opts, today, states.as_ref(), &specs).await
+}
+
 pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) -> Result<RunReport> {
     let cfg = &pipeline.config;
     let now = opts.now.unwrap_or_else(Utc::now);
@@ -131,15 +150,9 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         now.format("%Y%m%dT%H%M%SZ"),
         fastrand::u32(..0x100_0000)
     );
-    let sources = crate::extract::build_all(pipeline, now)?;
-    let all: Vec<(usize, StreamSpec)> = sources
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec)))
-        .collect();
-    let specs = prepare::select(all, &opts.streams)?;
+    let (sources, specs) = prepare::streams(pipeline, now, opts)?;
     let states = StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone);
-    prepare::check(cfg, opts, today, &states, &specs).await?;
+    prepare::check(cfg, opts, today, Some(&states), &specs).await?;
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
     prepare::failpoint(&format!("panic@{}", cfg.name));
     // A run counts as failed until every one of its meta.runs rows is written.

@@ -35,11 +35,32 @@ pub(super) fn select<T>(
 
 /// What can be refused before the lock and the first request: an inverted
 /// range, a start_date after today, a changed timezone.
+/// The pipeline's sources, and the streams `opts` selects (each with the
+/// index of its source).
+#[allow(clippy::type_complexity)]
+pub(super) fn streams(
+    pipeline: &crate::config::Pipeline,
+    now: chrono::DateTime<chrono::Utc>,
+    opts: &super::RunOptions,
+) -> Result<(
+    Vec<Box<dyn crate::extract::Source>>,
+    Vec<(usize, StreamSpec)>,
+)> {
+    let sources = crate::extract::build_all(pipeline, now)?;
+    let all: Vec<(usize, StreamSpec)> = sources
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.streams().into_iter().map(move |spec| (i, spec)))
+        .collect();
+    let specs = select(all, &opts.streams)?;
+    Ok((sources, specs))
+}
+
 pub(super) async fn check(
     cfg: &crate::config::PipelineConfig,
     opts: &super::RunOptions,
     today: chrono::NaiveDate,
-    states: &StateStore<'_>,
+    states: Option<&StateStore<'_>>,
     specs: &[(usize, StreamSpec)],
 ) -> Result<()> {
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
@@ -53,7 +74,10 @@ pub(super) async fn check(
             cfg.start_date, cfg.timezone
         )));
     }
-    check_timezone(states, specs, cfg, opts.full_refresh).await
+    match states {
+        Some(states) => check_timezone(states, specs, cfg, opts.full_refresh).await,
+        None => Ok(()),
+    }
 }
 
 /// Refuses a run whose timezone differs from the one the streams' data was
@@ -113,4 +137,90 @@ pub(crate) fn failpoint(name: &str) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
+}
+
+/// What a run would do for one stream (`run --dry-run`).
+#[derive(Debug, Clone)]
+pub struct PlannedStream {
+    pub stream: String,
+    /// windowed, snapshot, changes or upsert.
+    pub kind: &'static str,
+    /// The saved watermark (None: first run, or ignored by --full-refresh).
+    pub watermark: Option<chrono::NaiveDate>,
+    /// The local-date windows a windowed stream reads, in order.
+    pub windows: Vec<crate::extract::window::Window>,
+    /// What it asks the API for.
+    pub asks: String,
+}
+
+/// The plan of every selected stream from the saved state alone: no
+/// request, no lock, no write.
+pub(super) async fn plan(
+    cfg: &crate::config::PipelineConfig,
+    opts: &super::RunOptions,
+    today: chrono::NaiveDate,
+    states: Option<&StateStore<'_>>,
+    specs: &[(usize, StreamSpec)],
+) -> Result<Vec<PlannedStream>> {
+    use crate::extract::{window, StreamKind};
+    let mut out = Vec::new();
+    for (_, spec) in specs {
+        let loaded = match states {
+            Some(states) => states.load(&spec.name).await?,
+            None => None,
+        };
+        let watermark = loaded
+            .as_ref()
+            .and_then(|l| l.state.watermark)
+            .filter(|_| !opts.full_refresh);
+        let endpoints = spec.endpoints.join(", ");
+        let (kind, windows, asks) = match spec.kind {
+            StreamKind::Windowed { window_days, .. } => {
+                let default =
+                    window::default_range(watermark, cfg.start_date, cfg.lookback_days, today);
+                let range = window::Window {
+                    from: opts.from.unwrap_or(default.from),
+                    to: opts.to.unwrap_or(default.to),
+                };
+                let windows = window::split(range, window_days);
+                let asks = format!(
+                    "GET {endpoints} once per window (every page), for the UTC dates covering it; \
+                     each window's partitions replaced"
+                );
+                ("windowed", windows, asks)
+            }
+            StreamKind::Snapshot => (
+                "snapshot",
+                Vec::new(),
+                format!("GET {endpoints} whole (every page); the table replaced"),
+            ),
+            StreamKind::Changes { .. } => (
+                "changes",
+                Vec::new(),
+                format!(
+                    "GET {endpoints} for each conversation changed since the saved cursor{}",
+                    if loaded.as_ref().is_some_and(|l| l.state.cursor.is_some()) {
+                        ""
+                    } else {
+                        " (none saved: every conversation)"
+                    }
+                ),
+            ),
+            StreamKind::Upsert { .. } => (
+                "upsert",
+                Vec::new(),
+                format!(
+                    "GET {endpoints} whole; rows compared with the warehouse's, changes merged"
+                ),
+            ),
+        };
+        out.push(PlannedStream {
+            stream: spec.name.clone(),
+            kind,
+            watermark,
+            windows,
+            asks,
+        });
+    }
+    Ok(out)
 }

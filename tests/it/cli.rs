@@ -540,3 +540,104 @@ fn check_reaches_each_source_and_never_prints_the_token() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("CHATLAKE_TEST_NO_SUCH_VAR"), "{err}");
 }
+
+/// Every file under `dir` with its bytes.
+fn snapshot_files(
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Issue 12: `run --dry-run` prints the windows a run would read from the
+/// saved watermark, and changes nothing: no request, no byte of the
+/// warehouse (and no warehouse created when there is none).
+#[test]
+fn dry_run_plans_from_the_watermark_and_changes_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(2), 7));
+    let file = env.pipeline_file.to_str().unwrap();
+    let wh = env.dir.path().join("wh");
+    let (code, _, err) = run_chats(file, wh.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let before = snapshot_files(&wh);
+    let requests = env.sim.requests().values().sum::<u64>();
+
+    let (code, out, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh.to_str().unwrap(),
+        "--stream",
+        "socialintents.chats",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Watermark 2025-10-29 minus lookback_days = 2, to today in New York,
+    // in windows of 7 days.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
+    let mut expected = Vec::new();
+    let mut from = d("2025-10-27");
+    while from <= today {
+        let to = (from + chrono::Duration::days(6)).min(today);
+        expected.push(format!("    window {from}..{to}"));
+        from = to + chrono::Duration::days(1);
+    }
+    let windows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("    window "))
+        .collect();
+    assert_eq!(windows, expected, "{out}");
+    assert!(
+        out.contains(&format!(
+            "socialintents.chats            windowed  watermark 2025-10-29  2025-10-27..{today} in {} window(s)",
+            expected.len()
+        )) && out.contains("GET missedchats, chats once per window"),
+        "{out}"
+    );
+    assert_eq!(snapshot_files(&wh), before, "the warehouse is unchanged");
+    assert_eq!(
+        env.sim.requests().values().sum::<u64>(),
+        requests,
+        "no request"
+    );
+
+    // No warehouse yet: every stream from start_date, and none is created.
+    let fresh = env.dir.path().join("fresh");
+    let (code, out, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        fresh.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("socialintents.widgets          snapshot")
+            && out.contains(
+                "socialintents.contacts         windowed  watermark -           2025-10-27.."
+            ),
+        "{out}"
+    );
+    assert!(!fresh.exists());
+    assert_eq!(
+        env.sim.requests().values().sum::<u64>(),
+        requests,
+        "no request"
+    );
+}
