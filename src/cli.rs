@@ -126,7 +126,9 @@ pub enum Command {
         #[arg(long)]
         pipeline: PathBuf,
     },
-    /// Run read-only SQL over the warehouse tables and the reporting views.
+    /// Run read-only SQL over the warehouse tables and the reporting views;
+    /// without SQL (or as `chatlake sql`), an interactive shell.
+    #[command(visible_alias = "sql")]
     Query {
         #[command(flatten)]
         wh: WarehouseArg,
@@ -146,7 +148,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// The SQL: one or more statements separated by `;`, or `-` to read
-        /// them from stdin.
+        /// them from stdin. Without it: the SQL shell (history, statements
+        /// ending with `;` over several lines; from a pipe, line by line).
         sql: Option<String>,
     },
     /// Write the HTML report: KPIs against the previous period, daily chats,
@@ -326,18 +329,20 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             out,
             sql,
         } => {
-            let text =
-                match (sql.as_deref(), &file) {
-                    (_, Some(f)) => std::fs::read_to_string(f)
-                        .map_err(|e| Error::io(format!("reading {}", f.display()), e))?,
-                    (Some("-"), None) => std::io::read_to_string(std::io::stdin())
-                        .map_err(|e| Error::io("reading SQL from stdin", e))?,
-                    (Some(s), None) => s.to_string(),
-                    (None, None) => return Err(Error::Usage(
-                        "query: give the SQL as an argument, `-` to read it from stdin, or -f FILE"
-                            .into(),
-                    )),
-                };
+            let text = match (sql.as_deref(), &file) {
+                (_, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| Error::io(format!("reading {}", f.display()), e))?,
+                (Some("-"), None) => std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::io("reading SQL from stdin", e))?,
+                (Some(s), None) => s.to_string(),
+                (None, None) => {
+                    // No SQL: the shell.
+                    let wh = existing_warehouse(wh.warehouse, None)?;
+                    let session = query::session(&wh).await?;
+                    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+                    return crate::shell::run(&session, format, terminal).await;
+                }
+            };
             let statements = query::split_statements(&text)?;
             let wh = existing_warehouse(wh.warehouse, None)?;
             let ctx = query::session(&wh).await?;

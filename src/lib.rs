@@ -26,6 +26,7 @@ pub mod reporting;
 pub mod runlog;
 pub mod schedule;
 pub mod schema;
+pub mod shell;
 pub mod simulator;
 pub mod sink;
 pub mod state;

@@ -311,24 +311,14 @@ fn formats_keep_every_column_and_empty_results_keep_their_header() {
 /// SQL from stdin (`-`) and from a file (`-f`), several statements each.
 #[test]
 fn sql_comes_from_stdin_or_a_file_statement_by_statement() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let wh = dir.path().to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(["query", "--warehouse", wh, "--format", "csv", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"SELECT 'a;b' AS s;\nSELECT 2 AS n;\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "s\na;b\nn\n2\n");
+    let (code, out, err) = chatlake_stdin(
+        &["query", "--warehouse", wh, "--format", "csv", "-"],
+        "SELECT 'a;b' AS s;\nSELECT 2 AS n;\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "s\na;b\nn\n2\n");
     let file = dir.path().join("q.sql");
     std::fs::write(&file, "SELECT 3 AS n").unwrap();
     let (code, out, err) = chatlake(&[
@@ -640,4 +630,38 @@ fn dry_run_plans_from_the_watermark_and_changes_nothing() {
         requests,
         "no request"
     );
+}
+
+/// Issue 12: the SQL shell fed through stdin: statements end with `;` and
+/// may span lines (a `;` inside a string does not end one), an error is
+/// reported and the shell goes on, `\q` leaves, and the exit code says
+/// whether a statement failed.
+#[test]
+fn the_sql_shell_reads_statements_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().join("wh");
+    std::fs::create_dir_all(&wh).unwrap();
+    let shell = |input: &str| {
+        chatlake_stdin(
+            &[
+                "sql",
+                "--warehouse",
+                wh.to_str().unwrap(),
+                "--format",
+                "csv",
+            ],
+            input,
+        )
+    };
+    let (code, out, err) = shell(
+        "SELECT 1 AS a;\n\nSELECT\n  2 AS b,\n  'x;\ny' AS c;\nSELEC 3;\nSELECT 4 AS d; SELECT 5 AS e;\n\\q\nSELECT 6 AS never;\n",
+    );
+    assert_eq!(out, "a\n1\nb,c\n2,\"x;\ny\"\nd\n4\ne\n5\n", "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: SQL: expected an SQL statement, found SELEC (line 1, column 1)"
+    );
+    assert_eq!(code, 1, "a statement failed");
+    let (code, out, err) = shell("SELECT COUNT(*) AS n FROM socialintents.chats;");
+    assert_eq!((code, out.as_str()), (0, "n\n0\n"), "{err}");
 }

@@ -279,6 +279,31 @@ pub fn kill_runs_after(env: &Env, args: &[&str], delays_ms: &[u64]) -> usize {
 }
 
 /// `chatlake <args>` (without CHATLAKE_WAREHOUSE): (exit code, stdout, stderr).
+/// As [`chatlake`], with `input` on stdin.
+pub fn chatlake_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args(args)
+        .env_remove("CHATLAKE_WAREHOUSE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 pub fn chatlake(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
         .args(args)
