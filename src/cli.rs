@@ -961,6 +961,17 @@ fn print_report(r: &RunReport) -> Result<ExitCode> {
             s.requests_per_second()
         )?;
     }
+    // A stream may write several tables (chats and their messages): rows of each.
+    let mut by_table = std::collections::BTreeMap::<&str, u64>::new();
+    for (table, n) in r.streams.iter().flat_map(|s| &s.rows_by_table) {
+        *by_table.entry(table).or_default() += n;
+    }
+    if !by_table.is_empty() {
+        outln!("rows written, by table:")?;
+        for (table, n) in by_table {
+            outln!("  {table:<34} {n:>9}")?;
+        }
+    }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {
         eprintln!(

@@ -64,6 +64,8 @@ pub struct StreamReport {
     /// Records the source said it had (paginated listings' `count`).
     pub source_count: Option<u64>,
     pub rows_written: u64,
+    /// rows_written by table (a stream may write several: chats and their messages).
+    pub rows_by_table: std::collections::BTreeMap<String, u64>,
     pub rejects: u64,
     /// The HTTP requests this stream made: sent, retried, throttled, waited.
     pub traffic: Traffic,
@@ -95,6 +97,12 @@ impl StreamReport {
     }
 
     /// A stream starting now, nothing read yet.
+    /// Counts `n` rows written to `table`.
+    pub(crate) fn add_rows(&mut self, table: &str, n: u64) {
+        self.rows_written += n;
+        *self.rows_by_table.entry(table.to_string()).or_default() += n;
+    }
+
     fn new(stream: &str) -> Self {
         let now = Utc::now();
         StreamReport {
@@ -105,6 +113,7 @@ impl StreamReport {
             records: 0,
             source_count: None,
             rows_written: 0,
+            rows_by_table: Default::default(),
             rejects: 0,
             traffic: Traffic::default(),
             error: None,
@@ -167,7 +176,14 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     if let Err(e) = crate::reporting::write_settings(wh, pipeline, today, &run_id).await {
         tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
     }
-    let bar = prepare::progress_bar(opts.progress);
+    let plan = prepare::plan(cfg, opts, today, Some(&states), &specs).await?;
+    let (progress, bars) = prepare::progress_bars(
+        opts.progress,
+        sources.len(),
+        |i| pipeline.sources[i].name().to_string(),
+        &specs,
+        &plan,
+    );
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
     // Sources run at once, each at its own rate; a source's streams run in
@@ -186,7 +202,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             run_id: &run_id,
             now,
             today,
-            bar: &bar,
+            bar: &bars[i],
             lock: &lock,
             opts,
         };
@@ -207,7 +223,10 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     reports.sort_by_key(|(r, _)| specs.iter().position(|(_, s)| s.name == r.stream));
     let recorded = reports.iter().all(|(_, recorded)| *recorded);
     let reports: Vec<StreamReport> = reports.into_iter().map(|(r, _)| r).collect();
-    bar.finish_and_clear();
+    for bar in &bars {
+        bar.finish_and_clear();
+    }
+    let _ = progress.clear();
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {
         match crate::report::deliver(wh, report, today).await {

@@ -51,20 +51,23 @@ pub(super) async fn commit(
         .collect();
     let how = &how;
     // Each partition is its own atomic PUT; several go up at once.
-    let rows: u64 = futures::stream::iter(parts)
+    let rows: Vec<(&str, usize)> = futures::stream::iter(parts)
         .map(|(table, dt, batch)| async move {
-            match how {
-                Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await,
+            let n = match how {
+                Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await?,
                 Write::Merge(merge) => {
                     ctx.wh.merge_partition(table, dt, &batch, merge).await?;
-                    Ok(batch.num_rows())
+                    batch.num_rows()
                 }
-            }
+            };
+            Ok::<_, crate::error::Error>((table.name.as_str(), n))
         })
         .buffer_unordered(PARALLEL_PUTS)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
+        .try_collect()
         .await?;
-    rep.rows_written += rows;
+    for (table, n) in rows {
+        rep.add_rows(table, n as u64);
+    }
     if !out.rejects.is_empty() {
         rep.rejects += out.rejects.len() as u64;
         tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = out.rejects.len(), "records quarantined in meta.rejects");

@@ -86,6 +86,7 @@ pub(super) async fn snapshot(
     ctx.states
         .save(&spec.name, loaded, None, None, ctx.run_id)
         .await?;
+    ctx.bar.inc(1);
     Ok(())
 }
 
@@ -113,7 +114,11 @@ pub(super) async fn changes(
         "{} changed",
         plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>()
     );
-    ctx.bar.inc_length(plan.chunks.len() as u64);
+    // Planned as one step: now that the chunks are known, one step each.
+    match plan.chunks.len() {
+        0 => ctx.bar.inc(1),
+        n => ctx.bar.inc_length(n as u64 - 1),
+    }
     for (i, chunk) in plan.chunks.iter().enumerate() {
         ctx.check_go_on(spec)?;
         let label = format!("changes {}/{}", i + 1, plan.chunks.len());
@@ -173,8 +178,8 @@ pub(super) async fn windowed(
     };
     rep.window = Some(range);
     rep.scope = range.to_string();
+    // As many as `prepare::plan` counted for the progress bar.
     let windows = window::split(range, window_days);
-    ctx.bar.inc_length(windows.len() as u64);
     for w in windows {
         ctx.check_go_on(spec)?;
         ctx.bar.set_message(format!("{} {w}", spec.name));
@@ -257,7 +262,7 @@ pub(super) async fn upsert(
         tombstones: Some((&up.tombstones, time::micros(ctx.now))),
     });
     commit(ctx, spec, None, up.extracted, how, rep).await?;
-    rep.rows_written += up.tombstones.len() as u64;
+    rep.add_rows(&table.name, up.tombstones.len() as u64);
     if !up.tombstones.is_empty() {
         tracing::info!(stream = %spec.name, gone = up.tombstones.len(), "records gone from the source marked deleted");
     }
@@ -282,6 +287,7 @@ pub(super) async fn upsert(
             ctx.run_id,
         )
         .await?;
+    ctx.bar.inc(1);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! partitioning still matches the pipeline's timezone, the progress bar, and
 //! the crash-test hook.
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, Result};
 use crate::extract::StreamSpec;
@@ -109,19 +109,44 @@ async fn check_timezone(
     Ok(())
 }
 
-pub(super) fn progress_bar(enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} windows  {msg}",
-        )
-        .expect("static template"),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar
+/// One progress line per source, its length the steps planned for it
+/// (windows, plus one per snapshot, upsert or change-driven stream; a
+/// change-driven stream grows to its chunks once it has listed them), with
+/// an ETA. Hidden when not on a terminal.
+pub(super) fn progress_bars(
+    enabled: bool,
+    sources: usize,
+    names: impl Fn(usize) -> String,
+    specs: &[(usize, StreamSpec)],
+    plan: &[PlannedStream],
+) -> (MultiProgress, Vec<ProgressBar>) {
+    let multi = if enabled {
+        MultiProgress::new()
+    } else {
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+    };
+    let style = ProgressStyle::with_template(
+        "{spinner} {prefix:<14} [{elapsed_precise}] {bar:30} {pos}/{len} steps  ETA {eta:<4} {msg}",
+    )
+    .expect("static template");
+    let bars = (0..sources)
+        .map(|i| {
+            let steps: usize = specs
+                .iter()
+                .zip(plan)
+                .filter(|((s, _), _)| *s == i)
+                .map(|(_, p)| p.windows.len().max(1))
+                .sum();
+            let bar = multi.add(ProgressBar::new(steps as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(names(i));
+            if enabled {
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            }
+            bar
+        })
+        .collect();
+    (multi, bars)
 }
 
 /// Crash-test hook: when `CHATLAKE_FAILPOINT` names this point, the process

@@ -425,8 +425,9 @@ fn runs_state_and_logs_as_json() {
     let file = env.pipeline_file.to_str().unwrap();
     let wh = env.dir.path().join("wh");
     let wh = wh.to_str().unwrap();
-    let (code, _, err) = run_chats(file, wh, &["--log-format", "json"]);
+    let (code, out, err) = run_chats(file, wh, &["--log-format", "json"]);
     assert_eq!(code, 0, "{err}");
+    let summary = out;
     // Every stderr line is one JSON object; the stream's structured fields are there.
     let lines: Vec<serde_json::Value> = err
         .lines()
@@ -450,6 +451,15 @@ fn runs_state_and_logs_as_json() {
         .collect();
     let rows = served.len() + served.iter().map(|c| c.messages.len()).sum::<usize>();
     let requests: u64 = env.sim.requests().values().sum();
+    // The run's summary counts rows per table, chats apart from their messages.
+    let messages: usize = served.iter().map(|c| c.messages.len()).sum();
+    assert!(
+        summary.contains(&format!(
+            "rows written, by table:\n  socialintents.chat_messages        {messages:>9}\n  socialintents.chats                {:>9}\n",
+            served.len()
+        )),
+        "{summary}"
+    );
     let (code, out, err) = chatlake(&["runs", "--warehouse", wh, "--format", "json"]);
     assert_eq!(code, 0, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
