@@ -501,7 +501,13 @@ pub fn export(wh: &Warehouse, batches: &[RecordBatch], path: &std::path::Path) -
 /// JSON lines. Every column appears even when the result has no row.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
     match format {
-        Format::Table => Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Table => {
+            let shown = batches
+                .iter()
+                .map(nested_as_json)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(arrow::util::pretty::pretty_format_batches(&shown)?.to_string())
+        }
         Format::Csv => {
             let mut buf = Vec::new();
             {

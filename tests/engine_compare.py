@@ -11,6 +11,7 @@ import io
 import math
 import re
 import subprocess
+import sys
 
 import polars as pl
 import pyarrow as pa
@@ -147,3 +148,20 @@ def polars_frame(path, partitioned, data_files, storage_options=None):
     name = data_files or "*.parquet"
     pattern = f"{path}/dt=*/{name}" if partitioned else f"{path}/{name}"
     return pl.scan_parquet(pattern, hive_partitioning=partitioned, storage_options=storage_options)
+
+
+def check_counts(table, n, counts, where=""):
+    """Every engine's row count of `table` against chatlake's `n`."""
+    wrong = {k: c for k, c in counts.items() if c != n}
+    if wrong:
+        fail(f"{table}: chatlake counts {n}, but{where} {wrong}")
+    else:
+        print(f"  {table}: {n} rows in chatlake,{where} {', '.join(counts)}")
+
+
+def finish(summary):
+    """Exit 1 with the differences listed, or print the summary."""
+    if failures:
+        print(f"\n{len(failures)} difference(s)")
+        sys.exit(1)
+    print(f"\n{summary}")

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 import engine_compare as ec
-from engine_compare import chatlake, compare, fail, failures, statements
+from engine_compare import chatlake, compare, fail, statements
 
 ec.BIN = sys.argv[1]
 WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
@@ -114,14 +114,7 @@ for t in tables:
         for name, pty in lf.collect_schema().items():
             if isinstance(pty, pl.Datetime) and (pty.time_zone != "UTC" or pty.time_unit != "us"):
                 fail(f"{t}.{name} reads as {pty} in Polars")
-    wrong = {k: c for k, c in counts.items() if c != n}
-    if wrong:
-        fail(f"{t}: chatlake counts {n}, but {wrong}")
-    else:
-        print(f"  {t}: {n} rows in chatlake, {', '.join(counts)}")
+    ec.check_counts(t, n, counts, "")
 
 spark.stop()
-if failures:
-    print(f"\n{len(failures)} difference(s)")
-    sys.exit(1)
-print(f"\nall {len(views)} views equal in DataFusion, DuckDB and Spark; all {len(tables)} tables read with equal counts")
+ec.finish(f"all {len(views)} views equal in DataFusion, DuckDB and Spark; all {len(tables)} tables read with equal counts")

@@ -30,7 +30,7 @@ from moto.server import ThreadedMotoServer
 from pyarrow import fs
 
 import engine_compare as ec
-from engine_compare import chatlake, compare, fail, failures
+from engine_compare import chatlake, compare, fail
 
 ec.BIN = sys.argv[1]
 WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
@@ -115,14 +115,7 @@ for t in tables:
         counts["pyarrow"] = ec.pyarrow_dataset(path, partitioned, data_files, arrow_s3).count_rows()
         lf = ec.polars_frame(f"s3://{path}", partitioned, data_files, storage)
         counts["polars"] = lf.select(pl.len()).collect().item()
-    wrong = {k: c for k, c in counts.items() if c != n}
-    if wrong:
-        fail(f"{t}: chatlake counts {n}, but over S3 {wrong}")
-    else:
-        print(f"  {t}: {n} rows in chatlake, and over S3 in {', '.join(counts)}")
+    ec.check_counts(t, n, counts, " and over S3 in")
 
 server.stop()
-if failures:
-    print(f"\n{len(failures)} difference(s)")
-    sys.exit(1)
-print(f"\nover S3: all {len(views)} views equal in DuckDB; all {len(tables)} tables read with equal counts")
+ec.finish(f"over S3: all {len(views)} views equal in DuckDB; all {len(tables)} tables read with equal counts")

@@ -675,3 +675,101 @@ fn the_sql_shell_reads_statements_from_stdin() {
     let (code, out, err) = shell("SELECT COUNT(*) AS n FROM socialintents.chats;");
     assert_eq!((code, out.as_str()), (0, "n\n0\n"), "{err}");
 }
+
+/// Issue 12: the CLI's output as people and scripts see it, kept as
+/// snapshots (tests/it/snapshots; review a change with `cargo insta review`
+/// or by reading the `.snap.new` file). Run ids, times, ports and paths are
+/// filtered out.
+#[test]
+fn cli_output_snapshots() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(2), 7));
+    let file = env.pipeline_file.to_str().unwrap();
+    let wh = env.dir.path().join("wh");
+    let wh = wh.to_str().unwrap();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[RUN_ID]");
+    settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    settings.add_filter(&regex_escape(env.dir.path().to_str().unwrap()), "[DIR]");
+    // Timings: requests a second in the run summary, seconds in runs.
+    settings.add_filter(r"\d+\.\d  ok", "[REQ/S]  ok");
+    settings.add_filter(
+        r#""(seconds|max_requests_per_second)": [0-9.]+"#,
+        r#""$1": [MEASURED]"#,
+    );
+    let _guard = settings.bind_to_scope();
+    let show = |(code, out, err): (i32, String, String)| {
+        format!("exit {code}\n--- stdout\n{out}--- stderr\n{err}")
+    };
+
+    // Every format on a result with a list, a null, and an empty result.
+    let sql = "SELECT n, tags, note FROM (VALUES (1, make_array('a', 'b, c'), NULL), (2, make_array(), 'line\nbreak')) t(n, tags, note) ORDER BY n";
+    let empty = "SELECT CAST(1 AS BIGINT) AS n, 'x' AS s WHERE false";
+    for format in ["table", "csv", "json", "ndjson"] {
+        let run = |q: &str| {
+            chatlake(&[
+                "query",
+                "--warehouse",
+                env.dir.path().to_str().unwrap(),
+                "--format",
+                format,
+                q,
+            ])
+        };
+        insta::assert_snapshot!(format!("query_{format}"), show(run(sql)));
+        insta::assert_snapshot!(format!("query_{format}_empty"), show(run(empty)));
+    }
+    // Errors, one human line each.
+    let dir = env.dir.path().to_str().unwrap();
+    insta::assert_snapshot!(
+        "error_parse",
+        show(chatlake(&["query", "--warehouse", dir, "SELEC 1"]))
+    );
+    insta::assert_snapshot!(
+        "error_unknown_table",
+        show(chatlake(&[
+            "query",
+            "--warehouse",
+            dir,
+            "SELECT * FROM socialintents.chatz"
+        ]))
+    );
+    // check, a run, its summary, runs, state; the shell through stdin.
+    insta::assert_snapshot!("check", show(chatlake(&["check", "--pipeline", file])));
+    insta::assert_snapshot!("run", show(run_chats(file, wh, &[])));
+    insta::assert_snapshot!(
+        "runs",
+        show(chatlake(&["runs", "--warehouse", wh, "--format", "json"]))
+    );
+    insta::assert_snapshot!(
+        "state_show",
+        show(chatlake(&[
+            "state",
+            "show",
+            "--pipeline",
+            file,
+            "--warehouse",
+            wh
+        ]))
+    );
+    insta::assert_snapshot!(
+        "shell",
+        show(chatlake_stdin(
+            &["sql", "--warehouse", wh],
+            "SELECT COUNT(*) AS chats\nFROM socialintents.chats;\nSELECT nope;\n"
+        ))
+    );
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
