@@ -223,6 +223,18 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     reports.sort_by_key(|(r, _)| specs.iter().position(|(_, s)| s.name == r.stream));
     let recorded = reports.iter().all(|(_, recorded)| *recorded);
     let reports: Vec<StreamReport> = reports.into_iter().map(|(r, _)| r).collect();
+    // The planned totals are exact: a run where every stream succeeded did
+    // every step it planned (checked in debug builds, so by every test run).
+    if reports.iter().all(|r| r.error.is_none()) {
+        for bar in &bars {
+            debug_assert_eq!(
+                bar.position(),
+                bar.length().unwrap_or(0),
+                "progress plan of {}",
+                bar.prefix()
+            );
+        }
+    }
     for bar in &bars {
         bar.finish_and_clear();
     }

@@ -114,11 +114,8 @@ pub(super) async fn changes(
         "{} changed",
         plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>()
     );
-    // Planned as one step: now that the chunks are known, one step each.
-    match plan.chunks.len() {
-        0 => ctx.bar.inc(1),
-        n => ctx.bar.inc_length(n as u64 - 1),
-    }
+    // One step of the planned total (known before the first request);
+    // the chunks count in the bar's message.
     for (i, chunk) in plan.chunks.iter().enumerate() {
         ctx.check_go_on(spec)?;
         let label = format!("changes {}/{}", i + 1, plan.chunks.len());
@@ -150,8 +147,8 @@ pub(super) async fn changes(
                 )
                 .await?,
         );
-        ctx.bar.inc(1);
     }
+    ctx.bar.inc(1);
     Ok(())
 }
 

@@ -109,10 +109,10 @@ async fn check_timezone(
     Ok(())
 }
 
-/// One progress line per source, its length the steps planned for it
-/// (windows, plus one per snapshot, upsert or change-driven stream; a
-/// change-driven stream grows to its chunks once it has listed them), with
-/// an ETA. Hidden when not on a terminal.
+/// One progress line per source, its length the steps planned for it before
+/// the first request (a step per window, one per snapshot, upsert or
+/// change-driven stream, whose chunks count in the message), with an ETA.
+/// Hidden when not on a terminal.
 pub(super) fn progress_bars(
     enabled: bool,
     sources: usize,
