@@ -12,6 +12,11 @@
 //! - `CHATLAKE_BENCH_SOURCE=crm cargo bench --bench backfill`: a CRM account
 //!   with 100,000 conversations (CHATLAKE_BENCH_CONVERSATIONS=N) in one JSON
 //!   array, then a run with nothing changed.
+//! - `CHATLAKE_BENCH_SOURCE=throughput cargo bench --bench backfill`: against
+//!   a simulator limited to 10, then 50 requests/s per source with 50 ms
+//!   latency: the adaptive rate against the limit, the share of 429s, a
+//!   nightly run with nothing new, three sources at once against the slowest
+//!   alone, and the old fixed default (120 requests a minute).
 
 use std::time::Instant;
 
@@ -35,7 +40,12 @@ impl Drop for Child {
 
 /// Starts `chatlake simulator` with `per_day` chats and conversations a day;
 /// returns it and its root URL.
-fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, String) {
+fn start_simulator(
+    first: NaiveDate,
+    last: NaiveDate,
+    per_day: u32,
+    extra: &[&str],
+) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -58,6 +68,7 @@ fn start_simulator(first: NaiveDate, last: NaiveDate, per_day: u32) -> (Child, S
             &per_day.to_string(),
         ])
         .args(["--crm-conversations-per-day", &per_day.to_string()])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("starting `chatlake simulator`");
@@ -106,8 +117,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn main() {
     match std::env::var("CHATLAKE_BENCH_SOURCE").as_deref() {
         Ok(source @ ("social25" | "crm")) => conversations_bench(source),
+        Ok("throughput") => throughput(),
         Ok("socialintents") | Err(_) => socialintents(),
-        Ok(other) => panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents, social25 or crm"),
+        Ok(other) => {
+            panic!("CHATLAKE_BENCH_SOURCE={other}: use socialintents, social25, crm or throughput")
+        }
     }
 }
 
@@ -119,7 +133,7 @@ fn conversations_bench(source: &str) {
     let days = conversations.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
-    let (_sim, url) = start_simulator(first, last, per_day);
+    let (_sim, url) = start_simulator(first, last, per_day, &[]);
     let section = match source {
         "social25" => format!(
             "[sources.social25]\nbase_url = \"{url}/social25/api/v1.0\"\ntoken = \"demo-social25-token\"\n\
@@ -180,7 +194,7 @@ fn socialintents() {
     let days: u64 = chats.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
-    let (_sim, url) = start_simulator(first, last, per_day);
+    let (_sim, url) = start_simulator(first, last, per_day, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -383,4 +397,104 @@ async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, 
         c
     });
     println!("  chatlake report, 28 days against the 28 before: {report:.2} s");
+}
+
+/// One run of the pipeline `text` into `wh`: wall seconds, requests and
+/// throttled answers over every stream.
+async fn timed_run(text: &str, wh: &Warehouse) -> (f64, u64, u64) {
+    let p = Pipeline::parse(text, std::path::Path::new("bench.toml"), &|_| None).unwrap();
+    let t = Instant::now();
+    let report = run_once(&p, wh, &RunOptions::default()).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    for s in &report.streams {
+        assert!(s.error.is_none(), "{}: {:?}", s.stream, s.error);
+    }
+    let requests = report.streams.iter().map(|s| s.traffic.requests).sum();
+    let throttled = report.streams.iter().map(|s| s.traffic.throttled).sum();
+    (secs, requests, throttled)
+}
+
+/// Issue 10's throughput figures, per server-side limit.
+fn throughput() {
+    const PER_DAY: u32 = 20;
+    const LATENCY_MS: &str = "50";
+    let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let line = |label: &str, (secs, requests, throttled): (f64, u64, u64), limit: f64| {
+        let rps = requests as f64 / secs;
+        println!(
+            "    {label:<34} {secs:>6.1} s {requests:>6} requests {rps:>6.1}/s = {:>4.2} of the limit, {throttled:>4} answered 429 ({:.1} %)",
+            rps / limit,
+            100.0 * throttled as f64 / requests.max(1) as f64
+        );
+    };
+    for limit in [10u32, 50] {
+        // About 30 s of Social25 requests at the limit: one per conversation.
+        let days = (limit * 30 / PER_DAY) as i64;
+        let last = first + Duration::days(days - 1);
+        let limit_arg = limit.to_string();
+        let args = [
+            "--limit-rps",
+            limit_arg.as_str(),
+            "--latency-ms",
+            LATENCY_MS,
+        ];
+        let (_sim, url) = start_simulator(first, last, PER_DAY, &args);
+        let head = format!("name = \"bench-throughput\"\ntimezone = \"America/New_York\"\nstart_date = \"{first}\"\n");
+        let s25 = |cap: &str| {
+            format!(
+                "[sources.social25]\nbase_url = \"{url}/social25/api/v1.0\"\ntoken = \"demo-social25-token\"\n\
+                 tenant_id = \"007be0e1-6c95-4843-8673-a76a479266f8\"\nstreams = [\"conversations\", \"messages\", \"failed_syncs\"]\n\
+                 max_concurrency = 8\n{cap}"
+            )
+        };
+        let si = format!(
+            "[sources.socialintents]\nbase_url = \"{url}/socialintents/v1/api\"\naccount_id = \"demo-account\"\n\
+             api_token = \"demo-token\"\nstreams = [\"chats\", \"missed_chats\"]\nwindow_days = 7\n"
+        );
+        let crm = format!(
+            "[sources.crm]\nbase_url = \"{url}/crm/api/v1\"\napi_key = \"demo-crm-key\"\n\
+             streams = [\"companies\", \"contacts\", \"conversations\"]\n"
+        );
+        println!("limit {limit} requests/s per source, {LATENCY_MS} ms latency, Social25: {} conversations", days * PER_DAY as i64);
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let wh = Warehouse::open(dir.path().join("one").to_str().unwrap()).unwrap();
+            let alone = timed_run(&format!("{head}{}", s25("")), &wh).await;
+            line("Social25 alone, adaptive", alone, limit as f64);
+            let nightly = timed_run(&format!("{head}{}", s25("")), &wh).await;
+            line("the same, nightly (nothing new)", nightly, limit as f64);
+            let wh = Warehouse::open(dir.path().join("three").to_str().unwrap()).unwrap();
+            let three = timed_run(&format!("{head}{si}{}{crm}", s25("")), &wh).await;
+            line("three sources at once", three, limit as f64);
+            println!(
+                "    three sources / Social25 alone: {:.2} (wall time)",
+                three.0 / alone.0
+            );
+        });
+        drop(_sim);
+    }
+    // The old fixed default, 120 requests a minute, beside the adaptive rate
+    // on the same small account (60 conversations) at a limit of 10/s.
+    let last = first + Duration::days(2);
+    let args = ["--limit-rps", "10", "--latency-ms", LATENCY_MS];
+    let (_sim, url) = start_simulator(first, last, PER_DAY, &args);
+    let text = |cap: &str| {
+        format!(
+            "name = \"bench-default\"\ntimezone = \"America/New_York\"\nstart_date = \"{first}\"\n\
+             [sources.social25]\nbase_url = \"{url}/social25/api/v1.0\"\ntoken = \"demo-social25-token\"\n\
+             tenant_id = \"007be0e1-6c95-4843-8673-a76a479266f8\"\nstreams = [\"conversations\", \"messages\"]\n\
+             max_concurrency = 8\n{cap}"
+        )
+    };
+    println!("the old fixed default against adaptive, limit 10 requests/s, 60 conversations");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(dir.path().join("fixed").to_str().unwrap()).unwrap();
+        let fixed = timed_run(&text("requests_per_minute = 120\n"), &wh).await;
+        line("fixed 120 requests a minute", fixed, 10.0);
+        let wh = Warehouse::open(dir.path().join("adaptive").to_str().unwrap()).unwrap();
+        let adaptive = timed_run(&text(""), &wh).await;
+        line("adaptive", adaptive, 10.0);
+    });
 }
