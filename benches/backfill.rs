@@ -420,11 +420,15 @@ fn throughput() {
     const LATENCY_MS: &str = "50";
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let line = |label: &str, (secs, requests, throttled): (f64, u64, u64), limit: f64| {
+    // `limit`: the one limit these requests met (None for several sources,
+    // each with its own).
+    let line = |label: &str, (secs, requests, throttled): (f64, u64, u64), limit: Option<f64>| {
         let rps = requests as f64 / secs;
+        let share = limit.map_or(String::new(), |l| {
+            format!(" = {:>4.2} of the limit", rps / l)
+        });
         println!(
-            "    {label:<34} {secs:>6.1} s {requests:>6} requests {rps:>6.1}/s = {:>4.2} of the limit, {throttled:>4} answered 429 ({:.1} %)",
-            rps / limit,
+            "    {label:<34} {secs:>6.1} s {requests:>6} requests {rps:>6.1}/s{share}, {throttled:>4} answered 429 ({:.1} %)",
             100.0 * throttled as f64 / requests.max(1) as f64
         );
     };
@@ -461,12 +465,16 @@ fn throughput() {
             let dir = tempfile::tempdir().unwrap();
             let wh = Warehouse::open(dir.path().join("one").to_str().unwrap()).unwrap();
             let alone = timed_run(&format!("{head}{}", s25("")), &wh).await;
-            line("Social25 alone, adaptive", alone, limit as f64);
+            line("Social25 alone, adaptive", alone, Some(limit as f64));
             let nightly = timed_run(&format!("{head}{}", s25("")), &wh).await;
-            line("the same, nightly (nothing new)", nightly, limit as f64);
+            line(
+                "the same, nightly (nothing new)",
+                nightly,
+                Some(limit as f64),
+            );
             let wh = Warehouse::open(dir.path().join("three").to_str().unwrap()).unwrap();
             let three = timed_run(&format!("{head}{si}{}{crm}", s25("")), &wh).await;
-            line("three sources at once", three, limit as f64);
+            line("three sources at once (all requests)", three, None);
             println!(
                 "    three sources / Social25 alone: {:.2} (wall time)",
                 three.0 / alone.0
@@ -492,9 +500,9 @@ fn throughput() {
         let dir = tempfile::tempdir().unwrap();
         let wh = Warehouse::open(dir.path().join("fixed").to_str().unwrap()).unwrap();
         let fixed = timed_run(&text("requests_per_minute = 120\n"), &wh).await;
-        line("fixed 120 requests a minute", fixed, 10.0);
+        line("fixed 120 requests a minute", fixed, Some(10.0));
         let wh = Warehouse::open(dir.path().join("adaptive").to_str().unwrap()).unwrap();
         let adaptive = timed_run(&text(""), &wh).await;
-        line("adaptive", adaptive, 10.0);
+        line("adaptive", adaptive, Some(10.0));
     });
 }
