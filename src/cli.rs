@@ -857,7 +857,6 @@ async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> 
     Ok(code)
 }
 
-/// Prints one line per stream; failures go to stderr. Exit 1 if any failed.
 /// `chatlake check`: the pipeline loads (syntax, keys, variables), then
 /// one request per source, each bounded in time.
 async fn check(file: &Path) -> Result<ExitCode> {
@@ -931,6 +930,7 @@ fn print_plan(p: &Pipeline, plan: &[pipeline::PlannedStream]) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints one line per stream; failures go to stderr. Exit 1 if any failed.
 fn print_report(r: &RunReport) -> Result<ExitCode> {
     outln!("run {}", r.run_id)?;
     outln!(

@@ -96,13 +96,13 @@ impl StreamReport {
         }
     }
 
-    /// A stream starting now, nothing read yet.
     /// Counts `n` rows written to `table`.
     pub(crate) fn add_rows(&mut self, table: &str, n: u64) {
         self.rows_written += n;
         *self.rows_by_table.entry(table.to_string()).or_default() += n;
     }
 
+    /// A stream starting now, nothing read yet.
     fn new(stream: &str) -> Self {
         let now = Utc::now();
         StreamReport {
@@ -130,7 +130,6 @@ impl RunReport {
     }
 }
 
-/// Runs every selected stream of `pipeline` into `wh` once.
 pub use prepare::PlannedStream;
 
 /// `run --dry-run`: what `run_once` with `opts` would read, stream by
@@ -150,6 +149,7 @@ pub async fn plan(
     prepare::plan(cfg, opts, today, states.as_ref(), &specs).await
 }
 
+/// Runs every selected stream of `pipeline` into `wh` once.
 pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) -> Result<RunReport> {
     let cfg = &pipeline.config;
     let now = opts.now.unwrap_or_else(Utc::now);

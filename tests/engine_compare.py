@@ -115,6 +115,34 @@ def compare(view, engine, expected, got):
         print(f"  {view}: {len(got)} rows equal in {engine}")
 
 
+def views_and_tables(warehouse):
+    """The reporting views and the tables chatlake shows over `warehouse`."""
+    views = [f"reporting.{r[0]}" for r in chatlake_rows(
+        warehouse, "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'reporting' ORDER BY table_name")[1]]
+    tables = [f"{s}.{t}" for s, t in chatlake_rows(
+        warehouse, "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema NOT IN ('reporting', 'information_schema') ORDER BY 1, 2")[1]]
+    if len(views) < 10:
+        fail(f"only {len(views)} reporting views: {views}")
+    return views, tables
+
+
+def expected_view(warehouse, view):
+    """chatlake's header and rows of `view`; a view with no rows to compare fails."""
+    header, expected = chatlake_rows(warehouse, f"SELECT * FROM {view}")
+    if not expected and view not in ("reporting.chats_by_company",):
+        fail(f"{view}: no rows in the demo warehouse, nothing to compare")
+    return header, expected
+
+
+def compare_view(view, engine, header, expected, columns, rows):
+    """Another engine's columns and rows of `view` against chatlake's."""
+    if [c.lower() for c in columns] != [c.lower() for c in header]:
+        fail(f"{view}: {engine} columns {columns} != chatlake {header}")
+    compare(view, engine, expected, rows)
+
+
 def statements(script):
     """A generated script split into statements (no ';' inside them)."""
     lines = [l for l in script.splitlines() if not l.lstrip().startswith("--")]

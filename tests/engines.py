@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 import engine_compare as ec
-from engine_compare import chatlake, compare, fail, statements
+from engine_compare import chatlake, fail, statements
 
 ec.BIN = sys.argv[1]
 WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
@@ -53,28 +53,16 @@ for stmt in statements(spark_sql):
     spark.sql(stmt.rstrip(";"))
 print(f"spark: started and defined the views in {time.time() - t0:.1f} s")
 
-views = [f"reporting.{r[0]}" for r in chatlake_rows(
-    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reporting' ORDER BY table_name")[1]]
-tables = [f"{s}.{t}" for s, t in chatlake_rows(
-    "SELECT table_schema, table_name FROM information_schema.tables "
-    "WHERE table_schema NOT IN ('reporting', 'information_schema') ORDER BY 1, 2")[1]]
-if len(views) < 10:
-    fail(f"only {len(views)} reporting views: {views}")
+views, tables = ec.views_and_tables(WH)
 
 # --- every reporting view, row by row --------------------------------------
 print(f"views ({len(views)}):")
 for v in views:
-    header, expected = chatlake_rows(f"SELECT * FROM {v}")
-    if not expected and v not in ("reporting.chats_by_company",):
-        fail(f"{v}: no rows in the demo warehouse, nothing to compare")
+    header, expected = ec.expected_view(WH, v)
     d = duck.sql(f"SELECT * FROM {v}")
-    if [c.lower() for c in d.columns] != [c.lower() for c in header]:
-        fail(f"{v}: DuckDB columns {d.columns} != chatlake {header}")
-    compare(v, "duckdb", expected, d.fetchall())
+    ec.compare_view(v, "duckdb", header, expected, d.columns, d.fetchall())
     s = spark.sql(f"SELECT * FROM {v}")
-    if [c.lower() for c in s.columns] != [c.lower() for c in header]:
-        fail(f"{v}: Spark columns {s.columns} != chatlake {header}")
-    compare(v, "spark", expected, [list(r) for r in s.collect()])
+    ec.compare_view(v, "spark", header, expected, s.columns, [list(r) for r in s.collect()])
 
 # --- every table: counts and types -----------------------------------------
 print(f"tables ({len(tables)}):")

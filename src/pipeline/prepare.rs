@@ -33,8 +33,6 @@ pub(super) fn select<T>(
         .collect())
 }
 
-/// What can be refused before the lock and the first request: an inverted
-/// range, a start_date after today, a changed timezone.
 /// The pipeline's sources, and the streams `opts` selects (each with the
 /// index of its source).
 #[allow(clippy::type_complexity)]
@@ -56,6 +54,8 @@ pub(super) fn streams(
     Ok((sources, specs))
 }
 
+/// What can be refused before the lock and the first request: an inverted
+/// range, a start_date after today, a changed timezone.
 pub(super) async fn check(
     cfg: &crate::config::PipelineConfig,
     opts: &super::RunOptions,

@@ -5,6 +5,33 @@ use std::process::Command;
 
 use crate::support::*;
 
+/// A simulated account (`per_day` chats a day) for the binary: its
+/// pipeline file, a warehouse path under its directory, and the runtime
+/// serving the simulator (dropped last).
+struct CliEnv {
+    env: Env,
+    wh: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl CliEnv {
+    fn file(&self) -> &str {
+        self.env.pipeline_file.to_str().unwrap()
+    }
+
+    /// `<dir>/wh` (not created).
+    fn wh(&self) -> &str {
+        &self.wh
+    }
+}
+
+fn cli_env(per_day: u32) -> CliEnv {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(env_with(data(per_day), 7));
+    let wh = env.dir.path().join("wh").to_str().unwrap().to_string();
+    CliEnv { env, wh, _rt: rt }
+}
+
 /// `chatlake [global] run` of socialintents.chats for 2025-10-27..29.
 fn run_chats(file: &str, wh: &str, global: &[&str]) -> (i32, String, String) {
     let mut args = global.to_vec();
@@ -26,11 +53,8 @@ fn run_chats(file: &str, wh: &str, global: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn run_state_and_query_from_the_command_line() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(10), 7));
-    let file = env.pipeline_file.to_str().unwrap();
-    let wh = env.dir.path().join("wh");
-    let wh = wh.to_str().unwrap();
+    let cli = cli_env(10);
+    let (env, file, wh) = (&cli.env, cli.file(), cli.wh());
     let (code, out, err) = run_chats(file, wh, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -420,11 +444,8 @@ fn json_functions_read_fields_of_extra() {
 /// lines for log collectors, checked against the simulator's own counts.
 #[test]
 fn runs_state_and_logs_as_json() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(10), 7));
-    let file = env.pipeline_file.to_str().unwrap();
-    let wh = env.dir.path().join("wh");
-    let wh = wh.to_str().unwrap();
+    let cli = cli_env(10);
+    let (env, file, wh) = (&cli.env, cli.file(), cli.wh());
     let (code, out, err) = run_chats(file, wh, &["--log-format", "json"]);
     assert_eq!(code, 0, "{err}");
     let summary = out;
@@ -497,9 +518,8 @@ fn runs_state_and_logs_as_json() {
 /// per source, and never prints the token.
 #[test]
 fn check_reaches_each_source_and_never_prints_the_token() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(2), 7));
-    let file = env.pipeline_file.to_str().unwrap();
+    let cli = cli_env(2);
+    let (env, file) = (&cli.env, cli.file());
     let (code, out, err) = chatlake(&["check", "--pipeline", file]);
     assert_eq!(code, 0, "{out}{err}");
     let widgets = chatlake::simulator::data::WIDGETS.len();
@@ -565,11 +585,10 @@ fn snapshot_files(
 /// warehouse (and no warehouse created when there is none).
 #[test]
 fn dry_run_plans_from_the_watermark_and_changes_nothing() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(2), 7));
-    let file = env.pipeline_file.to_str().unwrap();
+    let cli = cli_env(2);
+    let (env, file) = (&cli.env, cli.file());
     let wh = env.dir.path().join("wh");
-    let (code, _, err) = run_chats(file, wh.to_str().unwrap(), &[]);
+    let (code, _, err) = run_chats(file, cli.wh(), &[]);
     assert_eq!(code, 0, "{err}");
     let before = snapshot_files(&wh);
     let requests = env.sim.requests().values().sum::<u64>();
@@ -682,11 +701,8 @@ fn the_sql_shell_reads_statements_from_stdin() {
 /// filtered out.
 #[test]
 fn cli_output_snapshots() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt.block_on(env_with(data(2), 7));
-    let file = env.pipeline_file.to_str().unwrap();
-    let wh = env.dir.path().join("wh");
-    let wh = wh.to_str().unwrap();
+    let cli = cli_env(2);
+    let (env, file, wh) = (&cli.env, cli.file(), cli.wh());
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[RUN_ID]");
     settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");

@@ -278,13 +278,31 @@ pub fn kill_runs_after(env: &Env, args: &[&str], delays_ms: &[u64]) -> usize {
     kills
 }
 
+/// The binary with `args`, without CHATLAKE_WAREHOUSE.
+fn chatlake_command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
+    cmd.args(args).env_remove("CHATLAKE_WAREHOUSE");
+    cmd
+}
+
+/// (exit code, stdout, stderr) of a finished process.
+fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// `chatlake <args>` (without CHATLAKE_WAREHOUSE): (exit code, stdout, stderr).
+pub fn chatlake(args: &[&str]) -> (i32, String, String) {
+    outcome(chatlake_command(args).output().unwrap())
+}
+
 /// As [`chatlake`], with `input` on stdin.
 pub fn chatlake_stdin(args: &[&str], input: &str) -> (i32, String, String) {
     use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(args)
-        .env_remove("CHATLAKE_WAREHOUSE")
+    let mut child = chatlake_command(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -296,25 +314,7 @@ pub fn chatlake_stdin(args: &[&str], input: &str) -> (i32, String, String) {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-pub fn chatlake(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(args)
-        .env_remove("CHATLAKE_WAREHOUSE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    outcome(child.wait_with_output().unwrap())
 }
 
 /// A served chat's wait for a first response: (the customer's first message,
