@@ -75,6 +75,12 @@ pub struct ColumnDef {
     #[serde(default = "yes")]
     pub nullable: bool,
     pub doc: String,
+    /// Changes on every read while the record itself does not (a duration
+    /// up to now): not compared when a snapshot decides whether a partition
+    /// changed, so an unchanged partition keeps its file and this value as
+    /// of its `_extracted_at`.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 fn yes() -> bool {
@@ -116,6 +122,15 @@ impl TableDef {
     /// Whether rows live under `dt=YYYY-MM-DD/`.
     pub fn is_partitioned(&self) -> bool {
         self.partition_by.is_some()
+    }
+    /// Whether a column is left out when comparing a partition with its
+    /// stored rows: `_extracted_at`, `_run_id` and columns marked `volatile`.
+    pub fn is_volatile(&self, column: &str) -> bool {
+        column == EXTRACTED_AT
+            || column == RUN_ID
+            || self
+                .index_of(column)
+                .is_some_and(|i| self.columns[i].volatile)
     }
     /// Index of a column among [`TableDef::columns`].
     pub fn index_of(&self, column: &str) -> Option<usize> {

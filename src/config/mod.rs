@@ -82,6 +82,10 @@ pub struct HttpConfig {
     /// with an error naming the endpoint (a guard against a broken or hostile
     /// server sending gigabytes).
     pub max_body_mb: u64,
+    /// Largest response body spooled to a temporary file, in MiB: bodies
+    /// that are a whole account in one array (CRM) are read to disk, not
+    /// memory.
+    pub max_file_body_mb: u64,
 }
 
 impl Default for HttpConfig {
@@ -93,6 +97,7 @@ impl Default for HttpConfig {
             backoff_base_ms: 500,
             backoff_max_ms: 60_000,
             max_body_mb: 256,
+            max_file_body_mb: 4096,
         }
     }
 }
@@ -233,8 +238,8 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if c.lookback_days > 366 {
         return Err(format!("lookback_days = {}: at most 366", c.lookback_days));
     }
-    if c.http.max_body_mb == 0 {
-        return Err("http.max_body_mb: at least 1".into());
+    if c.http.max_body_mb == 0 || c.http.max_file_body_mb == 0 {
+        return Err("http.max_body_mb, http.max_file_body_mb: at least 1".into());
     }
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());

@@ -6,7 +6,7 @@
 //! and any configured secret the server echoes back is redacted.
 //!
 //! Everything the server sends is untrusted: bodies are read up to
-//! `max_body_mb`, pages are parsed without building a whole JSON tree
+//! `max_body_mb` (or, spooled to a temporary file, `max_file_body_mb`), pages are parsed without building a whole JSON tree
 //! (records stay raw text until a source maps them one at a time), redirects
 //! and `next` links may not leave the source's origin, and values placed in a
 //! URL path are percent-encoded, one segment each.
@@ -50,6 +50,20 @@ pub struct HttpClient {
     /// Microseconds slept before retries (Retry-After or backoff).
     waited_us: AtomicU64,
     max_body: u64,
+    max_file_body: u64,
+}
+
+/// Where a 2xx body is read to.
+#[derive(Debug, Clone, Copy)]
+enum BodyTo {
+    Memory,
+    File,
+}
+
+/// A 2xx body, as [`BodyTo`] asked.
+enum Body {
+    Memory(Bytes),
+    File(std::fs::File),
 }
 
 /// Requests sent, retried and throttled, and time waited before retries:
@@ -123,6 +137,7 @@ impl HttpClient {
         Ok(HttpClient {
             base,
             max_body: cfg.max_body_mb.saturating_mul(1024 * 1024),
+            max_file_body: cfg.max_file_body_mb.saturating_mul(1024 * 1024),
             client,
             source: source.to_string(),
             auth,
@@ -237,19 +252,57 @@ impl HttpClient {
         .await
     }
 
-    /// The one retry loop: at most `max_attempts` requests, whether an attempt
-    /// failed at the HTTP level or its body could not be decoded.
+    /// [`HttpClient::get_complete_json`] for a body that may be larger than
+    /// memory should hold (a whole account in one array): it goes to an
+    /// anonymous temporary file (up to `max_file_body_mb`), is checked there,
+    /// and comes back as that file, rewound, for the caller to stream.
+    pub async fn get_complete_json_file(&self, url: Url, endpoint: &str) -> Result<std::fs::File> {
+        use std::io::Seek;
+        self.get_body(url, endpoint, BodyTo::File, |body| {
+            let Body::File(mut file) = body else {
+                return Err("internal: the body was not spooled".into());
+            };
+            let rewind = |file: &mut std::fs::File| {
+                file.rewind()
+                    .map_err(|e| format!("rewinding the spooled body: {e}"))
+            };
+            rewind(&mut file)?;
+            serde_json::from_reader::<_, serde::de::IgnoredAny>(std::io::BufReader::new(&file))
+                .map_err(|e| format!("invalid JSON: {e}"))?;
+            rewind(&mut file)?;
+            Ok(file)
+        })
+        .await
+    }
+
+    /// [`HttpClient::get_body`] for a body held in memory.
     async fn get_decoded<T>(
         &self,
         url: Url,
         endpoint: &str,
         decode: impl Fn(&Bytes) -> Result<T, String>,
     ) -> Result<T> {
+        self.get_body(url, endpoint, BodyTo::Memory, |body| match body {
+            Body::Memory(bytes) => decode(&bytes),
+            Body::File(_) => Err("internal: the body was spooled".into()),
+        })
+        .await
+    }
+
+    /// The one retry loop: at most `max_attempts` requests, whether an attempt
+    /// failed at the HTTP level or its body could not be decoded.
+    async fn get_body<T>(
+        &self,
+        url: Url,
+        endpoint: &str,
+        to: BodyTo,
+        decode: impl Fn(Body) -> Result<T, String>,
+    ) -> Result<T> {
         let mut attempt = 1;
         loop {
             let sent = self.pacer.wait().await;
-            let (err, retry_after) = match self.try_once(url.clone(), endpoint, sent).await {
-                Ok(body) => match decode(&body) {
+            let (err, retry_after) = match self.try_once(url.clone(), endpoint, sent, to).await {
+                Ok(body) => match decode(body) {
                     Ok(value) => return Ok(value),
                     Err(message) => (self.http_error(endpoint, message, true), None),
                 },
@@ -291,7 +344,8 @@ impl HttpClient {
         url: Url,
         endpoint: &str,
         sent: tokio::time::Instant,
-    ) -> Result<Bytes, (Error, Option<Duration>)> {
+        to: BodyTo,
+    ) -> Result<Body, (Error, Option<Duration>)> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let fail = |message: String, retryable: bool| self.http_error(endpoint, message, retryable);
         let req = match &self.auth {
@@ -314,7 +368,10 @@ impl HttpClient {
             self.pacer.success();
         }
         if status.is_success() {
-            return self.read_body(resp, endpoint).await;
+            return match to {
+                BodyTo::Memory => self.read_body(resp, endpoint).await.map(Body::Memory),
+                BodyTo::File => self.read_body_to_file(resp, endpoint).await.map(Body::File),
+            };
         }
         let retry_after = resp
             .headers()
@@ -344,32 +401,73 @@ impl HttpClient {
     /// exhaust memory. A transfer that breaks off is retryable.
     async fn read_body(
         &self,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         endpoint: &str,
     ) -> Result<Bytes, (Error, Option<Duration>)> {
-        let too_big = |what: String| {
-            let message = format!(
-                "the response body {what} the limit of {} MiB ([http] max_body_mb); not reading it",
-                self.max_body / (1024 * 1024)
-            );
-            (self.http_error(endpoint, message, false), None)
-        };
-        if let Some(len) = resp.content_length().filter(|l| *l > self.max_body) {
-            return Err(too_big(format!("is {len} bytes, over")));
-        }
         // Sized once when the length is announced (and within the cap):
         // growing a 40 MB body by doubling copied it several times over.
         let announced = resp.content_length().unwrap_or(0).min(self.max_body);
         let mut buf = BytesMut::with_capacity(announced as usize);
+        self.read_chunks(resp, endpoint, ("max_body_mb", self.max_body), |chunk| {
+            buf.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(buf.freeze())
+    }
+
+    /// A 2xx body written to an anonymous temporary file (removed when the
+    /// file is closed), refused once it passes `max_file_body_mb`.
+    async fn read_body_to_file(
+        &self,
+        resp: reqwest::Response,
+        endpoint: &str,
+    ) -> Result<std::fs::File, (Error, Option<Duration>)> {
+        use std::io::Write;
+        let disk = |e: std::io::Error| {
+            let message = format!("spooling the body to a temporary file: {e}");
+            (self.http_error(endpoint, message, false), None)
+        };
+        let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(disk)?);
+        let limit = ("max_file_body_mb", self.max_file_body);
+        self.read_chunks(resp, endpoint, limit, |chunk| out.write_all(chunk))
+            .await?;
+        out.into_inner().map_err(|e| disk(e.into_error()))
+    }
+
+    /// Reads a body chunk by chunk into `sink`, refused once it passes
+    /// `limit` (the setting's name and bytes), announced or not.
+    async fn read_chunks(
+        &self,
+        mut resp: reqwest::Response,
+        endpoint: &str,
+        (setting, limit): (&str, u64),
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), (Error, Option<Duration>)> {
+        let too_big = |what: String| {
+            let message = format!(
+                "the response body {what} the limit of {} MiB ([http] {setting}); not reading it",
+                limit / (1024 * 1024)
+            );
+            (self.http_error(endpoint, message, false), None)
+        };
+        if let Some(len) = resp.content_length().filter(|l| *l > limit) {
+            return Err(too_big(format!("is {len} bytes, over")));
+        }
+        let mut read = 0u64;
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    if (buf.len() + chunk.len()) as u64 > self.max_body {
+                    read += chunk.len() as u64;
+                    if read > limit {
                         return Err(too_big("exceeds".into()));
                     }
-                    buf.extend_from_slice(&chunk);
+                    sink(&chunk).map_err(|e| {
+                        let message = format!("storing the body: {e}");
+                        (self.http_error(endpoint, message, false), None)
+                    })?;
                 }
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     let message = format!("reading the body: {}", describe(&e));
                     return Err((self.http_error(endpoint, message, true), None));

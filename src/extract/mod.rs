@@ -187,7 +187,7 @@ pub struct Stored {
 pub struct Upserts {
     /// The rows to write (new or changed), and rejects.
     pub extracted: Extracted,
-    /// Keys whose rows are (re)written.
+    /// Stored keys whose rows are rewritten (changed or back from deleted).
     pub replace: std::collections::HashSet<String>,
     /// Keys gone from the source: their rows are kept with `deleted_at` set.
     pub tombstones: std::collections::HashSet<String>,

@@ -5,9 +5,13 @@
 //! [`Record`]; what is left of the object becomes `_extra`. A record that cannot
 //! fill a non-null column becomes a [`Reject`] (meta.rejects), never a panic or
 //! a silent drop. A [`TableBuffer`] holds one window's rows, one per primary key
-//! (the last pushed wins), grouped by `dt` partition.
+//! (the last pushed wins), grouped by `dt` partition; a spilling one (for
+//! reads that are whole accounts) keeps them on disk ([`spill`]).
 
+mod spill;
 pub mod time;
+
+pub use spill::{key_hash, SPILL_ROWS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -292,6 +296,10 @@ pub struct TableBuffer {
     index: HashMap<String, (Option<NaiveDate>, usize)>,
     /// Child tables: parent key -> the keys of the rows pushed with it.
     children: HashMap<String, Vec<String>>,
+    /// Rows moved to disk (a spilling buffer only).
+    spill: Option<spill::Spill>,
+    /// A spill that failed; reported when the rows are taken.
+    spill_failed: Option<Error>,
 }
 
 impl TableBuffer {
@@ -303,6 +311,23 @@ impl TableBuffer {
             partitions: BTreeMap::new(),
             index: HashMap::new(),
             children: HashMap::new(),
+            spill: None,
+            spill_failed: None,
+        }
+    }
+
+    /// An empty buffer that moves its rows to a temporary file every
+    /// [`SPILL_ROWS`] rows, for reads whose size is the whole account (no
+    /// parent/child families).
+    pub fn spilling(table: &'static TableDef, run_id: &str) -> Self {
+        Self::spilling_every(table, run_id, SPILL_ROWS)
+    }
+
+    /// A spilling buffer that spills every `rows` rows.
+    fn spilling_every(table: &'static TableDef, run_id: &str, rows: usize) -> Self {
+        TableBuffer {
+            spill: Some(spill::Spill::new(rows)),
+            ..TableBuffer::new(table, run_id)
         }
     }
 
@@ -319,20 +344,63 @@ impl TableBuffer {
 
     /// [`TableBuffer::push`], returning the row's key.
     fn push_key(&mut self, dt: Option<NaiveDate>, row: Row) -> String {
-        let key: String = self
-            .table
-            .primary_key
-            .iter()
-            .map(|c| row.cells[self.table.index_of(c).expect("validated pk")].key_part())
-            .collect::<Vec<_>>()
-            .join("\u{1e}");
+        let key = key_of(self.table, &row);
         if let Some((old_dt, i)) = self.index.get(&key).copied() {
             self.partitions.get_mut(&old_dt).expect("indexed partition")[i] = None;
         }
         let rows = self.partitions.entry(dt).or_default();
         rows.push(Some(row));
         self.index.insert(key.clone(), (dt, rows.len() - 1));
+        if let Some(spill) = &mut self.spill {
+            spill.saw(&key, dt);
+            if self.index.len() >= spill.every() && self.spill_failed.is_none() {
+                if let Err(e) = self.spill_rows() {
+                    self.spill_failed = Some(e);
+                }
+            }
+        }
         key
+    }
+
+    /// Takes in every row of `other` (both spilling buffers), as if pushed
+    /// here after this buffer's rows: a key in both keeps `other`'s version.
+    pub fn absorb(&mut self, mut other: TableBuffer) {
+        for failed in [self.spill_rows(), other.spill_rows()] {
+            if let Err(e) = failed {
+                self.spill_failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = other.spill_failed.take() {
+            self.spill_failed.get_or_insert(e);
+        }
+        for dt in other.partitions.keys() {
+            self.partitions.entry(*dt).or_default();
+        }
+        match (&mut self.spill, other.spill) {
+            (Some(mine), Some(theirs)) => mine.append(theirs),
+            _ => debug_assert!(false, "absorb is for spilling buffers"),
+        }
+    }
+
+    /// Moves the rows held in memory to a new spill run (the partitions
+    /// stay known, so that touched partitions are still written).
+    fn spill_rows(&mut self) -> Result<()> {
+        let mut batches = Vec::new();
+        for (dt, slots) in self.partitions.iter_mut() {
+            let rows: Vec<Row> = std::mem::take(slots).into_iter().flatten().collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let keys = rows.iter().map(|r| key_of(self.table, r)).collect();
+            batches.push((*dt, build_batch(self.table, &self.run_id, &rows)?, keys));
+        }
+        self.index.clear();
+        match self.spill.as_mut() {
+            Some(spill) => spill.write_run(self.table, batches),
+            None => Err(Error::Internal(
+                "spilling rows of a buffer that does not spill".into(),
+            )),
+        }
     }
 
     /// Adds a parent row to this buffer and its child rows to `child`. When
@@ -346,6 +414,10 @@ impl TableBuffer {
         parent: Row,
         children: Vec<Row>,
     ) {
+        debug_assert!(
+            self.spill.is_none() && child.spill.is_none(),
+            "families are not spilled"
+        );
         let key = self.push_key(dt, parent);
         // By key, not by scanning the index: a window holds ~100k children.
         for ckey in child.children.remove(&key).unwrap_or_default() {
@@ -362,14 +434,17 @@ impl TableBuffer {
         child.children.insert(key, keys);
     }
 
-    /// Distinct rows held.
+    /// Distinct rows held (in memory and spilled).
     pub fn len(&self) -> usize {
-        self.index.len()
+        match &self.spill {
+            Some(s) => s.keys(),
+            None => self.index.len(),
+        }
     }
 
     /// Whether no row is held.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Makes sure partition `dt` exists (written, even if empty, so that a
@@ -380,21 +455,88 @@ impl TableBuffer {
 
     /// Drains the buffer into one sorted RecordBatch per partition.
     pub fn into_batches(self) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
+        self.into_partitions().collect()
+    }
+
+    /// Drains the buffer one partition at a time (each built when asked
+    /// for, so a spilled buffer holds one partition in memory at a time),
+    /// as sorted RecordBatches.
+    pub fn into_partitions(
+        self,
+    ) -> impl Iterator<Item = Result<(Option<NaiveDate>, RecordBatch)>> + Send {
         let TableBuffer {
             table,
             run_id,
-            partitions,
+            mut partitions,
+            spill,
+            spill_failed,
             ..
         } = self;
-        partitions
-            .into_iter()
-            .map(|(dt, rows)| {
-                let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
-                sort_rows(table, &mut rows);
-                Ok((dt, build_batch(table, &run_id, &rows)?))
-            })
-            .collect()
+        let spill = spill.filter(|s| !s.is_empty());
+        if let Some(spill) = &spill {
+            for dt in spill.partitions() {
+                partitions.entry(dt).or_default();
+            }
+        }
+        let failed = spill_failed.map(Err).into_iter();
+        let built = partitions.into_iter().map(move |(dt, rows)| {
+            let mut rows: Vec<Row> = rows.into_iter().flatten().collect();
+            let batch = match &spill {
+                None => {
+                    sort_rows(table, &mut rows);
+                    build_batch(table, &run_id, &rows)?
+                }
+                Some(spill) => {
+                    let keys = rows.iter().map(|r| key_of(table, r)).collect();
+                    let pending = build_batch(table, &run_id, &rows)?;
+                    drop(rows);
+                    let all = spill.partition(table, dt, (pending, keys))?;
+                    sort_batch(table, &all).map_err(|e| Error::Normalize {
+                        table: table.name.clone(),
+                        column: table.sort_by.join(", "),
+                        message: format!("sorting partition {dt:?}: {e}"),
+                    })?
+                }
+            };
+            Ok((dt, batch))
+        });
+        failed.chain(built)
     }
+}
+
+/// A row's primary key as one string (the parts joined by U+001E).
+fn key_of(table: &TableDef, row: &Row) -> String {
+    table
+        .primary_key
+        .iter()
+        .map(|c| row.cells[table.index_of(c).expect("validated pk")].key_part())
+        .collect::<Vec<_>>()
+        .join("\u{1e}")
+}
+
+/// Sorts a batch by the table's `sort_by` columns (nulls last), as
+/// [`TableBuffer`] sorts its rows.
+pub fn sort_batch(
+    table: &TableDef,
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+    if table.sort_by.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let columns: Vec<SortColumn> = table
+        .sort_by
+        .iter()
+        .map(|c| SortColumn {
+            values: Arc::clone(batch.column(table.index_of(c).expect("validated sort column"))),
+            options: Some(SortOptions {
+                descending: false,
+                nulls_first: false,
+            }),
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &indices)
 }
 
 fn sort_rows(table: &TableDef, rows: &mut [Row]) {
@@ -553,5 +695,51 @@ mod tests {
         let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
         assert_eq!(rows, 2);
         assert_eq!(batches[1].1.num_rows(), 1);
+    }
+
+    /// A spilling buffer gives exactly what a buffer in memory gives, for
+    /// keys repeated within a run, across runs, across partitions and
+    /// across absorbed buffers, with touched empty partitions kept.
+    #[test]
+    fn spilled_rows_come_back_as_the_in_memory_buffer_gives_them() {
+        let t = schema::table("socialintents.widgets");
+        let day = |n: u32| NaiveDate::from_ymd_opt(2025, 1, n);
+        // (partition, id, name): 300 pushes over 40 ids, so most ids repeat,
+        // some moving to another partition.
+        let pushes: Vec<(Option<NaiveDate>, String, String)> = (0..300u32)
+            .map(|i| {
+                (
+                    day(1 + (i * 7) % 5),
+                    format!("{}", (i * 13) % 40),
+                    format!("v{i}"),
+                )
+            })
+            .collect();
+        let push_all = |b: &mut TableBuffer, part: &[(Option<NaiveDate>, String, String)]| {
+            for (dt, id, name) in part {
+                b.push(*dt, row(widget(id, json!({ "name": name }))).unwrap());
+            }
+        };
+        let mut memory = TableBuffer::new(t, "run1");
+        push_all(&mut memory, &pushes);
+        memory.touch(day(9));
+        let mut spilled = TableBuffer::spilling_every(t, "run1", 16);
+        push_all(&mut spilled, &pushes[..150]);
+        spilled.touch(day(9));
+        let mut second = TableBuffer::spilling_every(t, "run1", 16);
+        push_all(&mut second, &pushes[150..]);
+        spilled.absorb(second);
+        assert_eq!(spilled.len(), 40);
+        let a = memory.into_batches().unwrap();
+        let b = spilled.into_batches().unwrap();
+        assert_eq!(a.len(), 6, "five partitions and the touched one");
+        assert_eq!(
+            a.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+            b.iter().map(|(d, _)| *d).collect::<Vec<_>>()
+        );
+        for ((dt, x), (_, y)) in a.iter().zip(&b) {
+            assert_eq!(x, y, "partition {dt:?}");
+        }
+        assert_eq!(a.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 40);
     }
 }

@@ -21,7 +21,8 @@ use crate::sink::Warehouse;
 const PARALLEL_PUTS: usize = 8;
 
 /// Writes one extract: every partition of every table, then its rejects.
-/// Returns the partitions written (table name, dt).
+/// Returns the partitions it covers (table name, dt), written or left as
+/// they were.
 pub(super) async fn commit(
     ctx: &StreamCtx<'_>,
     spec: &StreamSpec,
@@ -35,38 +36,40 @@ pub(super) async fn commit(
     if let Some(c) = out.source_count {
         *rep.source_count.get_or_insert(0) += c;
     }
-    let mut parts = Vec::new();
-    for buffer in out.buffers {
+    // Partitions are built one at a time as the PUTs go out (a spilled
+    // buffer is read back from disk partition by partition).
+    let parts = out.buffers.into_iter().flat_map(|buffer| {
         let table = buffer.table();
-        parts.extend(
-            buffer
-                .into_batches()?
-                .into_iter()
-                .map(|(dt, batch)| (table, dt, batch)),
-        );
-    }
-    let written: Vec<(String, Option<NaiveDate>)> = parts
-        .iter()
-        .map(|(t, dt, _)| (t.name.clone(), *dt))
-        .collect();
+        buffer
+            .into_partitions()
+            .map(move |p| p.map(|(dt, batch)| (table, dt, batch)))
+    });
     let how = &how;
     // Each partition is its own atomic PUT; several go up at once.
-    let rows: Vec<(&str, usize)> = futures::stream::iter(parts)
-        .map(|(table, dt, batch)| async move {
+    let done: Vec<(&str, Option<NaiveDate>, usize)> = futures::stream::iter(parts)
+        .map(|part| async move {
+            let (table, dt, batch) = part?;
             let n = match how {
                 Write::Replace => ctx.wh.replace_partition(table, dt, &batch).await?,
+                Write::ReplaceChanged => {
+                    ctx.wh
+                        .replace_partition_if_changed(table, dt, &batch)
+                        .await?
+                }
                 Write::Merge(merge) => {
                     ctx.wh.merge_partition(table, dt, &batch, merge).await?;
                     batch.num_rows()
                 }
             };
-            Ok::<_, crate::error::Error>((table.name.as_str(), n))
+            Ok::<_, crate::error::Error>((table.name.as_str(), dt, n))
         })
         .buffer_unordered(PARALLEL_PUTS)
         .try_collect()
         .await?;
-    for (table, n) in rows {
+    let mut written = Vec::with_capacity(done.len());
+    for (table, dt, n) in done {
         rep.add_rows(table, n as u64);
+        written.push((table.to_string(), dt));
     }
     if !out.rejects.is_empty() {
         rep.rejects += out.rejects.len() as u64;
@@ -197,18 +200,13 @@ pub(super) async fn stored_keys(
 ) -> Result<HashMap<String, Stored>> {
     use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
     let mut out = HashMap::new();
-    for (dt, b) in wh
-        .scan(
-            table,
-            &[
-                key_column,
-                "updated_at",
-                "deleted_at",
-                scope_column.unwrap_or(key_column),
-            ],
-        )
-        .await?
-    {
+    let columns = [
+        key_column,
+        "updated_at",
+        "deleted_at",
+        scope_column.unwrap_or(key_column),
+    ];
+    wh.scan(table, &columns, |dt, b| {
         let text = |c: &str| {
             b.column_by_name(c)
                 .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
@@ -226,7 +224,7 @@ pub(super) async fn stored_keys(
             ts("deleted_at"),
             scope_column.and_then(text),
         ) else {
-            continue;
+            return;
         };
         for i in 0..b.num_rows() {
             if keys.is_null(i) {
@@ -248,7 +246,8 @@ pub(super) async fn stored_keys(
                 },
             );
         }
-    }
+    })
+    .await?;
     Ok(out)
 }
 

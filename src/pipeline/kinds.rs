@@ -1,7 +1,8 @@
 //! How each stream kind is read and committed, one short function each:
 //! - windowed: date windows; each window's partitions are replaced, then the
 //!   watermark moves;
-//! - snapshot: everything; the table is replaced (stale partitions deleted);
+//! - snapshot: everything; each changed partition is replaced, unchanged
+//!   ones keep their files, stale ones are deleted;
 //! - changes: a cursor names the changed keys; their partitions are merged,
 //!   chunk by chunk, each followed by the cursor;
 //! - upsert: everything, compared with the warehouse by key and `updated_at`;
@@ -68,6 +69,8 @@ impl StreamCtx<'_> {
 pub(super) enum Write<'a> {
     /// The partition becomes exactly the new rows.
     Replace,
+    /// The same, but a partition whose rows did not change keeps its file.
+    ReplaceChanged,
     /// The new rows are merged in as the sink's [`Merge`] says.
     Merge(Merge<'a>),
 }
@@ -81,7 +84,7 @@ pub(super) async fn snapshot(
 ) -> Result<()> {
     ctx.bar.set_message(spec.name.clone());
     let out = ctx.source.extract(spec, None, ctx.run_id).await?;
-    let written = commit(ctx, spec, None, out, Write::Replace, rep).await?;
+    let written = commit(ctx, spec, None, out, Write::ReplaceChanged, rep).await?;
     delete_stale_partitions(ctx, spec, &written).await?;
     ctx.states
         .save(&spec.name, loaded, None, None, ctx.run_id)
@@ -235,7 +238,14 @@ pub(super) async fn upsert(
             up.extracted.buffers[0].touch(s.dt);
         }
     }
-    rep.scope = format!("{} changed, {} gone", up.replace.len(), up.tombstones.len());
+    rep.scope = format!(
+        "{} new, {} changed, {} gone",
+        up.extracted.buffers[0]
+            .len()
+            .saturating_sub(up.replace.len()),
+        up.replace.len(),
+        up.tombstones.len()
+    );
     let share = ctx.pipeline.config.max_delete_share;
     if !up.tombstones.is_empty()
         && up.tombstones.len() as f64 > share * up.live as f64

@@ -11,10 +11,7 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use arrow::array::{Array, BooleanArray, StringArray, TimestampMicrosecondArray};
-use arrow::compute::{
-    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-    SortOptions,
-};
+use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -32,6 +29,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::normalize::sort_batch;
 use crate::schema::TableDef;
 
 /// Where the warehouse lives and how to reach it.
@@ -159,6 +157,43 @@ impl Warehouse {
         Ok(batch.num_rows())
     }
 
+    /// Replaces partition `dt` of `table` with `batch` unless it holds the
+    /// same rows already (compared in order, leaving out `_extracted_at`,
+    /// `_run_id` and columns the schema marks `volatile`): then the file is
+    /// not touched, byte for byte. Returns the rows written (0 when left).
+    pub async fn replace_partition_if_changed(
+        &self,
+        table: &TableDef,
+        dt: Option<NaiveDate>,
+        batch: &RecordBatch,
+    ) -> Result<usize> {
+        let path = partition::data_file(&self.root, table, dt);
+        let schema = table.file_schema();
+        let stored = match self.read_file(&path, None).await {
+            Ok(batches) => batches
+                .iter()
+                .map(|b| conform(b, &schema))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .and_then(|b| concat_batches(&schema, &b))
+                .ok(),
+            Err(e) => {
+                tracing::warn!(table = %table.name, file = %path, error = %e, "stored partition unreadable; it is replaced");
+                None
+            }
+        };
+        let same = stored.is_some_and(|old| {
+            old.num_rows() == batch.num_rows()
+                && schema.fields().iter().enumerate().all(|(i, f)| {
+                    table.is_volatile(f.name())
+                        || old.column(i).as_ref() == batch.column(i).as_ref()
+                })
+        });
+        if same {
+            return Ok(0);
+        }
+        self.replace_partition(table, dt, batch).await
+    }
+
     /// The partitions a table has in the warehouse, sorted.
     pub async fn partitions(&self, table: &TableDef) -> Result<Vec<NaiveDate>> {
         let dir = partition::table_dir(&self.root, table);
@@ -227,13 +262,14 @@ impl Warehouse {
         self.replace_partition(table, dt, &merged).await
     }
 
-    /// Every row of a table, `columns` only, with its partition; one file at a
-    /// time (the caller keeps what it needs).
+    /// Every row of a table, `columns` only, with its partition, handed to
+    /// `each` one file at a time (the caller keeps what it needs).
     pub async fn scan(
         &self,
         table: &TableDef,
         columns: &[&str],
-    ) -> Result<Vec<(Option<NaiveDate>, RecordBatch)>> {
+        mut each: impl FnMut(Option<NaiveDate>, RecordBatch),
+    ) -> Result<()> {
         let dts: Vec<Option<NaiveDate>> = if table.is_partitioned() {
             self.partitions(table)
                 .await?
@@ -255,7 +291,6 @@ impl Warehouse {
             source: e,
         })?);
         let names: Vec<&str> = wanted.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut out = Vec::new();
         for dt in dts {
             let path = partition::data_file(&self.root, table, dt);
             for b in self.read_file(&path, Some(&names)).await? {
@@ -263,10 +298,10 @@ impl Warehouse {
                     context: format!("reading {path}"),
                     source: e,
                 })?;
-                out.push((dt, b));
+                each(dt, b);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every batch of one Parquet file, only `columns` decoded when given; a
@@ -414,29 +449,6 @@ fn mark_deleted(
     let mut columns = batch.columns().to_vec();
     columns[i] = Arc::new(new);
     RecordBatch::try_new(batch.schema(), columns)
-}
-
-/// Sorts a batch by the table's `sort_by` columns (nulls last).
-fn sort_batch(
-    table: &TableDef,
-    batch: &RecordBatch,
-) -> std::result::Result<RecordBatch, ArrowError> {
-    if table.sort_by.is_empty() || batch.num_rows() < 2 {
-        return Ok(batch.clone());
-    }
-    let columns: Vec<SortColumn> = table
-        .sort_by
-        .iter()
-        .map(|c| SortColumn {
-            values: Arc::clone(batch.column(table.index_of(c).expect("validated sort column"))),
-            options: Some(SortOptions {
-                descending: false,
-                nulls_first: false,
-            }),
-        })
-        .collect();
-    let indices = lexsort_to_indices(&columns, None)?;
-    take_record_batch(batch, &indices)
 }
 
 /// zstd, page statistics, and the sort order recorded in the footer.

@@ -314,6 +314,47 @@ fn oversized_and_endless_bodies_are_refused() {
     }
 }
 
+/// The same for a CRM array, which is spooled to a temporary file rather
+/// than memory: an endless body stops at `max_file_body_mb`, once.
+#[test]
+fn an_endless_crm_array_stops_at_the_file_limit() {
+    let server = Hostile::start(|_, _, _| {
+        let open = futures::stream::once(async { Ok(bytes::Bytes::from_static(b"[")) });
+        let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+        let rest = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        Response::builder()
+            .status(200)
+            .body(Body::from_stream(open.chain(rest)))
+            .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crm.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"crm\"\ntimezone = \"UTC\"\nstart_date = \"2025-10-01\"\n[http]\nmax_file_body_mb = 2\n[sources.crm]\nbase_url = \"{}\"\napi_key = \"{TOKEN}\"\nstreams = [\"companies\"]\nrequests_per_minute = 60000\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let wh = dir.path().join("wh");
+    let started = Instant::now();
+    let (code, _, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file.to_str().unwrap(),
+        "--warehouse",
+        wh.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("/companies") && err.contains("limit of 2 MiB ([http] max_file_body_mb)"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(server.asked().len(), 1, "not retried: {:?}", server.asked());
+}
+
 /// Defect 3: a credential echoed by the API (in a 401 body, or an
 /// apiStatusMessage) appears nowhere: not on stderr or stdout (debug logs
 /// included), not in meta.runs.

@@ -145,6 +145,24 @@ async fn assert_s25_exact(env: &Env) -> (usize, usize) {
     (convs.len(), expected.len())
 }
 
+/// The bytes of each social25.conversations partition file, by `dt=` directory.
+fn conversation_files(env: &Env) -> BTreeMap<String, Vec<u8>> {
+    let dir = env.dir.path().join("wh/social25/conversations");
+    files(&dir)
+        .into_iter()
+        .map(|p| {
+            let dt = p
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            (dt, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
 /// The failed syncs the simulator has with `timestamp < horizon`, as rows.
 fn expected_failed(data: &S25Data, horizon: DateTime<Utc>) -> BTreeSet<Vec<String>> {
     let from = d("2025-01-01").and_hms_opt(0, 0, 0).unwrap().and_utc();
@@ -277,7 +295,35 @@ async fn a_second_run_reads_messages_only_for_changed_conversations() {
         c.social25.appended_after = Some(now() + Duration::minutes(5));
         c.social25.now = Some(later);
     });
-    ok(&run_at(&env, later, &[]).await);
+    let files_before = conversation_files(&env);
+    let second = run_at(&env, later, &[]).await;
+    ok(&second);
+    // Only the partitions of the changed conversations are rewritten (every
+    // conversation's `has_expired` grew by an hour, which alone is no
+    // change); the other files stay byte for byte.
+    let files_after = conversation_files(&env);
+    let rewritten: BTreeSet<String> = files_after
+        .iter()
+        .filter(|(dt, bytes)| files_before.get(*dt) != Some(*bytes))
+        .map(|(dt, _)| dt.clone())
+        .collect();
+    let changed_days: BTreeSet<String> = all
+        .iter()
+        .filter(|c| changed.contains(&c.id))
+        .map(|c| format!("dt={}", local(c.created)))
+        .collect();
+    assert_eq!(rewritten, changed_days, "rewritten conversation partitions");
+    assert_eq!(files_after.len(), files_before.len());
+    let in_changed_days = all
+        .iter()
+        .filter(|c| changed_days.contains(&format!("dt={}", local(c.created))))
+        .count() as u64;
+    let conversations = second
+        .streams
+        .iter()
+        .find(|s| s.stream == "social25.conversations")
+        .unwrap();
+    assert_eq!(conversations.rows_written, in_changed_days);
     let after = message_requests(&env);
     let asked: BTreeSet<String> = after
         .iter()
@@ -304,6 +350,20 @@ async fn a_second_run_reads_messages_only_for_changed_conversations() {
         "no message requests when nothing changed"
     );
     assert_eq!(report.streams[0].scope, "0 changed");
+    // A whole night with nothing new writes no conversation partition.
+    let files_before = conversation_files(&env);
+    let night = run_at(&env, quiet, &[]).await;
+    ok(&night);
+    assert_eq!(conversation_files(&env), files_before, "files untouched");
+    let conversations = night
+        .streams
+        .iter()
+        .find(|s| s.stream == "social25.conversations")
+        .unwrap();
+    assert_eq!(
+        (conversations.records, conversations.rows_written),
+        (all.len() as u64, 0)
+    );
     // The cursor stays small: only conversations near the latest message.
     let state = StateStore::new(&env.wh, "s25")
         .load("social25.messages")

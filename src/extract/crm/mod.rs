@@ -3,8 +3,10 @@
 //! array, with no date filter and no pagination, so the incremental logic is
 //! client-side:
 //!
-//! - the body is checked to be complete JSON, then walked one record at a time
-//!   ([`records::for_each_element`]), never held as one `Value` tree;
+//! - the body goes to a temporary file, is checked there to be complete
+//!   JSON, then walked from disk one record at a time
+//!   ([`records::for_each_element`]), never held in memory or as one
+//!   `Value` tree; the rows to write spill to disk as they come;
 //! - a record is written only when the warehouse does not hold it with the
 //!   same `updatedAt` (new, changed, resurrected, or never stored); unchanged
 //!   rows are not rewritten;
@@ -28,7 +30,7 @@ use super::http::{Auth, HttpClient, Traffic};
 use super::{Extracted, Registration, Source, Stored, StreamKind, StreamSpec, Upserts};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
-use crate::normalize::{time, Reject};
+use crate::normalize::{key_hash, time, Reject, TableBuffer};
 use crate::schema;
 
 /// The `[sources.crm]` key and stream prefix.
@@ -116,6 +118,8 @@ impl Source for Crm {
             live: 0,
             high_water: None,
         };
+        // The whole account, so its rows spill to disk as they come.
+        up.extracted.buffers[0] = TableBuffer::spilling(table, run_id);
         let filter: HashSet<&str> = self.cfg.company_ids.iter().map(String::as_str).collect();
         // Requests: one for the whole account, or one per configured company.
         let requests: Vec<Option<&str>> = if filter.is_empty() || endpoint == "companies" {
@@ -127,18 +131,22 @@ impl Source for Crm {
                 .map(|c| Some(c.as_str()))
                 .collect()
         };
-        let mut present: HashSet<String> = HashSet::new();
+        // Every id the source has (hashed: 16 bytes a key, see
+        // `normalize::key_hash`), even ids of rejected records: they exist,
+        // so they are not marked deleted.
+        let mut present: HashSet<u128> = HashSet::new();
         for company in requests {
             let query: Vec<(&str, &str)> = company.map(|c| ("companyId", c)).into_iter().collect();
             let (url, label) = self
                 .client
                 .endpoint(&endpoint.split('/').collect::<Vec<_>>(), &query)?;
-            let body = self.client.get_complete_json(url, &label).await?;
+            // The body is on disk, checked complete; it is walked from there.
+            let body = self.client.get_complete_json_file(url, &label).await?;
             let extracted_at = time::micros(Utc::now());
             let out = &mut up.extracted;
             out.pages += 1;
-            let mut fresh = Vec::new();
-            let n = records::for_each_element(&body, |raw| {
+            let (replace, high_water) = (&mut up.replace, &mut up.high_water);
+            let n = records::for_each_element(std::io::BufReader::new(body), |raw| {
                 let id = raw.get("id").and_then(|v| v.as_str()).map(str::to_string);
                 if endpoint == "companies"
                     && !filter.is_empty()
@@ -147,20 +155,29 @@ impl Source for Crm {
                     return; // not a configured company
                 }
                 if let Some(id) = &id {
-                    present.insert(id.clone()); // even if rejected below: it exists, so it is not deleted
+                    present.insert(key_hash(id));
                 }
                 match records::parse(endpoint, raw.clone(), extracted_at) {
                     Ok(p) => {
-                        up.high_water = Some(
-                            up.high_water
-                                .map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)),
-                        );
+                        *high_water =
+                            Some(high_water.map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)));
                         let key = id.unwrap_or_default();
-                        let unchanged = stored.get(&key).is_some_and(|s| {
+                        let was = stored.get(&key);
+                        let unchanged = was.is_some_and(|s| {
                             !s.deleted && s.updated_at == Some(time::micros(p.updated))
                         });
-                        if !unchanged {
-                            fresh.push((key, p));
+                        if unchanged {
+                            return;
+                        }
+                        let dt = if table.is_partitioned() {
+                            p.created.map(|c| time::local_date(c, self.tz))
+                        } else {
+                            None
+                        };
+                        out.buffers[0].push(dt, p.row);
+                        // A stored row is replaced; a new key has none.
+                        if was.is_some() {
+                            replace.insert(key);
                         }
                     }
                     Err(reason) => out.rejects.push(Reject {
@@ -176,15 +193,6 @@ impl Source for Crm {
                 message,
             })?;
             out.records += n;
-            for (key, p) in fresh {
-                let dt = if table.is_partitioned() {
-                    p.created.map(|c| time::local_date(c, self.tz))
-                } else {
-                    None
-                };
-                out.buffers[0].push(dt, p.row);
-                up.replace.insert(key);
-            }
         }
         // Gone from a complete response: marked, within the configured scope.
         for (key, s) in stored {
@@ -192,7 +200,7 @@ impl Source for Crm {
                 filter.is_empty() || s.scope.as_deref().is_some_and(|c| filter.contains(c));
             if !s.deleted && in_scope {
                 up.live += 1;
-                if !present.contains(key) {
+                if !present.contains(&key_hash(key)) {
                     up.tombstones.insert(key.clone());
                 }
             }

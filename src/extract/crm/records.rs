@@ -15,7 +15,7 @@ use crate::schema;
 /// Calls `f` with each element of the JSON array in `body`, in order, holding
 /// one element at a time. Returns how many there were; an error when the body
 /// is not an array.
-pub fn for_each_element(body: &[u8], f: impl FnMut(Value)) -> Result<u64, String> {
+pub fn for_each_element(body: impl std::io::Read, f: impl FnMut(Value)) -> Result<u64, String> {
     struct Each<F>(F, u64);
     impl<'de, F: FnMut(Value)> Visitor<'de> for &mut Each<F> {
         type Value = ();
@@ -37,7 +37,7 @@ pub fn for_each_element(body: &[u8], f: impl FnMut(Value)) -> Result<u64, String
         }
     }
     let mut each = Each(f, 0);
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_reader(body);
     (&mut each)
         .deserialize(&mut de)
         .map_err(|e| format!("expected a JSON array of records: {e}"))?;
@@ -174,12 +174,12 @@ mod tests {
     #[test]
     fn walks_an_array_one_element_at_a_time() {
         let mut seen = Vec::new();
-        let n = for_each_element(br#"[{"id":"a"}, {"id":"b"}, 3]"#, |v| seen.push(v)).unwrap();
+        let n = for_each_element(&br#"[{"id":"a"}, {"id":"b"}, 3]"#[..], |v| seen.push(v)).unwrap();
         assert_eq!(n, 3);
         assert_eq!(seen[1], json!({"id": "b"}));
-        assert!(for_each_element(br#"{"error":"x"}"#, |_| {}).is_err());
-        assert!(for_each_element(br#"[{"id":"a"}"#, |_| {}).is_err());
-        assert!(for_each_element(br#"[] []"#, |_| {}).is_err());
+        assert!(for_each_element(&br#"{"error":"x"}"#[..], |_| {}).is_err());
+        assert!(for_each_element(&br#"[{"id":"a"}"#[..], |_| {}).is_err());
+        assert!(for_each_element(&br#"[] []"#[..], |_| {}).is_err());
     }
 
     #[test]

@@ -163,8 +163,9 @@ impl Social25 {
     /// Lists the conversations of every state, one listing per state, page by
     /// page through `on_page` (only one page of raw JSON is held at a time);
     /// returns each state's result and listing figures.
-    async fn each_state<S: Default>(
+    async fn each_state<S>(
         &self,
+        init: impl Fn() -> S,
         mut on_page: impl FnMut(&mut S, &[&RawValue]),
     ) -> Result<Vec<(S, Listing)>> {
         let mut out = Vec::new();
@@ -173,7 +174,7 @@ impl Social25 {
                 self.url(&self.tenant_path(&["conversations"]), &[("state", state)])?;
             out.push(
                 self.client
-                    .get_listing_each(url, &label, S::default, &mut on_page)
+                    .get_listing_each(url, &label, &init, &mut on_page)
                     .await?,
             );
         }
@@ -189,7 +190,7 @@ impl Social25 {
         }
         let mut summaries = Vec::new();
         let per_state = self
-            .each_state(|sums: &mut Vec<_>, page| {
+            .each_state(Vec::new, |sums: &mut Vec<_>, page| {
                 sums.extend(page.iter().filter_map(|r| records::summary(&value(r))))
             })
             .await?;
@@ -357,19 +358,31 @@ impl Source for Social25 {
                 }
             }
             ("conversations", None) => {
-                // Page by page: only one page of raw JSON is held at a time.
-                let mut summaries = Vec::new();
+                // Page by page: one page of raw JSON is held at a time, and
+                // the rows spill to disk as they come (the listing is the
+                // whole account). Each state's listing fills its own buffer,
+                // so a listing read again starts from nothing.
+                let table = spec.tables[0];
                 let per_state = self
                     .each_state(
-                        |(rows, sums, rejects): &mut (Vec<_>, Vec<_>, Vec<_>), page| {
+                        || {
+                            (
+                                crate::normalize::TableBuffer::spilling(table, run_id),
+                                Vec::new(),
+                                Vec::new(),
+                                0u64,
+                            )
+                        },
+                        |(buffer, sums, rejects, received), page| {
                             for raw in page.iter().map(|r| value(r)) {
+                                *received += 1;
                                 sums.extend(records::summary(&raw));
                                 match records::conversation(raw.clone(), extracted_at) {
                                     Ok((created, row)) => {
-                                        rows.push((time::local_date(created, self.tz), row))
+                                        buffer.push(Some(time::local_date(created, self.tz)), row)
                                     }
                                     Err(reason) => rejects.push(Reject {
-                                        table: "social25.conversations".into(),
+                                        table: table.name.clone(),
                                         reason,
                                         raw_json: raw.to_string(),
                                     }),
@@ -378,13 +391,15 @@ impl Source for Social25 {
                         },
                     )
                     .await?;
-                for ((rows, sums, rejects), l) in per_state {
+                let mut summaries = Vec::new();
+                out.buffers[0] = crate::normalize::TableBuffer::spilling(table, run_id);
+                for ((buffer, sums, rejects, received), l) in per_state {
                     out.pages += l.pages;
-                    out.records += (rows.len() + rejects.len()) as u64;
+                    out.records += received;
                     out.add_count(l.count);
-                    for (dt, row) in rows {
-                        out.buffers[0].push(Some(dt), row);
-                    }
+                    // In listing order: a conversation listed again (its state
+                    // changed meanwhile) keeps its later version.
+                    out.buffers[0].absorb(buffer);
                     out.rejects.extend(rejects);
                     summaries.extend(sums);
                 }
