@@ -14,13 +14,15 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::ProgressBar;
 
+use futures::{SinkExt, StreamExt};
+
 use super::commit::{commit, delete_stale_partitions, stored_keys};
 use super::prepare::failpoint;
 use super::{RunOptions, StreamReport};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
-use crate::extract::{Source, StreamSpec};
+use crate::extract::{Extracted, Source, StreamSpec};
 use crate::lock::RunLock;
 use crate::normalize::time;
 use crate::sink::{Merge, Warehouse};
@@ -64,6 +66,10 @@ impl StreamCtx<'_> {
         Ok(())
     }
 }
+
+/// Chunks of a change-driven stream fetched at once (the next one starts
+/// while the current one finishes).
+const CHUNKS_AHEAD: usize = 2;
 
 /// How a commit writes a partition.
 pub(super) enum Write<'a> {
@@ -117,40 +123,64 @@ pub(super) async fn changes(
         "{} changed",
         plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>()
     );
-    // One step of the planned total (known before the first request);
-    // the chunks count in the bar's message.
-    for (i, chunk) in plan.chunks.iter().enumerate() {
-        ctx.check_go_on(spec)?;
-        let label = format!("changes {}/{}", i + 1, plan.chunks.len());
-        ctx.bar.set_message(format!("{} {label}", spec.name));
-        let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
-        let out = ctx
-            .source
-            .extract_changes(spec, chunk, ctx.run_id)
-            .await
-            .map_err(|e| at(spec, &label, e))?;
-        let how = Write::Merge(Merge {
-            key_column,
-            replace: &keys,
-            tombstones: None,
-        });
-        commit(ctx, spec, None, out, how, rep)
-            .await
-            .map_err(|e| at(spec, &label, e))?;
-        // The cursor moves only once every partition of the chunk is merged.
-        let cursor = Some(chunk.cursor.clone());
-        loaded = Some(
-            ctx.states
-                .save(
-                    &spec.name,
-                    loaded.as_ref(),
-                    chunk.reached,
-                    cursor,
-                    ctx.run_id,
-                )
-                .await?,
-        );
-    }
+    // Fetching runs ahead of writing: the next chunk's requests go out
+    // while this chunk's last answers (a 429's wait, say) and its write are
+    // pending, so the source's request slots do not idle at chunk
+    // boundaries. The source bounds the requests in flight across chunks
+    // (Social25: `max_concurrency`). Chunks are written, and the cursor
+    // saved, strictly in order. One step of the planned total.
+    let chunks = &plan.chunks;
+    let (tx, rx) = futures::channel::mpsc::channel::<(usize, Result<Extracted>)>(0);
+    let fetch = async move {
+        let mut tx = tx;
+        let mut fetched = futures::stream::iter(chunks.iter().enumerate())
+            .map(|(i, chunk)| async move {
+                (i, ctx.source.extract_changes(spec, chunk, ctx.run_id).await)
+            })
+            .buffered(CHUNKS_AHEAD);
+        while let Some(item) = fetched.next().await {
+            let failed = item.1.is_err();
+            // The writer stopped (an error, or asked to stop): so do we.
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        let mut rx = rx;
+        while let Some((i, out)) = rx.next().await {
+            let chunk = &chunks[i];
+            ctx.check_go_on(spec)?;
+            let label = format!("changes {}/{}", i + 1, chunks.len());
+            ctx.bar.set_message(format!("{} {label}", spec.name));
+            let out = out.map_err(|e| at(spec, &label, e))?;
+            let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
+            let how = Write::Merge(Merge {
+                key_column,
+                replace: &keys,
+                tombstones: None,
+            });
+            commit(ctx, spec, None, out, how, rep)
+                .await
+                .map_err(|e| at(spec, &label, e))?;
+            // The cursor moves only once every partition of the chunk is merged.
+            let cursor = Some(chunk.cursor.clone());
+            loaded = Some(
+                ctx.states
+                    .save(
+                        &spec.name,
+                        loaded.as_ref(),
+                        chunk.reached,
+                        cursor,
+                        ctx.run_id,
+                    )
+                    .await?,
+            );
+        }
+        Ok::<_, Error>(())
+    };
+    let ((), written) = futures::join!(fetch, write);
+    written?;
     ctx.bar.inc(1);
     Ok(())
 }

@@ -102,6 +102,9 @@ struct SourceTraffic {
     arrivals: Vec<std::time::Instant>,
     limited: u64,
     bucket: Bucket,
+    /// Requests inside the latency wait now, and the most ever at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// A token bucket holding at most one second of requests.
@@ -173,10 +176,15 @@ impl SimState {
             if limited {
                 s.limited += 1;
             }
+            s.in_flight += 1;
+            s.most_in_flight = s.most_in_flight.max(s.in_flight);
             limited
         };
         if f.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        if let Some(s) = self.sources.lock().expect("sources lock").get_mut(source) {
+            s.in_flight -= 1;
         }
         if limited {
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").into_response();
@@ -348,6 +356,13 @@ impl Simulator {
     /// Faults injected so far.
     pub fn faults_injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
+    }
+
+    /// The most requests `source` was answering at once (counted over each
+    /// request's `latency_ms`).
+    pub fn most_in_flight(&self, source: &str) -> usize {
+        let sources = self.state.sources.lock().expect("sources lock");
+        sources.get(source).map_or(0, |s| s.most_in_flight)
     }
 
     /// Requests that reached `source` ("socialintents", "social25", "crm"),

@@ -772,6 +772,8 @@ async fn under_a_server_limit_the_adaptive_rate_ends_exact_with_few_429s() {
     );
     assert!(arrivals.len() > 150, "{} requests", arrivals.len());
     assert!(limited > 0, "the run never reached the server's limit");
+    let most = env.sim.most_in_flight("social25");
+    assert!(most <= 8, "{most} requests in flight at once");
     assert!(
         share < 0.05,
         "{limited} of {} requests were 429",
@@ -801,6 +803,26 @@ async fn under_a_server_limit_the_adaptive_rate_ends_exact_with_few_429s() {
         limited == 0 || waited >= 0.9 * limited as f64,
         "Retry-After: 1 honoured: waited {waited:.2} s for {limited} 429s"
     );
+}
+
+/// Two chunks of conversations are fetched at once (the next starts while
+/// the current one finishes), yet the server never sees more than
+/// `max_concurrency` message requests at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_fetched_ahead_stay_within_max_concurrency() {
+    let env = s25_env(s25_data(45), "2025-10-25", 30).await;
+    let conversations = env.sim.config().social25.conversations().len();
+    assert!(
+        conversations > 400,
+        "{conversations}: more than two chunks of 200"
+    );
+    env.sim.set_faults(Faults {
+        latency_ms: 10,
+        ..Faults::default()
+    });
+    ok(&run_at(&env, now(), &[]).await);
+    assert_s25_exact(&env).await;
+    assert_eq!(env.sim.most_in_flight("social25"), 4, "max_concurrency = 4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

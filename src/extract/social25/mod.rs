@@ -69,6 +69,9 @@ pub struct Social25 {
     /// The conversation listing of this run, shared by the conversations and
     /// messages streams so it is read once.
     listed: tokio::sync::Mutex<Option<Arc<Vec<ConversationSummary>>>>,
+    /// Message requests in flight, across the chunks being fetched at once
+    /// (`max_concurrency` permits).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// The messages stream's cursor, saved in its state file.
@@ -131,6 +134,7 @@ impl Social25 {
             overlap: Duration::days(lookback_days as i64).max(Duration::hours(1)),
             cfg: cfg.clone(),
             listed: tokio::sync::Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(cfg.max_concurrency),
         })
     }
 
@@ -154,9 +158,13 @@ impl Social25 {
     }
 
     /// The message listing of one conversation (its id percent-encoded in the path).
+    /// At most `max_concurrency` of these run at once, whichever chunk asks.
     async fn messages_of(&self, conversation: String) -> (String, Result<Listing>) {
         let path = self.tenant_path(&["conversations", conversation.as_str(), "messages"]);
-        let listing = self.listing(&path, &[]).await;
+        let listing = match self.in_flight.acquire().await {
+            Ok(_permit) => self.listing(&path, &[]).await,
+            Err(_) => Err(Error::Internal("the request semaphore closed".into())),
+        };
         (conversation, listing)
     }
 
