@@ -64,65 +64,53 @@ FROM social25.conversations c
 LEFT JOIN social25.conversation_stats s ON s.conversation_id = c.conversation_id
 LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
 ),
--- Business seconds, without converting any timestamp to local time: each
--- chat joins its day in meta.calendar by equality. A wait within that day,
--- on a day with at most one business interval (the usual case), overlaps
--- that interval only: computed directly. A wait within a day of several
--- intervals joins that day's intervals by equality; a wait that crosses
--- midnight (few) joins every interval it overlaps (a range join). Those
--- overlaps are summed per chat.
-located AS (
+-- Business seconds, without converting any timestamp to local time and
+-- without a range join: meta.business_clock gives, for the quarter hour of
+-- any instant t (an equality join), the business time before t's local day
+-- and that day's open intervals (at most four; unused ones are empty). The
+-- business time up to t is that sum plus the part of each interval before t,
+-- and a wait's business seconds are that at the reply minus that at the
+-- customer's first message: exact for a wait of any length, across
+-- midnight, weekends and DST days.
+clocked AS (
     SELECT
-        b.*, d.opens_at, d.closes_at, d.business_intervals,
-        COALESCE(b.first_message_at >= d.starts_at AND b.first_response_at <= d.ends_at, FALSE)
-            AS within_day
-    FROM meta.calendar d
-    RIGHT JOIN base b ON d.dt = b.dt
-),
-overlapping AS (
-    SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
-    FROM located w
-    JOIN meta.business_hours h ON h.dt = w.dt
-    WHERE w.within_day AND w.business_intervals > 1 AND w.first_response_seconds IS NOT NULL
-    UNION ALL
-    SELECT w.source, w.chat_id, w.first_message_at, w.first_response_at, h.opens_at, h.closes_at
-    FROM located w
-    JOIN meta.business_hours h ON h.opens_at < w.first_response_at AND h.closes_at > w.first_message_at
-    WHERE NOT w.within_day AND w.first_response_seconds IS NOT NULL
-),
-business AS (
-    SELECT
-        source, chat_id,
-        SUM(LEAST(CAST(first_response_at AS BIGINT), CAST(closes_at AS BIGINT))
-          - GREATEST(CAST(first_message_at AS BIGINT), CAST(opens_at AS BIGINT))) / 1e6 AS seconds
-    FROM overlapping
-    WHERE opens_at < first_response_at AND closes_at > first_message_at
-    GROUP BY source, chat_id
+        b.*,
+        m.business_us_before_day
+          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_1_us) - m.opens_1_us)
+          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_2_us) - m.opens_2_us)
+          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_3_us) - m.opens_3_us)
+          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_4_us) - m.opens_4_us)
+          AS business_us_at_message,
+        r.business_us_before_day
+          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_1_us) - r.opens_1_us)
+          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_2_us) - r.opens_2_us)
+          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_3_us) - r.opens_3_us)
+          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_4_us) - r.opens_4_us)
+          AS business_us_at_response
+    FROM base b
+    LEFT JOIN meta.business_clock m
+        ON m.slot = CAST(floor(CAST(b.first_message_at AS BIGINT) / 900000000.0) AS INT)
+    LEFT JOIN meta.business_clock r
+        ON r.slot = CAST(floor(CAST(b.first_response_at AS BIGINT) / 900000000.0) AS INT)
 )
 SELECT
-    b.source,
-    b.chat_id,
-    b.channel,
-    b.agent_name,
-    b.started_at,
-    b.dt,
-    b.is_missed,
-    b.first_response_seconds,
-    b.message_count,
-    b.first_message_at,
-    b.first_response_at,
-    b.duration_seconds,
-    CAST(date_part('hour', b.started_at AT TIME ZONE '${timezone}') AS INT) AS local_hour,
-    CAST(date_part('isodow', b.dt) AS INT) AS weekday,
+    source,
+    chat_id,
+    channel,
+    agent_name,
+    started_at,
+    dt,
+    is_missed,
+    first_response_seconds,
+    message_count,
+    first_message_at,
+    first_response_at,
+    duration_seconds,
+    CAST(date_part('hour', started_at AT TIME ZONE '${timezone}') AS INT) AS local_hour,
+    CAST(date_part('isodow', dt) AS INT) AS weekday,
     -- null without a reply; 0 when the wait overlapped no business interval
     CASE
-        WHEN b.first_response_seconds IS NULL THEN NULL
-        WHEN NOT b.within_day OR b.business_intervals > 1 THEN COALESCE(z.seconds, 0.0)
-        WHEN b.opens_at IS NULL THEN 0.0
-        ELSE GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), CAST(b.closes_at AS BIGINT))
-            - GREATEST(CAST(b.first_message_at AS BIGINT), CAST(b.opens_at AS BIGINT))) / 1e6
+        WHEN first_response_seconds IS NULL THEN NULL
+        ELSE COALESCE((business_us_at_response - business_us_at_message) / 1e6, 0.0)
     END AS first_response_business_seconds
--- (business on the left: the hash table is built on the few waits summed
--- above, not on every chat)
-FROM business z
-RIGHT JOIN located b ON z.source = b.source AND z.chat_id = b.chat_id
+FROM clocked

@@ -152,7 +152,7 @@ def statements(script):
 
 # Tables whose directory holds other files beside the data (meta.runs and
 # meta.rejects keep their own names); the rest are read as data.parquet.
-SINGLE_FILE_META = ("business_hours", "calendar", "reporting_settings")
+SINGLE_FILE_META = ("business_hours", "business_clock", "calendar", "reporting_settings")
 
 
 def data_file_name(schema_name, table_name):

@@ -95,6 +95,19 @@ impl BusinessHours {
         Ok(BusinessHours(ranges))
     }
 
+    /// Refuses more than `n` ranges on one weekday.
+    pub fn at_most_per_day(&self, n: usize) -> Result<(), String> {
+        for (name, day) in DAYS {
+            let ranges = self.0.iter().filter(|r| r.days.contains(&day)).count();
+            if ranges > n {
+                return Err(format!(
+                    "{name} has {ranges} ranges; at most {n} a day (join adjacent ones)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The open intervals `[opens_at, closes_at)` of local date `d` in `tz`,
     /// in order (none on a closed day).
     pub fn intervals(&self, d: NaiveDate, tz: Tz) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
@@ -156,5 +169,14 @@ mod tests {
             let e = BusinessHours::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+        let five = BusinessHours::parse(
+            "Mon-Fri 08:00-09:00, Fri 10:00-11:00, Fri 12:00-13:00, Fri 14:00-15:00, Fri 16:00-17:00",
+        )
+        .unwrap();
+        assert_eq!(
+            five.at_most_per_day(4).unwrap_err(),
+            "Fri has 5 ranges; at most 4 a day (join adjacent ones)"
+        );
+        assert!(five.at_most_per_day(5).is_ok());
     }
 }

@@ -3,7 +3,8 @@
 //! engines never need the pipeline file: `meta.business_hours` (one row per
 //! open interval of every business day from `start_date` through a year
 //! after today), `meta.calendar` (every local date of that span with its
-//! bounds and business hours summed up) and `meta.reporting_settings` (one
+//! bounds and business hours summed up), `meta.business_clock` (business
+//! time before any instant, by quarter hour) and `meta.reporting_settings` (one
 //! row). One warehouse has one reporting calendar: the latest run's settings
 //! win.
 
@@ -48,16 +49,25 @@ impl ReportingConfig {
         if self.first_response_target_seconds == 0 {
             return Err("reporting.first_response_target_seconds = 0: at least 1".into());
         }
-        BusinessHours::parse(&self.business_hours).map_err(|e| {
-            format!(
-                "reporting.business_hours = \"{}\": {e}",
-                self.business_hours
-            )
-        })
+        BusinessHours::parse(&self.business_hours)
+            .and_then(|h| h.at_most_per_day(MAX_INTERVALS).map(|()| h))
+            .map_err(|e| {
+                format!(
+                    "reporting.business_hours = \"{}\": {e}",
+                    self.business_hours
+                )
+            })
     }
 }
 
-/// Replaces meta.business_hours, meta.calendar and meta.reporting_settings with what
+/// Open intervals a day may have (the columns of meta.business_clock).
+pub const MAX_INTERVALS: usize = 4;
+const OPENS: [&str; MAX_INTERVALS] = ["opens_1_us", "opens_2_us", "opens_3_us", "opens_4_us"];
+const CLOSES: [&str; MAX_INTERVALS] = ["closes_1_us", "closes_2_us", "closes_3_us", "closes_4_us"];
+/// A quarter hour in microseconds: the slot of meta.business_clock.
+const SLOT_US: i64 = 900_000_000;
+
+/// Replaces meta.business_hours, meta.calendar, meta.business_clock and meta.reporting_settings with what
 /// `pipeline`'s settings say, for `start_date` through a year after `today`.
 pub async fn write_settings(
     wh: &Warehouse,
@@ -74,11 +84,14 @@ pub async fn write_settings(
             message,
         })?;
     let now = time::micros(chrono::Utc::now());
-    let (hours_table, calendar_table) = (
+    let (hours_table, calendar_table, clock_table) = (
         schema::table("meta.business_hours"),
         schema::table("meta.calendar"),
+        schema::table("meta.business_clock"),
     );
-    let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
+    let (mut hour_rows, mut day_rows, mut clock_rows) = (Vec::new(), Vec::new(), Vec::new());
+    // Business microseconds before the day being written.
+    let mut before_day: i64 = 0;
     let mut d = cfg.start_date.min(today);
     let until = today
         .checked_add_months(chrono::Months::new(12))
@@ -121,9 +134,43 @@ pub async fn write_settings(
             ("business_seconds", Cell::Int(seconds)),
         ];
         day_rows.push(Row::named(calendar_table, cells, now)?);
+        // The day's quarter hours on the business clock.
+        let (start, end) = (
+            time::micros(time::day_start(d, pipeline.tz)),
+            time::micros(time::day_start(d + Duration::days(1), pipeline.tz)),
+        );
+        let mut bounds: Vec<i64> = Vec::with_capacity(2 * MAX_INTERVALS);
+        for k in 0..MAX_INTERVALS {
+            let (o, c) = open.get(k).map_or((start, start), |(o, c)| {
+                (time::micros(*o), time::micros(*c))
+            });
+            bounds.extend([o, c]);
+        }
+        let mut slot = start.div_euclid(SLOT_US);
+        while slot * SLOT_US < end {
+            let mut cells = vec![
+                ("slot", Cell::Int(slot)),
+                ("dt", Cell::Date(crate::pipeline::days_since_epoch(d))),
+                ("business_us_before_day", Cell::Int(before_day)),
+            ];
+            for (k, pair) in bounds.chunks(2).enumerate() {
+                cells.push((OPENS[k], Cell::Int(pair[0])));
+                cells.push((CLOSES[k], Cell::Int(pair[1])));
+            }
+            clock_rows.push(Row::named(clock_table, cells, now)?);
+            slot += 1;
+        }
+        before_day += open
+            .iter()
+            .map(|(o, c)| time::micros(*c) - time::micros(*o))
+            .sum::<i64>();
         d += Duration::days(1);
     }
-    for (table, rows) in [(hours_table, hour_rows), (calendar_table, day_rows)] {
+    for (table, rows) in [
+        (hours_table, hour_rows),
+        (calendar_table, day_rows),
+        (clock_table, clock_rows),
+    ] {
         wh.replace_partition(table, None, &build_batch(table, run_id, &rows)?)
             .await?;
     }
