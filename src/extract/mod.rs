@@ -199,19 +199,29 @@ pub struct Upserts {
 }
 
 /// What a change-driven stream will re-read, in chunks committed one by one.
-#[derive(Debug, Default)]
 pub struct ChangePlan {
     pub chunks: Vec<ChangeChunk>,
     /// Pages and records read while planning (e.g. the conversation listing).
     pub pages: u64,
+    /// The cursor to save once chunk `i` (and every chunk before it) is
+    /// committed; called with 0, 1, 2, ... in order.
+    pub cursor_after: Box<dyn FnMut(usize) -> serde_json::Value + Send>,
 }
 
-/// Keys re-read together; once their partitions are merged, `cursor` is saved.
+impl std::fmt::Debug for ChangePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePlan")
+            .field("chunks", &self.chunks)
+            .field("pages", &self.pages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys re-read together; once their partitions are merged, the cursor
+/// after them is saved.
 #[derive(Debug, Clone)]
 pub struct ChangeChunk {
     pub keys: Vec<String>,
-    /// The stream's cursor after this chunk.
-    pub cursor: serde_json::Value,
     /// The local date the cursor reached (shown as the watermark).
     pub reached: Option<NaiveDate>,
 }

@@ -22,7 +22,7 @@ use super::{RunOptions, StreamReport};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
-use crate::extract::{Extracted, Source, StreamSpec};
+use crate::extract::{ChangePlan, Extracted, Source, StreamSpec};
 use crate::lock::RunLock;
 use crate::normalize::time;
 use crate::sink::{Merge, Warehouse};
@@ -129,7 +129,12 @@ pub(super) async fn changes(
     // boundaries. The source bounds the requests in flight across chunks
     // (Social25: `max_concurrency`). Chunks are written, and the cursor
     // saved, strictly in order. One step of the planned total.
-    let chunks = &plan.chunks;
+    let ChangePlan {
+        chunks,
+        mut cursor_after,
+        ..
+    } = plan;
+    let chunks = &chunks;
     let (tx, rx) = futures::channel::mpsc::channel::<(usize, Result<Extracted>)>(0);
     let fetch = async move {
         let mut tx = tx;
@@ -164,7 +169,7 @@ pub(super) async fn changes(
                 .await
                 .map_err(|e| at(spec, &label, e))?;
             // The cursor moves only once every partition of the chunk is merged.
-            let cursor = Some(chunk.cursor.clone());
+            let cursor = Some(cursor_after(i));
             loaded = Some(
                 ctx.states
                     .save(

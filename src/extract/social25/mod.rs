@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use url::Url;
 
-pub use records::{ConversationSummary, PLATFORM_SECRETS};
+pub use records::{fingerprint_text, ConversationSummary, Fingerprint, PLATFORM_SECRETS};
 
 use super::http::{value, Auth, HttpClient, Listing, Traffic};
 use super::window::Window;
@@ -80,7 +80,7 @@ pub struct MessagesCursor {
     /// Latest last-message time whose conversation's messages are committed.
     pub high_water: Option<DateTime<Utc>>,
     /// Conversations whose last message is within the overlap of
-    /// `high_water`: id -> (last message fingerprint, its time).
+    /// `high_water`: id -> (last message fingerprint as text, its time).
     pub recent: BTreeMap<String, (String, DateTime<Utc>)>,
 }
 
@@ -93,7 +93,10 @@ impl MessagesCursor {
         match self.high_water {
             None => true,
             Some(high) if *at < high - overlap => false,
-            Some(_) => self.recent.get(&c.id).map(|(f, _)| f) != Some(fingerprint),
+            Some(_) => {
+                self.recent.get(&c.id).map(|(f, _)| f.as_str())
+                    != Some(fingerprint_text(*fingerprint).as_str())
+            }
         }
     }
 
@@ -102,7 +105,8 @@ impl MessagesCursor {
         for c in done {
             if let Some((fingerprint, at)) = &c.last {
                 self.high_water = Some(self.high_water.map_or(*at, |h| h.max(*at)));
-                self.recent.insert(c.id.clone(), (fingerprint.clone(), *at));
+                self.recent
+                    .insert(c.id.clone(), (fingerprint_text(*fingerprint), *at));
             }
         }
         if let Some(high) = self.high_water {
@@ -442,30 +446,57 @@ impl Source for Social25 {
                 message: format!("unreadable messages cursor ({e}); `chatlake state reset --stream {}` starts over", spec.name),
             })?,
         };
-        let mut plan = ChangePlan::default();
-        let summaries = self.summaries(&mut plan.pages).await?;
-        let mut changed: Vec<&ConversationSummary> = summaries
-            .iter()
-            .filter(|c| cursor.changed(c, self.overlap))
+        let mut pages = 0;
+        let summaries = self.summaries(&mut pages).await?;
+        // Indices into the summaries (4 bytes each), oldest change first.
+        let mut order: Vec<u32> = (0..summaries.len() as u32)
+            .filter(|&i| cursor.changed(&summaries[i as usize], self.overlap))
             .collect();
-        changed.sort_by(|a, b| {
-            a.last
-                .as_ref()
-                .map(|l| l.1)
-                .cmp(&b.last.as_ref().map(|l| l.1))
-                .then(a.id.cmp(&b.id))
+        let last_at = |i: u32| summaries[i as usize].last.as_ref().map(|l| l.1);
+        order.sort_by(|&a, &b| {
+            last_at(a)
+                .cmp(&last_at(b))
+                .then(summaries[a as usize].id.cmp(&summaries[b as usize].id))
         });
-        changed.dedup_by(|a, b| a.id == b.id);
-        tracing::info!(stream = %spec.name, conversations = summaries.len(), changed = changed.len(), "messages to re-read");
-        for chunk in changed.chunks(CHUNK) {
-            cursor.advance(chunk, self.overlap);
-            plan.chunks.push(ChangeChunk {
-                keys: chunk.iter().map(|c| c.id.clone()).collect(),
-                cursor: serde_json::to_value(&cursor).expect("cursor serializes"),
-                reached: cursor.high_water.map(|h| time::local_date(h, self.tz)),
-            });
-        }
-        Ok(plan)
+        order.dedup_by(|a, b| summaries[*a as usize].id == summaries[*b as usize].id);
+        tracing::info!(stream = %spec.name, conversations = summaries.len(), changed = order.len(), "messages to re-read");
+        let mut high = cursor.high_water;
+        let chunks = order
+            .chunks(CHUNK)
+            .map(|chunk| {
+                high = chunk.iter().filter_map(|&i| last_at(i)).chain(high).max();
+                ChangeChunk {
+                    keys: chunk
+                        .iter()
+                        .map(|&i| summaries[i as usize].id.clone())
+                        .collect(),
+                    reached: high.map(|h| time::local_date(h, self.tz)),
+                }
+            })
+            .collect();
+        // The cursor after chunk i, made when it is saved: one cursor is held,
+        // advanced chunk by chunk (never one copy per chunk).
+        let overlap = self.overlap;
+        let mut advanced = 0;
+        let cursor_after = move |i: usize| {
+            while advanced <= i {
+                let done: Vec<&ConversationSummary> = order
+                    .chunks(CHUNK)
+                    .nth(advanced)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&c| &summaries[c as usize])
+                    .collect();
+                cursor.advance(&done, overlap);
+                advanced += 1;
+            }
+            serde_json::to_value(&cursor).expect("cursor serializes")
+        };
+        Ok(ChangePlan {
+            chunks,
+            pages,
+            cursor_after: Box::new(cursor_after),
+        })
     }
 
     /// Every message of the chunk's conversations, a few conversations at once.
@@ -554,7 +585,7 @@ mod tests {
     fn conv(id: &str, fp: &str, at: DateTime<Utc>) -> ConversationSummary {
         ConversationSummary {
             id: id.into(),
-            last: Some((fp.into(), at)),
+            last: Some((crate::normalize::key_hash(fp), at)),
         }
     }
 

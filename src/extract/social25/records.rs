@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::normalize::{time, Cell, Record, Row};
+use crate::normalize::{key_hash, time, Cell, Record, Row};
 use crate::schema;
 
 /// Fields of a platform that are credentials: never stored.
@@ -105,8 +105,18 @@ pub fn agent(raw: Value, extracted_at: i64) -> Result<Row, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationSummary {
     pub id: String,
-    /// The latest message: (id plus modified time, so an edit counts as a change; its time).
-    pub last: Option<(String, DateTime<Utc>)>,
+    /// The latest message: its [`Fingerprint`] and its time.
+    pub last: Option<(Fingerprint, DateTime<Utc>)>,
+}
+
+/// A last message's identity: its id, time and modified time (so an edit
+/// counts as a change), hashed to 16 bytes; a run holds one per
+/// conversation of the account. Saved in the cursor as 32 hex digits.
+pub type Fingerprint = u128;
+
+/// A fingerprint as the cursor stores it.
+pub fn fingerprint_text(f: Fingerprint) -> String {
+    format!("{f:032x}")
 }
 
 /// The summary of a raw conversation, read leniently (a conversation whose
@@ -130,7 +140,11 @@ pub fn summary(raw: &Value) -> Option<ConversationSummary> {
                         .and_then(|c| time::parse_naive_utc(c).ok())
                 })?;
             Some((
-                format!("{mid}@{}@{}", text("timestamp"), text("modified_timestamp")),
+                key_hash(&format!(
+                    "{mid}@{}@{}",
+                    text("timestamp"),
+                    text("modified_timestamp")
+                )),
                 at,
             ))
         });
@@ -384,7 +398,7 @@ mod tests {
         let s = summary(&raw).unwrap();
         assert_eq!(
             s.last.as_ref().unwrap().0,
-            "m9@2018-10-25T08:06:42@2018-10-25T08:06:43.730595"
+            key_hash("m9@2018-10-25T08:06:42@2018-10-25T08:06:43.730595")
         );
         let (created, row) = conversation(raw, 0).unwrap();
         assert_eq!(created.timestamp_micros(), 1_536_582_628_431_583);
