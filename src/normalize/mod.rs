@@ -11,7 +11,7 @@
 mod spill;
 pub mod time;
 
-pub use spill::{key_hash, SPILL_ROWS};
+pub use spill::{key_hash, spill_rows, SPILL_ROWS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -317,10 +317,10 @@ impl TableBuffer {
     }
 
     /// An empty buffer that moves its rows to a temporary file every
-    /// [`SPILL_ROWS`] rows, for reads whose size is the whole account (no
+    /// [`spill_rows`] rows, for reads whose size is the whole account (no
     /// parent/child families).
     pub fn spilling(table: &'static TableDef, run_id: &str) -> Self {
-        Self::spilling_every(table, run_id, SPILL_ROWS)
+        Self::spilling_every(table, run_id, spill_rows())
     }
 
     /// A spilling buffer that spills every `rows` rows.

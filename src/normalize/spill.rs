@@ -32,6 +32,19 @@ use crate::schema::TableDef;
 /// the 1.6 KB a Social25 conversation takes).
 pub const SPILL_ROWS: usize = 16_384;
 
+/// [`SPILL_ROWS`], or `CHATLAKE_SPILL_ROWS` when set (the tests that kill
+/// runs spill every few rows, so that small accounts take the spilled path).
+pub fn spill_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("CHATLAKE_SPILL_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(SPILL_ROWS)
+    })
+}
+
 /// The extra column that carries each spilled row's primary key.
 const KEY: &str = "__chatlake_key";
 

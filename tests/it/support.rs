@@ -249,9 +249,12 @@ pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Spawns `chatlake run --pipeline <file> --warehouse <wh>` (plus `args`),
-/// quietly, for tests that kill it.
+/// quietly, for tests that kill it. Whole-account reads (Social25
+/// conversations, CRM) spill to disk every 25 rows, so that a kill can land
+/// between spills and the re-run takes the spilled path.
 pub fn spawn_run(env: &Env, args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .env("CHATLAKE_SPILL_ROWS", "25")
         .args(["run", "--pipeline", env.pipeline_file.to_str().unwrap()])
         .args(args)
         .arg("--warehouse")
