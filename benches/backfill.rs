@@ -139,7 +139,9 @@ fn conversations_bench(source: &str) {
     let days = conversations.div_ceil(per_day as u64);
     let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let last = first + Duration::days(days as i64 - 1);
-    let (_sim, url) = start_simulator(first, last, per_day, &[]);
+    // A fixed clock: the listing of a large account is generated once.
+    let clock = format!("{}T00:00:00Z", last + Duration::days(1));
+    let (_sim, url) = start_simulator(first, last, per_day, &["--now", &clock]);
     let section = match source {
         "social25" => format!(
             "[sources.social25]\nbase_url = \"{url}/social25/api/v1.0\"\ntoken = \"demo-social25-token\"\n\

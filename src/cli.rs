@@ -246,6 +246,11 @@ pub enum Command {
         /// Milliseconds before every answer.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// A fixed clock for the Social25 data (RFC 3339), instead of the
+        /// wall clock: a large account's listing is then generated once,
+        /// not again every second (benchmarks).
+        #[arg(long)]
+        now: Option<chrono::DateTime<Utc>>,
     },
 }
 
@@ -519,6 +524,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             crm_conversations_per_day,
             limit_rps,
             latency_ms,
+            now,
         } => {
             let today = Utc::now().date_naive();
             let first = from.unwrap_or(today - Duration::days(400));
@@ -526,6 +532,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             config.socialintents.chats_per_day = chats_per_day;
             config.social25.conversations_per_day = conversations_per_day;
             config.crm.conversations_per_day = crm_conversations_per_day;
+            config.social25.now = now;
             if to.is_none() {
                 config.socialintents.until = Some(Utc::now());
             }
