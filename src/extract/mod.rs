@@ -104,7 +104,7 @@ pub trait Source: Send + Sync {
     async fn extract_changes(
         &self,
         spec: &StreamSpec,
-        _chunk: &ChangeChunk,
+        _keys: &[String],
         _run_id: &str,
     ) -> Result<Extracted> {
         Err(not_a_reader(spec, "change-driven"))
@@ -203,6 +203,9 @@ pub struct ChangePlan {
     pub chunks: Vec<ChangeChunk>,
     /// Pages and records read while planning (e.g. the conversation listing).
     pub pages: u64,
+    /// The keys of chunk `i`, made when it is fetched (a first run of a
+    /// large account would otherwise hold every key twice).
+    pub keys_of: Box<dyn Fn(usize) -> Vec<String> + Send + Sync>,
     /// The cursor to save once chunk `i` (and every chunk before it) is
     /// committed; called with 0, 1, 2, ... in order.
     pub cursor_after: Box<dyn FnMut(usize) -> serde_json::Value + Send>,
@@ -217,11 +220,12 @@ impl std::fmt::Debug for ChangePlan {
     }
 }
 
-/// Keys re-read together; once their partitions are merged, the cursor
-/// after them is saved.
+/// Keys re-read together ([`ChangePlan::keys_of`]); once their partitions
+/// are merged, the cursor after them is saved.
 #[derive(Debug, Clone)]
 pub struct ChangeChunk {
-    pub keys: Vec<String>,
+    /// How many keys.
+    pub len: usize,
     /// The local date the cursor reached (shown as the watermark).
     pub reached: Option<NaiveDate>,
 }

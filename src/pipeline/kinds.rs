@@ -71,6 +71,9 @@ impl StreamCtx<'_> {
 /// while the current one finishes).
 const CHUNKS_AHEAD: usize = 2;
 
+/// A fetched chunk of a change-driven stream: its index, keys and records.
+type Fetched = (usize, Vec<String>, Result<Extracted>);
+
 /// How a commit writes a partition.
 pub(super) enum Write<'a> {
     /// The partition becomes exactly the new rows.
@@ -121,7 +124,7 @@ pub(super) async fn changes(
     rep.pages += plan.pages;
     rep.scope = format!(
         "{} changed",
-        plan.chunks.iter().map(|c| c.keys.len()).sum::<usize>()
+        plan.chunks.iter().map(|c| c.len).sum::<usize>()
     );
     // Fetching runs ahead of writing: the next chunk's requests go out
     // while this chunk's last answers (a 429's wait, say) and its write are
@@ -131,20 +134,23 @@ pub(super) async fn changes(
     // saved, strictly in order. One step of the planned total.
     let ChangePlan {
         chunks,
+        keys_of,
         mut cursor_after,
         ..
     } = plan;
-    let chunks = &chunks;
-    let (tx, rx) = futures::channel::mpsc::channel::<(usize, Result<Extracted>)>(0);
+    let (chunks, keys_of) = (&chunks, &keys_of);
+    let (tx, rx) = futures::channel::mpsc::channel::<Fetched>(0);
     let fetch = async move {
         let mut tx = tx;
-        let mut fetched = futures::stream::iter(chunks.iter().enumerate())
-            .map(|(i, chunk)| async move {
-                (i, ctx.source.extract_changes(spec, chunk, ctx.run_id).await)
+        let mut fetched = futures::stream::iter(0..chunks.len())
+            .map(|i| async move {
+                let keys = keys_of(i);
+                let out = ctx.source.extract_changes(spec, &keys, ctx.run_id).await;
+                (i, keys, out)
             })
             .buffered(CHUNKS_AHEAD);
         while let Some(item) = fetched.next().await {
-            let failed = item.1.is_err();
+            let failed = item.2.is_err();
             // The writer stopped (an error, or asked to stop): so do we.
             if tx.send(item).await.is_err() || failed {
                 break;
@@ -153,13 +159,13 @@ pub(super) async fn changes(
     };
     let write = async move {
         let mut rx = rx;
-        while let Some((i, out)) = rx.next().await {
+        while let Some((i, keys, out)) = rx.next().await {
             let chunk = &chunks[i];
             ctx.check_go_on(spec)?;
             let label = format!("changes {}/{}", i + 1, chunks.len());
             ctx.bar.set_message(format!("{} {label}", spec.name));
             let out = out.map_err(|e| at(spec, &label, e))?;
-            let keys: HashSet<String> = chunk.keys.iter().cloned().collect();
+            let keys: HashSet<String> = keys.into_iter().collect();
             let how = Write::Merge(Merge {
                 key_column,
                 replace: &keys,

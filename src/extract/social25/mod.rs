@@ -403,7 +403,8 @@ impl Source for Social25 {
                         },
                     )
                     .await?;
-                let mut summaries = Vec::new();
+                let listed: usize = per_state.iter().map(|((_, sums, ..), _)| sums.len()).sum();
+                let mut summaries = Vec::with_capacity(listed);
                 out.buffers[0] = crate::normalize::TableBuffer::spilling(table, run_id);
                 for ((buffer, sums, rejects, received), l) in per_state {
                     out.pages += l.pages;
@@ -466,14 +467,25 @@ impl Source for Social25 {
             .map(|chunk| {
                 high = chunk.iter().filter_map(|&i| last_at(i)).chain(high).max();
                 ChangeChunk {
-                    keys: chunk
-                        .iter()
-                        .map(|&i| summaries[i as usize].id.clone())
-                        .collect(),
+                    len: chunk.len(),
                     reached: high.map(|h| time::local_date(h, self.tz)),
                 }
             })
             .collect();
+        // Chunk i's conversations, made when it is fetched.
+        let order = Arc::new(order);
+        let keys_of = {
+            let (order, summaries) = (Arc::clone(&order), Arc::clone(&summaries));
+            move |i: usize| {
+                order
+                    .chunks(CHUNK)
+                    .nth(i)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&c| summaries[c as usize].id.clone())
+                    .collect()
+            }
+        };
         // The cursor after chunk i, made when it is saved: one cursor is held,
         // advanced chunk by chunk (never one copy per chunk).
         let overlap = self.overlap;
@@ -495,6 +507,7 @@ impl Source for Social25 {
         Ok(ChangePlan {
             chunks,
             pages,
+            keys_of: Box::new(keys_of),
             cursor_after: Box::new(cursor_after),
         })
     }
@@ -503,7 +516,7 @@ impl Source for Social25 {
     async fn extract_changes(
         &self,
         spec: &StreamSpec,
-        chunk: &ChangeChunk,
+        keys: &[String],
         run_id: &str,
     ) -> Result<Extracted> {
         let mut out = Extracted::new(spec, run_id);
@@ -511,7 +524,7 @@ impl Source for Social25 {
         let outbound_column = spec.tables[0]
             .index_of("outbound")
             .ok_or_else(|| Error::Internal("social25.messages has no outbound column".into()))?;
-        let mut fetched = futures::stream::iter(chunk.keys.iter().cloned())
+        let mut fetched = futures::stream::iter(keys.iter().cloned())
             .map(|c| self.messages_of(c))
             .buffer_unordered(self.cfg.max_concurrency);
         while let Some((conversation, listing)) = fetched.next().await {
