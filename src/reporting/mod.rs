@@ -115,14 +115,20 @@ pub async fn write_settings(
         let instant = |t: Option<&chrono::DateTime<chrono::Utc>>| {
             t.map_or(Cell::Null, |t| Cell::Micros(time::micros(*t)))
         };
-        let seconds: i64 = open.iter().map(|(a, b)| (*b - *a).num_seconds()).sum();
+        // The day's bounds and its business time, used by the calendar and
+        // the clock alike (intervals are whole minutes, so seconds are exact).
+        let (starts, ends) = (
+            time::day_start(d, pipeline.tz),
+            time::day_start(d + Duration::days(1), pipeline.tz),
+        );
+        let business_us: i64 = open
+            .iter()
+            .map(|(o, c)| time::micros(*c) - time::micros(*o))
+            .sum();
         let cells = vec![
-            ("dt", dt),
-            ("starts_at", instant(Some(&time::day_start(d, pipeline.tz)))),
-            (
-                "ends_at",
-                instant(Some(&time::day_start(d + Duration::days(1), pipeline.tz))),
-            ),
+            ("dt", dt.clone()),
+            ("starts_at", instant(Some(&starts))),
+            ("ends_at", instant(Some(&ends))),
             (
                 "weekday",
                 Cell::Int(d.weekday().number_from_monday().into()),
@@ -131,39 +137,32 @@ pub async fn write_settings(
             ("business_intervals", Cell::Int(open.len() as i64)),
             ("opens_at", instant(open.first().map(|(a, _)| a))),
             ("closes_at", instant(open.last().map(|(_, b)| b))),
-            ("business_seconds", Cell::Int(seconds)),
+            ("business_seconds", Cell::Int(business_us / 1_000_000)),
         ];
         day_rows.push(Row::named(calendar_table, cells, now)?);
-        // The day's quarter hours on the business clock.
-        let (start, end) = (
-            time::micros(time::day_start(d, pipeline.tz)),
-            time::micros(time::day_start(d + Duration::days(1), pipeline.tz)),
-        );
-        let mut bounds: Vec<i64> = Vec::with_capacity(2 * MAX_INTERVALS);
-        for k in 0..MAX_INTERVALS {
-            let (o, c) = open.get(k).map_or((start, start), |(o, c)| {
+        // The day's quarter hours on the business clock; unused intervals
+        // are empty (they open and close at the day's start).
+        let (start, end) = (time::micros(starts), time::micros(ends));
+        let intervals: [(i64, i64); MAX_INTERVALS] = std::array::from_fn(|k| {
+            open.get(k).map_or((start, start), |(o, c)| {
                 (time::micros(*o), time::micros(*c))
-            });
-            bounds.extend([o, c]);
-        }
+            })
+        });
         let mut slot = start.div_euclid(SLOT_US);
         while slot * SLOT_US < end {
             let mut cells = vec![
                 ("slot", Cell::Int(slot)),
-                ("dt", Cell::Date(crate::pipeline::days_since_epoch(d))),
+                ("dt", dt.clone()),
                 ("business_us_before_day", Cell::Int(before_day)),
             ];
-            for (k, pair) in bounds.chunks(2).enumerate() {
-                cells.push((OPENS[k], Cell::Int(pair[0])));
-                cells.push((CLOSES[k], Cell::Int(pair[1])));
+            for (k, (o, c)) in intervals.iter().enumerate() {
+                cells.push((OPENS[k], Cell::Int(*o)));
+                cells.push((CLOSES[k], Cell::Int(*c)));
             }
             clock_rows.push(Row::named(clock_table, cells, now)?);
             slot += 1;
         }
-        before_day += open
-            .iter()
-            .map(|(o, c)| time::micros(*c) - time::micros(*o))
-            .sum::<i64>();
+        before_day += business_us;
         d += Duration::days(1);
     }
     for (table, rows) in [
