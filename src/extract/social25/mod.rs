@@ -477,10 +477,7 @@ impl Source for Social25 {
         let keys_of = {
             let (order, summaries) = (Arc::clone(&order), Arc::clone(&summaries));
             move |i: usize| {
-                order
-                    .chunks(CHUNK)
-                    .nth(i)
-                    .unwrap_or_default()
+                chunk_of(&order, i)
                     .iter()
                     .map(|&c| summaries[c as usize].id.clone())
                     .collect()
@@ -492,10 +489,7 @@ impl Source for Social25 {
         let mut advanced = 0;
         let cursor_after = move |i: usize| {
             while advanced <= i {
-                let done: Vec<&ConversationSummary> = order
-                    .chunks(CHUNK)
-                    .nth(advanced)
-                    .unwrap_or_default()
+                let done: Vec<&ConversationSummary> = chunk_of(&order, advanced)
                     .iter()
                     .map(|&c| &summaries[c as usize])
                     .collect();
@@ -557,6 +551,11 @@ impl Source for Social25 {
         }
         Ok(out)
     }
+}
+
+/// Chunk `i` of the changed conversations (indices into the listing).
+fn chunk_of(order: &[u32], i: usize) -> &[u32] {
+    order.chunks(CHUNK).nth(i).unwrap_or_default()
 }
 
 /// The latest instant whose failed syncs are final, in whole seconds.
