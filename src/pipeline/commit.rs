@@ -2,7 +2,7 @@
 //! PUT each, several at once), its rejects into meta.rejects, its outcome into
 //! meta.runs, and what an upsert stream compares against.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -12,7 +12,7 @@ use super::StreamReport;
 use crate::config::Pipeline;
 use crate::error::Result;
 use crate::extract::window::Window;
-use crate::extract::{Extracted, Stored, StreamSpec};
+use crate::extract::{Extracted, StoredKeys, StreamSpec};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::Warehouse;
@@ -197,9 +197,9 @@ pub(super) async fn stored_keys(
     table: &schema::TableDef,
     key_column: &str,
     scope_column: Option<&str>,
-) -> Result<HashMap<String, Stored>> {
+) -> Result<StoredKeys> {
     use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
-    let mut out = HashMap::new();
+    let mut out = StoredKeys::default();
     let columns = [
         key_column,
         "updated_at",
@@ -230,25 +230,23 @@ pub(super) async fn stored_keys(
             if keys.is_null(i) {
                 continue;
             }
-            out.insert(
-                keys.value(i).to_string(),
-                Stored {
-                    dt,
-                    updated_at: updated
-                        .as_ref()
-                        .filter(|u| !u.is_null(i))
-                        .map(|u| u.value(i)),
-                    deleted: deleted.as_ref().is_some_and(|d| !d.is_null(i)),
-                    scope: company
-                        .as_ref()
-                        .filter(|c| !c.is_null(i))
-                        .map(|c| c.value(i).to_string()),
-                },
+            out.push(
+                keys.value(i),
+                dt,
+                updated
+                    .as_ref()
+                    .filter(|u| !u.is_null(i))
+                    .map(|u| u.value(i)),
+                deleted.as_ref().is_some_and(|d| !d.is_null(i)),
+                company
+                    .as_ref()
+                    .filter(|c| !c.is_null(i))
+                    .map(|c| c.value(i)),
             );
         }
     })
     .await?;
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// Days since 1970-01-01 (Arrow Date32).

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
 use crate::extract::{ChangePlan, Extracted, Source, StreamSpec};
 use crate::lock::RunLock;
-use crate::normalize::time;
+use crate::normalize::{key_hash, time};
 use crate::sink::{Merge, Warehouse};
 use crate::state::{Loaded, StateStore};
 
@@ -165,7 +165,7 @@ pub(super) async fn changes(
             let label = format!("changes {}/{}", i + 1, chunks.len());
             ctx.bar.set_message(format!("{} {label}", spec.name));
             let out = out.map_err(|e| at(spec, &label, e))?;
-            let keys: HashSet<String> = keys.into_iter().collect();
+            let keys: HashSet<u128> = keys.iter().map(|k| key_hash(k)).collect();
             let how = Write::Merge(Merge {
                 key_column,
                 replace: &keys,
@@ -275,7 +275,7 @@ pub(super) async fn upsert(
     let mut up = ctx.source.extract_upsert(spec, &stored, ctx.run_id).await?;
     // Besides where the new rows go: where changed and vanished keys live now.
     for key in up.replace.iter().chain(&up.tombstones) {
-        if let Some(s) = stored.get(key) {
+        if let Some((_, s)) = stored.get(*key) {
             up.extracted.buffers[0].touch(s.dt);
         }
     }

@@ -29,7 +29,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::normalize::sort_batch;
+use crate::normalize::{key_hash, sort_batch};
 use crate::schema::TableDef;
 
 /// Where the warehouse lives and how to reach it.
@@ -244,7 +244,7 @@ impl Warehouse {
             };
             let keep: BooleanArray = col
                 .iter()
-                .map(|v| Some(!v.is_some_and(|v| merge.replace.contains(v))))
+                .map(|v| Some(!v.is_some_and(|v| merge.replace.contains(&key_hash(v)))))
                 .collect();
             let mut kept = filter_record_batch(&old, &keep).map_err(aerr)?;
             if let Some((tombstones, at)) = merge.tombstones {
@@ -413,10 +413,12 @@ fn conform(
 pub struct Merge<'a> {
     /// The text column that identifies a row (or a group of rows).
     pub key_column: &'a str,
-    /// Keys whose old rows are dropped: the new batch holds their rows.
-    pub replace: &'a HashSet<String>,
-    /// Keys whose rows are kept but marked deleted at this instant (µs).
-    pub tombstones: Option<(&'a HashSet<String>, i64)>,
+    /// Keys whose old rows are dropped: the new batch holds their rows
+    /// (as [`key_hash`]es: a million keys are 16 bytes each, not strings).
+    pub replace: &'a HashSet<u128>,
+    /// Keys (hashed) whose rows are kept but marked deleted at this instant
+    /// (µs).
+    pub tombstones: Option<(&'a HashSet<u128>, i64)>,
 }
 
 /// Sets `deleted_at` (where still null) on the rows whose key is a tombstone.
@@ -424,7 +426,7 @@ fn mark_deleted(
     table: &TableDef,
     batch: &RecordBatch,
     key_column: &str,
-    tombstones: &HashSet<String>,
+    tombstones: &HashSet<u128>,
     at: i64,
 ) -> std::result::Result<RecordBatch, ArrowError> {
     let Some(i) = table.index_of("deleted_at") else {
@@ -443,7 +445,7 @@ fn mark_deleted(
     let new: TimestampMicrosecondArray = keys
         .iter()
         .zip(old.iter())
-        .map(|(k, d)| d.or_else(|| k.filter(|k| tombstones.contains(*k)).map(|_| at)))
+        .map(|(k, d)| d.or_else(|| k.filter(|k| tombstones.contains(&key_hash(k))).map(|_| at)))
         .collect::<TimestampMicrosecondArray>()
         .with_timezone("UTC");
     let mut columns = batch.columns().to_vec();

@@ -21,13 +21,13 @@ pub mod records;
 
 pub use config::CrmConfig;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::http::{Auth, HttpClient, Traffic};
-use super::{Extracted, Registration, Source, Stored, StreamKind, StreamSpec, Upserts};
+use super::{Extracted, Registration, Source, StoredKeys, StreamKind, StreamSpec, Upserts};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::normalize::{key_hash, time, Reject, TableBuffer};
@@ -106,7 +106,7 @@ impl Source for Crm {
     async fn extract_upsert(
         &self,
         spec: &StreamSpec,
-        stored: &HashMap<String, Stored>,
+        stored: &StoredKeys,
         run_id: &str,
     ) -> Result<Upserts> {
         let endpoint = spec.endpoints[0];
@@ -131,10 +131,10 @@ impl Source for Crm {
                 .map(|c| Some(c.as_str()))
                 .collect()
         };
-        // Every id the source has (hashed: 16 bytes a key, see
-        // `normalize::key_hash`), even ids of rejected records: they exist,
-        // so they are not marked deleted.
-        let mut present: HashSet<u128> = HashSet::new();
+        // Which stored keys the source still has (one flag per stored key),
+        // even ids of rejected records: they exist, so they are not marked
+        // deleted.
+        let mut present = vec![false; stored.len()];
         for company in requests {
             let query: Vec<(&str, &str)> = company.map(|c| ("companyId", c)).into_iter().collect();
             let (url, label) = self
@@ -154,16 +154,16 @@ impl Source for Crm {
                 {
                     return; // not a configured company
                 }
-                if let Some(id) = &id {
-                    present.insert(key_hash(id));
+                let hash = id.as_deref().map(key_hash);
+                let was = hash.and_then(|h| stored.get(h));
+                if let Some((i, _)) = was {
+                    present[i] = true;
                 }
                 match records::parse(endpoint, raw.clone(), extracted_at) {
                     Ok(p) => {
                         *high_water =
                             Some(high_water.map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)));
-                        let key = id.unwrap_or_default();
-                        let was = stored.get(&key);
-                        let unchanged = was.is_some_and(|s| {
+                        let unchanged = was.is_some_and(|(_, s)| {
                             !s.deleted && s.updated_at == Some(time::micros(p.updated))
                         });
                         if unchanged {
@@ -176,8 +176,8 @@ impl Source for Crm {
                         };
                         out.buffers[0].push(dt, p.row);
                         // A stored row is replaced; a new key has none.
-                        if was.is_some() {
-                            replace.insert(key);
+                        if let (Some(h), Some(_)) = (hash, was) {
+                            replace.insert(h);
                         }
                     }
                     Err(reason) => out.rejects.push(Reject {
@@ -195,13 +195,12 @@ impl Source for Crm {
             out.records += n;
         }
         // Gone from a complete response: marked, within the configured scope.
-        for (key, s) in stored {
-            let in_scope =
-                filter.is_empty() || s.scope.as_deref().is_some_and(|c| filter.contains(c));
+        for (i, hash, s) in stored.iter() {
+            let in_scope = filter.is_empty() || stored.scope(s).is_some_and(|c| filter.contains(c));
             if !s.deleted && in_scope {
                 up.live += 1;
-                if !present.contains(&key_hash(key)) {
-                    up.tombstones.insert(key.clone());
+                if !present[i] {
+                    up.tombstones.insert(hash);
                 }
             }
         }
