@@ -709,7 +709,7 @@ mod tests {
         let pushes: Vec<(Option<NaiveDate>, String, String)> = (0..300u32)
             .map(|i| {
                 (
-                    day(1 + (i * 7) % 5),
+                    day(1 + (i / 40 + i * 7) % 5),
                     format!("{}", (i * 13) % 40),
                     format!("v{i}"),
                 )
@@ -723,22 +723,25 @@ mod tests {
         let mut memory = TableBuffer::new(t, "run1");
         push_all(&mut memory, &pushes);
         memory.touch(day(9));
-        let mut spilled = TableBuffer::spilling_every(t, "run1", 16);
-        push_all(&mut spilled, &pushes[..150]);
-        spilled.touch(day(9));
-        let mut second = TableBuffer::spilling_every(t, "run1", 16);
-        push_all(&mut second, &pushes[150..]);
-        spilled.absorb(second);
-        assert_eq!(spilled.len(), 40);
         let a = memory.into_batches().unwrap();
-        let b = spilled.into_batches().unwrap();
         assert_eq!(a.len(), 6, "five partitions and the touched one");
-        assert_eq!(
-            a.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
-            b.iter().map(|(d, _)| *d).collect::<Vec<_>>()
-        );
-        for ((dt, x), (_, y)) in a.iter().zip(&b) {
-            assert_eq!(x, y, "partition {dt:?}");
+        // Absorbed buffers with fewer keys than the first, as many, more.
+        for split in [280, 150, 20] {
+            let mut spilled = TableBuffer::spilling_every(t, "run1", 16);
+            push_all(&mut spilled, &pushes[..split]);
+            spilled.touch(day(9));
+            let mut second = TableBuffer::spilling_every(t, "run1", 16);
+            push_all(&mut second, &pushes[split..]);
+            spilled.absorb(second);
+            assert_eq!(spilled.len(), 40);
+            let b = spilled.into_batches().unwrap();
+            assert_eq!(
+                a.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+                b.iter().map(|(d, _)| *d).collect::<Vec<_>>()
+            );
+            for ((dt, x), (_, y)) in a.iter().zip(&b) {
+                assert_eq!(x, y, "partition {dt:?}, split at {split}");
+            }
         }
         assert_eq!(a.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 40);
     }

@@ -105,7 +105,16 @@ impl Spill {
                 .or_default()
                 .extend(batches.into_iter().map(|(run, i)| (run + offset, i)));
         }
-        self.latest.extend(other.latest);
+        // Theirs win. The larger map is kept and the smaller one added to
+        // it: rebuilding a million keys would hold two maps at once.
+        if self.latest.len() >= other.latest.len() {
+            self.latest.extend(other.latest);
+        } else {
+            let mine = std::mem::replace(&mut self.latest, other.latest);
+            for (key, dt) in mine {
+                self.latest.entry(key).or_insert(dt);
+            }
+        }
         self.dirs.extend(other.dirs);
     }
 

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use url::Url;
 
-pub use records::{fingerprint_text, ConversationSummary, Fingerprint, PLATFORM_SECRETS};
+pub use records::{
+    fingerprint_text, ConversationSummary, Fingerprint, Summaries, PLATFORM_SECRETS,
+};
 
 use super::http::{value, Auth, HttpClient, Listing, Traffic};
 use super::window::Window;
@@ -68,7 +70,7 @@ pub struct Social25 {
     cfg: Social25Config,
     /// The conversation listing of this run, shared by the conversations and
     /// messages streams so it is read once.
-    listed: tokio::sync::Mutex<Option<Arc<Vec<ConversationSummary>>>>,
+    listed: tokio::sync::Mutex<Option<Arc<Summaries>>>,
     /// Message requests in flight, across the chunks being fetched at once
     /// (`max_concurrency` permits).
     in_flight: tokio::sync::Semaphore,
@@ -86,7 +88,7 @@ pub struct MessagesCursor {
 
 impl MessagesCursor {
     /// Whether a conversation's messages must be read again.
-    pub fn changed(&self, c: &ConversationSummary, overlap: Duration) -> bool {
+    pub fn changed(&self, c: &ConversationSummary<'_>, overlap: Duration) -> bool {
         let Some((fingerprint, at)) = &c.last else {
             return false;
         };
@@ -94,19 +96,19 @@ impl MessagesCursor {
             None => true,
             Some(high) if *at < high - overlap => false,
             Some(_) => {
-                self.recent.get(&c.id).map(|(f, _)| f.as_str())
+                self.recent.get(c.id).map(|(f, _)| f.as_str())
                     != Some(fingerprint_text(*fingerprint).as_str())
             }
         }
     }
 
     /// The cursor once `done` (sorted by last-message time) is committed.
-    pub fn advance(&mut self, done: &[&ConversationSummary], overlap: Duration) {
+    pub fn advance(&mut self, done: &[ConversationSummary<'_>], overlap: Duration) {
         for c in done {
             if let Some((fingerprint, at)) = &c.last {
                 self.high_water = Some(self.high_water.map_or(*at, |h| h.max(*at)));
                 self.recent
-                    .insert(c.id.clone(), (fingerprint_text(*fingerprint), *at));
+                    .insert(c.id.to_string(), (fingerprint_text(*fingerprint), *at));
             }
         }
         if let Some(high) = self.high_water {
@@ -195,20 +197,22 @@ impl Social25 {
 
     /// The conversation summaries of this run (listed now unless the
     /// conversations stream already did).
-    async fn summaries(&self, pages: &mut u64) -> Result<Arc<Vec<ConversationSummary>>> {
+    async fn summaries(&self, pages: &mut u64) -> Result<Arc<Summaries>> {
         let mut listed = self.listed.lock().await;
         if let Some(s) = listed.as_ref() {
             return Ok(Arc::clone(s));
         }
-        let mut summaries = Vec::new();
+        let mut summaries = Summaries::default();
         let per_state = self
-            .each_state(Vec::new, |sums: &mut Vec<_>, page| {
-                sums.extend(page.iter().filter_map(|r| records::summary(&value(r))))
+            .each_state(Summaries::default, |sums, page| {
+                for r in page {
+                    records::summary(&value(r), sums);
+                }
             })
             .await?;
         for (sums, l) in per_state {
             *pages += l.pages;
-            summaries.extend(sums);
+            summaries.append(sums);
         }
         let s = Arc::new(summaries);
         *listed = Some(Arc::clone(&s));
@@ -380,7 +384,7 @@ impl Source for Social25 {
                         || {
                             (
                                 crate::normalize::TableBuffer::spilling(table, run_id),
-                                Vec::new(),
+                                Summaries::default(),
                                 Vec::new(),
                                 0u64,
                             )
@@ -388,7 +392,7 @@ impl Source for Social25 {
                         |(buffer, sums, rejects, received), page| {
                             for raw in page.iter().map(|r| value(r)) {
                                 *received += 1;
-                                sums.extend(records::summary(&raw));
+                                records::summary(&raw, sums);
                                 match records::conversation(raw.clone(), extracted_at) {
                                     Ok((created, row)) => {
                                         buffer.push(Some(time::local_date(created, self.tz)), row)
@@ -403,8 +407,7 @@ impl Source for Social25 {
                         },
                     )
                     .await?;
-                let listed: usize = per_state.iter().map(|((_, sums, ..), _)| sums.len()).sum();
-                let mut summaries = Vec::with_capacity(listed);
+                let mut summaries = Summaries::default();
                 out.buffers[0] = crate::normalize::TableBuffer::spilling(table, run_id);
                 for ((buffer, sums, rejects, received), l) in per_state {
                     out.pages += l.pages;
@@ -414,7 +417,7 @@ impl Source for Social25 {
                     // changed meanwhile) keeps its later version.
                     out.buffers[0].absorb(buffer);
                     out.rejects.extend(rejects);
-                    summaries.extend(sums);
+                    summaries.append(sums);
                 }
                 *self.listed.lock().await = Some(Arc::new(summaries));
             }
@@ -451,15 +454,12 @@ impl Source for Social25 {
         let summaries = self.summaries(&mut pages).await?;
         // Indices into the summaries (4 bytes each), oldest change first.
         let mut order: Vec<u32> = (0..summaries.len() as u32)
-            .filter(|&i| cursor.changed(&summaries[i as usize], self.overlap))
+            .filter(|&i| cursor.changed(&summaries.get(i as usize), self.overlap))
             .collect();
-        let last_at = |i: u32| summaries[i as usize].last.as_ref().map(|l| l.1);
-        order.sort_by(|&a, &b| {
-            last_at(a)
-                .cmp(&last_at(b))
-                .then(summaries[a as usize].id.cmp(&summaries[b as usize].id))
-        });
-        order.dedup_by(|a, b| summaries[*a as usize].id == summaries[*b as usize].id);
+        let last_at = |i: u32| summaries.get(i as usize).last.map(|l| l.1);
+        let id = |i: u32| summaries.get(i as usize).id;
+        order.sort_by(|&a, &b| last_at(a).cmp(&last_at(b)).then(id(a).cmp(id(b))));
+        order.dedup_by(|a, b| id(*a) == id(*b));
         tracing::info!(stream = %spec.name, conversations = summaries.len(), changed = order.len(), "messages to re-read");
         let mut high = cursor.high_water;
         let chunks = order
@@ -479,7 +479,7 @@ impl Source for Social25 {
             move |i: usize| {
                 chunk_of(&order, i)
                     .iter()
-                    .map(|&c| summaries[c as usize].id.clone())
+                    .map(|&c| summaries.get(c as usize).id.to_string())
                     .collect()
             }
         };
@@ -489,9 +489,9 @@ impl Source for Social25 {
         let mut advanced = 0;
         let cursor_after = move |i: usize| {
             while advanced <= i {
-                let done: Vec<&ConversationSummary> = chunk_of(&order, advanced)
+                let done: Vec<ConversationSummary<'_>> = chunk_of(&order, advanced)
                     .iter()
-                    .map(|&c| &summaries[c as usize])
+                    .map(|&c| summaries.get(c as usize))
                     .collect();
                 cursor.advance(&done, overlap);
                 advanced += 1;
@@ -594,9 +594,9 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn conv(id: &str, fp: &str, at: DateTime<Utc>) -> ConversationSummary {
+    fn conv<'a>(id: &'a str, fp: &str, at: DateTime<Utc>) -> ConversationSummary<'a> {
         ConversationSummary {
-            id: id.into(),
+            id,
             last: Some((crate::normalize::key_hash(fp), at)),
         }
     }
@@ -609,7 +609,7 @@ mod tests {
         let recent = conv("b", "m2@", t0);
         let mut cur = MessagesCursor::default();
         assert!(cur.changed(&old, overlap) && cur.changed(&recent, overlap));
-        cur.advance(&[&old, &recent], overlap);
+        cur.advance(&[old, recent], overlap);
         assert_eq!(cur.high_water, Some(t0));
         assert_eq!(
             cur.recent.keys().collect::<Vec<_>>(),
@@ -623,7 +623,7 @@ mod tests {
         assert!(cur.changed(&conv("b", "m2@later", t0), overlap));
         assert!(!cur.changed(
             &ConversationSummary {
-                id: "d".into(),
+                id: "d",
                 last: None
             },
             overlap
