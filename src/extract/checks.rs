@@ -57,3 +57,14 @@ pub fn positive(source: &str, key: &str, value: u64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `max_concurrency`: 1 to 64 (each request in flight holds its answer, and
+/// a windowed stream a window's rows, in memory).
+pub fn concurrency(source: &str, value: usize) -> Result<(), String> {
+    if !(1..=64).contains(&value) {
+        return Err(format!(
+            "sources.{source}.max_concurrency = {value}: use 1 to 64"
+        ));
+    }
+    Ok(())
+}

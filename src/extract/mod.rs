@@ -77,6 +77,12 @@ pub trait Source: Send + Sync {
     /// What the source's HTTP client has sent and waited so far.
     fn traffic(&self) -> http::Traffic;
 
+    /// Requests in flight at most (`max_concurrency`): a windowed stream
+    /// reads this many windows at once.
+    fn max_concurrency(&self) -> usize {
+        1
+    }
+
     /// `chatlake check`: one cheap authenticated request; what it showed.
     async fn check(&self) -> Result<String>;
 

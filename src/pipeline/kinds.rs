@@ -71,8 +71,48 @@ impl StreamCtx<'_> {
 /// while the current one finishes).
 const CHUNKS_AHEAD: usize = 2;
 
-/// A fetched chunk of a change-driven stream: its index, keys and records.
-type Fetched = (usize, Vec<String>, Result<Extracted>);
+/// Fetches items `0..n` in order, up to `ahead` at once, while `write`
+/// takes each one in order: the next fetches go out while one is written
+/// (a 429's wait or a slow commit does not idle the source's requests).
+/// Fetching stops after an item `failed` says is an error, and when `write`
+/// ends.
+async fn fetch_ahead<T>(
+    n: usize,
+    ahead: usize,
+    fetch: impl AsyncFn(usize) -> T,
+    failed: impl Fn(&T) -> bool,
+    mut write: impl AsyncFnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    let (tx, mut rx) = futures::channel::mpsc::channel::<(usize, T)>(0);
+    let fetching = async move {
+        let mut tx = tx;
+        let mut fetched = futures::stream::iter(0..n)
+            .map(|i| {
+                let fetch = &fetch;
+                async move { (i, fetch(i).await) }
+            })
+            .buffered(ahead.max(1));
+        while let Some(item) = fetched.next().await {
+            let stop = failed(&item.1);
+            // The writer stopped (an error, or asked to stop): so do we.
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    };
+    let writing = async move {
+        while let Some((i, item)) = rx.next().await {
+            write(i, item).await?;
+        }
+        Ok(())
+    };
+    // Once the writer ends (done, failed or stopped), fetches still in
+    // flight are dropped rather than awaited.
+    match futures::future::select(std::pin::pin!(fetching), std::pin::pin!(writing)).await {
+        futures::future::Either::Left(((), writing)) => writing.await,
+        futures::future::Either::Right((written, _)) => written,
+    }
+}
 
 /// How a commit writes a partition.
 pub(super) enum Write<'a> {
@@ -138,60 +178,49 @@ pub(super) async fn changes(
         mut cursor_after,
         ..
     } = plan;
-    let (chunks, keys_of) = (&chunks, &keys_of);
-    let (tx, rx) = futures::channel::mpsc::channel::<Fetched>(0);
-    let fetch = async move {
-        let mut tx = tx;
-        let mut fetched = futures::stream::iter(0..chunks.len())
-            .map(|i| async move {
-                let keys = keys_of(i);
-                let out = ctx.source.extract_changes(spec, &keys, ctx.run_id).await;
-                (i, keys, out)
-            })
-            .buffered(CHUNKS_AHEAD);
-        while let Some(item) = fetched.next().await {
-            let failed = item.2.is_err();
-            // The writer stopped (an error, or asked to stop): so do we.
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
+    let fetch = async |i: usize| {
+        let keys = keys_of(i);
+        let out = ctx.source.extract_changes(spec, &keys, ctx.run_id).await;
+        (keys, out)
     };
-    let write = async move {
-        let mut rx = rx;
-        while let Some((i, keys, out)) = rx.next().await {
-            let chunk = &chunks[i];
-            ctx.check_go_on(spec)?;
-            let label = format!("changes {}/{}", i + 1, chunks.len());
-            ctx.bar.set_message(format!("{} {label}", spec.name));
-            let out = out.map_err(|e| at(spec, &label, e))?;
-            let keys: HashSet<u128> = keys.iter().map(|k| key_hash(k)).collect();
-            let how = Write::Merge(Merge {
-                key_column,
-                replace: &keys,
-                tombstones: None,
-            });
-            commit(ctx, spec, None, out, how, rep)
-                .await
-                .map_err(|e| at(spec, &label, e))?;
-            // The cursor moves only once every partition of the chunk is merged.
-            let cursor = Some(cursor_after(i));
-            loaded = Some(
-                ctx.states
-                    .save(
-                        &spec.name,
-                        loaded.as_ref(),
-                        chunk.reached,
-                        cursor,
-                        ctx.run_id,
-                    )
-                    .await?,
-            );
-        }
-        Ok::<_, Error>(())
+    let write = async |i: usize, (keys, out): (Vec<String>, Result<Extracted>)| {
+        let chunk = &chunks[i];
+        ctx.check_go_on(spec)?;
+        let label = format!("changes {}/{}", i + 1, chunks.len());
+        ctx.bar.set_message(format!("{} {label}", spec.name));
+        let out = out.map_err(|e| at(spec, &label, e))?;
+        let keys: HashSet<u128> = keys.iter().map(|k| key_hash(k)).collect();
+        let how = Write::Merge(Merge {
+            key_column,
+            replace: &keys,
+            tombstones: None,
+        });
+        commit(ctx, spec, None, out, how, rep)
+            .await
+            .map_err(|e| at(spec, &label, e))?;
+        // The cursor moves only once every partition of the chunk is merged.
+        let cursor = Some(cursor_after(i));
+        loaded = Some(
+            ctx.states
+                .save(
+                    &spec.name,
+                    loaded.as_ref(),
+                    chunk.reached,
+                    cursor,
+                    ctx.run_id,
+                )
+                .await?,
+        );
+        Ok(())
     };
-    let ((), written) = futures::join!(fetch, write);
-    written?;
+    fetch_ahead(
+        chunks.len(),
+        CHUNKS_AHEAD,
+        fetch,
+        |(_, out)| out.is_err(),
+        write,
+    )
+    .await?;
     ctx.bar.inc(1);
     Ok(())
 }
@@ -221,15 +250,19 @@ pub(super) async fn windowed(
     rep.scope = range.to_string();
     // As many as `prepare::plan` counted for the progress bar.
     let windows = window::split(range, window_days);
-    for w in windows {
-        ctx.check_go_on(spec)?;
-        ctx.bar.set_message(format!("{} {w}", spec.name));
-        let out = ctx
-            .source
+    // Up to `max_concurrency` windows are read at once, committed in order.
+    let fetch = async |i: usize| {
+        let w = windows[i];
+        ctx.source
             .extract(spec, Some(w), ctx.run_id)
             .await
-            .map_err(|e| at(spec, &w.to_string(), e))?;
-        let written = commit(ctx, spec, Some(w), out, Write::Replace, rep)
+            .map_err(|e| at(spec, &w.to_string(), e))
+    };
+    let write = async |i: usize, out: Result<Extracted>| {
+        let w = windows[i];
+        ctx.check_go_on(spec)?;
+        ctx.bar.set_message(format!("{} {w}", spec.name));
+        let written = commit(ctx, spec, Some(w), out?, Write::Replace, rep)
             .await
             .map_err(|e| at(spec, &w.to_string(), e))?;
         // The last day whose data is complete: today is never complete; with a
@@ -255,8 +288,10 @@ pub(super) async fn windowed(
         }
         tracing::info!(stream = %spec.name, window = %w, partitions = written.len(), watermark = ?watermark, "window committed");
         ctx.bar.inc(1);
-    }
-    Ok(())
+        Ok(())
+    };
+    let ahead = ctx.source.max_concurrency();
+    fetch_ahead(windows.len(), ahead, fetch, Result::is_err, write).await
 }
 
 /// An upsert stream: compare the source with the warehouse, merge the new and

@@ -356,7 +356,10 @@ async fn the_company_filter_reads_per_company_and_marks_only_its_own_rows() {
     let text = crm_pipeline(
         &env.sim,
         KEY,
-        &format!("company_ids = [\"{}\", \"{}\"]", chosen[0], chosen[1]),
+        &format!(
+            "company_ids = [\"{}\", \"{}\"]\nmax_concurrency = 2",
+            chosen[0], chosen[1]
+        ),
         false,
     );
     std::fs::write(&env.pipeline_file, text).unwrap();
@@ -384,8 +387,14 @@ async fn the_company_filter_reads_per_company_and_marks_only_its_own_rows() {
         now: Some(now() + Duration::hours(1)),
         ..RunOptions::default()
     };
+    env.sim.set_faults(Faults {
+        latency_ms: 50,
+        ..Faults::default()
+    });
     let report = run_once(&pipeline, &env.wh, &opts).await.unwrap();
     assert_eq!(report.failures().count(), 0);
+    // The two companies' bodies were fetched at once (max_concurrency = 2).
+    assert_eq!(env.sim.most_in_flight("crm"), 2);
     let asked = |k: &str| env.sim.requests()[k] - before.get(k).copied().unwrap_or(0);
     assert_eq!(
         (

@@ -216,6 +216,38 @@ async fn watermark_follows_committed_windows_and_lookback() {
     assert_eq!(after.state.watermark, Some(d("2025-11-06")));
 }
 
+/// Windows are read `max_concurrency` at once (the simulator counts the
+/// requests in flight) and committed in order: the rows are exact and the
+/// watermark reaches the last window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_are_read_a_few_at_once_and_committed_in_order() {
+    let config = chatlake::simulator::SimConfig {
+        socialintents: data(10),
+        fault_seed: 11,
+        ..empty_sim_config()
+    };
+    let env = env_from(config, "test.toml", |sim| {
+        pipeline_text(&sim.socialintents_url(), TOKEN, 1, "max_concurrency = 3")
+    })
+    .await;
+    env.sim.set_faults(chatlake::simulator::Faults {
+        latency_ms: 30,
+        ..Default::default()
+    });
+    let report = env.run(None, "2025-11-08").await;
+    assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
+    env.assert_exact("2025-10-27", "2025-11-08").await;
+    assert_eq!(env.sim.most_in_flight("socialintents"), 3);
+    for s in StateStore::new(&env.wh, "test").list().await.unwrap() {
+        if ["chats", "missed_chats", "offline_messages"]
+            .iter()
+            .any(|n| s.stream.ends_with(n))
+        {
+            assert_eq!(s.watermark, Some(d("2025-11-08")), "{}", s.stream);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
     let env = env_with(data(15), 7).await;

@@ -26,10 +26,16 @@ pub struct CrmConfig {
     /// below it the rate still adapts to 429/503).
     #[serde(default = "default_rpm")]
     pub requests_per_minute: u32,
+    /// Requests in flight at most: with `company_ids`, companies read at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
 }
 
 fn default_rpm() -> u32 {
     100
+}
+fn default_concurrency() -> usize {
+    4
 }
 
 /// Parses and checks the section.
@@ -48,7 +54,8 @@ pub fn parse(value: toml::Value) -> Result<std::sync::Arc<dyn SourceConfig>, Str
             super::NAME,
             "requests_per_minute",
             s.requests_per_minute.into(),
-        )
+        )?;
+        checks::concurrency(super::NAME, s.max_concurrency)
     })
 }
 

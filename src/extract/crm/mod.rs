@@ -25,6 +25,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use futures::StreamExt;
 
 use super::http::{Auth, HttpClient, Traffic};
 use super::{Extracted, Registration, Source, StoredKeys, StreamKind, StreamSpec, Upserts};
@@ -72,6 +73,10 @@ impl Source for Crm {
     /// What the source's client has sent so far.
     fn traffic(&self) -> Traffic {
         self.client.traffic()
+    }
+
+    fn max_concurrency(&self) -> usize {
+        self.cfg.max_concurrency
     }
 
     /// One GET of the companies listing.
@@ -135,13 +140,21 @@ impl Source for Crm {
         // even ids of rejected records: they exist, so they are not marked
         // deleted.
         let mut present = vec![false; stored.len()];
-        for company in requests {
+        // Each body goes to disk, checked complete; up to `max_concurrency`
+        // are fetched at once and each is walked from disk, in order.
+        let fetch = async |company: Option<&str>| {
             let query: Vec<(&str, &str)> = company.map(|c| ("companyId", c)).into_iter().collect();
             let (url, label) = self
                 .client
                 .endpoint(&endpoint.split('/').collect::<Vec<_>>(), &query)?;
-            // The body is on disk, checked complete; it is walked from there.
             let body = self.client.get_complete_json_file(url, &label).await?;
+            Ok::<_, Error>((label, body))
+        };
+        let mut bodies = futures::stream::iter(requests)
+            .map(fetch)
+            .buffered(self.cfg.max_concurrency);
+        while let Some(fetched) = bodies.next().await {
+            let (label, body) = fetched?;
             let extracted_at = time::micros(Utc::now());
             let out = &mut up.extracted;
             out.pages += 1;

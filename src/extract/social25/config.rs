@@ -38,7 +38,8 @@ pub struct Social25Config {
     /// adaptive: it rises while the API answers and is cut on 429/503.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
-    /// Conversations whose messages are fetched at once.
+    /// Requests in flight at most: conversations whose messages are
+    /// fetched at once, failed-sync windows read at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
 }
@@ -84,7 +85,7 @@ pub fn parse(value: toml::Value) -> Result<std::sync::Arc<dyn SourceConfig>, Str
             "requests_per_minute",
             s.requests_per_minute.unwrap_or(1).into(),
         )?;
-        checks::positive(super::NAME, "max_concurrency", s.max_concurrency as u64)
+        checks::concurrency(super::NAME, s.max_concurrency)
     })
 }
 

@@ -270,6 +270,10 @@ impl Source for Social25 {
         self.client.traffic()
     }
 
+    fn max_concurrency(&self) -> usize {
+        self.cfg.max_concurrency
+    }
+
     /// One GET of the tenants listing.
     async fn check(&self) -> Result<String> {
         self.client.check(&["tenants", ""], "tenants").await

@@ -34,10 +34,17 @@ pub struct SocialIntentsConfig {
     /// adaptive: it rises while the API answers and is cut on 429/503.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// Requests in flight at most: date windows of a stream read at once
+    /// (each is committed in order).
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
 }
 
 fn default_window_days() -> u32 {
     7
+}
+fn default_concurrency() -> usize {
+    4
 }
 
 /// Parses and checks the section.
@@ -55,7 +62,8 @@ pub fn parse(value: toml::Value) -> Result<std::sync::Arc<dyn SourceConfig>, Str
             super::NAME,
             "requests_per_minute",
             c.requests_per_minute.unwrap_or(1).into(),
-        )
+        )?;
+        checks::concurrency(super::NAME, c.max_concurrency)
     })
 }
 

@@ -82,6 +82,10 @@ impl Source for SocialIntents {
         self.client.traffic()
     }
 
+    fn max_concurrency(&self) -> usize {
+        self.cfg.max_concurrency
+    }
+
     /// One GET of the widgets listing.
     async fn check(&self) -> Result<String> {
         self.client.check(&["apps"], "widgets").await
