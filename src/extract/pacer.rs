@@ -100,8 +100,14 @@ impl Pacer {
                 if slot <= now {
                     // Late by less than an interval: keep the schedule (a
                     // timer's lateness is not a slower rate). Idle longer:
-                    // start again from now, no burst to catch up.
-                    let sent = if now - slot < interval { slot } else { now };
+                    // start again from now, no burst to catch up. Under a
+                    // cap, the next request is spaced from this one's real
+                    // time, so a late wake-up never brings two closer.
+                    let sent = if self.cap.is_none() && now - slot < interval {
+                        slot
+                    } else {
+                        now
+                    };
                     s.last_sent = Some(sent);
                     return sent;
                 }
