@@ -263,44 +263,19 @@ mod tests {
 }
 
 /// The pacer against a model of a rate-limited server, on simulated time:
-/// the simulator's token bucket (`limit` a second, one second of burst),
+/// the simulator's own token bucket (`limit` a second, one second of burst),
 /// 50 ms latency, `Retry-After: 1`, 8 requests in flight.
 #[cfg(test)]
 mod model {
     use super::*;
+    use crate::simulator::Bucket;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-
-    struct Server {
-        limit: f64,
-        tokens: f64,
-        last: Option<Instant>,
-    }
-
-    impl Server {
-        fn take(&mut self, now: Instant) -> bool {
-            self.tokens = match self.last {
-                None => self.limit,
-                Some(t) => (self.tokens + (now - t).as_secs_f64() * self.limit).min(self.limit),
-            };
-            self.last = Some(now);
-            if self.tokens >= 1.0 {
-                self.tokens -= 1.0;
-                true
-            } else {
-                false
-            }
-        }
-    }
 
     /// Sends `n` requests; returns (seconds, requests sent, answered 429).
     async fn run(limit: f64, n: u64) -> (f64, u64, u64) {
         let pacer = Arc::new(Pacer::new(None));
-        let server = Arc::new(Mutex::new(Server {
-            limit,
-            tokens: 0.0,
-            last: None,
-        }));
+        let server = Arc::new(Mutex::new(Bucket::default()));
         let left = Arc::new(AtomicU64::new(n));
         let sent = Arc::new(AtomicU64::new(0));
         let throttled = Arc::new(AtomicU64::new(0));
@@ -323,7 +298,8 @@ mod model {
                             let at = pacer.wait().await;
                             sent.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(25)).await;
-                            let ok = server.lock().unwrap().take(Instant::now());
+                            let now = Instant::now().into_std();
+                            let ok = server.lock().unwrap().take(limit, now);
                             tokio::time::sleep(Duration::from_millis(25)).await;
                             if ok {
                                 pacer.success();

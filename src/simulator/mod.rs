@@ -107,16 +107,17 @@ struct SourceTraffic {
     most_in_flight: usize,
 }
 
-/// A token bucket holding at most one second of requests.
+/// A token bucket holding at most one second of requests (the pacer's
+/// model tests meet the same server).
 #[derive(Default)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     last: Option<std::time::Instant>,
 }
 
 impl Bucket {
     /// Takes a token if there is one at `rate` a second.
-    fn take(&mut self, rate: f64, now: std::time::Instant) -> bool {
+    pub(crate) fn take(&mut self, rate: f64, now: std::time::Instant) -> bool {
         let capacity = rate.max(1.0);
         self.tokens = match self.last {
             None => capacity,

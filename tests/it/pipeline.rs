@@ -221,15 +221,7 @@ async fn watermark_follows_committed_windows_and_lookback() {
 /// watermark reaches the last window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_are_read_a_few_at_once_and_committed_in_order() {
-    let config = chatlake::simulator::SimConfig {
-        socialintents: data(10),
-        fault_seed: 11,
-        ..empty_sim_config()
-    };
-    let env = env_from(config, "test.toml", |sim| {
-        pipeline_text(&sim.socialintents_url(), TOKEN, 1, "max_concurrency = 3")
-    })
-    .await;
+    let env = env_with_extra(data(10), 1, "max_concurrency = 3").await;
     env.sim.set_faults(chatlake::simulator::Faults {
         latency_ms: 30,
         ..Default::default()

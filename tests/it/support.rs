@@ -62,13 +62,18 @@ requests_per_minute = 60000
 }
 
 pub async fn env_with(data: SiData, window_days: u32) -> Env {
+    env_with_extra(data, window_days, "").await
+}
+
+/// As [`env_with`], with `extra` lines in `[sources.socialintents]`.
+pub async fn env_with_extra(data: SiData, window_days: u32, extra: &str) -> Env {
     let config = SimConfig {
         socialintents: data,
         fault_seed: 11,
         ..empty_sim_config()
     };
     env_from(config, "test.toml", |sim| {
-        pipeline_text(&sim.socialintents_url(), TOKEN, window_days, "")
+        pipeline_text(&sim.socialintents_url(), TOKEN, window_days, extra)
     })
     .await
 }
