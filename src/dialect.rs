@@ -183,8 +183,8 @@ fn duckdb_secret(endpoint: Option<&str>) -> String {
             Some((scheme, host)) => (scheme != "http", host),
             None => (true, url),
         };
-        let host = host.trim_end_matches('/').replace('\'', "''");
-        options.push(format!("ENDPOINT '{host}'"));
+        let host = host.trim_end_matches('/');
+        options.push(format!("ENDPOINT {}", literal(host, Dialect::DuckDb)));
         options.push("URL_STYLE 'path'".into());
         options.push(format!("USE_SSL {tls}"));
     }
@@ -194,8 +194,38 @@ fn duckdb_secret(endpoint: Option<&str>) -> String {
     )
 }
 
+/// `text` as a string literal of `dialect`. DuckDB and DataFusion double a
+/// quote (`'o''brien'`); Spark reads `\` escapes in literals and would
+/// take `'o''brien'` as two literals run together, so it gets `'o\'brien'`.
+pub fn literal(text: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Spark => format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'")),
+        Dialect::DuckDb | Dialect::DataFusion => format!("'{}'", text.replace('\'', "''")),
+    }
+}
+
+/// Refuses a warehouse root the scripts cannot name faithfully: control
+/// characters (a newline would end the script's comment line and start a
+/// statement), glob characters (`*?[]{}`: the engines' file readers
+/// expand them, so the script would read other directories), and `\` and
+/// `%`, which the object store keeps percent-encoded.
+pub fn check_root(root: &str) -> Result<()> {
+    if let Some(c) = root
+        .chars()
+        .find(|c| c.is_control() || "*?[]{}\\%".contains(*c))
+    {
+        return Err(Error::Usage(format!(
+            "the warehouse path {:?} holds {c:?}, which the engines' file readers would not read as a plain path; \
+             move or link the warehouse to a path without control or glob characters (*?[]{{}}), \\ or % to generate views",
+            root
+        )));
+    }
+    Ok(())
+}
+
 /// The whole script: schemas, tables, views.
 pub fn script(target: &Target<'_>, dialect: Dialect, generated: &str) -> Result<String> {
+    check_root(target.root)?;
     let mut out = String::new();
     let setting_text: Vec<String> = target
         .settings
@@ -327,15 +357,17 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
                 ", hive_partitioning = false"
             };
             format!(
-                "CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{pattern}'{hive})"
+                "CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({}{hive})",
+                literal(&pattern, dialect)
             )
         }
         Dialect::Spark => {
             let dir = dir.replacen("s3://", "s3a://", 1);
             format!(
                 "DROP TABLE IF EXISTS {name};\nCREATE TABLE {name} ({}) USING parquet{partitioned} \
-                 OPTIONS (path '{dir}', pathGlobFilter '{file}', recursiveFileLookup 'false');\n{}",
+                 OPTIONS (path {}, pathGlobFilter '{file}', recursiveFileLookup 'false');\n{}",
                 typed_columns(),
+                literal(&dir, dialect),
                 if t.is_partitioned() {
                     format!("MSCK REPAIR TABLE {name}")
                 } else {
@@ -344,8 +376,9 @@ fn table(t: &TableDef, target: &Target<'_>, dialect: Dialect) -> String {
             )
         }
         Dialect::DataFusion => format!(
-            "CREATE EXTERNAL TABLE {name} ({}) STORED AS PARQUET{partitioned} LOCATION '{dir}/'",
-            typed_columns()
+            "CREATE EXTERNAL TABLE {name} ({}) STORED AS PARQUET{partitioned} LOCATION {}",
+            typed_columns(),
+            literal(&format!("{dir}/"), dialect)
         ),
     }
 }

@@ -43,10 +43,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo test --no-run -q 2>/dev/null || cargo test --no-run
 bin="$CARGO_TARGET_DIR/debug/chatlake"
-(cd "$work" && "$bin" demo --warehouse "$work/wh" > "$work/demo.out")
+# A warehouse path with a quote, a semicolon and a space: the scripts must
+# quote it as each engine reads literals (issue 24.1; it was pasted raw).
+wh="$work/o'brien; wh"
+(cd "$work" && "$bin" demo --warehouse "$wh" > "$work/demo.out")
 # Spark's logs go to stderr; the comparison's figures to stdout.
-"$CACHE/venv/bin/python" tests/engines.py "$bin" "$work/wh" "$work" 2> "$work/spark.log" \
+"$CACHE/venv/bin/python" tests/engines.py "$bin" "$wh" "$work" 2> "$work/spark.log" \
   || { echo "--- last lines of the engines' stderr:"; tail -20 "$work/spark.log"; exit 1; }
-"$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$work/wh" "$work" 2> "$work/s3.log" \
+"$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$wh" "$work" 2> "$work/s3.log" \
   || { echo "--- last lines of the S3 test's stderr:"; tail -20 "$work/s3.log"; exit 1; }
 echo "engines test: ok"
