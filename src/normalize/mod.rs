@@ -11,7 +11,7 @@
 mod spill;
 pub mod time;
 
-pub use spill::{key_hash, spill_rows, SPILL_ROWS};
+pub use spill::{key_hash, spill_rows, sweep_stale as sweep_stale_spills, SPILL_ROWS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -695,6 +695,34 @@ mod tests {
         let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
         assert_eq!(rows, 2);
         assert_eq!(batches[1].1.num_rows(), 1);
+    }
+
+    /// Issue 24.2: a spill that fails half-way (a full disk) fails the
+    /// buffer with the disk's error; it used to leave an index past the list
+    /// of runs, and rebuilding the partitions panicked.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_during_a_spill_is_an_error_not_a_panic() {
+        let t = schema::table("socialintents.widgets");
+        let mut b = TableBuffer::spilling_every(t, "run1", 16);
+        let dir = tempfile::tempdir().unwrap();
+        // Every write to the first run fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("run-0.arrow")).unwrap();
+        b.spill.as_mut().unwrap().use_dir(dir);
+        for i in 0..40 {
+            let name = "x".repeat(2000);
+            b.push(
+                NaiveDate::from_ymd_opt(2025, 1, 1 + i % 3),
+                row(widget(&i.to_string(), json!({ "name": name }))).unwrap(),
+            );
+        }
+        let results: Vec<_> = b.into_partitions().collect();
+        let e = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("the failed spill is reported");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert!(e.to_string().contains("socialintents.widgets"), "{e}");
     }
 
     /// A spilling buffer gives exactly what a buffer in memory gives, for

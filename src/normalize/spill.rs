@@ -85,6 +85,13 @@ impl Spill {
         }
     }
 
+    /// Spills into `dir` from now on (tests: a directory whose run file is a
+    /// link to `/dev/full`).
+    #[cfg(test)]
+    pub(super) fn use_dir(&mut self, dir: tempfile::TempDir) {
+        self.dirs.insert(0, dir);
+    }
+
     /// Rows held in memory before a spill.
     pub(super) fn every(&self) -> usize {
         self.every
@@ -143,30 +150,40 @@ impl Spill {
             return Ok(());
         }
         if self.dirs.is_empty() {
-            let d = tempfile::Builder::new()
-                .prefix("chatlake-spill-")
-                .tempdir()
-                .map_err(|e| spill_error(table, "creating a temporary directory", e))?;
+            let d =
+                spill_dir().map_err(|e| spill_error(table, "creating a temporary directory", e))?;
             self.dirs.push(d);
         }
         let dir = self.dirs[0].path().to_path_buf();
         let path = dir.join(format!("run-{}.arrow", self.runs.len()));
         let schema = with_key(&table.file_schema());
-        let file = std::fs::File::create(&path)
+        let file = private_file(&path)
             .map_err(|e| spill_error(table, &format!("creating {}", path.display()), e))?;
         let aerr = |e: arrow::error::ArrowError| {
             spill_error(table, &format!("writing {}", path.display()), e)
         };
         let mut w = FileWriter::try_new(std::io::BufWriter::new(file), &schema).map_err(aerr)?;
         let run = self.runs.len();
+        // The run is known only once it is whole on disk: a write that
+        // fails half-way (a full disk) leaves no entry pointing at it.
+        let mut written = Vec::new();
         for (i, (dt, batch, keys)) in batches.into_iter().enumerate() {
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(StringArray::from(keys)) as ArrayRef);
             let keyed = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(aerr)?;
             w.write(&keyed).map_err(aerr)?;
-            self.parts.entry(dt).or_default().push((run, i));
+            written.push((dt, i));
         }
         w.finish().map_err(aerr)?;
+        w.into_inner()
+            .map_err(aerr)?
+            .into_inner()
+            .map_err(|e| spill_error(table, &format!("writing {}", path.display()), e.error()))?
+            .sync_data()
+            .map_err(|e| spill_error(table, &format!("writing {}", path.display()), e))?;
+        for (dt, i) in written {
+            self.parts.entry(dt).or_default().push((run, i));
+        }
         self.runs.push(path);
         Ok(())
     }
@@ -185,7 +202,13 @@ impl Spill {
         let mut readers: HashMap<usize, FileReader<std::io::BufReader<std::fs::File>>> =
             HashMap::new();
         for &(run, i) in self.parts.get(&dt).into_iter().flatten() {
-            let path = &self.runs[run];
+            let path = self.runs.get(run).ok_or_else(|| {
+                spill_error(
+                    table,
+                    "rebuilding a partition",
+                    format!("spill run {run} is missing"),
+                )
+            })?;
             let aerr = |e: arrow::error::ArrowError| {
                 spill_error(table, &format!("reading {}", path.display()), e)
             };
@@ -238,6 +261,86 @@ impl Spill {
     }
 }
 
+/// The name every spill directory starts with, followed by the process id
+/// of the run that made it (so that a later run can tell it is stale).
+const DIR_PREFIX: &str = "chatlake-spill-";
+
+/// A new spill directory in the system's temporary directory, readable by
+/// this user only (it holds the rows of personal data being written).
+fn spill_dir() -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    let prefix = format!("{DIR_PREFIX}{}-", std::process::id());
+    b.prefix(&prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    b.tempdir()
+}
+
+/// Creates `path` for writing, readable by this user only.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    // The directory is this user's only (0700), so nobody else can have
+    // put a link here.
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
+/// Removes the spill directories left in the temporary directory by runs
+/// that were killed (their process is gone): they hold rows of personal
+/// data and are otherwise never removed. Directories of live processes, and
+/// anything that is not a spill directory, are left alone. Returns how many
+/// were removed.
+pub fn sweep_stale() -> usize {
+    sweep_stale_in(&std::env::temp_dir(), |pid| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+}
+
+fn sweep_stale_in(tmp: &std::path::Path, alive: impl Fn(u32) -> bool) -> usize {
+    // Without /proc there is no telling a live run from a dead one.
+    if !std::path::Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        // `<pid>-<random>`; older chatlakes wrote `<random>` only: those are
+        // removed once a day old.
+        let stale = match rest
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<u32>().ok())
+        {
+            Some(pid) => !alive(pid),
+            None => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(86_400)),
+        };
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if stale && is_dir && std::fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!(dir = %e.path().display(), "removed the spill directory of a run that ended without cleaning up");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The file schema plus the key column.
 fn with_key(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -250,5 +353,58 @@ fn spill_error(table: &TableDef, doing: &str, e: impl std::fmt::Display) -> Erro
         table: table.name.clone(),
         column: "*".into(),
         message: format!("spilling rows to disk: {doing}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn spill_directories_are_private_and_stale_ones_are_swept() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = spill_dir().unwrap();
+        assert_eq!(
+            d.path().metadata().unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let f = d.path().join("run-0.arrow");
+        private_file(&f).unwrap();
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let name = d.path().file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("chatlake-spill-{}-", std::process::id())),
+            "{name}"
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        for n in [
+            "chatlake-spill-4000000-aa",
+            "chatlake-spill-77-bb",
+            "chatlake-spill-old",
+            "other-4000000-x",
+        ] {
+            std::fs::create_dir(tmp.path().join(n)).unwrap();
+            std::fs::write(tmp.path().join(n).join("run-0.arrow"), "rows").unwrap();
+        }
+        // A file with the prefix is not a directory of ours.
+        std::fs::write(tmp.path().join("chatlake-spill-4000001-f"), "x").unwrap();
+        let removed = sweep_stale_in(tmp.path(), |pid| pid == 77);
+        assert_eq!(removed, 1);
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "chatlake-spill-4000001-f",
+                "chatlake-spill-77-bb",
+                "chatlake-spill-old",
+                "other-4000000-x"
+            ]
+        );
     }
 }
