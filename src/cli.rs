@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::normalize::time;
+use crate::output::{OutFile, ResultFormat};
 use crate::pipeline::{self, RunOptions, RunReport};
 use crate::query::{self, Format};
 use crate::simulator::{SimConfig, Simulator};
@@ -164,8 +165,8 @@ pub enum Command {
         /// Last local date, inclusive (with --from).
         #[arg(long, requires = "from", conflicts_with = "days")]
         to: Option<NaiveDate>,
-        /// The last N complete local days (default 28), compared with the N before.
-        #[arg(long)]
+        /// The last N complete local days (default 28, at most 3660), compared with the N before.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::report::MAX_DAYS as i64))]
         days: Option<u32>,
         /// Output file, or - for stdout.
         #[arg(long, default_value = "report.html")]
@@ -358,16 +359,26 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                         statements.len()
                     )));
                 };
-                let batches = query::run(&ctx, one).await?;
-                let rows = query::export(&wh, &batches, &path)?;
-                eprintln!("{rows} rows written to {}", path.display());
+                let format = ResultFormat::of_path(&path)?;
+                let file = OutFile::create(&wh, &path, "--out")?;
+                let w = std::io::BufWriter::new(file);
+                let (w, rows, nonfinite) = query::write_result(&ctx, one, w, format).await?;
+                let file = w.into_inner().map_err(|e| {
+                    Error::io(format!("writing {}", path.display()), e.into_error())
+                })?;
+                file.commit()?;
+                if let Some(note) = crate::output::nonfinite_note(nonfinite) {
+                    crate::output::note(&note);
+                }
+                crate::output::note(&format!("{rows} rows written to {}", path.display()));
                 return Ok(ExitCode::SUCCESS);
             }
             for sql in &statements {
-                let batches = query::run(&ctx, sql).await?;
-                out!("{}", query::render(&batches, format)?)?;
-                if format == Format::Table {
-                    outln!()?;
+                let w = std::io::BufWriter::new(std::io::stdout());
+                let (_, _, nonfinite) =
+                    query::write_result(&ctx, sql, w, ResultFormat::Text(format)).await?;
+                if let Some(note) = crate::output::nonfinite_note(nonfinite) {
+                    crate::output::note(&note);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -468,21 +479,39 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             let wh = existing_warehouse(wh.warehouse, None)?;
             let session = query::session(&wh).await?;
             let period = match (from, to) {
-                (Some(from), Some(to)) if from <= to => crate::report::Period { from, to },
+                (Some(from), Some(to))
+                    if from <= to
+                        && (to - from).num_days() < i64::from(crate::report::MAX_DAYS) =>
+                {
+                    crate::report::Period { from, to }
+                }
+                (Some(from), Some(to)) if from <= to => {
+                    return Err(Error::Usage(format!(
+                        "--from {from} --to {to}: at most {} days in one report",
+                        crate::report::MAX_DAYS
+                    )))
+                }
                 (Some(from), Some(to)) => {
                     return Err(Error::Usage(format!("--from {from} is after --to {to}")))
                 }
                 _ => {
                     let today = time::local_date(Utc::now(), crate::report::timezone(&session));
-                    crate::report::Period::last_days(today, days.unwrap_or(28).max(1))
+                    crate::report::Period::last_days(today, days.unwrap_or(28))
                 }
             };
             let html = crate::report::render(&wh, period).await?;
             if out == "-" {
                 out!("{html}")?;
             } else {
-                std::fs::write(&out, html).map_err(|e| Error::io(format!("writing {out}"), e))?;
-                eprintln!("report for {}..{} written to {out}", period.from, period.to);
+                let path = std::path::Path::new(&out);
+                let mut file = OutFile::create(&wh, path, "--out")?;
+                std::io::Write::write_all(&mut file, html.as_bytes())
+                    .map_err(|e| Error::io(format!("writing {out}"), e))?;
+                file.commit()?;
+                crate::output::note(&format!(
+                    "report for {}..{} written to {out}",
+                    period.from, period.to
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -636,7 +665,7 @@ async fn schedule(
     let mut code = ExitCode::SUCCESS;
     for result in futures::future::join_all(tasks).await {
         if let Err(e) = result {
-            eprintln!("error: {e}");
+            crate::output::error(&e.to_string());
             code = ExitCode::FAILURE;
         }
     }
@@ -758,7 +787,7 @@ async fn runs(
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: the last run failed for: {}", failed.join(", "));
+        crate::output::error(&format!("the last run failed for: {}", failed.join(", ")));
         Ok(ExitCode::FAILURE)
     }
 }
@@ -900,7 +929,7 @@ async fn check(file: &Path) -> Result<ExitCode> {
                 outln!(
                     "{:<14} FAILED  {}",
                     cfg.name(),
-                    crate::config::secret::redact(&e)
+                    crate::config::secret::clean(&e)
                 )?;
             }
         }
@@ -981,10 +1010,7 @@ fn print_report(r: &RunReport) -> Result<ExitCode> {
     }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {
-        eprintln!(
-            "error: {}",
-            crate::config::secret::redact(s.error.as_deref().unwrap_or(""))
-        );
+        crate::output::error(s.error.as_deref().unwrap_or(""));
     }
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS

@@ -19,6 +19,7 @@ pub mod extract;
 pub mod lock;
 pub mod metrics;
 pub mod normalize;
+pub mod output;
 pub mod pipeline;
 pub mod query;
 pub mod report;

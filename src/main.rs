@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(writer);
     match cli.log_format {
-        chatlake::cli::LogFormat::Json => logs.json().init(),
+        chatlake::cli::LogFormat::Json => {
+            chatlake::output::set_json_stderr(true);
+            logs.json().init()
+        }
         chatlake::cli::LogFormat::Text => logs.with_ansi(interactive).init(),
     }
     // Large stacks (reserved, committed only as used): planning a query
@@ -57,10 +60,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // Every error's message already includes its cause.
-            eprintln!(
-                "error: {}",
-                chatlake::config::secret::redact(&e.to_string())
-            );
+            chatlake::output::error(&e.to_string());
             match e {
                 chatlake::Error::Usage(_) | chatlake::Error::Config { .. } => ExitCode::from(2),
                 _ => ExitCode::FAILURE,

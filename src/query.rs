@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
@@ -123,7 +123,17 @@ async fn session_with(
     dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
 ) -> Result<Session> {
     let config = SessionConfig::new().with_information_schema(true);
-    let mut ctx = SessionContext::new_with_config(config);
+    // No cache of file listings (DataFusion keeps them forever by default):
+    // a session outlives runs (the shell, a report beside a schedule), and
+    // every statement must see the partitions as they are now, and read the
+    // versions it listed (see sink::readable).
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     // json_get_str(_extra, 'field'), json_get_int, json_contains, `->`, ...
     datafusion_functions_json::register_all(&mut ctx)?;
     // Queries read only what chatlake wrote, and write nothing.
@@ -237,27 +247,142 @@ pub async fn views_script(wh: &Warehouse, dialect: crate::dialect::Dialect) -> R
 /// by hand), the error names that file; a decoder that panics on a hostile
 /// footer is caught and reported the same way.
 pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
-    use futures::FutureExt;
-    check_size(sql)?;
+    let (schema, mut batches) = run_streaming(
+        session,
+        sql,
+        |schema| Ok((schema, Vec::new())),
+        |(_, all), b| {
+            all.push(b);
+            Ok(())
+        },
+    )
+    .await?;
+    // An empty result keeps its columns (a header in every format).
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
+
+/// As [`run`], handing each batch to `each` as the engine makes it, so
+/// that nothing holds the whole result: `start` gets the result's schema
+/// before the first batch and makes what `each` writes into. An error of
+/// `each` (stdout closed, a full disk) is returned as it is.
+pub async fn run_streaming<S>(
+    session: &Session,
+    sql: &str,
+    start: impl FnOnce(SchemaRef) -> Result<S>,
+    mut each: impl FnMut(&mut S, RecordBatch) -> Result<()>,
+) -> Result<S> {
+    // Called at the first batch (or at the end of an empty result): an
+    // attempt that fails before it leaves `start` for the next one.
+    let mut start = Some(start);
+    let mut attempt = 1;
+    loop {
+        let mut sent = false;
+        let outcome = run_once(session, sql, &mut start, |s, b| {
+            sent = true;
+            each(s, b)
+        })
+        .await;
+        match outcome {
+            // A run replaced a file between the listing and its reading:
+            // the statement runs again on the new listing, unless rows are
+            // already out.
+            Err(Replaced(path)) if !sent && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(file = %path, attempt, "a file changed while the query read it; running it again");
+                attempt += 1;
+            }
+            Err(Replaced(path)) => {
+                return Err(Error::File {
+                    path: session.url_of(&object_store::path::Path::from(path)),
+                    message: "a run replaced this file while the query was reading it (its partition is always whole, old or new); run the query again".into(),
+                })
+            }
+            Err(Failed(e)) => return Err(e),
+            Ok(s) => return Ok(s),
+        }
+    }
+}
+
+/// Times a statement is run when files change under it.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Why one attempt of a statement failed.
+enum Attempt {
+    /// The file (a store path) changed between listing and reading.
+    Replaced(String),
+    Failed(Error),
+}
+use Attempt::{Failed, Replaced};
+
+/// The object-store path named by a precondition failure in `text`
+/// (object_store: "Request precondition failure for path PATH: ...").
+fn replaced_path(text: &str) -> Option<String> {
+    let rest = text.split("precondition failure for path ").nth(1)?;
+    Some(rest.split(": ").next().unwrap_or(rest).to_string())
+}
+
+/// One attempt of [`run_streaming`].
+async fn run_once<S>(
+    session: &Session,
+    sql: &str,
+    start: &mut Option<impl FnOnce(SchemaRef) -> Result<S>>,
+    mut each: impl FnMut(&mut S, RecordBatch) -> Result<()>,
+) -> std::result::Result<S, Attempt> {
+    use futures::{FutureExt, StreamExt};
+    check_size(sql).map_err(Failed)?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
     session.opened.clear();
+    let mut ours: Option<Error> = None;
     let outcome = std::panic::AssertUnwindSafe(async {
         let df = session.ctx.sql_with_options(sql, read_only).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut batches = df.collect().await?;
-        // An empty result keeps its columns (a header in every format).
-        if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(schema));
+        let mut stream = df.execute_stream().await?;
+        let mut sink = None;
+        loop {
+            let batch = stream.next().await.transpose()?;
+            if sink.is_none() {
+                let made = match start.take() {
+                    Some(start) => start(Arc::clone(&schema)),
+                    None => Err(Error::Internal("a result was started twice".into())),
+                };
+                match made {
+                    Ok(s) => sink = Some(s),
+                    Err(e) => {
+                        ours = Some(e);
+                        return Ok(None);
+                    }
+                }
+            }
+            let (Some(batch), Some(sink)) = (batch, sink.as_mut()) else {
+                break;
+            };
+            if let Err(e) = each(sink, batch) {
+                ours = Some(e);
+                return Ok(None);
+            }
         }
-        Ok::<_, datafusion::error::DataFusionError>(batches)
+        Ok::<_, datafusion::error::DataFusionError>(sink)
     })
     .catch_unwind()
     .await;
+    if let Some(e) = ours {
+        return Err(Failed(e));
+    }
     let error = match outcome {
-        Ok(Ok(batches)) => return Ok(batches),
+        Ok(Ok(Some(sink))) => return Ok(sink),
+        Ok(Ok(None)) => {
+            return Err(Failed(Error::Internal(
+                "a result writer stopped without an error".into(),
+            )))
+        }
+        Ok(Err(e)) if replaced_path(&e.to_string()).is_some() => {
+            return Err(Replaced(replaced_path(&e.to_string()).unwrap_or_default()))
+        }
         Ok(Err(e)) => match human(&e) {
             Some(message) => Error::Usage(message),
             None => Error::Query(e),
@@ -268,12 +393,31 @@ pub async fn run(session: &Session, sql: &str) -> Result<Vec<RecordBatch>> {
         )),
     };
     match session.opened.diagnose().await.into_iter().next() {
-        Some((path, why)) => Err(Error::File {
+        Some((path, why)) => Err(Failed(Error::File {
             path: session.url_of(&path),
             message: format!("{why}; it was not written by chatlake or is damaged: move it away, or re-run the stream that writes this partition"),
-        }),
-        None => Err(error),
+        })),
+        None => Err(Failed(error)),
     }
+}
+
+/// Runs `sql` and writes its result to `w` in `format`, batch by batch.
+/// Returns the writer, the rows written and the NaN/infinite values JSON
+/// wrote as null.
+pub async fn write_result<W: std::io::Write + Send>(
+    session: &Session,
+    sql: &str,
+    w: W,
+    format: crate::output::ResultFormat,
+) -> Result<(W, usize, usize)> {
+    let writer = run_streaming(
+        session,
+        sql,
+        |schema| crate::output::ResultWriter::new(w, format, schema),
+        |out, b| out.write(&b),
+    )
+    .await?;
+    writer.finish()
 }
 
 /// `batch` with every nested column (list, struct, map) as JSON text, for
@@ -329,6 +473,9 @@ pub fn nested_as_json(batch: &RecordBatch) -> Result<RecordBatch> {
 /// with thousands of terms would otherwise exhaust the stack and abort.
 pub const MAX_OPERATORS: usize = 1000;
 
+/// Most `->`/`->>` operators one statement may hold.
+pub const MAX_JSON_ARROWS: usize = 12;
+
 /// Refuses a statement with more than [`MAX_OPERATORS`] operators, with an
 /// error that says so (instead of a stack overflow).
 fn check_size(sql: &str) -> Result<()> {
@@ -346,12 +493,72 @@ fn check_size(sql: &str) -> Result<()> {
             | Token::Mul
             | Token::Div
             | Token::Mod
-            | Token::StringConcat => true,
-            Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq => true,
-            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            | Token::StringConcat
+            | Token::DuckIntDiv => true,
+            Token::Eq
+            | Token::DoubleEq
+            | Token::Spaceship
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq => true,
+            // Bitwise operators, casts, JSON and regex operators.
+            Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::Sharp
+            | Token::Tilde
+            | Token::TildeAsterisk
+            | Token::ExclamationMarkTilde
+            | Token::ExclamationMarkTildeAsterisk
+            | Token::DoubleColon
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::HashArrow
+            | Token::HashLongArrow
+            | Token::AtArrow
+            | Token::ArrowAt
+            | Token::Question
+            | Token::QuestionAnd
+            | Token::QuestionPipe => true,
+            // Each parenthesis nests: a call, a subquery, a group.
+            Token::LParen => true,
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::NOT
+                    | Keyword::XOR
+                    | Keyword::UNION
+                    | Keyword::INTERSECT
+                    | Keyword::EXCEPT
+                    | Keyword::AT
+                    | Keyword::LIKE
+                    | Keyword::ILIKE
+                    | Keyword::SIMILAR
+                    | Keyword::IS
+                    | Keyword::IN
+                    | Keyword::BETWEEN
+                    | Keyword::WHEN
+                    | Keyword::COLLATE
+            ),
             _ => false,
         })
         .count();
+    // `->` and `->>` (the JSON functions) plan in time exponential in how
+    // many a statement chains: 24 took over a minute.
+    let json = tokens
+        .iter()
+        .filter(|t| matches!(t, Token::Arrow | Token::LongArrow))
+        .count();
+    if json > MAX_JSON_ARROWS {
+        return Err(Error::Usage(format!(
+            "the statement has {json} `->`/`->>` operators; at most {MAX_JSON_ARROWS} are accepted in one statement (planning them takes time exponential in their number); use json_get(_extra, 'a', 'b', ...) with a path instead"
+        )));
+    }
     if operators > MAX_OPERATORS {
         return Err(Error::Usage(format!(
             "the statement has {operators} operators; at most {MAX_OPERATORS} are accepted in one statement (an expression that deep would exhaust the stack)"
@@ -412,12 +619,45 @@ fn distance(a: &str, b: &str) -> usize {
 /// string stays where it is); an empty text is an error.
 pub fn split_statements(text: &str) -> Result<Vec<String>> {
     use datafusion::sql::parser::DFParser;
+    refuse_writes(text)?;
     let statements =
         DFParser::parse_sql(text).map_err(|e| Error::Usage(sql_error(&e.to_string())))?;
     if statements.is_empty() {
         return Err(Error::Usage("no SQL statement given".into()));
     }
     Ok(statements.iter().map(|s| s.to_string()).collect())
+}
+
+/// Statements that write, refused by their first word with a reason
+/// (before parsing: `COPY ... TO '/x'` gave a parser error about `STORED`).
+fn refuse_writes(text: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize() else {
+        return Ok(()); // the parser will say what is wrong
+    };
+    let mut first = true;
+    for t in &tokens {
+        match t {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => first = true,
+            Token::Word(w) if first => {
+                let word = w.value.to_ascii_uppercase();
+                const WRITES: [&str; 12] = [
+                    "COPY", "INSERT", "UPDATE", "DELETE", "MERGE", "CREATE", "DROP", "ALTER",
+                    "TRUNCATE", "SET", "RESET", "ATTACH",
+                ];
+                if WRITES.contains(&word.as_str()) {
+                    return Err(Error::Usage(format!(
+                        "{word} is refused: queries are read-only (to save a result, use --out FILE with .csv, .json, .ndjson or .parquet)"
+                    )));
+                }
+                first = false;
+            }
+            _ => first = false,
+        }
+    }
+    Ok(())
 }
 
 /// A parser error in one human line: `SQL error: ParserError("Expected: an
@@ -440,103 +680,23 @@ pub fn sql_error(message: &str) -> String {
     }
 }
 
-/// Writes a query result to `path` in the format of its extension (csv,
-/// json, ndjson, parquet). Refused inside the warehouse, which stays
-/// read-only. Returns the rows written.
-pub fn export(wh: &Warehouse, batches: &[RecordBatch], path: &std::path::Path) -> Result<usize> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    if wh.is_local() {
-        let root = std::path::PathBuf::from(format!("/{}", wh.root()));
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let parent = std::fs::canonicalize(parent)
-            .map_err(|e| Error::io(format!("--out {}", path.display()), e))?;
-        if parent.starts_with(&root) {
-            return Err(Error::Usage(format!(
-                "--out {}: inside the warehouse {}; write results elsewhere (the warehouse is only written by runs)",
-                path.display(),
-                root.display()
-            )));
-        }
-    }
-    let rows = batches.iter().map(|b| b.num_rows()).sum();
-    let bytes = match ext.as_str() {
-        "csv" => render(batches, Format::Csv)?.into_bytes(),
-        "json" => render(batches, Format::Json)?.into_bytes(),
-        "ndjson" | "jsonl" => render(batches, Format::Ndjson)?.into_bytes(),
-        "parquet" => {
-            let schema = batches
-                .first()
-                .map(|b| b.schema())
-                .ok_or_else(|| Error::Internal("a result without a schema".into()))?;
-            let mut buf = Vec::new();
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None)
-                .map_err(|e| Error::Internal(format!("--out: {e}")))?;
-            for b in batches {
-                w.write(b)
-                    .map_err(|e| Error::Internal(format!("--out: {e}")))?;
-            }
-            w.close()
-                .map_err(|e| Error::Internal(format!("--out: {e}")))?;
-            buf
-        }
-        other => {
-            return Err(Error::Usage(format!(
-                "--out {}: unknown extension `{other}`; use .csv, .json, .ndjson or .parquet",
-                path.display()
-            )))
-        }
-    };
-    std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    Ok(rows)
-}
-
 /// Renders batches as a pretty table, CSV (with header), a JSON array or
 /// JSON lines. Every column appears even when the result has no row.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
-    match format {
-        Format::Table => {
-            let shown = batches
-                .iter()
-                .map(nested_as_json)
-                .collect::<Result<Vec<_>>>()?;
-            Ok(arrow::util::pretty::pretty_format_batches(&shown)?.to_string())
-        }
-        Format::Csv => {
-            let mut buf = Vec::new();
-            {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(&mut buf);
-                for b in batches {
-                    w.write(&nested_as_json(b)?)?;
-                }
-            }
-            Ok(String::from_utf8_lossy(&buf).into_owned())
-        }
-        Format::Json => {
-            let text = json::<arrow::json::writer::JsonArray>(batches)?;
-            // The writer prints nothing at all for no rows.
-            Ok(if text.is_empty() { "[]".into() } else { text } + "\n")
-        }
-        Format::Ndjson => json::<arrow::json::writer::LineDelimited>(batches),
-    }
-}
-
-/// Batches as JSON in the writer's layout, every column (null as null).
-fn json<F: arrow::json::writer::JsonFormat>(batches: &[RecordBatch]) -> Result<String> {
-    let mut w = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, F>(Vec::new());
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Internal("a result without a schema".into()))?;
+    let format = crate::output::ResultFormat::Text(format);
+    let mut w = crate::output::ResultWriter::new(Vec::new(), format, schema)?;
     for b in batches {
         w.write(b)?;
     }
-    w.finish()?;
-    Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
+    let (bytes, _, _) = w.finish()?;
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    // A table ends without a newline, as its callers print it with one.
+    if format == crate::output::ResultFormat::Text(Format::Table) && text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
 }

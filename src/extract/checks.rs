@@ -28,6 +28,19 @@ pub fn base_url(source: &str, url: &str) -> Result<(), String> {
             "sources.{source}.base_url `{url}`: use an http:// or https:// URL"
         ));
     }
+    // A key in the query string (`?api_key=...`) or a user and password in
+    // the URL are credentials: never printed, whatever form an echo takes.
+    let register = crate::config::secret::register;
+    for (_, v) in u.query_pairs() {
+        register(&v);
+    }
+    for raw in u.query().unwrap_or("").split('&') {
+        register(raw.split_once('=').map_or(raw, |(_, v)| v));
+    }
+    register(u.username());
+    if let Some(p) = u.password() {
+        register(p);
+    }
     Ok(())
 }
 

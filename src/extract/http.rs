@@ -45,6 +45,8 @@ pub struct HttpClient {
     backoff_max: Duration,
     pacer: Pacer,
     retries: AtomicU64,
+    /// Requests answered and decoded (the retry budget grows with them).
+    succeeded: AtomicU64,
     requests: AtomicU64,
     throttled: AtomicU64,
     /// Microseconds slept before retries (Retry-After or backoff).
@@ -146,6 +148,7 @@ impl HttpClient {
             backoff_max: Duration::from_millis(cfg.backoff_max_ms),
             pacer: Pacer::new(requests_per_minute),
             retries: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             waited_us: AtomicU64::new(0),
@@ -215,29 +218,19 @@ impl HttpClient {
     }
 
     /// `chatlake check`: one authenticated GET of `segments` (a small
-    /// listing), answered 2xx with JSON. Says how many `what` it listed.
-    pub async fn check(&self, segments: &[&str], what: &str) -> Result<String> {
+    /// listing), answered 2xx with JSON that `records` (the source's own
+    /// envelope check, as a run applies it) accepts and counts. Says how
+    /// many `what` it listed.
+    pub async fn check(
+        &self,
+        segments: &[&str],
+        what: &str,
+        records: fn(&[u8]) -> std::result::Result<u64, String>,
+    ) -> Result<String> {
         let (url, label) = self.endpoint(segments, &[])?;
         let body = self.get_complete_json(url, &label).await?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| Error::BadResponse {
-                source_name: self.source.clone(),
-                endpoint: label.clone(),
-                message: e.to_string(),
-            })?;
-        // A plain array, a page with `count`, or an object holding the array.
-        let n = match &value {
-            serde_json::Value::Array(a) => Some(a.len() as u64),
-            serde_json::Value::Object(o) => o.get("count").and_then(|c| c.as_u64()).or_else(|| {
-                o.values()
-                    .find_map(|v| v.as_array().map(|a| a.len() as u64))
-            }),
-            _ => None,
-        };
-        Ok(match n {
-            Some(n) => format!("GET {label}: {what}: {n}"),
-            None => format!("GET {label}: answered"),
-        })
+        let n = records(&body).map_err(|message| self.bad(&label, message))?;
+        Ok(format!("GET {label}: {what}: {n}"))
     }
 
     /// GETs `url` and returns a body that is complete, valid JSON (checked
@@ -303,12 +296,31 @@ impl HttpClient {
             let sent = self.pacer.wait().await;
             let (err, retry_after) = match self.try_once(url.clone(), endpoint, sent, to).await {
                 Ok(body) => match decode(body) {
-                    Ok(value) => return Ok(value),
+                    Ok(value) => {
+                        self.succeeded.fetch_add(1, Ordering::Relaxed);
+                        return Ok(value);
+                    }
                     Err(message) => (self.http_error(endpoint, message, true), None),
                 },
                 Err(failure) => failure,
             };
-            if !err.is_retryable() || attempt >= self.max_attempts {
+            // The source's retry budget: twice `max_attempts`, plus one
+            // retry per request it answered. Requests in flight together
+            // (64 windows at once) all retrying a permanent 429 spend it
+            // together, and fail as fast as one request alone would; a
+            // source that answers most requests never runs out of it.
+            let budget = 2 * u64::from(self.max_attempts) + self.succeeded.load(Ordering::Relaxed);
+            let spent = self.retries.load(Ordering::Relaxed) >= budget;
+            if !err.is_retryable() || attempt >= self.max_attempts || spent {
+                let why = if attempt >= self.max_attempts || !spent {
+                    format!("gave up after {attempt} attempts")
+                } else {
+                    format!(
+                        "gave up after {attempt} attempts: the source's {} retries so far exceed what its {} answers allow",
+                        self.retries.load(Ordering::Relaxed),
+                        self.succeeded.load(Ordering::Relaxed)
+                    )
+                };
                 return Err(match err {
                     Error::Http {
                         source_name,
@@ -318,7 +330,7 @@ impl HttpClient {
                     } if retryable => Error::Http {
                         source_name,
                         endpoint,
-                        message: format!("{message} (gave up after {attempt} attempts)"),
+                        message: format!("{message} ({why})"),
                         retryable,
                     },
                     other => other,
@@ -379,7 +391,7 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_prefix(resp, ERROR_BODY_BYTES).await;
-        let snippet: String = secret::redact(&String::from_utf8_lossy(&body))
+        let snippet: String = secret::clean(&String::from_utf8_lossy(&body))
             .chars()
             .take(200)
             .collect();
@@ -698,6 +710,31 @@ pub fn value(raw: &RawValue) -> serde_json::Value {
     serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
 }
 
+/// `chatlake check` of a `{count, next, previous, results}` listing: the
+/// page's `count`, or its results when it has none; an error when the
+/// body is not such a page.
+pub fn listing_count(body: &[u8]) -> std::result::Result<u64, String> {
+    let page: Page<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("expected a JSON object with `results` ({e})"))?;
+    let items: Vec<&RawValue> = match page.results {
+        None => return Err("no `results` array in the page".into()),
+        Some(r) => {
+            serde_json::from_str(r.get()).map_err(|_| "`results` is not an array".to_string())?
+        }
+    };
+    Ok(page
+        .count
+        .and_then(|c| c.as_u64())
+        .unwrap_or(items.len() as u64))
+}
+
+/// `chatlake check` of an endpoint that answers a plain JSON array.
+pub fn array_count(body: &[u8]) -> std::result::Result<u64, String> {
+    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
+        .map(|a| a.len() as u64)
+        .map_err(|e| format!("expected a JSON array of records ({e})"))
+}
+
 /// One page of a listing: `results` stays raw JSON text.
 #[derive(serde::Deserialize)]
 struct Page<'a> {
@@ -724,12 +761,21 @@ fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::re
     if attempt.previous().len() > 5 {
         attempt.error("more than 5 redirects")
     } else if first.is_some_and(|f| f != origin(attempt.url())) {
-        let to = format!(
-            "{}://{}",
-            attempt.url().scheme(),
-            attempt.url().host_str().unwrap_or("?")
-        );
-        attempt.error(format!("refusing a redirect to another server ({to})"))
+        // Scheme, host and port: the port may be the only part that differs.
+        let show = |u: &Url| {
+            format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default()
+                    .map_or("?".into(), |p| p.to_string())
+            )
+        };
+        let from = attempt.previous().first().map(show).unwrap_or_default();
+        let to = show(attempt.url());
+        attempt.error(format!(
+            "refusing a redirect to another server ({to}, the request went to {from})"
+        ))
     } else {
         attempt.follow()
     }

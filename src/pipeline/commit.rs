@@ -122,10 +122,7 @@ pub(super) async fn write_rejects(
                 ("window_start", w.map_or(Cell::Null, |w| date(w.from))),
                 ("window_end", w.map_or(Cell::Null, |w| date(w.to))),
                 ("seq", Cell::Int(i as i64 + 1)),
-                (
-                    "reason",
-                    Cell::Str(crate::config::secret::redact(&r.reason)),
-                ),
+                ("reason", Cell::Str(crate::config::secret::clean(&r.reason))),
                 (
                     "raw_json",
                     Cell::Str(crate::config::secret::redact(&r.raw_json)),

@@ -4,8 +4,17 @@
 //! tool), and refuses every write. Together with the file-name globs of
 //! [`super::partition::read_glob`], queries read only what chatlake wrote,
 //! and the warehouse stays read-only for them.
+//!
+//! Reads are of the version listed: the engine lists a table's files (with
+//! their sizes) and then reads each footer and its pages by offset; a run
+//! that replaced a partition in between made those offsets point into the
+//! new file ("Corrupt footer", or a panic in the Parquet reader). Every read
+//! therefore asks for the listed version (`If-Match` its e-tag; on local
+//! disk checked against the very file handle read from), and a replaced file
+//! is a [`object_store::Error::Precondition`], which `query::run_streaming`
+//! answers by running the statement again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +36,8 @@ use crate::schema::DT;
 pub struct Readable {
     inner: Arc<dyn ObjectStore>,
     opened: Arc<Mutex<BTreeSet<Path>>>,
+    /// The e-tag of each file as last listed.
+    listed: Arc<Mutex<HashMap<Path, String>>>,
 }
 
 impl Readable {
@@ -37,6 +48,7 @@ impl Readable {
             Readable {
                 inner: Arc::clone(&inner),
                 opened: Arc::clone(&opened),
+                listed: Arc::default(),
             },
             Opened {
                 store: inner,
@@ -119,6 +131,16 @@ async fn check_footer(store: &dyn ObjectStore, path: &Path) -> std::result::Resu
     }
 }
 
+/// Records the listed version of a file (its e-tag), which reads then ask for.
+fn remember(listed: &Mutex<HashMap<Path, String>>, m: &ObjectMeta) {
+    if let Some(tag) = &m.e_tag {
+        listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(m.location.clone(), tag.clone());
+    }
+}
+
 /// Whether every `dt=` segment of `path` names a real date.
 fn well_formed(path: &Path) -> bool {
     path.parts().all(|p| {
@@ -153,11 +175,19 @@ impl ObjectStore for Readable {
         Err(read_only(location))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+    async fn get_opts(&self, location: &Path, mut options: GetOptions) -> Result<GetResult> {
         self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(location.clone());
+        if options.if_match.is_none() && !options.head {
+            options.if_match = self
+                .listed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(location)
+                .cloned();
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -171,9 +201,15 @@ impl ObjectStore for Readable {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let listed = Arc::clone(&self.listed);
         self.inner
             .list(prefix)
             .filter(|m| std::future::ready(m.as_ref().map_or(true, |m| well_formed(&m.location))))
+            .inspect(move |m| {
+                if let Ok(m) = m {
+                    remember(&listed, m);
+                }
+            })
             .boxed()
     }
 
@@ -181,6 +217,9 @@ impl ObjectStore for Readable {
         let mut r = self.inner.list_with_delimiter(prefix).await?;
         r.common_prefixes.retain(well_formed);
         r.objects.retain(|m| well_formed(&m.location));
+        for m in &r.objects {
+            remember(&self.listed, m);
+        }
         Ok(r)
     }
 

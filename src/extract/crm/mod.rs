@@ -81,7 +81,13 @@ impl Source for Crm {
 
     /// One GET of the companies listing.
     async fn check(&self) -> Result<String> {
-        self.client.check(&["companies"], "companies").await
+        self.client
+            .check(
+                &["companies"],
+                "companies",
+                crate::extract::http::array_count,
+            )
+            .await
     }
 
     /// The streams the config asks for; each writes one table, keyed by id.

@@ -276,7 +276,13 @@ impl Source for Social25 {
 
     /// One GET of the tenants listing.
     async fn check(&self) -> Result<String> {
-        self.client.check(&["tenants", ""], "tenants").await
+        self.client
+            .check(
+                &["tenants", ""],
+                "tenants",
+                crate::extract::http::listing_count,
+            )
+            .await
     }
 
     /// The streams the config asks for, in dependency order (conversations

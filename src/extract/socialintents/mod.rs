@@ -88,7 +88,11 @@ impl Source for SocialIntents {
 
     /// One GET of the widgets listing.
     async fn check(&self) -> Result<String> {
-        self.client.check(&["apps"], "widgets").await
+        self.client
+            .check(&["apps"], "widgets", |b| {
+                records::envelope(b, "apps").map(|r| r.len() as u64)
+            })
+            .await
     }
 
     /// The streams the config asks for. `chats` and `missed_chats` both feed
