@@ -135,7 +135,9 @@ impl Metrics {
         out
     }
 
-    /// Serves `/healthz` and `/metrics` on `addr` until the process ends.
+    /// Serves `/healthz` and `/metrics` on `addr` until the process ends,
+    /// within the limits of [`MAX_CONNECTIONS`], [`HEADER_READ_TIMEOUT`]
+    /// and [`CONNECTION_TIMEOUT`].
     pub async fn serve(self, addr: &str) -> Result<std::net::SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -160,11 +162,49 @@ impl Metrics {
                     }
                 }),
             );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        });
+        tokio::spawn(accept(listener, app));
         Ok(local)
+    }
+}
+
+/// Connections served at once; more are closed as soon as they are
+/// accepted (200 idle clients held 200 file descriptors, and the scheduled
+/// runs failed with "Too many open files").
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// A client must have sent its request's headers within this time (a
+/// slowloris client stayed connected for 90 s).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A connection is closed after this long, idle or not.
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The accept loop of the metrics port.
+async fn accept(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "metrics port: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
     }
 }

@@ -172,6 +172,8 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         streams: specs.iter().map(|(_, s)| s.name.clone()).collect(),
     };
     crate::runlog::begin(wh, &marker).await?;
+    // Spill directories of runs killed before they could remove them.
+    crate::normalize::sweep_stale_spills();
     // The reporting calendar (business hours, SLA target) for views and reports.
     if let Err(e) = crate::reporting::write_settings(wh, pipeline, today, &run_id).await {
         tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
@@ -258,13 +260,42 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     })
 }
 
+/// The stream name of the meta.runs row of a run that could not start.
+pub const RUN_START: &str = "(run start)";
+
+/// Records in meta.runs a run of `pipeline` that could not start (its
+/// settings no longer fit the warehouse, the machine was out of file
+/// descriptors...), as one failed row for [`RUN_START`], so that `chatlake
+/// runs` lists it and exits 1. A scheduled run that fails this way left no
+/// trace but a log line.
+pub async fn record_failed_start(
+    pipeline: &Pipeline,
+    wh: &Warehouse,
+    started_at: DateTime<Utc>,
+    error: &crate::error::Error,
+) -> Result<String> {
+    let run_id = format!(
+        "{}-{:06x}",
+        started_at.format("%Y%m%dT%H%M%SZ"),
+        fastrand::u32(..0x100_0000)
+    );
+    let mut rep = StreamReport::new(RUN_START);
+    rep.started_at = started_at;
+    rep.scope = "not started".into();
+    rep.error = Some(crate::config::secret::clean(&format!(
+        "the run could not start: {error}"
+    )));
+    commit::write_run_row(wh, pipeline, &run_id, &rep).await?;
+    Ok(run_id)
+}
+
 /// One stream, then its meta.runs row; whether that row was written.
 async fn run_and_record(ctx: &StreamCtx<'_>, spec: &StreamSpec) -> (StreamReport, bool) {
     let mut rep = StreamReport::new(&spec.name);
     let traffic_before = ctx.source.traffic();
     if let Err(e) = run_stream(ctx, spec, &mut rep).await {
         tracing::error!(stream = %spec.name, error = %e, "stream failed");
-        rep.error = Some(crate::config::secret::redact(&e.to_string()));
+        rep.error = Some(crate::config::secret::clean(&e.to_string()));
     }
     rep.traffic = ctx.source.traffic() - traffic_before;
     rep.finished_at = Utc::now();

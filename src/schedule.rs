@@ -273,7 +273,11 @@ async fn run_slot(
         }
         Err(e) => {
             metrics.crashed(name);
-            tracing::error!(pipeline = %name, error = %e, "scheduled run could not start")
+            tracing::error!(pipeline = %name, error = %e, "scheduled run could not start");
+            // In meta.runs too, so that `chatlake runs` shows it and exits 1.
+            if let Err(e2) = crate::pipeline::record_failed_start(pipeline, wh, now, &e).await {
+                tracing::error!(pipeline = %name, error = %e2, "could not record the failed start in meta.runs");
+            }
         }
     }
 }

@@ -201,8 +201,24 @@ fn interpolate_tree(
     Ok(())
 }
 
+/// The earliest `start_date`: no chat service kept transcripts before it,
+/// and the reporting calendar has a row per quarter hour from start_date on.
+pub const EARLIEST_START: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(d) => d,
+    None => panic!("a valid date"),
+};
+
+/// Longest pipeline `name`.
+pub const MAX_NAME_LEN: usize = 64;
+
 /// Checks everything that can be checked without I/O; returns the parsed timezone.
 fn validate(c: &PipelineConfig) -> Result<Tz, String> {
+    if c.name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "name `{}…`: at most {MAX_NAME_LEN} characters (it names files in the warehouse)",
+            c.name.chars().take(24).collect::<String>()
+        ));
+    }
     if c.name.is_empty()
         || !c
             .name
@@ -235,11 +251,23 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         ));
     }
     c.reporting.validate()?;
+    if let Some(r) = &c.report {
+        r.validate()?;
+    }
+    if c.start_date < EARLIEST_START {
+        return Err(format!(
+            "start_date = {}: at the earliest {EARLIEST_START} (the reporting calendar covers every day from start_date on)",
+            c.start_date
+        ));
+    }
     if c.lookback_days > 366 {
         return Err(format!("lookback_days = {}: at most 366", c.lookback_days));
     }
     if c.http.max_body_mb == 0 || c.http.max_file_body_mb == 0 {
         return Err("http.max_body_mb, http.max_file_body_mb: at least 1".into());
+    }
+    if c.http.request_timeout_secs == 0 || c.http.connect_timeout_secs == 0 {
+        return Err("http.request_timeout_secs, http.connect_timeout_secs: at least 1".into());
     }
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());

@@ -74,8 +74,11 @@ const CHUNKS_AHEAD: usize = 2;
 /// Fetches items `0..n` in order, up to `ahead` at once, while `write`
 /// takes each one in order: the next fetches go out while one is written
 /// (a 429's wait or a slow commit does not idle the source's requests).
-/// Fetching stops after an item `failed` says is an error, and when `write`
-/// ends.
+/// Once an item fails (as `failed` says), no later item is started and the
+/// later ones in flight are dropped: the stream fails at that item anyway,
+/// and 64 windows retrying a permanent 429 took 267 requests and 529 s to
+/// fail. Items before it go on, so what precedes the failure is committed.
+/// Fetching also stops when `write` ends.
 async fn fetch_ahead<T>(
     n: usize,
     ahead: usize,
@@ -84,18 +87,41 @@ async fn fetch_ahead<T>(
     mut write: impl AsyncFnMut(usize, T) -> Result<()>,
 ) -> Result<()> {
     let (tx, mut rx) = futures::channel::mpsc::channel::<(usize, T)>(0);
+    // The first item known to have failed (n: none yet).
+    let (first_failed, watch) = tokio::sync::watch::channel(n);
     let fetching = async move {
         let mut tx = tx;
         let mut fetched = futures::stream::iter(0..n)
             .map(|i| {
-                let fetch = &fetch;
-                async move { (i, fetch(i).await) }
+                let (fetch, failed, first_failed) = (&fetch, &failed, &first_failed);
+                let mut watch = watch.clone();
+                async move {
+                    if *watch.borrow() < i {
+                        return (i, None);
+                    }
+                    let earlier_failed = async { watch.wait_for(|f| *f < i).await.is_ok() };
+                    tokio::select! {
+                        item = fetch(i) => {
+                            if failed(&item) {
+                                first_failed.send_if_modified(|f| {
+                                    let earlier = *f <= i;
+                                    *f = (*f).min(i);
+                                    !earlier
+                                });
+                            }
+                            (i, Some(item))
+                        }
+                        true = earlier_failed => (i, None),
+                    }
+                }
             })
             .buffered(ahead.max(1));
-        while let Some(item) = fetched.next().await {
-            let stop = failed(&item.1);
+        while let Some((i, item)) = fetched.next().await {
+            // Dropped after an earlier failure, which was sent first.
+            let Some(item) = item else { break };
+            let stop = failed(&item);
             // The writer stopped (an error, or asked to stop): so do we.
-            if tx.send(item).await.is_err() || stop {
+            if tx.send((i, item)).await.is_err() || stop {
                 break;
             }
         }

@@ -273,6 +273,8 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         "agents": agents, "channels": channels, "companies": companies,
         "failed": charts::failed(&failed_days), "failed_reasons": failed_reasons,
     });
+    let mut ctx = ctx;
+    strip_controls(&mut ctx);
     let mut env = minijinja::Environment::new();
     env.add_filter("pct", |v: Option<f64>| {
         v.map_or("–".to_string(), |v| format!("{:.1}%", v * 100.0))
@@ -290,6 +292,28 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         .map_err(|e| Error::Internal(format!("report template: {e}")))?;
     tmpl.render(minijinja::Value::from_serialize(&ctx))
         .map_err(|e| Error::Internal(format!("rendering the report: {e:#}")))
+}
+
+/// Replaces, in every text of the report's data, the characters HTML may
+/// not hold (C0 controls but tab, newline and carriage return; DEL; C1
+/// controls) with U+FFFD: an API's agent or company name could carry them
+/// (NUL, 0x01, 0x7f made the page an HTML5 parse error).
+fn strip_controls(v: &mut Value) {
+    match v {
+        Value::String(s) if s.chars().any(not_html) => {
+            *s = s
+                .chars()
+                .map(|c| if not_html(c) { '\u{fffd}' } else { c })
+                .collect();
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_controls),
+        Value::Object(o) => o.values_mut().for_each(strip_controls),
+        _ => {}
+    }
+}
+
+fn not_html(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 /// The timezone of the reporting calendar (meta.reporting_settings, as the
@@ -310,6 +334,55 @@ pub struct ReportConfig {
     pub path: String,
     /// Days reported (the last complete local days).
     pub days: u32,
+}
+
+/// Most days one report covers (ten years): beyond it the dates before
+/// the period would leave the calendar.
+pub const MAX_DAYS: u32 = 3660;
+
+/// Top-level directories of the warehouse that hold tables or chatlake's
+/// own state: a report path may not start with one of them (it would
+/// overwrite a partition or a watermark).
+fn reserved_dirs() -> Vec<&'static str> {
+    let mut dirs: Vec<&'static str> = crate::schema::tables().map(|t| t.schema_name()).collect();
+    dirs.extend(["_state", "_locks", "_runs", "_schedule"]);
+    dirs
+}
+
+impl ReportConfig {
+    /// Checks `days` and `path` (pure, no I/O): 1 to [`MAX_DAYS`] days; a
+    /// path relative to the warehouse, with plain `/`-separated names (no
+    /// `.`, `..`, backslash or control character), outside the tables.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=MAX_DAYS).contains(&self.days) {
+            return Err(format!(
+                "[report] days = {}: between 1 and {MAX_DAYS}",
+                self.days
+            ));
+        }
+        let p = &self.path;
+        let why = if p.is_empty() {
+            Some("is empty")
+        } else if p.starts_with('/') {
+            Some("is absolute; it is relative to the warehouse")
+        } else if p.contains('\\') {
+            Some("holds a backslash; separate directories with /")
+        } else if p.chars().any(char::is_control) {
+            Some("holds a control character")
+        } else if p.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            Some("holds an empty, `.` or `..` segment")
+        } else if p.ends_with('/') {
+            Some("names a directory, not a file")
+        } else if reserved_dirs().contains(&p.split('/').next().unwrap_or("")) {
+            Some("is inside a table or chatlake's state; use a directory of its own such as _reports/")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(format!("[report] path {p:?} {why}")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for ReportConfig {

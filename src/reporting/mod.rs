@@ -67,6 +67,64 @@ const CLOSES: [&str; MAX_INTERVALS] = ["closes_1_us", "closes_2_us", "closes_3_u
 /// A quarter hour in microseconds: the slot of meta.business_clock.
 const SLOT_US: i64 = 900_000_000;
 
+/// Days of meta.business_clock built and written at once (8,760 rows).
+const CLOCK_DAYS: i64 = 91;
+
+/// The instants a local day starts and ends (23 or 25 hours apart on DST days).
+fn day_bounds(
+    d: NaiveDate,
+    tz: chrono_tz::Tz,
+) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    (
+        time::day_start(d, tz),
+        time::day_start(d + Duration::days(1), tz),
+    )
+}
+
+/// Business microseconds of a day's open intervals (whole minutes, so
+/// seconds are exact).
+fn business_us(open: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)]) -> i64 {
+    open.iter()
+        .map(|(o, c)| time::micros(*c) - time::micros(*o))
+        .sum()
+}
+
+/// The rows of day `d` on the business clock: one per quarter hour of UTC
+/// that the day covers; unused intervals are empty (they open and close at
+/// the day's start).
+fn clock_day(
+    table: &'static schema::TableDef,
+    d: NaiveDate,
+    (starts, ends): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    open: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+    before_day: i64,
+    now: i64,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let dt = Cell::Date(crate::pipeline::days_since_epoch(d));
+    let (start, end) = (time::micros(starts), time::micros(ends));
+    let intervals: [(i64, i64); MAX_INTERVALS] = std::array::from_fn(|k| {
+        open.get(k).map_or((start, start), |(o, c)| {
+            (time::micros(*o), time::micros(*c))
+        })
+    });
+    let mut slot = start.div_euclid(SLOT_US);
+    while slot * SLOT_US < end {
+        let mut cells = vec![
+            ("slot", Cell::Int(slot)),
+            ("dt", dt.clone()),
+            ("business_us_before_day", Cell::Int(before_day)),
+        ];
+        for (k, (o, c)) in intervals.iter().enumerate() {
+            cells.push((OPENS[k], Cell::Int(*o)));
+            cells.push((CLOSES[k], Cell::Int(*c)));
+        }
+        rows.push(Row::named(table, cells, now)?);
+        slot += 1;
+    }
+    Ok(())
+}
+
 /// Replaces meta.business_hours, meta.calendar, meta.business_clock and meta.reporting_settings with what
 /// `pipeline`'s settings say, for `start_date` through a year after `today`.
 pub async fn write_settings(
@@ -89,20 +147,23 @@ pub async fn write_settings(
         schema::table("meta.calendar"),
         schema::table("meta.business_clock"),
     );
-    let (mut hour_rows, mut day_rows, mut clock_rows) = (Vec::new(), Vec::new(), Vec::new());
-    // Business microseconds before the day being written.
-    let mut before_day: i64 = 0;
-    let mut d = cfg.start_date.min(today);
+    let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
+    let first = cfg.start_date.min(today);
     let until = today
         .checked_add_months(chrono::Months::new(12))
         .unwrap_or(today);
-    while d <= until {
-        let holiday = r.holidays.contains(&d);
-        let open = if holiday {
+    // The open intervals of day `d`.
+    let open_on = |d: NaiveDate| {
+        if r.holidays.contains(&d) {
             Vec::new()
         } else {
             hours.intervals(d, pipeline.tz)
-        };
+        }
+    };
+    let mut d = first;
+    while d <= until {
+        let holiday = r.holidays.contains(&d);
+        let open = open_on(d);
         let dt = Cell::Date(crate::pipeline::days_since_epoch(d));
         for (opens, closes) in &open {
             let cells = vec![
@@ -115,16 +176,7 @@ pub async fn write_settings(
         let instant = |t: Option<&chrono::DateTime<chrono::Utc>>| {
             t.map_or(Cell::Null, |t| Cell::Micros(time::micros(*t)))
         };
-        // The day's bounds and its business time, used by the calendar and
-        // the clock alike (intervals are whole minutes, so seconds are exact).
-        let (starts, ends) = (
-            time::day_start(d, pipeline.tz),
-            time::day_start(d + Duration::days(1), pipeline.tz),
-        );
-        let business_us: i64 = open
-            .iter()
-            .map(|(o, c)| time::micros(*c) - time::micros(*o))
-            .sum();
+        let (starts, ends) = day_bounds(d, pipeline.tz);
         let cells = vec![
             ("dt", dt.clone()),
             ("starts_at", instant(Some(&starts))),
@@ -137,42 +189,48 @@ pub async fn write_settings(
             ("business_intervals", Cell::Int(open.len() as i64)),
             ("opens_at", instant(open.first().map(|(a, _)| a))),
             ("closes_at", instant(open.last().map(|(_, b)| b))),
-            ("business_seconds", Cell::Int(business_us / 1_000_000)),
+            (
+                "business_seconds",
+                Cell::Int(business_us(&open) / 1_000_000),
+            ),
         ];
         day_rows.push(Row::named(calendar_table, cells, now)?);
-        // The day's quarter hours on the business clock; unused intervals
-        // are empty (they open and close at the day's start).
-        let (start, end) = (time::micros(starts), time::micros(ends));
-        let intervals: [(i64, i64); MAX_INTERVALS] = std::array::from_fn(|k| {
-            open.get(k).map_or((start, start), |(o, c)| {
-                (time::micros(*o), time::micros(*c))
-            })
-        });
-        let mut slot = start.div_euclid(SLOT_US);
-        while slot * SLOT_US < end {
-            let mut cells = vec![
-                ("slot", Cell::Int(slot)),
-                ("dt", dt.clone()),
-                ("business_us_before_day", Cell::Int(before_day)),
-            ];
-            for (k, (o, c)) in intervals.iter().enumerate() {
-                cells.push((OPENS[k], Cell::Int(*o)));
-                cells.push((CLOSES[k], Cell::Int(*c)));
-            }
-            clock_rows.push(Row::named(clock_table, cells, now)?);
-            slot += 1;
-        }
-        before_day += business_us;
         d += Duration::days(1);
     }
-    for (table, rows) in [
-        (hours_table, hour_rows),
-        (calendar_table, day_rows),
-        (clock_table, clock_rows),
-    ] {
+    for (table, rows) in [(hours_table, hour_rows), (calendar_table, day_rows)] {
         wh.replace_partition(table, None, &build_batch(table, run_id, &rows)?)
             .await?;
     }
+    // The clock has 96 rows a day: it is built and written CLOCK_DAYS days
+    // at a time (a start_date in 1970 held 1.26 GB of rows at once).
+    let mut before_day: i64 = 0;
+    let mut next = Some(first);
+    let chunks = std::iter::from_fn(|| {
+        let from = next.filter(|d| *d <= until)?;
+        let mut rows = Vec::new();
+        let mut d = from;
+        while d <= until && (d - from).num_days() < CLOCK_DAYS {
+            let open = open_on(d);
+            let (starts, ends) = day_bounds(d, pipeline.tz);
+            if let Err(e) = clock_day(
+                clock_table,
+                d,
+                (starts, ends),
+                &open,
+                before_day,
+                now,
+                &mut rows,
+            ) {
+                next = None;
+                return Some(Err(e));
+            }
+            before_day += business_us(&open);
+            d += Duration::days(1);
+        }
+        next = Some(d);
+        Some(build_batch(clock_table, run_id, &rows))
+    });
+    wh.replace_partition_with(clock_table, None, chunks).await?;
     let table = schema::table("meta.reporting_settings");
     let cells = vec![
         ("timezone", Cell::Str(cfg.timezone.clone())),

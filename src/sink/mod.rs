@@ -44,6 +44,33 @@ pub struct Warehouse {
     display: String,
 }
 
+/// Refuses an S3 prefix whose segments an object store and the engines
+/// would read differently: `.` and `..` (also percent-encoded, as `%2E`),
+/// empty segments (`a//b`), backslashes and control characters. `run` wrote
+/// `a/%2E%2E/b/` while `query` read `b/`.
+fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
+    for seg in prefix.trim_matches('/').split('/') {
+        let decoded = seg.replace("%2E", ".").replace("%2e", ".");
+        let why = if seg.is_empty() && !prefix.trim_matches('/').is_empty() {
+            Some("an empty segment (`//`)")
+        } else if decoded == "." || decoded == ".." {
+            Some("a `.` or `..` segment (also when percent-encoded)")
+        } else if seg.contains('%') {
+            Some("a percent-encoded character (write the character itself)")
+        } else if seg.contains('\\') || seg.chars().any(char::is_control) {
+            Some("a backslash or control character")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!(
+                "the prefix holds {why}; name the prefix with plain segments"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Warehouse {
     /// Opens a warehouse from a path, `file:///abs/path` or `s3://bucket/prefix`.
     /// A local directory is created if missing.
@@ -67,6 +94,7 @@ impl Warehouse {
         if bucket.is_empty() {
             return Err(fail("no bucket in the URL".into()));
         }
+        check_prefix(prefix).map_err(fail)?;
         let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
         for (k, v) in options {
             let key: object_store::aws::AmazonS3ConfigKey = k
@@ -105,6 +133,11 @@ impl Warehouse {
         }
         let abs = std::fs::canonicalize(&local)
             .map_err(|e| Error::io(format!("warehouse {location}"), e))?;
+        if let Some(c) = abs.to_string_lossy().chars().find(|c| c.is_control()) {
+            return Err(fail(format!(
+                "the path holds the control character {c:?}; move the warehouse to a plain path"
+            )));
+        }
         let root = Path::from_absolute_path(&abs).map_err(|e| Error::store(location, e.into()))?;
         Ok(Warehouse {
             store: Arc::new(LocalFileSystem::new()),
@@ -155,6 +188,46 @@ impl Warehouse {
         }
         self.write_parquet(table, &path, batch).await?;
         Ok(batch.num_rows())
+    }
+
+    /// Replaces partition `dt` of `table` with the batches of `batches`,
+    /// written as they come (one row group each), so that a partition larger
+    /// than memory should hold is never whole in memory; the new file
+    /// appears at once when complete (a multipart upload, or a file renamed
+    /// into place). An error from `batches` leaves the old partition.
+    /// Returns the rows written.
+    pub async fn replace_partition_with(
+        &self,
+        table: &TableDef,
+        dt: Option<NaiveDate>,
+        batches: impl Iterator<Item = Result<RecordBatch>>,
+    ) -> Result<usize> {
+        let path = partition::data_file(&self.root, table, dt);
+        let perr = |source| Error::Parquet {
+            path: path.to_string(),
+            source,
+        };
+        let writer = BufWriter::new(Arc::clone(&self.store), path.clone());
+        let mut w =
+            AsyncArrowWriter::try_new(writer, table.file_schema(), Some(writer_properties(table)))
+                .map_err(perr)?;
+        let mut rows = 0;
+        for batch in batches {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    // Nothing is committed: the upload is dropped unfinished.
+                    let _ = w.into_inner().abort().await;
+                    return Err(e);
+                }
+            };
+            rows += batch.num_rows();
+            w.write(&batch).await.map_err(perr)?;
+            w.flush().await.map_err(perr)?;
+        }
+        w.close().await.map_err(perr)?;
+        tracing::debug!(table = %table.name, path = %path, rows, "partition committed");
+        Ok(rows)
     }
 
     /// Replaces partition `dt` of `table` with `batch` unless it holds the

@@ -8,6 +8,7 @@ mod cli;
 mod crm;
 mod faults;
 mod hostile;
+mod hostile2;
 mod lock;
 mod pipeline;
 mod report;
