@@ -1014,13 +1014,33 @@ fn the_business_clock_is_written_in_flat_memory() {
     use chrono::TimeZone;
     let server = Hostile::start(|path, _, _| si_empty(path));
     let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
-    let early = variant(&file, "y1.toml", "start_date = \"2025-10-27\"", "start_date = \"0001-01-01\"");
+    let early = variant(
+        &file,
+        "y1.toml",
+        "start_date = \"2025-10-27\"",
+        "start_date = \"0001-01-01\"",
+    );
     let (code, _, err) = chatlake(&["run", "--pipeline", &early, "--warehouse", &wh]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("at the earliest 2000-01-01"), "{err}");
-    let y2k = variant(&file, "y2k.toml", "start_date = \"2025-10-27\"", "start_date = \"2000-01-01\"");
+    let y2k = variant(
+        &file,
+        "y2k.toml",
+        "start_date = \"2025-10-27\"",
+        "start_date = \"2000-01-01\"",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(["run", "--pipeline", &y2k, "--warehouse", &wh, "--from", "2025-10-27", "--to", "2025-10-27"])
+        .args([
+            "run",
+            "--pipeline",
+            &y2k,
+            "--warehouse",
+            &wh,
+            "--from",
+            "2025-10-27",
+            "--to",
+            "2025-10-27",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1032,11 +1052,18 @@ fn the_business_clock_is_written_in_flat_memory() {
     let tz = chrono_tz::America::New_York;
     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
     let last = today.checked_add_months(chrono::Months::new(12)).unwrap();
-    let midnight = |d: chrono::NaiveDate| tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap()).unwrap();
-    let expected = (midnight(last.succ_opt().unwrap()) - midnight(d("2000-01-01"))).num_minutes() / 15;
+    let midnight = |d: chrono::NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .unwrap()
+    };
+    let expected =
+        (midnight(last.succ_opt().unwrap()) - midnight(d("2000-01-01"))).num_minutes() / 15;
     let got = query_rows(&wh, "SELECT count(*) FROM meta.business_clock");
     assert_eq!(got, [expected.to_string()]);
     assert!(expected > 900_000, "{expected}");
-    assert!(peak < 300, "peak RSS {peak} MB writing {expected} clock rows");
+    assert!(
+        peak < 300,
+        "peak RSS {peak} MB writing {expected} clock rows"
+    );
     println!("business clock from 2000: {expected} rows, peak RSS {peak} MB");
 }
