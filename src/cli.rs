@@ -920,6 +920,15 @@ async fn check(file: &Path) -> Result<ExitCode> {
         }
     }))
     .await;
+    // What personal data these streams copy, stored as the API sends it.
+    let mut personal: std::collections::BTreeSet<String> = Default::default();
+    for source in &sources {
+        for spec in source.streams() {
+            for t in spec.tables {
+                personal.extend(t.personal_columns().map(|(c, _)| format!("{}.{c}", t.name)));
+            }
+        }
+    }
     let mut failed = 0;
     for (cfg, outcome) in p.sources.iter().zip(outcomes) {
         match outcome {
@@ -933,6 +942,34 @@ async fn check(file: &Path) -> Result<ExitCode> {
                 )?;
             }
         }
+    }
+    if let Some(privacy) = &p.config.privacy {
+        let kinds = [
+            crate::schema::Personal::Email,
+            crate::schema::Personal::Phone,
+            crate::schema::Personal::Name,
+            crate::schema::Personal::Ip,
+            crate::schema::Personal::Location,
+            crate::schema::Personal::Device,
+            crate::schema::Personal::Url,
+            crate::schema::Personal::FreeText,
+            crate::schema::Personal::Staff,
+        ];
+        let said: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{} {}", k.as_str(), privacy.action(*k).as_str()))
+            .collect();
+        outln!(
+            "privacy: {}; {} column override(s)",
+            said.join(", "),
+            privacy.columns.len()
+        )?;
+    } else if !personal.is_empty() {
+        outln!(
+            "warning: personal data is stored in plain text: {} columns of these streams hold names, emails, phones, IP addresses or what people wrote (e.g. {}); add a [privacy] section (see \"Personal data\" in the README)",
+            personal.len(),
+            personal.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        )?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod output;
 pub mod pipeline;
+pub mod privacy;
 pub mod query;
 pub mod report;
 pub mod reporting;

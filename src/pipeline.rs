@@ -163,6 +163,14 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let states = StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone);
     prepare::check(cfg, opts, today, Some(&states), &specs).await?;
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
+    // Hashes only join when made with one key.
+    if let Err(e) =
+        crate::privacy::check_key(wh, &cfg.name, pipeline.policy.as_deref(), opts.full_refresh)
+            .await
+    {
+        lock.release().await;
+        return Err(e);
+    }
     prepare::failpoint(&format!("panic@{}", cfg.name));
     // A run counts as failed until every one of its meta.runs rows is written.
     let marker = crate::runlog::RunMarker {

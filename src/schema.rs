@@ -65,6 +65,53 @@ impl ColumnType {
     }
 }
 
+/// The kind of personal data a column holds (`personal = "..."` in its
+/// schema file); the `[privacy]` policy of a pipeline says what happens to
+/// each kind. `_extra` of every table counts as [`Personal::FreeText`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Personal {
+    /// An email address of a customer.
+    Email,
+    /// A phone number of a customer.
+    Phone,
+    /// A customer's name (or a chat nickname).
+    Name,
+    /// An IP address.
+    Ip,
+    /// A city, region or country.
+    Location,
+    /// A browser's user agent.
+    Device,
+    /// A page or referrer URL (its query string may carry identifiers).
+    Url,
+    /// Text a person wrote (messages, transcripts, notes) or raw JSON.
+    FreeText,
+    /// An id that stands for one person (a visitor, contact or user id):
+    /// kept, and what `forget` searches by.
+    PersonId,
+    /// A name or email of the support team itself (agents, users).
+    Staff,
+}
+
+impl Personal {
+    /// The name used in schema files and `[privacy]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Personal::Email => "email",
+            Personal::Phone => "phone",
+            Personal::Name => "name",
+            Personal::Ip => "ip",
+            Personal::Location => "location",
+            Personal::Device => "device",
+            Personal::Url => "url",
+            Personal::FreeText => "free_text",
+            Personal::PersonId => "person_id",
+            Personal::Staff => "staff",
+        }
+    }
+}
+
 /// One column of a schema file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +128,9 @@ pub struct ColumnDef {
     /// of its `_extracted_at`.
     #[serde(default)]
     pub volatile: bool,
+    /// The kind of personal data it holds, if any.
+    #[serde(default)]
+    pub personal: Option<Personal>,
 }
 
 fn yes() -> bool {
@@ -131,6 +181,13 @@ impl TableDef {
             || self
                 .index_of(column)
                 .is_some_and(|i| self.columns[i].volatile)
+    }
+    /// The columns holding personal data, with their kind (`_extra`, free
+    /// text in every table, is not listed).
+    pub fn personal_columns(&self) -> impl Iterator<Item = (&str, Personal)> + '_ {
+        self.columns
+            .iter()
+            .filter_map(|c| c.personal.map(|p| (c.name.as_str(), p)))
     }
     /// Index of a column among [`TableDef::columns`].
     pub fn index_of(&self, column: &str) -> Option<usize> {
@@ -264,6 +321,45 @@ mod tests {
                 tables().find(|t| format!("{}/{}.toml", t.schema_name(), t.table_name()) == *path);
             assert!(t.is_some(), "{path} does not define {path}'s table");
         }
+    }
+
+    /// The README's table of personal columns is the schemas' tags: every
+    /// table with a tagged column has its row, listing exactly those
+    /// columns by kind, and nothing else is listed.
+    #[test]
+    fn the_readme_lists_the_personal_columns_of_every_table() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap();
+        let start = readme
+            .find("<!-- personal-columns -->")
+            .expect("README marks its table of personal columns");
+        let end = readme.find("<!-- /personal-columns -->").unwrap();
+        // `| table | kind: column, column; kind: column |` rows.
+        let mut listed = std::collections::BTreeSet::new();
+        for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let table = cells[0].trim_matches('`');
+            for part in cells[1].split(';').map(str::trim) {
+                let (kind, cols) = part.split_once(':').unwrap_or_else(|| panic!("{line}"));
+                for c in cols.split(',') {
+                    listed.insert((
+                        table.to_string(),
+                        c.trim().trim_matches('`').to_string(),
+                        kind.trim().to_string(),
+                    ));
+                }
+            }
+        }
+        let tagged: std::collections::BTreeSet<(String, String, String)> = tables()
+            .flat_map(|t| {
+                t.personal_columns()
+                    .map(|(c, p)| (t.name.clone(), c.to_string(), p.as_str().to_string()))
+            })
+            .collect();
+        assert_eq!(listed, tagged);
+        assert!(tagged.len() > 40, "{}", tagged.len());
     }
 
     #[test]

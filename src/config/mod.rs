@@ -52,6 +52,10 @@ pub struct PipelineConfig {
     /// When present, every run leaves an HTML report in the warehouse.
     #[serde(default)]
     pub report: Option<crate::report::ReportConfig>,
+    /// What happens to personal data before it is written; absent, it is
+    /// kept as the API sends it.
+    #[serde(default)]
+    pub privacy: Option<crate::privacy::PrivacyConfig>,
 }
 
 fn default_warehouse() -> String {
@@ -114,6 +118,8 @@ pub struct Pipeline {
     /// Its `[sources.*]` sections, parsed and validated by the sources
     /// themselves, in registry order.
     pub sources: Vec<Arc<dyn SourceConfig>>,
+    /// `[privacy]`, resolved for every column; None without the section.
+    pub policy: Option<Arc<crate::privacy::Policy>>,
 }
 
 impl Pipeline {
@@ -165,11 +171,16 @@ impl Pipeline {
             PipelineConfig::deserialize(value).map_err(|e| err(e.to_string()))?;
         let tz = validate(&config).map_err(err)?;
         let sources = parse_sources(sections).map_err(err)?;
+        let policy = match &config.privacy {
+            Some(p) => Some(Arc::new(p.policy().map_err(err)?)),
+            None => None,
+        };
         Ok(Pipeline {
             file: file.to_path_buf(),
             config,
             tz,
             sources,
+            policy,
         })
     }
 }

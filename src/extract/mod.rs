@@ -64,6 +64,8 @@ pub struct BuildCtx<'a> {
     /// The run's clock (finality horizons are measured from it).
     pub now: DateTime<Utc>,
     pub lookback_days: u32,
+    /// The personal-data policy every row passes before it is buffered.
+    pub policy: Option<Arc<crate::privacy::Policy>>,
 }
 
 /// A configured source. Each stream kind has its reader; a source implements
@@ -144,6 +146,7 @@ pub fn build_all(
         tz: pipeline.tz,
         now,
         lookback_days: pipeline.config.lookback_days,
+        policy: pipeline.policy.clone(),
     };
     pipeline.sources.iter().map(|s| s.build(&ctx)).collect()
 }
@@ -348,13 +351,17 @@ pub struct Extracted {
 }
 
 impl Extracted {
-    /// Empty buffers for `spec`'s tables.
-    pub fn new(spec: &StreamSpec, run_id: &str) -> Self {
+    /// Empty buffers for `spec`'s tables, applying `policy` to each row.
+    pub fn new(
+        spec: &StreamSpec,
+        run_id: &str,
+        policy: &Option<Arc<crate::privacy::Policy>>,
+    ) -> Self {
         Extracted {
             buffers: spec
                 .tables
                 .iter()
-                .map(|t| TableBuffer::new(t, run_id))
+                .map(|t| TableBuffer::new(t, run_id).with_policy(policy))
                 .collect(),
             rejects: Vec::new(),
             pages: 0,

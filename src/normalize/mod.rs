@@ -300,6 +300,9 @@ pub struct TableBuffer {
     spill: Option<spill::Spill>,
     /// A spill that failed; reported when the rows are taken.
     spill_failed: Option<Error>,
+    /// Applied to every row before it is held (so spills hold no more
+    /// than the warehouse will).
+    policy: Option<Arc<crate::privacy::Policy>>,
 }
 
 impl TableBuffer {
@@ -313,7 +316,14 @@ impl TableBuffer {
             children: HashMap::new(),
             spill: None,
             spill_failed: None,
+            policy: None,
         }
+    }
+
+    /// The buffer, applying `policy` (if any) to every row pushed.
+    pub fn with_policy(mut self, policy: &Option<Arc<crate::privacy::Policy>>) -> Self {
+        self.policy = policy.clone();
+        self
     }
 
     /// An empty buffer that moves its rows to a temporary file every
@@ -343,7 +353,10 @@ impl TableBuffer {
     }
 
     /// [`TableBuffer::push`], returning the row's key.
-    fn push_key(&mut self, dt: Option<NaiveDate>, row: Row) -> String {
+    fn push_key(&mut self, dt: Option<NaiveDate>, mut row: Row) -> String {
+        if let Some(p) = &self.policy {
+            p.apply(self.table, &mut row);
+        }
         let key = key_of(self.table, &row);
         if let Some((old_dt, i)) = self.index.get(&key).copied() {
             self.partitions.get_mut(&old_dt).expect("indexed partition")[i] = None;
@@ -723,6 +736,46 @@ mod tests {
             .expect("the failed spill is reported");
         assert!(e.to_string().contains("No space left on device"), "{e}");
         assert!(e.to_string().contains("socialintents.widgets"), "{e}");
+    }
+
+    /// Issue 20: rows are spilled as the policy leaves them: the run files
+    /// in the temporary directory hold the hashes, never the emails.
+    #[test]
+    fn spill_files_hold_only_what_the_policy_leaves() {
+        let t = schema::table("socialintents.contacts");
+        let cfg: crate::privacy::PrivacyConfig =
+            toml::from_str("key = \"0123456789abcdef0123\"").unwrap();
+        let policy = Some(Arc::new(cfg.policy().unwrap()));
+        let mut b = TableBuffer::spilling_every(t, "run1", 4).with_policy(&policy);
+        for i in 0..20 {
+            let cells = vec![
+                ("contact_id", Cell::Str(format!("c{i}"))),
+                ("email", Cell::Str(format!("Person.{i}@Example.org"))),
+                ("phone", Cell::Str(format!("+1 555 010 {i:04}"))),
+                ("created_at", Cell::Micros(1_700_000_000_000_000)),
+            ];
+            b.push(None, Row::named(t, cells, 0).unwrap());
+        }
+        let dirs = b.spill.as_ref().unwrap().dirs();
+        let mut bytes = Vec::new();
+        for d in &dirs {
+            for f in std::fs::read_dir(d).unwrap() {
+                bytes.extend(std::fs::read(f.unwrap().path()).unwrap());
+            }
+        }
+        assert!(bytes.len() > 1000, "{} bytes spilled", bytes.len());
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        assert!(
+            !text.contains("@example.org") && !text.contains("555 010"),
+            "plain values spilled"
+        );
+        let rows: usize = b
+            .into_batches()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.num_rows())
+            .sum();
+        assert_eq!(rows, 20);
     }
 
     /// A spilling buffer gives exactly what a buffer in memory gives, for

@@ -92,6 +92,12 @@ impl Spill {
         self.dirs.insert(0, dir);
     }
 
+    /// The directories spilled into (tests look inside).
+    #[cfg(test)]
+    pub(super) fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path().to_path_buf()).collect()
+    }
+
     /// Rows held in memory before a spill.
     pub(super) fn every(&self) -> usize {
         self.every

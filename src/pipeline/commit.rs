@@ -130,7 +130,16 @@ pub(super) async fn write_rejects(
                 ("run_id", Cell::Str(ctx.run_id.to_string())),
                 ("extracted_at", Cell::Micros(time::micros(now))),
             ];
-            Row::named(table, cells, time::micros(now))
+            let mut row = Row::named(table, cells, time::micros(now))?;
+            // The record as the API sent it, under the free-text policy.
+            if let Some(p) = &ctx.pipeline.policy {
+                p.apply(table, &mut row);
+                let at = table.index_of("reason").unwrap_or(usize::MAX);
+                if let Some(Cell::Str(reason)) = row.cells.get_mut(at) {
+                    *reason = p.message(reason);
+                }
+            }
+            Ok(row)
         })
         .collect::<Result<Vec<Row>>>()?;
     let batch = build_batch(table, ctx.run_id, &rows)?;

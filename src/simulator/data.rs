@@ -62,6 +62,8 @@ pub struct SimChat {
     pub visitor_id: String,
     pub visitor_name: String,
     pub visitor_email: String,
+    /// As a visitor types it: spaces, dashes, parentheses, a `+` or not.
+    pub visitor_phone: String,
     pub agent: Option<Agent>,
     pub start: DateTime<Utc>,
     pub duration_s: i64,
@@ -307,12 +309,22 @@ impl SiData {
             // greeting before the visitor speaks
         }
         t += Duration::milliseconds(rng.i64(1_000..20_000));
-        messages.push(said(
-            "messageToAgent",
-            visitor,
-            t,
-            "Hi I have a question about your service.",
-        ));
+        // Personal data as visitors type it, in some chats: the email (in
+        // mixed case), the phone, a payment card; and what must survive
+        // redaction: an order number, a date, a time, a price.
+        let visitor_email = email(visitor, visitor_no);
+        let visitor_phone = phone(visitor_no);
+        let first = match visitor_no % 4 {
+            0 => format!(
+                "Hi, I'm {visitor}. Reach me at {} or {visitor_phone}.",
+                visitor_email.to_uppercase()
+            ),
+            1 => format!(
+                "Please charge my card {CARD} for order #123-456-789 of 2025-10-27, $49.99."
+            ),
+            _ => "Hi I have a question about your service.".to_string(),
+        };
+        messages.push(said("messageToAgent", visitor, t, &first));
         if chat_type == "Answered" {
             t += Duration::milliseconds(rng.i64(reply_ms));
             messages.push(said("messageToVisitor", aname, t, "Hi there! I can help."));
@@ -335,7 +347,12 @@ impl SiData {
             widget_id: WIDGETS[rng.usize(..WIDGETS.len())].0.to_string(),
             visitor_id: format!("v-{visitor_no:05}"),
             visitor_name: visitor.to_string(),
-            visitor_email: email(visitor, visitor_no),
+            visitor_email: if visitor_no % 3 == 0 {
+                mixed_case(&visitor_email)
+            } else {
+                visitor_email
+            },
+            visitor_phone,
             agent: (chat_type == "Answered").then_some(agent),
             start,
             duration_s: (t - start).num_seconds(),
@@ -358,6 +375,37 @@ fn day_start_utc(d: NaiveDate) -> DateTime<Utc> {
 
 fn email(name: &str, n: u64) -> String {
     format!("{}.{n}@example.org", name.to_lowercase().replace(' ', "."))
+}
+
+/// A payment card number visitors type (Luhn-valid: a test card).
+pub const CARD: &str = "4111 1111 1111 1111";
+
+/// A visitor's phone as typed, in one of three styles.
+pub fn phone(n: u64) -> String {
+    match n % 3 {
+        0 => format!("+1 (555) 010-{:04}", n % 10_000),
+        1 => format!("555-010-{:04}", n % 10_000),
+        _ => format!("+44 20 7946 {:04}", n % 10_000),
+    }
+}
+
+/// An email as some visitors type it: `Ann.Lee.7@Example.ORG`.
+fn mixed_case(email: &str) -> String {
+    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
+    let mut up = true;
+    let local: String = local
+        .chars()
+        .map(|c| {
+            let out = if up { c.to_ascii_uppercase() } else { c };
+            up = c == '.';
+            out
+        })
+        .collect();
+    let domain = domain
+        .split_once('.')
+        .map(|(a, b)| format!("{}{}.{}", a[..1].to_uppercase(), &a[1..], b.to_uppercase()))
+        .unwrap_or_default();
+    format!("{local}@{domain}")
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ fn chat_json(c: &SimChat, tz: Tz, drift: bool) -> Value {
         "location": "Atlanta, GA, US",
         "visitorId": c.visitor_id,
         "visitorName": c.visitor_name,
-        "visitorPhone": "",
+        "visitorPhone": c.visitor_phone,
         "visitorEmail": c.visitor_email,
         "agentName": c.agent.as_ref().map(|a| a.name.clone()),
         "agentId": c.agent.as_ref().map(|a| a.id.clone()),
@@ -210,7 +210,9 @@ fn chat_json(c: &SimChat, tz: Tz, drift: bool) -> Value {
         "duration": c.duration_s,
         "visits": c.visits,
         "visitorCustom1": "plan=pro",
+        "visitorCustom2": format!("callback {} / {}", c.visitor_phone, c.visitor_email),
         "textBody": c.messages.iter().map(|m| format!("{}: {}", m.nickname, m.body)).collect::<Vec<_>>().join("\n"),
+        "htmlBody": c.messages.iter().map(|m| format!("<p><b>{}</b>: {}</p>", m.nickname, m.body)).collect::<String>(),
     });
     if c.chat_type != "Offline Message" {
         v["messages"] = Value::Array(messages);

@@ -60,6 +60,12 @@ pub fn state_stream(file_name: &str) -> Option<&str> {
         .filter(|s| !s.starts_with('_'))
 }
 
+/// The fingerprint of the key a pipeline's hashes were made with
+/// (`_`-prefixed: not a stream state).
+pub fn privacy_file(root: &Path, pipeline: &str) -> Path {
+    state_dir(root, pipeline).join("_privacy.json")
+}
+
 /// The run lock of a pipeline.
 pub fn lock_file(root: &Path, pipeline: &str) -> Path {
     root.clone().join("_locks").join(format!("{pipeline}.json"))

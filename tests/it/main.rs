@@ -11,6 +11,7 @@ mod hostile;
 mod hostile2;
 mod lock;
 mod pipeline;
+mod privacy;
 mod report;
 mod reporting;
 mod s3;

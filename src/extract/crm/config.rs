@@ -64,7 +64,9 @@ impl SourceConfig for CrmConfig {
         super::NAME
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
-        Ok(Box::new(super::Crm::new(self, ctx.http, ctx.tz)?))
+        let mut source = super::Crm::new(self, ctx.http, ctx.tz)?;
+        source.policy = ctx.policy.clone();
+        Ok(Box::new(source))
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

@@ -49,6 +49,8 @@ pub struct Crm {
     client: HttpClient,
     tz: Tz,
     cfg: CrmConfig,
+    /// Applied to every row before it is buffered.
+    pub(super) policy: Option<std::sync::Arc<crate::privacy::Policy>>,
 }
 
 impl Crm {
@@ -64,6 +66,7 @@ impl Crm {
             )?,
             tz,
             cfg: cfg.clone(),
+            policy: None,
         })
     }
 }
@@ -123,14 +126,14 @@ impl Source for Crm {
         let endpoint = spec.endpoints[0];
         let table = spec.tables[0];
         let mut up = Upserts {
-            extracted: Extracted::new(spec, run_id),
+            extracted: Extracted::new(spec, run_id, &self.policy),
             replace: HashSet::new(),
             tombstones: HashSet::new(),
             live: 0,
             high_water: None,
         };
         // The whole account, so its rows spill to disk as they come.
-        up.extracted.buffers[0] = TableBuffer::spilling(table, run_id);
+        up.extracted.buffers[0] = TableBuffer::spilling(table, run_id).with_policy(&self.policy);
         let filter: HashSet<&str> = self.cfg.company_ids.iter().map(String::as_str).collect();
         // Requests: one for the whole account, or one per configured company.
         let requests: Vec<Option<&str>> = if filter.is_empty() || endpoint == "companies" {

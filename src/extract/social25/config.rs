@@ -94,13 +94,9 @@ impl SourceConfig for Social25Config {
         super::NAME
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
-        Ok(Box::new(super::Social25::new(
-            self,
-            ctx.http,
-            ctx.tz,
-            ctx.now,
-            ctx.lookback_days,
-        )?))
+        let mut source = super::Social25::new(self, ctx.http, ctx.tz, ctx.now, ctx.lookback_days)?;
+        source.policy = ctx.policy.clone();
+        Ok(Box::new(source))
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

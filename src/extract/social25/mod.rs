@@ -74,6 +74,8 @@ pub struct Social25 {
     /// Message requests in flight, across the chunks being fetched at once
     /// (`max_concurrency` permits).
     in_flight: tokio::sync::Semaphore,
+    /// Applied to every row before it is buffered.
+    pub(super) policy: Option<Arc<crate::privacy::Policy>>,
 }
 
 /// The messages stream's cursor, saved in its state file.
@@ -141,6 +143,7 @@ impl Social25 {
             cfg: cfg.clone(),
             listed: tokio::sync::Mutex::new(None),
             in_flight: tokio::sync::Semaphore::new(cfg.max_concurrency),
+            policy: None,
         })
     }
 
@@ -345,7 +348,7 @@ impl Source for Social25 {
         window: Option<Window>,
         run_id: &str,
     ) -> Result<Extracted> {
-        let mut out = Extracted::new(spec, run_id);
+        let mut out = Extracted::new(spec, run_id, &self.policy);
         let stream = spec.name.trim_start_matches("social25.");
         let extracted_at = time::micros(Utc::now());
         let reject = |out: &mut Extracted, table: &str, reason: String, raw: &serde_json::Value| {
@@ -393,7 +396,8 @@ impl Source for Social25 {
                     .each_state(
                         || {
                             (
-                                crate::normalize::TableBuffer::spilling(table, run_id),
+                                crate::normalize::TableBuffer::spilling(table, run_id)
+                                    .with_policy(&self.policy),
                                 Summaries::default(),
                                 Vec::new(),
                                 0u64,
@@ -418,7 +422,8 @@ impl Source for Social25 {
                     )
                     .await?;
                 let mut summaries = Summaries::default();
-                out.buffers[0] = crate::normalize::TableBuffer::spilling(table, run_id);
+                out.buffers[0] = crate::normalize::TableBuffer::spilling(table, run_id)
+                    .with_policy(&self.policy);
                 for ((buffer, sums, rejects, received), l) in per_state {
                     out.pages += l.pages;
                     out.records += received;
@@ -523,7 +528,7 @@ impl Source for Social25 {
         keys: &[String],
         run_id: &str,
     ) -> Result<Extracted> {
-        let mut out = Extracted::new(spec, run_id);
+        let mut out = Extracted::new(spec, run_id, &self.policy);
         let extracted_at = time::micros(Utc::now());
         let outbound_column = spec.tables[0]
             .index_of("outbound")

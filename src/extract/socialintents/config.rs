@@ -72,7 +72,9 @@ impl SourceConfig for SocialIntentsConfig {
         super::NAME
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
-        Ok(Box::new(super::SocialIntents::new(self, ctx.http, ctx.tz)?))
+        let mut source = super::SocialIntents::new(self, ctx.http, ctx.tz)?;
+        source.policy = ctx.policy.clone();
+        Ok(Box::new(source))
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

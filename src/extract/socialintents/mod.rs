@@ -41,6 +41,8 @@ pub struct SocialIntents {
     client: HttpClient,
     tz: Tz,
     cfg: SocialIntentsConfig,
+    /// Applied to every row before it is buffered.
+    pub(super) policy: Option<std::sync::Arc<crate::privacy::Policy>>,
 }
 
 impl SocialIntents {
@@ -54,6 +56,7 @@ impl SocialIntents {
             client: HttpClient::new(SOURCE, &cfg.base_url, auth, http, cfg.requests_per_minute)?,
             tz,
             cfg: cfg.clone(),
+            policy: None,
         })
     }
 
@@ -165,7 +168,7 @@ impl Source for SocialIntents {
         let mut buffers: Vec<TableBuffer> = spec
             .tables
             .iter()
-            .map(|t| TableBuffer::new(t, run_id))
+            .map(|t| TableBuffer::new(t, run_id).with_policy(&self.policy))
             .collect();
         if let Some(w) = window {
             for b in &mut buffers {

@@ -1,0 +1,345 @@
+//! Issue 20, first part: a `[privacy]` policy applied before anything is
+//! written. The simulator serves personal data as people type it (mixed-case
+//! emails, phones with spaces and dashes, a card number and an email inside
+//! messages and transcripts, a phone in `_extra`, poison records whose raw
+//! JSON lands in meta.rejects); after a run under hash, drop and redact, no
+//! file of the warehouse and no log line at RUST_LOG=debug holds any of it,
+//! hashes equal HMAC-SHA256 computed here, and the chats-by-company view
+//! gives the numbers of an unhashed run.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use chatlake::simulator::{CrmData, SiData, SimConfig};
+use hmac::{KeyInit, Mac};
+
+use crate::support::*;
+
+const PKEY: &str = "privacy-key-0123456789abcdef";
+const CRM_KEY: &str = "crm-SECRET-5d21aa";
+
+const POLICY: &str = r#"
+[privacy]
+key = "privacy-key-0123456789abcdef"
+email = "hash"
+phone = "hash"
+name = "drop"
+ip = "truncate"
+url = "redact"
+free_text = "redact"
+"#;
+
+fn sim_config() -> SimConfig {
+    let mut si = SiData::new(d("2025-10-25"), d("2025-11-04"), 6);
+    si.malformed_every = 9;
+    let mut crm = CrmData::new(d("2025-10-28"), d("2025-11-04"), 3);
+    crm.api_key = CRM_KEY.into();
+    crm.now = Some(now_after(d("2025-11-06")));
+    SimConfig {
+        socialintents: si,
+        crm,
+        ..empty_sim_config()
+    }
+    .with_crm_contacts_for_visitors(2)
+}
+
+fn pipeline(sim: &chatlake::simulator::Simulator, privacy: &str) -> String {
+    format!(
+        r#"name = "p"
+timezone = "America/New_York"
+start_date = "2025-10-25"
+[http]
+max_attempts = 8
+backoff_base_ms = 5
+backoff_max_ms = 100
+[sources.socialintents]
+base_url = "{si}"
+account_id = "acct"
+api_token = "{TOKEN}"
+streams = ["chats", "missed_chats", "offline_messages", "contacts"]
+requests_per_minute = 600000
+[sources.crm]
+base_url = "{crm}"
+api_key = "{CRM_KEY}"
+streams = ["companies", "contacts", "conversations"]
+requests_per_minute = 600000
+{privacy}"#,
+        si = sim.socialintents_url(),
+        crm = sim.crm_url(),
+    )
+}
+
+/// `chatlake run` over the test's dates; (exit code, stdout + stderr).
+fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
+    cmd.args([
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        wh,
+        "--from",
+        "2025-10-27",
+        "--to",
+        "2025-11-04",
+    ])
+    .args(extra)
+    .env("RUST_LOG", "debug")
+    .env_remove("CHATLAKE_PRIVACY_KEY");
+    if let Some(k) = key {
+        cmd.env("CHATLAKE_PRIVACY_KEY", k);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn hmac_hex(value: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(PKEY.as_bytes()).unwrap();
+    mac.update(value.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every string value of every Parquet file under `dir`, decoded.
+fn decoded_strings(dir: &std::path::Path) -> Vec<(String, String)> {
+    use arrow::array::{Array, AsArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut out = Vec::new();
+    for f in files(dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+    {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+                let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)
+                    .or_else(|_| {
+                        // lists: their items
+                        let l = col.as_list::<i32>();
+                        Ok::<_, arrow::error::ArrowError>(std::sync::Arc::clone(l.values()))
+                    })
+                    .unwrap();
+                let s = col.as_string::<i32>();
+                for i in 0..s.len() {
+                    if s.is_valid(i) {
+                        out.push((
+                            format!("{} {}", f.display(), field.name()),
+                            s.value(i).to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_keeps_personal_data_out_of_every_file_and_log() {
+    let env = env_from(sim_config(), "p.toml", |sim| pipeline(sim, POLICY)).await;
+    let plain_dir = env.dir.path().join("plain");
+    std::fs::write(plain_dir.with_extension("toml"), pipeline(&env.sim, "")).unwrap();
+    let file = env.pipeline_file.to_str().unwrap().to_string();
+    let wh = env.dir.path().join("wh");
+    let wh_s = wh.to_str().unwrap().to_string();
+
+    // What the simulator serves: every visitor email and phone, the card.
+    let served = env.served_chats("2025-10-25", "2025-11-05");
+    let crm = env.sim.config().crm;
+    let mut plain: BTreeSet<String> = BTreeSet::new();
+    for c in &served {
+        plain.insert(c.visitor_email.clone());
+        plain.insert(c.visitor_email.to_lowercase());
+        plain.insert(c.visitor_email.to_uppercase());
+        plain.insert(c.visitor_phone.clone());
+        plain.insert(
+            c.visitor_phone
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect(),
+        );
+    }
+    for c in crm.contacts() {
+        plain.insert(c.email.to_lowercase());
+    }
+    plain.insert(chatlake::simulator::data::CARD.into());
+    plain.insert(chatlake::simulator::data::CARD.replace(' ', ""));
+    plain.retain(|v| v.len() >= 7);
+    assert!(served
+        .iter()
+        .any(|c| c.visitor_email.chars().any(|ch| ch.is_ascii_uppercase())));
+
+    // The key from a variable that is not set: exit 2, naming it.
+    let from_env = env.dir.path().join("env.toml");
+    let policy_env = POLICY.replace(PKEY, "${CHATLAKE_PRIVACY_KEY}");
+    std::fs::write(&from_env, pipeline(&env.sim, &policy_env)).unwrap();
+    let (code, out) = run(from_env.to_str().unwrap(), &wh_s, &[], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("CHATLAKE_PRIVACY_KEY"), "{out}");
+    assert!(!wh.join("socialintents").exists(), "nothing written");
+
+    let (code, out) = run(&file, &wh_s, &[], None);
+    assert_eq!(code, 0, "{out}");
+    for v in &plain {
+        assert!(
+            !out.contains(v.as_str()),
+            "{v} in the run's output at RUST_LOG=debug"
+        );
+    }
+    let values = decoded_strings(&wh);
+    assert!(values.len() > 1000, "{}", values.len());
+    for (place, value) in &values {
+        for v in &plain {
+            assert!(!value.contains(v.as_str()), "{v} in {place}: {value}");
+        }
+    }
+    for f in files(&wh) {
+        let bytes = std::fs::read(&f).unwrap();
+        for v in &plain {
+            assert!(
+                !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                "{v} in the bytes of {}",
+                f.display()
+            );
+        }
+    }
+    // The rejects are there, without what they held.
+    let rejects = env.int("SELECT count(*) FROM meta.rejects").await;
+    assert!(rejects > 0);
+    // Redaction leaves the rest of a message; the order number and date survive.
+    let bodies = env
+        .rows("SELECT body FROM socialintents.chat_messages WHERE body LIKE '%order #123-456-789%'")
+        .await;
+    assert!(!bodies.is_empty());
+    assert!(
+        bodies.iter().all(|b| b[0]
+            == "Please charge my card [card] for order #123-456-789 of 2025-10-27, $49.99."),
+        "{bodies:?}"
+    );
+    let reach = env
+        .rows("SELECT body FROM socialintents.chat_messages WHERE body LIKE 'Hi, I''m %Reach me%'")
+        .await;
+    assert!(!reach.is_empty());
+    assert!(
+        reach
+            .iter()
+            .all(|b| b[0].ends_with("Reach me at [email] or [phone].")),
+        "{reach:?}"
+    );
+
+    // Hashes: HMAC-SHA256 of the normalized value, equal across tables.
+    let c = env
+        .served_chats("2025-10-27", "2025-11-04")
+        .into_iter()
+        .find(|c| !c.malformed && c.visitor_email.chars().any(|ch| ch.is_ascii_uppercase()))
+        .unwrap();
+    let h = hmac_hex(&c.visitor_email.trim().to_lowercase());
+    let got = env
+        .rows(&format!("SELECT DISTINCT visitor_email, visitor_phone, visitor_name FROM socialintents.chats WHERE chat_id = '{}'", c.id))
+        .await;
+    let phone = {
+        let digits: String = c
+            .visitor_phone
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        if c.visitor_phone.starts_with('+') {
+            format!("+{digits}")
+        } else {
+            digits
+        }
+    };
+    assert_eq!(
+        got,
+        vec![vec![h.clone(), hmac_hex(&phone), "NULL".to_string()]]
+    );
+    let linked = env
+        .int(&format!(
+            "SELECT count(*) FROM crm.contacts WHERE email = '{h}'"
+        ))
+        .await;
+    let in_crm = crm
+        .linked_emails
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(&c.visitor_email));
+    assert_eq!(
+        linked > 0,
+        in_crm,
+        "the chat's hash is the CRM contact's hash"
+    );
+    // IPs truncated to the /24.
+    assert_eq!(
+        env.rows("SELECT DISTINCT ip FROM socialintents.chats")
+            .await,
+        vec![vec!["73.184.238.0".to_string()]]
+    );
+
+    // reporting.chats_by_company equals an unhashed run's.
+    let plain_wh = env.dir.path().join("plain-wh");
+    let (code, out) = run(
+        plain_dir.with_extension("toml").to_str().unwrap(),
+        plain_wh.to_str().unwrap(),
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    let q = "SELECT CAST(dt AS VARCHAR), company_id, chats, missed_chats FROM reporting.chats_by_company ORDER BY 1, 2";
+    let hashed = env.rows(q).await;
+    let unhashed = batch_rows(
+        &chatlake::query::run(
+            &chatlake::query::session(
+                &chatlake::sink::Warehouse::open(plain_wh.to_str().unwrap()).unwrap(),
+            )
+            .await
+            .unwrap(),
+            q,
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(hashed.len() > 5, "{hashed:?}");
+    // The search above finds plain values where they are: the unhashed
+    // warehouse holds emails, phones and the card.
+    let unprotected = decoded_strings(&plain_wh);
+    for probe in [
+        c.visitor_email.clone(),
+        c.visitor_phone.clone(),
+        chatlake::simulator::data::CARD.to_string(),
+    ] {
+        assert!(
+            unprotected.iter().any(|(_, v)| v.contains(&probe)),
+            "{probe} not found in the unhashed warehouse"
+        );
+    }
+    assert_eq!(hashed, unhashed);
+
+    // Another key (from the variable) is refused; --full-refresh takes it.
+    let env_file = from_env.to_str().unwrap();
+    let (code, out) = run(env_file, &wh_s, &[], Some("another-key-0123456789"));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("not the key this warehouse's hashes were made with"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("another-key-0123456789") && !out.contains(PKEY),
+        "{out}"
+    );
+    let (code, out) = run(
+        env_file,
+        &wh_s,
+        &["--full-refresh"],
+        Some("another-key-0123456789"),
+    );
+    assert_eq!(code, 0, "{out}");
+}
