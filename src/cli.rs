@@ -311,7 +311,27 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
                     full_refresh,
                     ..RunOptions::default()
                 };
-                return print_plan(&p, &pipeline::plan(&p, wh.as_ref(), &opts).await?);
+                print_plan(&p, &pipeline::plan(&p, wh.as_ref(), &opts).await?)?;
+                // What the run's retention would delete.
+                if let (Some(policy), Some(wh)) = (&p.policy, &wh) {
+                    let today = time::local_date(Utc::now(), p.tz);
+                    let report = p.config.report.as_ref().map(|r| r.path.as_str());
+                    let gone =
+                        crate::privacy::retention::expired(wh, policy, today, report).await?;
+                    for e in &gone {
+                        outln!(
+                            "retention: would delete {} dt={} ({} days kept){}",
+                            e.table,
+                            e.dt,
+                            e.days,
+                            e.rows.map_or(String::new(), |r| format!(", {r} rows"))
+                        )?;
+                    }
+                    if gone.is_empty() && !policy.retention.is_empty() {
+                        outln!("retention: nothing is past its retention")?;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let wh = open_warehouse(wh.warehouse, Some(&p))?;
             let stop = stop_on_signals();

@@ -232,7 +232,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     // In the order the streams were selected.
     reports.sort_by_key(|(r, _)| specs.iter().position(|(_, s)| s.name == r.stream));
     let recorded = reports.iter().all(|(_, recorded)| *recorded);
-    let reports: Vec<StreamReport> = reports.into_iter().map(|(r, _)| r).collect();
+    let mut reports: Vec<StreamReport> = reports.into_iter().map(|(r, _)| r).collect();
     // The planned totals are exact: a run where every stream succeeded did
     // every step it planned (checked in debug builds, so by every test run).
     if reports.iter().all(|r| r.error.is_none()) {
@@ -249,6 +249,26 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         bar.finish_and_clear();
     }
     let _ = progress.clear();
+    // Partitions past their retention go, and are recorded in
+    // meta.deletions; a failure fails the run (a meta.runs row says why).
+    if let Some(policy) = &pipeline.policy {
+        let report_path = cfg.report.as_ref().map(|r| r.path.as_str());
+        let started = Utc::now();
+        let outcome =
+            crate::privacy::retention::apply(wh, &cfg.name, &run_id, policy, today, report_path)
+                .await;
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "retention failed");
+            let mut rep = StreamReport::new(RETENTION);
+            rep.started_at = started;
+            rep.error = Some(crate::config::secret::clean(&format!("retention: {e}")));
+            rep.finished_at = Utc::now();
+            if let Err(e) = commit::write_run_row(wh, pipeline, &run_id, &rep).await {
+                tracing::error!(error = %e, "could not record the retention failure in meta.runs");
+            }
+            reports.push(rep);
+        }
+    }
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {
         match crate::report::deliver(wh, report, today).await {
@@ -267,6 +287,9 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
         streams: reports,
     })
 }
+
+/// The stream name of the meta.runs row of a failed retention.
+pub const RETENTION: &str = "(retention)";
 
 /// The stream name of the meta.runs row of a run that could not start.
 pub const RUN_START: &str = "(run start)";

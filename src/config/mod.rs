@@ -175,6 +175,17 @@ impl Pipeline {
             Some(p) => Some(Arc::new(p.policy().map_err(err)?)),
             None => None,
         };
+        // A retention within the lookback would delete what every run reads again.
+        if let Some((table, days)) = policy
+            .iter()
+            .flat_map(|p| &p.retention)
+            .find(|(_, d)| **d <= config.lookback_days)
+        {
+            return Err(err(format!(
+                "privacy retention of {table} ({days} days) is within lookback_days = {}: every run would read those days again; keep more days than the lookback",
+                config.lookback_days
+            )));
+        }
         Ok(Pipeline {
             file: file.to_path_buf(),
             config,
@@ -403,6 +414,21 @@ streams = ["chats", "widgets"]
                 .to_string();
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn a_retention_within_the_lookback_is_refused() {
+        let privacy = "[privacy]\nemail = \"keep\"\nphone = \"keep\"\nretention_days = 2\n";
+        let text = GOOD.replace(
+            "[sources.socialintents]",
+            &format!("{privacy}[sources.socialintents]"),
+        );
+        let e = Pipeline::parse(&text, Path::new("p.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("within lookback_days = 2"), "{e}");
+        let ok = text.replace("retention_days = 2", "retention_days = 3");
+        assert!(Pipeline::parse(&ok, Path::new("p.toml"), &env).is_ok());
     }
 
     const S25: &str = r#"

@@ -16,6 +16,7 @@
 
 pub mod hash;
 pub mod redact;
+pub mod retention;
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,12 @@ pub struct PrivacyConfig {
     /// Per-column overrides by qualified name (`socialintents.chats.visitor_name`).
     #[serde(default)]
     pub columns: BTreeMap<String, Action>,
+    /// Local days a table keeps (today and the N-1 before); none: forever.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Per-table retention in days, by table name.
+    #[serde(default)]
+    pub retention: BTreeMap<String, u32>,
 }
 
 /// The actions a kind allows, and its default.
@@ -200,6 +207,8 @@ impl PrivacyConfig {
             columns,
             key,
             extra: free_text,
+            retention: retention::resolve(self.retention_days, &self.retention)?,
+            report_retention: self.retention_days,
         })
     }
 }
@@ -220,6 +229,10 @@ pub struct Policy {
     key: Option<Secret>,
     /// The action for `_extra` (the free-text one).
     extra: Action,
+    /// Table -> days its partitions are kept.
+    pub retention: BTreeMap<String, u32>,
+    /// Days the dated copies of the HTML report are kept.
+    pub report_retention: Option<u32>,
 }
 
 impl Policy {
@@ -424,5 +437,35 @@ mod tests {
             Action::Drop
         );
         assert_eq!(p.action("socialintents.contacts", "name"), Action::Keep);
+    }
+
+    #[test]
+    fn retention_applies_to_partitioned_data_tables_only() {
+        let keep = "email = \"keep\"\nphone = \"keep\"\n";
+        let p = config(&format!(
+            "{keep}retention_days = 30\n[retention]\n\"socialintents.chat_messages\" = 7"
+        ))
+        .policy()
+        .unwrap();
+        assert_eq!(p.retention.get("socialintents.chats"), Some(&30));
+        assert_eq!(p.retention.get("socialintents.chat_messages"), Some(&7));
+        assert_eq!(p.retention.get("meta.rejects"), Some(&30));
+        assert_eq!(p.retention.get("meta.runs"), None);
+        assert_eq!(p.retention.get("crm.contacts"), None);
+        for (bad, says) in [
+            ("retention_days = 0", "at least 1"),
+            (
+                "[retention]\n\"crm.contacts\" = 30",
+                "only partitioned data tables",
+            ),
+            (
+                "[retention]\n\"meta.runs\" = 30",
+                "only partitioned data tables",
+            ),
+            ("[retention]\n\"no.such\" = 30", "no such table"),
+        ] {
+            let e = config(&format!("{keep}{bad}")).policy().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -96,7 +96,7 @@ pub fn run_marker(root: &Path, pipeline: &str, run_id: &str) -> Path {
 
 /// Tables written by [`append_file`] (one file per run and part) rather
 /// than one [`DATA_FILE`] per partition.
-pub const APPEND_TABLES: &[&str] = &["meta.runs", "meta.rejects"];
+pub const APPEND_TABLES: &[&str] = &["meta.runs", "meta.rejects", "meta.deletions"];
 
 /// The files of a table that readers take, as a glob of file names (readers
 /// match it against the name alone, partition directories aside): only what

@@ -343,3 +343,148 @@ async fn a_policy_keeps_personal_data_out_of_every_file_and_log() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+/// Retention: a run deletes the partitions older than each table's
+/// retention (here 5 days, chat messages 3) and the old dated reports,
+/// records each in meta.deletions with its rows, and leaves newer
+/// partitions byte for byte; `run --dry-run` lists them and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_partitions_and_nothing_else() {
+    let config = SimConfig {
+        socialintents: SiData::new(d("2025-10-25"), d("2025-11-05"), 4),
+        ..empty_sim_config()
+    };
+    let keep = "[privacy]\nemail = \"keep\"\nphone = \"keep\"\n";
+    // Social Intents chats only.
+    let si = |sim: &chatlake::simulator::Simulator, privacy: &str| {
+        let text = pipeline(sim, privacy).replace(
+            r#"streams = ["chats", "missed_chats", "offline_messages", "contacts"]"#,
+            r#"streams = ["chats", "missed_chats"]"#,
+        );
+        let crm = text.find("[sources.crm]").unwrap();
+        let end = text[crm..].find("requests_per_minute = 600000\n").unwrap() + crm;
+        format!(
+            "{}{}",
+            &text[..crm],
+            &text[end + "requests_per_minute = 600000\n".len()..]
+        )
+    };
+    let env = env_from(config, "r.toml", |sim| si(sim, keep)).await;
+    let report = env.run(Some("2025-10-27"), "2025-11-04").await;
+    assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
+    let wh = env.dir.path().join("wh");
+    // A dated report copy from long ago.
+    std::fs::create_dir_all(wh.join("_reports")).unwrap();
+    std::fs::write(wh.join("_reports/2025-10-01.html"), "<html></html>").unwrap();
+    let before: std::collections::BTreeMap<_, _> = files(&wh)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    let retention = format!(
+        "{keep}retention_days = 5\n[privacy.retention]\n\"socialintents.chat_messages\" = 3\n[report]\npath = \"_reports/latest.html\"\n"
+    );
+    let env = env.with_pipeline(|text| text.replace(keep, &retention));
+    let file = env.pipeline_file.to_str().unwrap().to_string();
+    let wh_s = wh.to_str().unwrap().to_string();
+
+    // The dry run (today is the wall clock: everything is past 5 days).
+    let (code, out, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        &file,
+        "--warehouse",
+        &wh_s,
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("retention: would delete socialintents.chats dt=2025-10-27 (5 days kept)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "retention: would delete socialintents.chat_messages dt=2025-11-04 (3 days kept)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("retention: would delete _reports dt=2025-10-01"),
+        "{out}"
+    );
+    let after_dry: std::collections::BTreeMap<_, _> = files(&wh)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    assert!(after_dry == before, "the dry run changed the warehouse");
+
+    // The run of 2025-11-05, today being 2025-11-06.
+    let report = env.run(Some("2025-11-05"), "2025-11-05").await;
+    assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
+    let today = d("2025-11-06");
+    let kept = |days: i64| today - chrono::Duration::days(days - 1);
+    let tz = env.tz();
+    let served = env.served_chats("2025-10-27", "2025-11-04");
+    let mut expected: std::collections::BTreeMap<(String, chrono::NaiveDate), i64> =
+        Default::default();
+    for c in served.iter().filter(|c| !c.malformed) {
+        let dt = chatlake::simulator::clock::local_date(c.start, tz);
+        if dt < kept(5) {
+            *expected
+                .entry(("socialintents.chats".into(), dt))
+                .or_default() += 1;
+        }
+        if dt < kept(3) {
+            *expected
+                .entry(("socialintents.chat_messages".into(), dt))
+                .or_default() += c.messages.len() as i64;
+        }
+    }
+    let recorded = env
+        .rows("SELECT table_name, CAST(partition_dt AS VARCHAR), rows FROM meta.deletions WHERE table_name LIKE 'socialintents.%' ORDER BY 1, 2")
+        .await;
+    let want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|((t, dt), n)| vec![t.clone(), dt.to_string(), n.to_string()])
+        .collect();
+    // Today 11-06: chats keep 11-02 on (10-27..11-01 go), messages 11-04 on.
+    assert_eq!(want.len(), 6 + 8, "{want:?}");
+    assert_eq!(recorded, want);
+    assert_eq!(
+        env.rows("SELECT CAST(partition_dt AS VARCHAR), reason FROM meta.deletions WHERE table_name = '_reports'").await,
+        vec![vec!["2025-10-01".to_string(), "retention (5 days)".to_string()]]
+    );
+    assert!(!wh.join("_reports/2025-10-01.html").exists());
+    // What is older is gone; what is newer and was not read again is the same file.
+    let oldest_chat = env
+        .rows("SELECT CAST(min(dt) AS VARCHAR) FROM socialintents.chats")
+        .await;
+    assert_eq!(oldest_chat, vec![vec![kept(5).to_string()]]);
+    let oldest_message = env
+        .rows("SELECT CAST(min(dt) AS VARCHAR) FROM socialintents.chat_messages")
+        .await;
+    assert_eq!(oldest_message, vec![vec![kept(3).to_string()]]);
+    for (f, bytes) in &before {
+        let rel = f.strip_prefix(&wh).unwrap().to_string_lossy().into_owned();
+        let Some(dt) = rel
+            .split("dt=")
+            .nth(1)
+            .and_then(|s| s.get(..10))
+            .and_then(|s| s.parse::<chrono::NaiveDate>().ok())
+        else {
+            continue;
+        };
+        let days = if rel.starts_with("socialintents/chat_messages/") {
+            3
+        } else if rel.starts_with("socialintents/chats/") {
+            5
+        } else {
+            continue;
+        };
+        if dt < kept(days) {
+            assert!(!f.exists(), "{rel} is past its retention");
+        } else if dt < d("2025-11-03") {
+            // Outside the run's window and its lookback: untouched.
+            assert_eq!(&std::fs::read(f).unwrap(), bytes, "{rel} changed");
+        }
+    }
+}
