@@ -488,3 +488,62 @@ async fn retention_deletes_old_partitions_and_nothing_else() {
         }
     }
 }
+
+/// Issue 20: the columns that find one person carry Parquet Bloom filters,
+/// which answer for the emails a partition holds and (almost always) not
+/// for others; other columns have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifier_columns_carry_bloom_filters() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::serialized_reader::ReadOptionsBuilder;
+    let env = env_with(data(6), 7).await;
+    env.run(Some("2025-10-27"), "2025-10-28").await;
+    let file = env
+        .dir
+        .path()
+        .join("wh/socialintents/chats/dt=2025-10-27/data.parquet");
+    let options = ReadOptionsBuilder::new()
+        .with_reader_properties(
+            parquet::file::properties::ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    let reader =
+        SerializedFileReader::new_with_options(std::fs::File::open(&file).unwrap(), options)
+            .unwrap();
+    let rg = reader.get_row_group(0).unwrap();
+    let schema = rg.metadata().schema_descr();
+    let index = |name: &str| {
+        (0..schema.num_columns())
+            .find(|i| schema.column(*i).name() == name)
+            .unwrap()
+    };
+    let emails: Vec<String> = env
+        .rows("SELECT visitor_email FROM socialintents.chats WHERE dt = DATE '2025-10-27'")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert!(!emails.is_empty());
+    let filter = rg
+        .get_column_bloom_filter(index("visitor_email"))
+        .expect("visitor_email has a Bloom filter");
+    for e in &emails {
+        assert!(filter.check(&e.as_str()), "{e}");
+    }
+    let absent = (0..200)
+        .filter(|i| filter.check(&format!("nobody.{i}@example.net").as_str()))
+        .count();
+    assert!(absent < 10, "{absent} of 200 absent emails pass the filter");
+    for column in ["visitor_phone", "visitor_id"] {
+        assert!(
+            rg.get_column_bloom_filter(index(column)).is_some(),
+            "{column}"
+        );
+    }
+    assert!(rg.get_column_bloom_filter(index("chat_type")).is_none());
+    // Folded to the values written, not sized for a million.
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < 64 * 1024, "{size} bytes for a day of a few chats");
+}
