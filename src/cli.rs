@@ -964,18 +964,7 @@ async fn check(file: &Path) -> Result<ExitCode> {
         }
     }
     if let Some(privacy) = &p.config.privacy {
-        let kinds = [
-            crate::schema::Personal::Email,
-            crate::schema::Personal::Phone,
-            crate::schema::Personal::Name,
-            crate::schema::Personal::Ip,
-            crate::schema::Personal::Location,
-            crate::schema::Personal::Device,
-            crate::schema::Personal::Url,
-            crate::schema::Personal::FreeText,
-            crate::schema::Personal::Staff,
-        ];
-        let said: Vec<String> = kinds
+        let said: Vec<String> = crate::schema::Personal::CONFIGURABLE
             .iter()
             .map(|k| format!("{} {}", k.as_str(), privacy.action(*k).as_str()))
             .collect();

@@ -380,12 +380,10 @@ async fn run_once<S>(
                 "a result writer stopped without an error".into(),
             )))
         }
-        Ok(Err(e)) if replaced_path(&e.to_string()).is_some() => {
-            return Err(Replaced(replaced_path(&e.to_string()).unwrap_or_default()))
-        }
-        Ok(Err(e)) => match human(&e) {
-            Some(message) => Error::Usage(message),
-            None => Error::Query(e),
+        Ok(Err(e)) => match (replaced_path(&e.to_string()), human(&e)) {
+            (Some(path), _) => return Err(Replaced(path)),
+            (None, Some(message)) => Error::Usage(message),
+            (None, None) => Error::Query(e),
         },
         Err(panic) => Error::Internal(format!(
             "the query engine panicked: {}",

@@ -95,6 +95,20 @@ pub enum Personal {
 }
 
 impl Personal {
+    /// The kinds a `[privacy]` section sets a policy for (a person id is
+    /// kept: it is what finds one person).
+    pub const CONFIGURABLE: [Personal; 9] = [
+        Personal::Email,
+        Personal::Phone,
+        Personal::Name,
+        Personal::Ip,
+        Personal::Location,
+        Personal::Device,
+        Personal::Url,
+        Personal::FreeText,
+        Personal::Staff,
+    ];
+
     /// The name used in schema files and `[privacy]`.
     pub fn as_str(self) -> &'static str {
         match self {

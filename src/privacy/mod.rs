@@ -126,18 +126,7 @@ impl PrivacyConfig {
     /// a key of at least 16 bytes when anything is hashed. Messages name
     /// the key and the value.
     pub fn policy(&self) -> Result<Policy, String> {
-        let kinds = [
-            Personal::Email,
-            Personal::Phone,
-            Personal::Name,
-            Personal::Ip,
-            Personal::Location,
-            Personal::Device,
-            Personal::Url,
-            Personal::FreeText,
-            Personal::Staff,
-        ];
-        for kind in kinds {
+        for kind in Personal::CONFIGURABLE {
             let a = self.action(kind);
             let (ok, _) = allowed(kind);
             if !ok.contains(&a) {

@@ -4,7 +4,6 @@
 //! quarantined record, never a panic, a hang, a leaked secret or a lost row.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
@@ -386,8 +385,8 @@ fn echoed_credentials_are_redacted_everywhere() {
             }
         });
         let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
-        let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-            .args([
+        let (code, stdout, stderr) = chatlake_env(
+            &[
                 "run",
                 "--pipeline",
                 &file,
@@ -397,15 +396,10 @@ fn echoed_credentials_are_redacted_everywhere() {
                 "2025-10-27",
                 "--to",
                 "2025-10-28",
-            ])
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+            ],
+            &[("RUST_LOG", "debug")],
         );
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(code, 1, "{stderr}");
         assert!(
             stderr.contains("***"),
             "the echo is shown, redacted: {stderr}"

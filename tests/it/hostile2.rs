@@ -487,8 +487,8 @@ fn secrets_in_escaped_echoes_are_redacted() {
     let (_, check_out, check_err) = chatlake(&["check", "--pipeline", file]);
     let mut seen = vec![("check", check_out + &check_err)];
     for format in ["text", "json"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-            .args([
+        let (code, out, err) = chatlake_env(
+            &[
                 "--log-format",
                 format,
                 "run",
@@ -500,16 +500,11 @@ fn secrets_in_escaped_echoes_are_redacted() {
                 "2025-10-27",
                 "--to",
                 "2025-10-28",
-            ])
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        seen.push((
-            "run",
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        ));
+            ],
+            &[("RUST_LOG", "debug")],
+        );
+        assert_eq!(code, 1);
+        seen.push(("run", out + &err));
     }
     let (_, runs, _) = chatlake(&[
         "query",
@@ -550,24 +545,20 @@ fn api_text_cannot_forge_log_lines() {
     });
     let (_dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
     for format in ["text", "json"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-            .args([
-                "--log-format",
-                format,
-                "run",
-                "--pipeline",
-                &file,
-                "--warehouse",
-                &wh,
-                "--from",
-                "2025-10-27",
-                "--to",
-                "2025-10-27",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, _, stderr) = chatlake(&[
+            "--log-format",
+            format,
+            "run",
+            "--pipeline",
+            &file,
+            "--warehouse",
+            &wh,
+            "--from",
+            "2025-10-27",
+            "--to",
+            "2025-10-27",
+        ]);
+        assert_eq!(code, 1);
         assert!(
             !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
             "{stderr:?}"
@@ -631,26 +622,11 @@ fn the_shell_splits_statements_with_the_sql_tokenizer() {
         "SELECT 1 AS a; -- don't\nSELECT 2 AS b;\n\\q\nSELECT 3 AS c;\n",
     );
     assert_eq!((code, out.as_str()), (0, "a\n1\nb\n2\n"), "{err}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args(["sql", "--warehouse", wh, "--format", "csv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"SELECT 1 AS a;\nSELECT '\xff\xfe' AS bad;\nSELECT 4 AS d;\n")
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (code, stdout, stderr) = chatlake_stdin(
+        &["sql", "--warehouse", wh, "--format", "csv"],
+        b"SELECT 1 AS a;\nSELECT '\xff\xfe' AS bad;\nSELECT 4 AS d;\n",
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(stdout, "a\n1\nd\n4\n");
     assert!(
         stderr.contains("line 2 of the input is not UTF-8"),
@@ -746,8 +722,8 @@ fn a_run_sweeps_the_spill_directories_of_killed_runs() {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("run-0.arrow"), "names and phones").unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args([
+    let (code, _, err) = chatlake_env(
+        &[
             "run",
             "--pipeline",
             &file,
@@ -757,15 +733,10 @@ fn a_run_sweeps_the_spill_directories_of_killed_runs() {
             "2025-10-27",
             "--to",
             "2025-10-27",
-        ])
-        .env("TMPDIR", &tmp)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[("TMPDIR", tmp.to_str().unwrap())],
     );
+    assert_eq!(code, 0, "{err}");
     assert!(!dead.exists(), "the dead run's spill directory is removed");
     assert!(live.exists(), "a live process's spill directory stays");
 }

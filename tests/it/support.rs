@@ -287,7 +287,7 @@ pub fn kill_runs_after(env: &Env, args: &[&str], delays_ms: &[u64]) -> usize {
 }
 
 /// The binary with `args`, without CHATLAKE_WAREHOUSE.
-fn chatlake_command(args: &[&str]) -> std::process::Command {
+pub fn chatlake_command(args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
     cmd.args(args).env_remove("CHATLAKE_WAREHOUSE");
     cmd
@@ -307,8 +307,18 @@ pub fn chatlake(args: &[&str]) -> (i32, String, String) {
     outcome(chatlake_command(args).output().unwrap())
 }
 
-/// As [`chatlake`], with `input` on stdin.
-pub fn chatlake_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+/// As [`chatlake`], with these environment variables set.
+pub fn chatlake_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    outcome(
+        chatlake_command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap(),
+    )
+}
+
+/// As [`chatlake`], with `input` (text, or any bytes) on stdin.
+pub fn chatlake_stdin(args: &[&str], input: impl AsRef<[u8]>) -> (i32, String, String) {
     use std::io::Write;
     let mut child = chatlake_command(args)
         .stdin(std::process::Stdio::piped())
@@ -320,7 +330,7 @@ pub fn chatlake_stdin(args: &[&str], input: &str) -> (i32, String, String) {
         .stdin
         .take()
         .unwrap()
-        .write_all(input.as_bytes())
+        .write_all(input.as_ref())
         .unwrap();
     outcome(child.wait_with_output().unwrap())
 }
