@@ -102,6 +102,16 @@ impl StreamReport {
         *self.rows_by_table.entry(table.to_string()).or_default() += n;
     }
 
+    /// A step of the run that is not a stream (its start, its retention)
+    /// and failed: `message` comes from outside and is cleaned.
+    fn failed(step: &str, started_at: DateTime<Utc>, message: &str) -> Self {
+        StreamReport {
+            started_at,
+            error: Some(crate::config::secret::clean(message)),
+            ..StreamReport::new(step)
+        }
+    }
+
     /// A stream starting now, nothing read yet.
     fn new(stream: &str) -> Self {
         let now = Utc::now();
@@ -154,11 +164,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let cfg = &pipeline.config;
     let now = opts.now.unwrap_or_else(Utc::now);
     let today = time::local_date(now, pipeline.tz);
-    let run_id = format!(
-        "{}-{:06x}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        fastrand::u32(..0x100_0000)
-    );
+    let run_id = new_run_id(now);
     let (sources, specs) = prepare::streams(pipeline, now, opts)?;
     let states = StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone);
     prepare::check(cfg, opts, today, Some(&states), &specs).await?;
@@ -259,10 +265,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
                 .await;
         if let Err(e) = outcome {
             tracing::error!(error = %e, "retention failed");
-            let mut rep = StreamReport::new(RETENTION);
-            rep.started_at = started;
-            rep.error = Some(crate::config::secret::clean(&format!("retention: {e}")));
-            rep.finished_at = Utc::now();
+            let rep = StreamReport::failed(RETENTION, started, &format!("retention: {e}"));
             if let Err(e) = commit::write_run_row(wh, pipeline, &run_id, &rep).await {
                 tracing::error!(error = %e, "could not record the retention failure in meta.runs");
             }
@@ -288,6 +291,15 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     })
 }
 
+/// A run's id: its start (UTC, to the second) and 24 random bits.
+fn new_run_id(at: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:06x}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        fastrand::u32(..0x100_0000)
+    )
+}
+
 /// The stream name of the meta.runs row of a failed retention.
 pub const RETENTION: &str = "(retention)";
 
@@ -305,17 +317,13 @@ pub async fn record_failed_start(
     started_at: DateTime<Utc>,
     error: &crate::error::Error,
 ) -> Result<String> {
-    let run_id = format!(
-        "{}-{:06x}",
-        started_at.format("%Y%m%dT%H%M%SZ"),
-        fastrand::u32(..0x100_0000)
+    let run_id = new_run_id(started_at);
+    let mut rep = StreamReport::failed(
+        RUN_START,
+        started_at,
+        &format!("the run could not start: {error}"),
     );
-    let mut rep = StreamReport::new(RUN_START);
-    rep.started_at = started_at;
     rep.scope = "not started".into();
-    rep.error = Some(crate::config::secret::clean(&format!(
-        "the run could not start: {error}"
-    )));
     commit::write_run_row(wh, pipeline, &run_id, &rep).await?;
     Ok(run_id)
 }
@@ -325,8 +333,14 @@ async fn run_and_record(ctx: &StreamCtx<'_>, spec: &StreamSpec) -> (StreamReport
     let mut rep = StreamReport::new(&spec.name);
     let traffic_before = ctx.source.traffic();
     if let Err(e) = run_stream(ctx, spec, &mut rep).await {
-        tracing::error!(stream = %spec.name, error = %e, "stream failed");
-        rep.error = Some(crate::config::secret::clean(&e.to_string()));
+        // An error may quote what an API sent: under the policy's free-text
+        // rule, as any row would be.
+        let mut message = crate::config::secret::clean(&e.to_string());
+        if let Some(p) = &ctx.pipeline.policy {
+            message = p.message(&message);
+        }
+        tracing::error!(stream = %spec.name, error = %message, "stream failed");
+        rep.error = Some(message);
     }
     rep.traffic = ctx.source.traffic() - traffic_before;
     rep.finished_at = Utc::now();

@@ -36,6 +36,9 @@ pub enum Auth {
 /// A rate-limited, retrying client for one source.
 pub struct HttpClient {
     client: reqwest::Client,
+    /// The personal-data policy: an error body an API sends back is
+    /// redacted under it before it reaches an error or a log line.
+    policy: Option<std::sync::Arc<crate::privacy::Policy>>,
     source: String,
     /// The source's `base_url`: every request stays under its path.
     base: Url,
@@ -137,6 +140,7 @@ impl HttpClient {
             });
         }
         Ok(HttpClient {
+            policy: None,
             base,
             max_body: cfg.max_body_mb.saturating_mul(1024 * 1024),
             max_file_body: cfg.max_file_body_mb.saturating_mul(1024 * 1024),
@@ -215,6 +219,11 @@ impl HttpClient {
     pub async fn get(&self, url: Url, endpoint: &str) -> Result<Bytes> {
         self.get_decoded(url, endpoint, |body| Ok(body.clone()))
             .await
+    }
+
+    /// Redacts the error bodies of this source's API under `policy`.
+    pub fn redact_with(&mut self, policy: Option<std::sync::Arc<crate::privacy::Policy>>) {
+        self.policy = policy;
     }
 
     /// `chatlake check`: one authenticated GET of `segments` (a small
@@ -391,10 +400,11 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_prefix(resp, ERROR_BODY_BYTES).await;
-        let snippet: String = secret::clean(&String::from_utf8_lossy(&body))
-            .chars()
-            .take(200)
-            .collect();
+        let mut text = secret::clean(&String::from_utf8_lossy(&body));
+        if let Some(p) = &self.policy {
+            text = p.message(&text);
+        }
+        let snippet: String = text.chars().take(200).collect();
         let message = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 format!("{status}: the credentials were refused; check the source's account id / token ({snippet})")

@@ -8,7 +8,6 @@
 //! gives the numbers of an unhashed run.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use chatlake::simulator::{CrmData, SiData, SimConfig};
 use hmac::{KeyInit, Mac};
@@ -71,21 +70,24 @@ requests_per_minute = 600000
 
 /// `chatlake run` over the test's dates; (exit code, stdout + stderr).
 fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
-    cmd.args([
-        "run",
-        "--pipeline",
-        file,
-        "--warehouse",
-        wh,
-        "--from",
-        "2025-10-27",
-        "--to",
-        "2025-11-04",
-    ])
-    .args(extra)
-    .env("RUST_LOG", "debug")
-    .env_remove("CHATLAKE_PRIVACY_KEY");
+    let args = [
+        &[
+            "run",
+            "--pipeline",
+            file,
+            "--warehouse",
+            wh,
+            "--from",
+            "2025-10-27",
+            "--to",
+            "2025-11-04",
+        ],
+        extra,
+    ]
+    .concat();
+    let mut cmd = chatlake_command(&args);
+    cmd.env("RUST_LOG", "debug")
+        .env_remove("CHATLAKE_PRIVACY_KEY");
     if let Some(k) = key {
         cmd.env("CHATLAKE_PRIVACY_KEY", k);
     }
@@ -546,4 +548,69 @@ async fn identifier_columns_carry_bloom_filters() {
     // Folded to the values written, not sized for a million.
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size < 64 * 1024, "{size} bytes for a day of a few chats");
+}
+
+/// An API's error body that quotes a person (an email, a phone) reaches no
+/// log line and no meta.runs error in plain text under a policy that
+/// redacts free text; without one it is shown as it came.
+#[test]
+fn api_error_bodies_are_redacted_under_the_policy() {
+    use crate::hostile::{json, si_empty, si_pipeline, Hostile};
+    let server = Hostile::start(|path, _, _| {
+        if path.contains("/chats") {
+            json(
+                500,
+                r#"{"detail":"no chat for Ann.Lee@example.org, call +1 (555) 010-7788"}"#,
+            )
+        } else {
+            si_empty(path)
+        }
+    });
+    for (privacy, plain) in [
+        ("[privacy]\nemail = \"keep\"\nphone = \"keep\"\n", false),
+        ("", true),
+    ] {
+        let (dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let file = dir.path().join("p2.toml");
+        std::fs::write(&file, format!("{text}\n{privacy}")).unwrap();
+        let (code, out, err) = chatlake_env(
+            &[
+                "run",
+                "--pipeline",
+                file.to_str().unwrap(),
+                "--warehouse",
+                &wh,
+                "--from",
+                "2025-10-27",
+                "--to",
+                "2025-10-27",
+            ],
+            &[("RUST_LOG", "debug")],
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        let (_, runs, _) = chatlake(&[
+            "query",
+            "--warehouse",
+            &wh,
+            "--format",
+            "csv",
+            "SELECT error FROM meta.runs",
+        ]);
+        for (what, text) in [("output", format!("{out}{err}")), ("meta.runs", runs)] {
+            for probe in ["Ann.Lee@example.org", "+1 (555) 010-7788"] {
+                assert_eq!(
+                    text.contains(probe),
+                    plain,
+                    "{probe} in {what} (policy: {privacy:?}): {text}"
+                );
+            }
+            if !plain {
+                assert!(
+                    text.contains("no chat for [email], call [phone]"),
+                    "{what}: {text}"
+                );
+            }
+        }
+    }
 }

@@ -65,6 +65,7 @@ impl SourceConfig for CrmConfig {
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
         let mut source = super::Crm::new(self, ctx.http, ctx.tz)?;
+        source.client.redact_with(ctx.policy.clone());
         source.policy = ctx.policy.clone();
         Ok(Box::new(source))
     }

@@ -46,7 +46,7 @@ pub const REGISTRATION: Registration = Registration {
 
 /// A configured CRM source.
 pub struct Crm {
-    client: HttpClient,
+    pub(super) client: HttpClient,
     tz: Tz,
     cfg: CrmConfig,
     /// Applied to every row before it is buffered.

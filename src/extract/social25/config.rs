@@ -95,6 +95,7 @@ impl SourceConfig for Social25Config {
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
         let mut source = super::Social25::new(self, ctx.http, ctx.tz, ctx.now, ctx.lookback_days)?;
+        source.client.redact_with(ctx.policy.clone());
         source.policy = ctx.policy.clone();
         Ok(Box::new(source))
     }

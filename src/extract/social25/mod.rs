@@ -63,7 +63,7 @@ const CHUNK: usize = 200;
 
 /// A configured Social25 source.
 pub struct Social25 {
-    client: HttpClient,
+    pub(super) client: HttpClient,
     tz: Tz,
     now: DateTime<Utc>,
     overlap: Duration,

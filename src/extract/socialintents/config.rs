@@ -73,6 +73,7 @@ impl SourceConfig for SocialIntentsConfig {
     }
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
         let mut source = super::SocialIntents::new(self, ctx.http, ctx.tz)?;
+        source.client.redact_with(ctx.policy.clone());
         source.policy = ctx.policy.clone();
         Ok(Box::new(source))
     }

@@ -38,7 +38,7 @@ pub const REGISTRATION: Registration = Registration {
 
 /// A configured Social Intents source.
 pub struct SocialIntents {
-    client: HttpClient,
+    pub(super) client: HttpClient,
     tz: Tz,
     cfg: SocialIntentsConfig,
     /// Applied to every row before it is buffered.
