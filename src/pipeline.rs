@@ -11,6 +11,7 @@ mod kinds;
 mod prepare;
 
 pub use commit::days_since_epoch;
+pub(crate) use prepare::failpoint;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct StreamReport {
     /// rows_written by table (a stream may write several: chats and their messages).
     pub rows_by_table: std::collections::BTreeMap<String, u64>,
     pub rejects: u64,
+    /// Records dropped because they belong to a person `forget` erased.
+    pub suppressed: u64,
     /// The HTTP requests this stream made: sent, retried, throttled, waited.
     pub traffic: Traffic,
     /// Why it failed; None on success.
@@ -125,6 +128,7 @@ impl StreamReport {
             rows_written: 0,
             rows_by_table: Default::default(),
             rejects: 0,
+            suppressed: 0,
             traffic: Traffic::default(),
             error: None,
             started_at: now,
@@ -169,10 +173,11 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     let states = StateStore::new(wh, &cfg.name).with_timezone(&cfg.timezone);
     prepare::check(cfg, opts, today, Some(&states), &specs).await?;
     let lock = RunLock::acquire(wh, &cfg.name, &run_id, lock::DEFAULT_TTL).await?;
-    // Hashes only join when made with one key.
+    // Hashes only join when made with one key; people `forget` erased
+    // stay out (every row is checked against the suppression list).
+    let policy = pipeline.policy.as_deref();
     if let Err(e) =
-        crate::privacy::check_key(wh, &cfg.name, pipeline.policy.as_deref(), opts.full_refresh)
-            .await
+        crate::privacy::begin_run(wh, &cfg.name, policy, opts.full_refresh, &run_id).await
     {
         lock.release().await;
         return Err(e);
@@ -271,6 +276,9 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             }
             reports.push(rep);
         }
+    }
+    if let Err(e) = crate::privacy::end_run(wh, &cfg.name, policy).await {
+        tracing::error!(error = %e, "could not save the suppression list's new chats and conversations; the next run finds them again");
     }
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {

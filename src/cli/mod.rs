@@ -42,6 +42,7 @@ const DEMO_PIPELINE: &str = include_str!("../../pipelines/demo.toml");
 
 mod check;
 mod demo;
+mod forget;
 mod query;
 mod report;
 mod run;
@@ -142,6 +143,10 @@ pub enum Command {
     },
     /// Serve the simulated APIs on 127.0.0.1 until interrupted.
     Simulator(simulator::SimulatorArgs),
+    /// Erase a person: remove every row linked to the identifiers given
+    /// (chats and their messages, contacts, conversations, rejects), record
+    /// it in meta.erasures, and keep them out of every later run.
+    Forget(forget::ForgetArgs),
 }
 
 /// Runs a parsed command; `interactive` turns on the progress bar.
@@ -171,6 +176,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulator(args) => simulator::execute(args).await,
+        Command::Forget(args) => forget::execute(args).await,
     }
 }
 

@@ -164,6 +164,10 @@ pub(super) fn print_report(r: &RunReport) -> Result<ExitCode> {
             outln!("  {table:<34} {n:>9}")?;
         }
     }
+    let suppressed: u64 = r.streams.iter().map(|s| s.suppressed).sum();
+    if suppressed > 0 {
+        outln!("{suppressed} records of people `chatlake forget` erased were left out (meta.runs.suppressed)")?;
+    }
     let failed: Vec<_> = r.failures().collect();
     for s in &failed {
         crate::output::error(s.error.as_deref().unwrap_or(""));

@@ -303,6 +303,11 @@ pub struct TableBuffer {
     /// Applied to every row before it is held (so spills hold no more
     /// than the warehouse will).
     policy: Option<Arc<crate::privacy::Policy>>,
+    /// Drops the rows of people `forget` erased (before the policy: it
+    /// finds them by their identifiers as the API sends them).
+    suppressor: Option<Arc<crate::privacy::suppress::Suppressor>>,
+    /// Rows dropped by the suppressor.
+    suppressed: u64,
 }
 
 impl TableBuffer {
@@ -317,12 +322,15 @@ impl TableBuffer {
             spill: None,
             spill_failed: None,
             policy: None,
+            suppressor: None,
+            suppressed: 0,
         }
     }
 
     /// The buffer, applying `policy` (if any) to every row pushed.
     pub fn with_policy(mut self, policy: &Option<Arc<crate::privacy::Policy>>) -> Self {
         self.policy = policy.clone();
+        self.suppressor = policy.as_ref().and_then(|p| p.suppressor());
         self
     }
 
@@ -352,8 +360,22 @@ impl TableBuffer {
         self.push_key(dt, row);
     }
 
-    /// [`TableBuffer::push`], returning the row's key.
-    fn push_key(&mut self, dt: Option<NaiveDate>, mut row: Row) -> String {
+    /// Rows dropped because they belong to a person `forget` erased.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// [`TableBuffer::push`], returning the row's key (None: the row is
+    /// a suppressed person's, and dropped).
+    fn push_key(&mut self, dt: Option<NaiveDate>, mut row: Row) -> Option<String> {
+        if self
+            .suppressor
+            .as_ref()
+            .is_some_and(|s| s.row(self.table, &row))
+        {
+            self.suppressed += 1;
+            return None;
+        }
         if let Some(p) = &self.policy {
             p.apply(self.table, &mut row);
         }
@@ -372,7 +394,7 @@ impl TableBuffer {
                 }
             }
         }
-        key
+        Some(key)
     }
 
     /// Takes in every row of `other` (both spilling buffers), as if pushed
@@ -386,6 +408,7 @@ impl TableBuffer {
         if let Some(e) = other.spill_failed.take() {
             self.spill_failed.get_or_insert(e);
         }
+        self.suppressed += other.suppressed;
         for dt in other.partitions.keys() {
             self.partitions.entry(*dt).or_default();
         }
@@ -431,7 +454,11 @@ impl TableBuffer {
             self.spill.is_none() && child.spill.is_none(),
             "families are not spilled"
         );
-        let key = self.push_key(dt, parent);
+        let Some(key) = self.push_key(dt, parent) else {
+            // A suppressed person's chat: its messages go with it.
+            child.suppressed += children.len() as u64;
+            return;
+        };
         // By key, not by scanning the index: a window holds ~100k children.
         for ckey in child.children.remove(&key).unwrap_or_default() {
             if let Some((cdt, i)) = child.index.remove(&ckey) {
@@ -442,7 +469,7 @@ impl TableBuffer {
         }
         let keys = children
             .into_iter()
-            .map(|row| child.push_key(dt, row))
+            .filter_map(|row| child.push_key(dt, row))
             .collect();
         child.children.insert(key, keys);
     }

@@ -36,6 +36,14 @@ pub(super) async fn commit(
     if let Some(c) = out.source_count {
         *rep.source_count.get_or_insert(0) += c;
     }
+    rep.suppressed += out.buffers.iter().map(|b| b.suppressed()).sum::<u64>();
+    // A rejected record of a person `forget` erased is not kept either.
+    let mut rejects = out.rejects;
+    if let Some(s) = ctx.pipeline.policy.as_ref().and_then(|p| p.suppressor()) {
+        let before = rejects.len();
+        rejects.retain(|r| !s.json(&r.raw_json));
+        rep.suppressed += (before - rejects.len()) as u64;
+    }
     // Partitions are built one at a time as the PUTs go out (a spilled
     // buffer is read back from disk partition by partition).
     let parts = out.buffers.into_iter().flat_map(|buffer| {
@@ -71,10 +79,10 @@ pub(super) async fn commit(
         rep.add_rows(table, n as u64);
         written.push((table.to_string(), dt));
     }
-    if !out.rejects.is_empty() {
-        rep.rejects += out.rejects.len() as u64;
-        tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = out.rejects.len(), "records quarantined in meta.rejects");
-        write_rejects(ctx, spec, w, &out.rejects).await?;
+    if !rejects.is_empty() {
+        rep.rejects += rejects.len() as u64;
+        tracing::warn!(stream = %spec.name, window = ?w.map(|w| w.to_string()), rejects = rejects.len(), "records quarantined in meta.rejects");
+        write_rejects(ctx, spec, w, &rejects).await?;
     }
     Ok(written)
 }
@@ -173,6 +181,7 @@ pub(super) async fn write_run_row(
         ("source_count", rep.source_count.map_or(Cell::Null, int)),
         ("rows_written", int(rep.rows_written)),
         ("rejects", int(rep.rejects)),
+        ("suppressed", int(rep.suppressed)),
         ("retries", int(rep.traffic.retries)),
         ("requests", int(rep.traffic.requests)),
         ("throttled", int(rep.traffic.throttled)),

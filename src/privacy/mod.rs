@@ -14,11 +14,14 @@
 //!   addresses replaced by `[email]`, `[phone]`, `[card]`, `[ip]`
 //!   ([`redact`]); URLs without their query string and fragment.
 
+pub mod forget;
 pub mod hash;
 pub mod redact;
 pub mod retention;
+pub mod suppress;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -198,6 +201,7 @@ impl PrivacyConfig {
             extra: free_text,
             retention: retention::resolve(self.retention_days, &self.retention)?,
             report_retention: self.retention_days,
+            suppressor: Default::default(),
         })
     }
 }
@@ -222,6 +226,9 @@ pub struct Policy {
     pub retention: BTreeMap<String, u32>,
     /// Days the dated copies of the HTML report are kept.
     pub report_retention: Option<u32>,
+    /// The suppression list of the run in progress (shared by the clones
+    /// of the policy the sources hold).
+    suppressor: Arc<RwLock<Option<Arc<suppress::Suppressor>>>>,
 }
 
 impl Policy {
@@ -231,6 +238,24 @@ impl Policy {
             .get(&(table.to_string(), column.to_string()))
             .copied()
             .unwrap_or(Action::Keep)
+    }
+
+    /// The key of keyed hashing, if any.
+    pub fn key(&self) -> Option<&Secret> {
+        self.key.as_ref()
+    }
+
+    /// Sets the suppression list a run checks rows against (None: none).
+    pub fn set_suppressor(&self, s: Option<Arc<suppress::Suppressor>>) {
+        *self.suppressor.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// The suppression list of the run in progress.
+    pub fn suppressor(&self) -> Option<Arc<suppress::Suppressor>> {
+        self.suppressor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A fingerprint of the key (never the key): the warehouse keeps it, so
@@ -334,6 +359,17 @@ pub async fn check_key(
     policy: Option<&Policy>,
     full_refresh: bool,
 ) -> crate::error::Result<()> {
+    check_key_with(wh, pipeline, policy, full_refresh, true).await
+}
+
+/// [`check_key`]; with `write` false, nothing is written (a dry run).
+pub async fn check_key_with(
+    wh: &crate::sink::Warehouse,
+    pipeline: &str,
+    policy: Option<&Policy>,
+    full_refresh: bool,
+    write: bool,
+) -> crate::error::Result<()> {
     use crate::error::Error;
     use object_store::ObjectStoreExt;
     let Some(fingerprint) = policy.and_then(Policy::key_fingerprint) else {
@@ -361,12 +397,83 @@ pub async fn check_key(
         Some(s) => tracing::warn!(old = %s, new = %fingerprint, "privacy key changed: --full-refresh rewrites what it reads under the new key"),
         None => {}
     }
+    if !write {
+        return Ok(());
+    }
     let body = serde_json::json!({ "key_fingerprint": fingerprint }).to_string();
     wh.store()
         .put(&path, body.into_bytes().into())
         .await
         .map_err(|e| Error::store(&path, e))?;
     Ok(())
+}
+
+/// What a run does before its first stream: checks the key
+/// ([`check_key`]) and loads the suppression list into the policy, so
+/// every row of an erased person is dropped before it is held. A list
+/// without a key to check it with is refused: the people on it would come
+/// back. So is a new key (even with `--full-refresh`) while the list is
+/// not empty: its hashes were made with the old one.
+pub async fn begin_run(
+    wh: &crate::sink::Warehouse,
+    pipeline: &str,
+    policy: Option<&Policy>,
+    full_refresh: bool,
+    run_id: &str,
+) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let list = suppress::Suppressions::load(wh, pipeline).await?;
+    let people = list.people();
+    let key = policy.and_then(|p| p.key().map(|k| (p, k)));
+    let Some((policy, key)) = key else {
+        if list.is_empty() {
+            return Ok(());
+        }
+        return Err(Error::Usage(format!(
+            "pipeline {pipeline}: {people} people erased by `chatlake forget` are on the suppression list, \
+             which needs the [privacy] key they were erased with; without it their records would come back"
+        )));
+    };
+    let full_refresh = full_refresh
+        && {
+            if !list.is_empty() {
+                check_key(wh, pipeline, Some(policy), false).await.map_err(|e| {
+                Error::Usage(format!(
+                    "{e}. A new key is refused even with --full-refresh while {people} people are on the suppression list (their hashes were made with the old key)"
+                ))
+            })?;
+            }
+            true
+        };
+    check_key(wh, pipeline, Some(policy), full_refresh).await?;
+    policy.set_suppressor(Some(Arc::new(suppress::Suppressor::new(
+        key.expose(),
+        list,
+        run_id,
+    ))));
+    Ok(())
+}
+
+/// What a run does after its last stream: saves the chats and
+/// conversations of erased people it found (so a later run of one stream
+/// drops their messages too), and lets the list go.
+pub async fn end_run(
+    wh: &crate::sink::Warehouse,
+    pipeline: &str,
+    policy: Option<&Policy>,
+) -> crate::error::Result<()> {
+    let Some(policy) = policy else {
+        return Ok(());
+    };
+    let out = match policy.suppressor() {
+        Some(s) => {
+            s.save_if_grown(wh, pipeline, policy.key_fingerprint())
+                .await
+        }
+        None => Ok(()),
+    };
+    policy.set_suppressor(None);
+    out
 }
 
 /// Redacts every string in a JSON value (object keys stay).

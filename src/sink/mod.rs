@@ -379,7 +379,11 @@ impl Warehouse {
 
     /// Every batch of one Parquet file, only `columns` decoded when given; a
     /// missing file is no batches.
-    async fn read_file(&self, path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    pub async fn read_file(
+        &self,
+        path: &Path,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
         let bytes = match self.store.get(path).await {
             Ok(got) => got.bytes().await.map_err(|e| Error::store(path, e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
@@ -429,6 +433,17 @@ impl Warehouse {
         }
         let path = partition::append_file(&self.root, table, dt, name);
         self.write_parquet(table, &path, batch).await
+    }
+
+    /// Writes `batch` to `path` (one PUT, replacing what is there) with
+    /// `table`'s writer settings and the batch's own schema.
+    pub async fn write_file(
+        &self,
+        table: &TableDef,
+        path: &Path,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        self.write_parquet(table, path, batch).await
     }
 
     async fn write_parquet(

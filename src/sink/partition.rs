@@ -66,6 +66,16 @@ pub fn privacy_file(root: &Path, pipeline: &str) -> Path {
     state_dir(root, pipeline).join("_privacy.json")
 }
 
+/// The suppression list of a pipeline: who `forget` erased (keyed hashes).
+pub fn suppression_file(root: &Path, pipeline: &str) -> Path {
+    state_dir(root, pipeline).join("_suppressed.json")
+}
+
+/// An erasure `forget` began and has not finished (resumed by the next `forget`).
+pub fn erasure_journal(root: &Path, pipeline: &str) -> Path {
+    state_dir(root, pipeline).join("_erasure.json")
+}
+
 /// The run lock of a pipeline.
 pub fn lock_file(root: &Path, pipeline: &str) -> Path {
     root.clone().join("_locks").join(format!("{pipeline}.json"))
@@ -96,7 +106,12 @@ pub fn run_marker(root: &Path, pipeline: &str, run_id: &str) -> Path {
 
 /// Tables written by [`append_file`] (one file per run and part) rather
 /// than one [`DATA_FILE`] per partition.
-pub const APPEND_TABLES: &[&str] = &["meta.runs", "meta.rejects", "meta.deletions"];
+pub const APPEND_TABLES: &[&str] = &[
+    "meta.runs",
+    "meta.rejects",
+    "meta.deletions",
+    "meta.erasures",
+];
 
 /// The files of a table that readers take, as a glob of file names (readers
 /// match it against the name alone, partition directories aside): only what

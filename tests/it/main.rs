@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod crm;
 mod faults;
+mod forget;
 mod hostile;
 mod hostile2;
 mod lock;

@@ -14,10 +14,10 @@ use hmac::{KeyInit, Mac};
 
 use crate::support::*;
 
-const PKEY: &str = "privacy-key-0123456789abcdef";
+pub const PKEY: &str = "privacy-key-0123456789abcdef";
 const CRM_KEY: &str = "crm-SECRET-5d21aa";
 
-const POLICY: &str = r#"
+pub const POLICY: &str = r#"
 [privacy]
 key = "privacy-key-0123456789abcdef"
 email = "hash"
@@ -28,7 +28,7 @@ url = "redact"
 free_text = "redact"
 "#;
 
-fn sim_config() -> SimConfig {
+pub fn sim_config() -> SimConfig {
     let mut si = SiData::new(d("2025-10-25"), d("2025-11-04"), 6);
     si.malformed_every = 9;
     let mut crm = CrmData::new(d("2025-10-28"), d("2025-11-04"), 3);
@@ -42,7 +42,7 @@ fn sim_config() -> SimConfig {
     .with_crm_contacts_for_visitors(2)
 }
 
-fn pipeline(sim: &chatlake::simulator::Simulator, privacy: &str) -> String {
+pub fn pipeline(sim: &chatlake::simulator::Simulator, privacy: &str) -> String {
     format!(
         r#"name = "p"
 timezone = "America/New_York"
@@ -69,7 +69,7 @@ requests_per_minute = 600000
 }
 
 /// `chatlake run` over the test's dates; (exit code, stdout + stderr).
-fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, String) {
+pub fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, String) {
     let args = [
         &[
             "run",
@@ -98,7 +98,7 @@ fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, String)
     )
 }
 
-fn hmac_hex(value: &str) -> String {
+pub fn hmac_hex(value: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(PKEY.as_bytes()).unwrap();
     mac.update(value.as_bytes());
     mac.finalize()
