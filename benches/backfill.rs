@@ -5,7 +5,10 @@
 //! recorded in BENCHMARKS.md.
 //!
 //! - `cargo bench --bench backfill`: 1,000,000 Social Intents chats with their
-//!   messages (CHATLAKE_BENCH_CHATS=N to change the size).
+//!   messages (CHATLAKE_BENCH_CHATS=N to change the size). With
+//!   CHATLAKE_BENCH_PRIVACY=1, under a `[privacy]` policy that hashes emails
+//!   and phones, drops names and redacts free text; then `forget` of one
+//!   visitor, timed.
 //! - `CHATLAKE_BENCH_SOURCE=social25 cargo bench --bench backfill`: 100,000
 //!   Social25 conversations (CHATLAKE_BENCH_CONVERSATIONS=N), their messages
 //!   and failed syncs, then an incremental run with nothing changed.
@@ -229,6 +232,14 @@ requests_per_minute = 100000
 "#,
             url
         );
+        let privacy = std::env::var("CHATLAKE_BENCH_PRIVACY").is_ok_and(|v| v == "1");
+        let text = if privacy {
+            format!(
+                "{text}[privacy]\nkey = \"bench-privacy-key-0123456789\"\nemail = \"hash\"\nphone = \"hash\"\nname = \"drop\"\nfree_text = \"redact\"\n"
+            )
+        } else {
+            text
+        };
         let p = Pipeline::parse(&text, std::path::Path::new("bench.toml"), &|_| None).unwrap();
         let wh = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
         let opts = RunOptions {
@@ -264,9 +275,52 @@ requests_per_minute = 100000
             ],
         )
         .await;
+        if privacy {
+            forget_one(&p, &wh, first, per_day).await;
+            return;
+        }
         let month = (last - Duration::days(29), last);
         side_by_side(&wh, dir.path(), month).await;
     });
+}
+
+/// `forget` of one visitor (by email, as the simulator generated it on the
+/// first day) in the backfilled warehouse: its time, and the files it
+/// rewrote of those it searched.
+async fn forget_one(p: &Pipeline, wh: &Warehouse, first: NaiveDate, per_day: u32) {
+    use chatlake::privacy::suppress::IdKind;
+    let day = Utc.from_utc_datetime(&first.and_hms_opt(12, 0, 0).unwrap());
+    let sim = chatlake::simulator::SiData::new(first, first, per_day);
+    let chat = sim
+        .chats_in(day, day + Duration::hours(1))
+        .into_iter()
+        .find(|c| !c.malformed)
+        .expect("a chat on the first day");
+    let files = |t: &str| -> usize {
+        let dir = std::path::Path::new(&wh.to_string()).join(t.replace('.', "/"));
+        std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0)
+    };
+    let t = Instant::now();
+    let out = chatlake::privacy::forget::forget(
+        wh,
+        p,
+        &[(IdKind::Email, chat.visitor_email.clone())],
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!("forget of one visitor (by email): {secs:.2} s");
+    for o in out.tables.iter().filter(|o| o.rows > 0) {
+        println!(
+            "  {:<30} {:>5} rows in {:>3} of {} partitions",
+            o.table,
+            o.rows,
+            o.files,
+            files(&o.table)
+        );
+    }
 }
 
 /// The median of five runs of `cmd`, in seconds (whole process).

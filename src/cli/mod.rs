@@ -43,6 +43,7 @@ const DEMO_PIPELINE: &str = include_str!("../../pipelines/demo.toml");
 mod check;
 mod demo;
 mod forget;
+mod privacy;
 mod query;
 mod report;
 mod run;
@@ -147,6 +148,11 @@ pub enum Command {
     /// (chats and their messages, contacts, conversations, rejects), record
     /// it in meta.erasures, and keep them out of every later run.
     Forget(forget::ForgetArgs),
+    /// Apply the pipeline's `[privacy]` policy to what is already written.
+    Privacy {
+        #[command(subcommand)]
+        action: privacy::PrivacyAction,
+    },
 }
 
 /// Runs a parsed command; `interactive` turns on the progress bar.
@@ -177,6 +183,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         }
         Command::Simulator(args) => simulator::execute(args).await,
         Command::Forget(args) => forget::execute(args).await,
+        Command::Privacy { action } => privacy::execute(action).await,
     }
 }
 

@@ -151,14 +151,14 @@ impl Targets {
 }
 
 /// One Parquet file of a table, and the partition it is in.
-struct File {
-    dt: Option<NaiveDate>,
-    path: Path,
+pub(super) struct File {
+    pub dt: Option<NaiveDate>,
+    pub path: Path,
 }
 
 /// The Parquet files of `table` (every partition; the append files of a
 /// meta table).
-async fn files(wh: &Warehouse, table: &TableDef) -> Result<Vec<File>> {
+pub(super) async fn files(wh: &Warehouse, table: &TableDef) -> Result<Vec<File>> {
     let dir = partition::table_dir(wh.root(), table);
     let listed: Vec<_> = match wh.store().list(Some(&dir)).try_collect().await {
         Ok(l) => l,

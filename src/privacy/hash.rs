@@ -16,6 +16,15 @@ pub fn keyed(key: &str, value: &str) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `value` is a hash [`keyed`] made: 64 lower-case hex digits (no
+/// email, phone or id chatlake reads looks like one).
+pub fn is_hash(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// `value` as it is hashed: an email trimmed and lower-cased, a phone
 /// reduced to its digits (a leading `+` kept), anything else trimmed.
 pub fn normalize(kind: Option<Personal>, value: &str) -> String {

@@ -14,6 +14,7 @@
 //!   addresses replaced by `[email]`, `[phone]`, `[card]`, `[ip]`
 //!   ([`redact`]); URLs without their query string and fragment.
 
+pub mod apply;
 pub mod forget;
 pub mod hash;
 pub mod redact;
@@ -307,11 +308,15 @@ impl Policy {
         }
     }
 
-    fn cell(&self, kind: Option<Personal>, action: Action, cell: Cell) -> Cell {
+    /// One value under `action` (for a column of `kind`).
+    pub(crate) fn cell(&self, kind: Option<Personal>, action: Action, cell: Cell) -> Cell {
         let one = |s: String| -> Option<String> {
             match action {
                 Action::Keep => Some(s),
                 Action::Drop => None,
+                // A value hashed already stays (rewriting under the
+                // policy again changes nothing).
+                Action::Hash if hash::is_hash(&s) => Some(s),
                 Action::Hash => self
                     .key
                     .as_ref()

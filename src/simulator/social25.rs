@@ -121,6 +121,8 @@ pub struct S25Conversation {
     pub agent_id: Option<String>,
     pub user_id: String,
     pub user_first_name: String,
+    /// The user's phone as the platform has it (WhatsApp users have one).
+    pub user_phone: Option<String>,
     pub platform_source: &'static str,
     pub platform_name: &'static str,
     pub tags: Vec<String>,
@@ -367,6 +369,9 @@ impl S25Data {
             agent_id: assigned.then_some(agent),
             user_id: uuid(hash_str(&id), 7),
             user_first_name: ["Alen", "Bo", "Chiara", "Dmitri", "Eve"][rng.usize(..5)].to_string(),
+            // Personal data as it comes (not from `rng`: the rest stays as it was).
+            user_phone: (hash_str(&id) % 2 == 0)
+                .then(|| super::data::phone(hash_str(&id) / 2 % 10_000)),
             platform_source,
             platform_name,
             tags: if rng.u32(0..4) == 0 {
@@ -464,7 +469,7 @@ pub fn conversation_json(c: &S25Conversation, now: DateTime<Utc>) -> Value {
         "created": naive(c.created),
         "agent_id": c.agent_id,
         "user": {"id": c.user_id, "username": "", "first_name": c.user_first_name, "last_name": "D.",
-                 "phone_number": null, "gender": "unknown", "profile_picture": null},
+                 "phone_number": c.user_phone, "gender": "unknown", "profile_picture": null},
         "platform": {"source": c.platform_source, "name": c.platform_name, "supports_media_captions": false},
         "comments": null,
         "tags": c.tags,
