@@ -265,9 +265,16 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     if let Some(policy) = &pipeline.policy {
         let report_path = cfg.report.as_ref().map(|r| r.path.as_str());
         let started = Utc::now();
-        let outcome =
-            crate::privacy::retention::apply(wh, &cfg.name, &run_id, policy, today, report_path)
-                .await;
+        let outcome = crate::privacy::retention::apply(
+            wh,
+            &cfg.name,
+            &run_id,
+            policy,
+            today,
+            pipeline.tz,
+            report_path,
+        )
+        .await;
         if let Err(e) = outcome {
             tracing::error!(error = %e, "retention failed");
             let rep = StreamReport::failed(RETENTION, started, &format!("retention: {e}"));

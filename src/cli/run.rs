@@ -65,8 +65,18 @@ pub async fn execute(args: RunArgs, interactive: bool) -> Result<ExitCode> {
         if let (Some(policy), Some(wh)) = (&p.policy, &wh) {
             let today = time::local_date(Utc::now(), p.tz);
             let report = p.config.report.as_ref().map(|r| r.path.as_str());
-            let gone = crate::privacy::retention::expired(wh, policy, today, report).await?;
+            let gone = crate::privacy::retention::expired(wh, policy, today, p.tz, report).await?;
             for e in &gone {
+                if let Some((column, _)) = e.rows_before {
+                    outln!(
+                        "retention: would delete {} rows of {} with {column} before {} ({} days kept)",
+                        e.rows.unwrap_or(0),
+                        e.table,
+                        e.dt + Duration::days(1),
+                        e.days
+                    )?;
+                    continue;
+                }
                 outln!(
                     "retention: would delete {} dt={} ({} days kept){}",
                     e.table,

@@ -196,8 +196,24 @@ impl PrivacyConfig {
             (k, None) => k.clone(),
         };
         let free_text = self.action(Personal::FreeText);
+        let by_table = schema::tables()
+            .map(|t| {
+                let actions = t
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        columns
+                            .get(&(t.name.clone(), c.name.clone()))
+                            .copied()
+                            .unwrap_or(Action::Keep)
+                    })
+                    .collect();
+                (t.name.clone(), actions)
+            })
+            .collect();
         Ok(Policy {
             columns,
+            by_table,
             key,
             extra: free_text,
             retention: retention::resolve(self.retention_days, &self.retention)?,
@@ -220,6 +236,9 @@ fn names(actions: &[Action]) -> String {
 pub struct Policy {
     /// (table, column) -> action, for every tagged or overridden column.
     columns: BTreeMap<(String, String), Action>,
+    /// Table -> the action of each of its columns, in schema order (what
+    /// a row is put through: no lookup by name per value).
+    by_table: std::collections::HashMap<String, Vec<Action>>,
     key: Option<Secret>,
     /// The action for `_extra` (the free-text one).
     extra: Action,
@@ -269,8 +288,12 @@ impl Policy {
 
     /// Applies the policy to a row of `table`, in place.
     pub fn apply(&self, table: &TableDef, row: &mut Row) {
+        let actions = self.by_table.get(&table.name);
         for (i, c) in table.columns.iter().enumerate() {
-            let action = self.action(&table.name, &c.name);
+            let action = match actions {
+                Some(a) => a.get(i).copied().unwrap_or(Action::Keep),
+                None => self.action(&table.name, &c.name),
+            };
             if action == Action::Keep {
                 continue;
             }
@@ -297,13 +320,16 @@ impl Policy {
     pub fn free_json(&self, text: &str) -> Option<String> {
         match self.extra {
             Action::Drop => None,
-            Action::Redact => Some(match serde_json::from_str::<Value>(text) {
-                Ok(mut v) => {
-                    redact_json(&mut v);
-                    v.to_string()
-                }
-                Err(_) => redact::text(text),
-            }),
+            // Nothing a pattern could match (no `@`, no digit, no `::`):
+            // as it is, without parsing it.
+            Action::Redact
+                if !text.contains('@')
+                    && !text.contains("::")
+                    && !text.bytes().any(|b| b.is_ascii_digit()) =>
+            {
+                Some(text.to_string())
+            }
+            Action::Redact => Some(redact_json_text(text)),
             _ => Some(text.to_string()),
         }
     }
@@ -326,13 +352,7 @@ impl Policy {
                 // JSON held as text (a rejected record, auxiliary data):
                 // its string values, so that a bare phone number is found.
                 Action::Redact if s.trim_start().starts_with(['{', '[']) => {
-                    Some(match serde_json::from_str::<Value>(&s) {
-                        Ok(mut v) => {
-                            redact_json(&mut v);
-                            v.to_string()
-                        }
-                        Err(_) => redact::text(&s),
-                    })
+                    Some(redact_json_text(&s))
                 }
                 Action::Redact => Some(redact::text(&s)),
             }
@@ -481,14 +501,14 @@ pub async fn end_run(
     out
 }
 
-/// Redacts every string in a JSON value (object keys stay).
-fn redact_json(v: &mut Value) {
-    match v {
-        Value::String(s) => *s = redact::value(s),
-        Value::Array(a) => a.iter_mut().for_each(redact_json),
-        Value::Object(o) => o.values_mut().for_each(redact_json),
-        _ => {}
-    }
+/// JSON text with every string value redacted (object keys stay); text
+/// that is not JSON is redacted as text.
+fn redact_json_text(text: &str) -> String {
+    let valid = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    valid
+        .then(|| redact::json(text))
+        .flatten()
+        .unwrap_or_else(|| redact::text(text))
 }
 
 #[cfg(test)]
@@ -552,11 +572,12 @@ mod tests {
         assert_eq!(p.retention.get("socialintents.chat_messages"), Some(&7));
         assert_eq!(p.retention.get("meta.rejects"), Some(&30));
         assert_eq!(p.retention.get("meta.runs"), None);
-        assert_eq!(p.retention.get("crm.contacts"), None);
+        assert_eq!(p.retention.get("crm.contacts"), Some(&30));
+        assert_eq!(p.retention.get("socialintents.widgets"), None);
         for (bad, says) in [
             ("retention_days = 0", "at least 1"),
             (
-                "[retention]\n\"crm.contacts\" = 30",
+                "[retention]\n\"socialintents.widgets\" = 30",
                 "only partitioned data tables",
             ),
             (

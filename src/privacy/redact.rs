@@ -24,17 +24,40 @@ pub fn text(s: &str) -> String {
         &EMAIL,
         r"(?i)[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}",
     );
-    let card = re(&CARD, r"\b\d(?:[ -]?\d){12,18}\b");
+    // What each pattern needs: text without it is left alone (most
+    // messages hold no digit, `@` or `:`, and skip every regex).
+    let (digit, at, colon) = (
+        s.bytes().any(|b| b.is_ascii_digit()),
+        s.contains('@'),
+        s.contains(':'),
+    );
+    if !digit && !at && !colon {
+        return s.to_string();
+    }
+    // ASCII word boundaries (`(?-u:\b)`): the regex engine's fast path; a
+    // Unicode one falls back to backtracking on every message.
+    let card = re(&CARD, r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)");
     let ipv4 = re(
         &IPV4,
-        r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+        r"(?-u:\b)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?-u:\b)",
     );
     let ipv6 = re(&IPV6, r"(?i)[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}");
     let phone = re(
         &PHONE,
-        r"\+\d[\d ().-]{5,}\d|\(?\b\d{2,5}\)?[ .-]\(?\d{2,5}\)?[ .-]\d{2,5}(?:[ .-]\d{2,5})?\b",
+        r"\+\d[\d ().-]{5,}\d|\(?(?-u:\b)\d{2,5}\)?[ .-]\(?\d{2,5}\)?[ .-]\d{2,5}(?:[ .-]\d{2,5})?(?-u:\b)",
     );
-    let s = email.replace_all(s, "[email]");
+    let s = if at {
+        email.replace_all(s, "[email]")
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
+    if !digit {
+        return if colon {
+            ipv6_redacted(ipv6, &s)
+        } else {
+            s.into_owned()
+        };
+    }
     let s = card.replace_all(&s, |c: &Captures<'_>| {
         if luhn(&c[0]) {
             "[card]".to_string()
@@ -43,7 +66,67 @@ pub fn text(s: &str) -> String {
         }
     });
     let s = ipv4.replace_all(&s, "[ip]");
-    let s = ipv6.replace_all(&s, |c: &Captures<'_>| {
+    let s = if colon {
+        std::borrow::Cow::Owned(ipv6_redacted(ipv6, &s))
+    } else {
+        s
+    };
+    let out = phone.replace_all(&s, |c: &Captures<'_>| {
+        let m = c.get(0).expect("whole match");
+        if is_phone(&s[..m.start()], m.as_str()) {
+            "[phone]".to_string()
+        } else {
+            m.as_str().to_string()
+        }
+    });
+    out.into_owned()
+}
+
+/// JSON text with every string value put through [`value`] (object keys
+/// and the rest of the text as they are), without building the document:
+/// each string literal is found in the text and replaced only when its
+/// value changes. `text` must be valid JSON; None when a literal does not
+/// close.
+pub fn json(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut last, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        if j >= b.len() {
+            return None;
+        }
+        let next = b[j + 1..].iter().find(|c| !c.is_ascii_whitespace());
+        if next != Some(&b':') {
+            let literal = &text[i..=j];
+            let s: std::borrow::Cow<'_, str> = if literal.contains('\\') {
+                serde_json::from_str::<String>(literal).ok()?.into()
+            } else {
+                literal[1..literal.len() - 1].into()
+            };
+            let redacted = value(&s);
+            if redacted != s {
+                out.push_str(&text[last..i]);
+                out.push_str(&serde_json::to_string(&redacted).ok()?);
+                last = j + 1;
+            }
+        }
+        i = j + 1;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+/// `s` with its IPv6 addresses replaced by `[ip]`.
+fn ipv6_redacted(ipv6: &Regex, s: &str) -> String {
+    ipv6.replace_all(s, |c: &Captures<'_>| {
         let m = &c[0];
         let hex = m.chars().filter(char::is_ascii_hexdigit).count();
         let ip = hex >= 4
@@ -54,16 +137,8 @@ pub fn text(s: &str) -> String {
         } else {
             m.to_string()
         }
-    });
-    let out = phone.replace_all(&s, |c: &Captures<'_>| {
-        let m = c.get(0).expect("whole match");
-        if is_phone(&s[..m.start()], m.as_str()) {
-            "[phone]".to_string()
-        } else {
-            m.as_str().to_string()
-        }
-    });
-    out.into_owned()
+    })
+    .into_owned()
 }
 
 /// A JSON string value (in `_extra` or a rejected record): as [`text`],
@@ -171,6 +246,33 @@ pub fn truncate_ip(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// JSON redacted in its text equals JSON redacted as a document (every
+    /// string value through `value`, keys kept), escapes and nesting too.
+    #[test]
+    fn json_text_is_redacted_as_its_values() {
+        fn walk(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::String(s) => *s = value(s),
+                serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+                serde_json::Value::Object(o) => o.values_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        for text in [
+            r#"{"visitorCustom2":"callback +44 20 7946 0140 / Ann.Lee.7@Example.ORG","n":5551234567}"#,
+            r#"{"ann@example.org": "key stays", "a": ["5551234567", {"b": "ip 203.0.113.9"}]}"#,
+            r#"{"q": "say \"hi\" to bob@example.com\n", "u": "\u00e9t\u00e9 4111 1111 1111 1111"}"#,
+            r#"["order #123-456-789", "2025-10-27", "$49.99"]"#,
+            r#"{"nothing": "to see", "empty": ""}"#,
+        ] {
+            let mut want: serde_json::Value = serde_json::from_str(text).unwrap();
+            walk(&mut want);
+            let got: serde_json::Value = serde_json::from_str(&json(text).unwrap()).unwrap();
+            assert_eq!(got, want, "{text}");
+        }
+        assert_eq!(json(r#"{"a": "unclosed}"#), None);
+    }
+
     use super::*;
 
     /// Messages with personal data, and what is left of each.

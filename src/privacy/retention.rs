@@ -1,8 +1,11 @@
 //! Retention: each run deletes the partitions older than their table's
-//! `[privacy] retention_days` (data tables and meta.rejects), and the dated
-//! copies of the HTML report, and records each deletion in meta.deletions.
-//! A partition file is removed with one DELETE, so a reader sees it whole or
-//! not at all. `run --dry-run` lists what would go ([`expired`]).
+//! `[privacy] retention_days` (data tables and meta.rejects), the rows of
+//! the unpartitioned CRM contacts not updated within it (by
+//! their own date column, [`BY_COLUMN`]), and the dated copies of the HTML
+//! report, and records each deletion in meta.deletions. A partition file is
+//! removed with one DELETE, and a CRM file replaced with one PUT, so a
+//! reader sees it whole or not at all. `run --dry-run` lists what would go
+//! ([`expired`]).
 
 use std::collections::BTreeMap;
 
@@ -18,9 +21,16 @@ use crate::sink::{partition, Warehouse};
 /// The name meta.deletions gives the dated report copies.
 pub const REPORTS: &str = "_reports";
 
-/// Tables a retention may apply to: partitioned data tables and meta.rejects.
+/// Unpartitioned tables whose rows a retention drops by their own date
+/// column: a CRM contact not updated within the retention. (Companies are
+/// not people: the reports by company need them.)
+pub const BY_COLUMN: &[(&str, &str)] = &[("crm.contacts", "updated_at")];
+
+/// Tables a retention may apply to: partitioned data tables, meta.rejects,
+/// and the tables of [`BY_COLUMN`].
 fn retainable(t: &TableDef) -> bool {
-    t.is_partitioned() && (t.schema_name() != "meta" || t.name == "meta.rejects")
+    (t.is_partitioned() && (t.schema_name() != "meta" || t.name == "meta.rejects"))
+        || BY_COLUMN.iter().any(|(n, _)| *n == t.name)
 }
 
 /// The retention of every table: the per-table value, else the default.
@@ -46,8 +56,8 @@ pub fn resolve(
             .ok_or_else(|| format!("privacy.retention.\"{name}\": no such table"))?;
         if !retainable(t) {
             return Err(format!(
-                "privacy.retention.\"{name}\": only partitioned data tables and meta.rejects have a retention \
-                 ({name} is {}; a CRM table is a copy of what the CRM holds now, and leaves with it)",
+                "privacy.retention.\"{name}\": only partitioned data tables, meta.rejects and the CRM contacts have a retention \
+                 ({name} is {})",
                 if t.is_partitioned() { "chatlake's own record" } else { "unpartitioned" }
             ));
         }
@@ -67,8 +77,12 @@ pub struct Expired {
     pub dt: NaiveDate,
     pub days: u32,
     pub files: Vec<Path>,
-    /// Rows in its files (None for a report).
+    /// Rows in its files (None for a report); for a table of
+    /// [`BY_COLUMN`], the rows older than the retention.
     pub rows: Option<i64>,
+    /// For a table of [`BY_COLUMN`]: its date column, and the first
+    /// instant (µs) kept; its rows before it go, the others stay.
+    pub rows_before: Option<(&'static str, i64)>,
 }
 
 /// The first local date a retention of `days` keeps on `today`.
@@ -82,12 +96,32 @@ pub async fn expired(
     wh: &Warehouse,
     policy: &super::Policy,
     today: NaiveDate,
+    tz: chrono_tz::Tz,
     report_path: Option<&str>,
 ) -> Result<Vec<Expired>> {
     let mut out = Vec::new();
     for (name, days) in &policy.retention {
         let table = schema::table(name);
         let first = first_kept(today, *days);
+        if let Some((_, column)) = BY_COLUMN.iter().find(|(n, _)| n == name) {
+            let cutoff = time::micros(time::day_start(first, tz));
+            let path = partition::data_file(wh.root(), table, None);
+            let mut rows = 0;
+            for b in wh.read_file(&path, Some(&[column])).await? {
+                rows += older(&b, column, cutoff).true_count() as i64;
+            }
+            if rows > 0 {
+                out.push(Expired {
+                    table: name.clone(),
+                    dt: first - Duration::days(1),
+                    days: *days,
+                    files: vec![path],
+                    rows: Some(rows),
+                    rows_before: Some((column, cutoff)),
+                });
+            }
+            continue;
+        }
         let dir = partition::table_dir(wh.root(), table);
         let mut by_dt: BTreeMap<NaiveDate, Vec<(Path, u64)>> = BTreeMap::new();
         let listed: Vec<_> = match wh.store().list(Some(&dir)).try_collect().await {
@@ -115,6 +149,7 @@ pub async fn expired(
                 days: *days,
                 files: files.into_iter().map(|(p, _)| p).collect(),
                 rows: Some(rows),
+                rows_before: None,
             });
         }
     }
@@ -141,11 +176,58 @@ pub async fn expired(
                     days,
                     files: vec![m.location],
                     rows: None,
+                    rows_before: None,
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The rows of `batch` whose `column` (a timestamp) is before `cutoff` µs.
+fn older(
+    batch: &arrow::record_batch::RecordBatch,
+    column: &str,
+    cutoff: i64,
+) -> arrow::array::BooleanArray {
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    let Some(ts) = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+    else {
+        return arrow::array::BooleanArray::from(vec![false; batch.num_rows()]);
+    };
+    ts.iter()
+        .map(|v| Some(v.is_some_and(|v| v < cutoff)))
+        .collect()
+}
+
+/// Rewrites the file of a [`BY_COLUMN`] table without its rows before the
+/// cutoff (one PUT; deleted when none is left).
+async fn drop_rows(wh: &Warehouse, e: &Expired, column: &str, cutoff: i64) -> Result<()> {
+    let table = schema::table(&e.table);
+    for path in &e.files {
+        let batches = wh.read_file(path, None).await?;
+        let Some(first) = batches.first() else {
+            continue;
+        };
+        let aerr = |err| Error::ArrowAt {
+            context: format!("retention of {}", e.table),
+            source: err,
+        };
+        let mut kept = Vec::new();
+        for b in &batches {
+            let keep = arrow::compute::not(&older(b, column, cutoff)).map_err(aerr)?;
+            kept.push(arrow::compute::filter_record_batch(b, &keep).map_err(aerr)?);
+        }
+        let batch = arrow::compute::concat_batches(&first.schema(), &kept).map_err(aerr)?;
+        if batch.num_rows() == 0 {
+            wh.replace_partition(table, None, &batch).await?;
+        } else {
+            wh.write_file(table, path, &batch).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Rows in a Parquet file, from its footer (two range reads).
@@ -176,14 +258,20 @@ pub async fn apply(
     run_id: &str,
     policy: &super::Policy,
     today: NaiveDate,
+    tz: chrono_tz::Tz,
     report_path: Option<&str>,
 ) -> Result<Vec<Expired>> {
-    let gone = expired(wh, policy, today, report_path).await?;
+    let gone = expired(wh, policy, today, tz, report_path).await?;
     if gone.is_empty() {
         return Ok(gone);
     }
     use object_store::ObjectStoreExt;
     for e in &gone {
+        if let Some((column, cutoff)) = e.rows_before {
+            drop_rows(wh, e, column, cutoff).await?;
+            tracing::info!(table = %e.table, rows = ?e.rows, days = e.days, "rows deleted past their retention");
+            continue;
+        }
         for f in &e.files {
             match wh.store().delete(f).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -206,7 +294,17 @@ pub async fn apply(
                     Cell::Date(crate::pipeline::days_since_epoch(e.dt)),
                 ),
                 ("rows", e.rows.map_or(Cell::Null, Cell::Int)),
-                ("reason", Cell::Str(format!("retention ({} days)", e.days))),
+                (
+                    "reason",
+                    Cell::Str(match e.rows_before {
+                        Some((column, _)) => format!(
+                            "retention ({} days): rows with {column} before {}",
+                            e.days,
+                            e.dt + Duration::days(1)
+                        ),
+                        None => format!("retention ({} days)", e.days),
+                    }),
+                ),
                 ("deleted_at", Cell::Micros(now)),
             ];
             Row::named(table, cells, now)

@@ -731,3 +731,56 @@ async fn privacy_apply_rewrites_what_was_written_before_the_policy() {
     );
     assert!(snapshot() == after, "a second apply changed the warehouse");
 }
+
+/// Retention of the unpartitioned CRM contacts: a contact not updated
+/// within the retention (local days, in the pipeline's timezone) is
+/// dropped, one edited since stays; recorded in meta.deletions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_crm_contacts_not_updated_within_it() {
+    use chrono::TimeZone;
+    let mut config = sim_config();
+    // Two contacts edited on 2025-11-04 (UTC), one a minute before the
+    // cutoff: the local midnight of 2025-11-02 in New York (EDT, 04:00Z).
+    let cutoff = chrono_tz::America::New_York
+        .from_local_datetime(&d("2025-11-02").and_hms_opt(0, 0, 0).unwrap())
+        .single()
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    config
+        .crm
+        .edits
+        .insert("ct-000-000".into(), now_after(d("2025-11-03")));
+    config
+        .crm
+        .edits
+        .insert("ct-001-001".into(), cutoff + chrono::Duration::seconds(1));
+    config
+        .crm
+        .edits
+        .insert("ct-001-002".into(), cutoff - chrono::Duration::minutes(1));
+    let keep = "[privacy]\nemail = \"keep\"\nphone = \"keep\"\nretention_days = 5\n";
+    let env = env_from(config, "c.toml", |sim| pipeline(sim, keep)).await;
+    // Today is 2025-11-06: the retention keeps 2025-11-02 on.
+    let report = env.run(Some("2025-11-05"), "2025-11-05").await;
+    assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
+    let contacts = env.sim.config().crm.contacts();
+    let kept: Vec<Vec<String>> = contacts
+        .iter()
+        .filter(|c| c.updated >= cutoff)
+        .map(|c| vec![c.id.clone()])
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(
+        env.rows("SELECT contact_id FROM crm.contacts ORDER BY 1")
+            .await,
+        kept
+    );
+    assert_eq!(
+        env.rows("SELECT CAST(rows AS VARCHAR), reason FROM meta.deletions WHERE table_name = 'crm.contacts'")
+            .await,
+        vec![vec![
+            (contacts.len() - 2).to_string(),
+            "retention (5 days): rows with updated_at before 2025-11-02".to_string()
+        ]]
+    );
+}
