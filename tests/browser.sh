@@ -35,6 +35,12 @@ bin="$CARGO_TARGET_DIR/debug/chatlake"
 report="$work/wh/_reports/latest.html"
 test -s "$report" || { echo "FAIL: the demo wrote no report at $report"; cat "$work/demo.out"; exit 1; }
 grep -q "Report (28 days): file://$work/wh/_reports/latest.html" "$work/demo.out" || { echo "FAIL: the demo did not print the report's path"; tail -3 "$work/demo.out"; exit 1; }
+# The demo's closing hint works exactly as printed (with `chatlake` on the
+# PATH, as after `cargo install --path .`).
+hint="$(sed -n 's/^More: //p' "$work/demo.out")"
+case "$hint" in "chatlake query "*) ;; *) echo "FAIL: the demo's hint is not a chatlake command: $hint"; exit 1;; esac
+(cd "$work" && PATH="$(dirname "$bin"):$PATH" bash -c "$hint" > "$work/hint.out") || { echo "FAIL: the demo's hint failed as printed: $hint"; exit 1; }
+test "$(wc -l < "$work/hint.out")" -gt 10 || { echo "FAIL: the demo's hint printed too little: $hint"; cat "$work/hint.out"; exit 1; }
 
 chrome=(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run
         --disable-background-networking --disable-component-update --disable-sync

@@ -54,7 +54,17 @@ pub(super) async fn demo(warehouse: Option<String>, interactive: bool) -> Result
         outln!("\n{title} (rounded for display)")?;
         outln!("{}", crate::query::render(&crate::query::run(&ctx, &sql).await?, Format::Table)?)?;
     }
-    outln!("\nMore: chatlake query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"")?;
+    // Under `cargo run`, `chatlake` is not on the PATH yet: the hint is a
+    // command that works as printed.
+    let me = if std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+        "cargo run --"
+    } else {
+        "chatlake"
+    };
+    outln!("\nMore: {me} query --warehouse {wh} \"SELECT * FROM reporting.chats LIMIT 10\"")?;
+    if me != "chatlake" {
+        outln!("(`cargo install --path .` puts `chatlake` on the PATH, as the README's examples use it)")?;
+    }
     let report = p.config.report.clone().unwrap_or_default();
     let url = crate::report::deliver(&wh, &report, today).await?;
     outln!("\nReport ({} days): {url}", report.days)?;

@@ -156,7 +156,19 @@ impl Pipeline {
             message,
         };
         let mut value: toml::Value = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        interpolate_tree(&mut value, "", lookup).map_err(err)?;
+        // Every variable that is missing, at once (not one per attempt).
+        let mut missing = Vec::new();
+        interpolate_tree(&mut value, "", lookup, &mut missing);
+        match missing.len() {
+            0 => {}
+            1 => return Err(err(missing.remove(0))),
+            n => {
+                return Err(err(format!(
+                    "{n} values could not be resolved:\n  {}",
+                    missing.join("\n  ")
+                )))
+            }
+        }
         // Each source reads its own section; the rest is the pipeline's.
         let sections = match value.as_table_mut().and_then(|t| t.remove("sources")) {
             None => toml::map::Map::new(),
@@ -196,16 +208,22 @@ impl Pipeline {
     }
 }
 
+/// Resolves every `${VAR}` in the tree; what cannot be resolved (each
+/// with its key) goes to `errors`.
 fn interpolate_tree(
     value: &mut toml::Value,
     key: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), String> {
+    errors: &mut Vec<String>,
+) {
     match value {
-        toml::Value::String(s) => *s = vars::interpolate(s, key, lookup)?,
+        toml::Value::String(s) => match vars::interpolate(s, key, lookup) {
+            Ok(v) => *s = v,
+            Err(e) => errors.push(e),
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate_tree(item, &format!("{key}[{i}]"), lookup)?;
+                interpolate_tree(item, &format!("{key}[{i}]"), lookup, errors);
             }
         }
         toml::Value::Table(table) => {
@@ -215,12 +233,11 @@ fn interpolate_tree(
                 } else {
                     format!("{key}.{k}")
                 };
-                interpolate_tree(v, &path, lookup)?;
+                interpolate_tree(v, &path, lookup, errors);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// The earliest `start_date`: no chat service kept transcripts before it,
@@ -395,11 +412,26 @@ streams = ["chats", "widgets"]
     }
 
     #[test]
-    fn missing_variable_is_named() {
+    fn every_missing_variable_is_named_at_once() {
         let e = Pipeline::parse(GOOD, Path::new("p.toml"), &|_| None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("SI_ACCOUNT") || e.contains("SI_TOKEN"), "{e}");
+        assert!(
+            e.contains("2 values could not be resolved")
+                && e.contains("environment variable SI_ACCOUNT is not set")
+                && e.contains("environment variable SI_TOKEN is not set"),
+            "{e}"
+        );
+        // One missing: its message alone.
+        let one = |name: &str| (name == "SI_ACCOUNT").then(|| "acct".to_string());
+        let e = Pipeline::parse(GOOD, Path::new("p.toml"), &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("environment variable SI_TOKEN is not set")
+                && !e.contains("could not be resolved"),
+            "{e}"
+        );
     }
 
     #[test]
