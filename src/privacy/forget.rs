@@ -15,7 +15,6 @@
 use std::collections::{BTreeSet, HashSet};
 
 use arrow::array::{Array, BooleanArray, StringArray};
-use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -320,35 +319,9 @@ async fn search(
 /// Rewrites one file without the person's rows (deleted when none is
 /// left). Returns the rows removed.
 async fn rewrite(wh: &Warehouse, hit: &Hit, targets: &Targets) -> Result<u64> {
-    let batches = wh.read_file(&hit.path, None).await?;
-    let Some(first) = batches.first() else {
-        return Ok(0);
-    };
-    let schema = first.schema();
-    let aerr = |e| Error::ArrowAt {
-        context: format!("erasing rows from {}", hit.path),
-        source: e,
-    };
-    let mut kept = Vec::new();
-    let mut removed = 0;
-    for b in &batches {
-        let m = mask(&hit.table.name, b, targets);
-        removed += m.true_count() as u64;
-        let keep = arrow::compute::not(&m).map_err(aerr)?;
-        kept.push(filter_record_batch(b, &keep).map_err(aerr)?);
-    }
-    if removed == 0 {
-        return Ok(0);
-    }
-    let batch = concat_batches(&schema, &kept).map_err(aerr)?;
-    if batch.num_rows() == 0 {
-        match wh.store().delete(&hit.path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::store(&hit.path, e)),
-        }
-    } else {
-        wh.write_file(hit.table, &hit.path, &batch).await?;
-    }
+    let removed = wh
+        .remove_rows(hit.table, &hit.path, |b| mask(&hit.table.name, b, targets))
+        .await?;
     tracing::info!(table = %hit.table.name, file = %hit.path, rows = removed, "erased");
     Ok(removed)
 }

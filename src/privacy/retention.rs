@@ -207,25 +207,8 @@ fn older(
 async fn drop_rows(wh: &Warehouse, e: &Expired, column: &str, cutoff: i64) -> Result<()> {
     let table = schema::table(&e.table);
     for path in &e.files {
-        let batches = wh.read_file(path, None).await?;
-        let Some(first) = batches.first() else {
-            continue;
-        };
-        let aerr = |err| Error::ArrowAt {
-            context: format!("retention of {}", e.table),
-            source: err,
-        };
-        let mut kept = Vec::new();
-        for b in &batches {
-            let keep = arrow::compute::not(&older(b, column, cutoff)).map_err(aerr)?;
-            kept.push(arrow::compute::filter_record_batch(b, &keep).map_err(aerr)?);
-        }
-        let batch = arrow::compute::concat_batches(&first.schema(), &kept).map_err(aerr)?;
-        if batch.num_rows() == 0 {
-            wh.replace_partition(table, None, &batch).await?;
-        } else {
-            wh.write_file(table, path, &batch).await?;
-        }
+        wh.remove_rows(table, path, |b| older(b, column, cutoff))
+            .await?;
     }
     Ok(())
 }

@@ -435,6 +435,46 @@ impl Warehouse {
         self.write_parquet(table, &path, batch).await
     }
 
+    /// Rewrites one file of `table` without the rows `remove` marks in each
+    /// of its batches (one PUT; the file is deleted when no row is left,
+    /// and not touched when none is marked). Returns the rows removed.
+    pub async fn remove_rows(
+        &self,
+        table: &TableDef,
+        path: &Path,
+        remove: impl Fn(&RecordBatch) -> BooleanArray,
+    ) -> Result<u64> {
+        let batches = self.read_file(path, None).await?;
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let aerr = |e| Error::ArrowAt {
+            context: format!("removing rows from {path}"),
+            source: e,
+        };
+        let mut kept = Vec::with_capacity(batches.len());
+        let mut removed = 0;
+        for b in &batches {
+            let marked = remove(b);
+            removed += marked.true_count() as u64;
+            let keep = arrow::compute::not(&marked).map_err(aerr)?;
+            kept.push(filter_record_batch(b, &keep).map_err(aerr)?);
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        let batch = concat_batches(&first.schema(), &kept).map_err(aerr)?;
+        if batch.num_rows() == 0 {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(path, e)),
+            }
+        } else {
+            self.write_parquet(table, path, &batch).await?;
+        }
+        Ok(removed)
+    }
+
     /// Writes `batch` to `path` (one PUT, replacing what is there) with
     /// `table`'s writer settings and the batch's own schema.
     pub async fn write_file(
