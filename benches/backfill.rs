@@ -63,6 +63,7 @@ fn start_simulator(
             &first.to_string(),
             "--to",
             &last.to_string(),
+            "--even",
         ])
         .args([
             "--chats-per-day",

@@ -5,16 +5,26 @@ use std::process::ExitCode;
 
 use super::*;
 
-/// `chatlake demo`: simulator on loopback + the demo pipeline + the reports.
-pub(super) async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> {
-    // Parse once without the simulator URL, only to learn the dates to simulate.
+/// The demo account as of `now`, and today's local date in the demo
+/// pipeline's timezone: data from the day before the pipeline's
+/// `start_date` up to `now`. `chatlake simulator` serves the same account,
+/// so a run by hand after the demo finds the same records.
+pub(super) fn demo_account(now: chrono::DateTime<Utc>) -> Result<(SimConfig, NaiveDate)> {
+    // Parse without the simulator URL, only to learn the dates to simulate.
     let probe = Pipeline::parse(DEMO_PIPELINE, Path::new("pipelines/demo.toml"), &|_| None)?;
-    let today = time::local_date(Utc::now(), probe.tz);
-    let mut sim_config = SimConfig::demo(
+    let today = time::local_date(now, probe.tz);
+    let mut config = SimConfig::demo(
         probe.config.start_date - Duration::days(1),
         today + Duration::days(1),
     );
-    sim_config.socialintents.until = Some(Utc::now());
+    config.socialintents.until = Some(now);
+    Ok((config, today))
+}
+
+/// `chatlake demo`: simulator on loopback + the demo pipeline + the reports.
+pub(super) async fn demo(warehouse: Option<String>, interactive: bool) -> Result<ExitCode> {
+    let now = Utc::now();
+    let (sim_config, today) = demo_account(now)?;
     let sim = Simulator::start(sim_config).await?;
     let url = sim.url();
     let p = Pipeline::parse(DEMO_PIPELINE, Path::new("pipelines/demo.toml"), &|name| {

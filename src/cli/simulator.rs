@@ -10,16 +10,18 @@ pub struct SimulatorArgs {
     /// Port to listen on.
     #[arg(long, default_value_t = 8089)]
     pub port: u16,
-    /// First day with data (default: 400 days ago).
+    /// First day with data (default: the demo's, the day before
+    /// pipelines/demo.toml's start_date).
     #[arg(long)]
     pub from: Option<NaiveDate>,
     /// Last day with data (default: up to now).
     #[arg(long)]
     pub to: Option<NaiveDate>,
-    /// Regular Social Intents chats per day.
+    /// Social Intents chats per day (on average: busy office hours, quiet
+    /// nights and weekends).
     #[arg(long, default_value_t = 40)]
     pub chats_per_day: u32,
-    /// Social25 conversations per day.
+    /// Social25 conversations per day (on average).
     #[arg(long, default_value_t = 8)]
     pub conversations_per_day: u32,
     /// CRM helpdesk conversations per day.
@@ -37,6 +39,11 @@ pub struct SimulatorArgs {
     /// not again every second (benchmarks).
     #[arg(long)]
     pub now: Option<chrono::DateTime<Utc>>,
+    /// Exactly the given counts each UTC day, spread evenly over the day,
+    /// instead of the demo desk's office hours, trend and noise
+    /// (benchmarks: the same record count on every run and every day).
+    #[arg(long)]
+    pub even: bool,
 }
 
 pub async fn execute(args: SimulatorArgs) -> Result<ExitCode> {
@@ -50,16 +57,32 @@ pub async fn execute(args: SimulatorArgs) -> Result<ExitCode> {
         limit_rps,
         latency_ms,
         now,
+        even,
     } = args;
-    let today = Utc::now().date_naive();
-    let first = from.unwrap_or(today - Duration::days(400));
-    let mut config = SimConfig::demo(first, to.unwrap_or(today + Duration::days(1)));
-    config.socialintents.chats_per_day = chats_per_day;
-    config.social25.conversations_per_day = conversations_per_day;
-    config.crm.conversations_per_day = crm_conversations_per_day;
+    // Without options: exactly the account `chatlake demo` serves.
+    let (mut config, _) = super::demo::demo_account(Utc::now())?;
+    let (first, last) = (
+        config.socialintents.first_day,
+        config.socialintents.last_day,
+    );
+    let changed = from.is_some_and(|f| f != first)
+        || to.is_some_and(|t| t != last)
+        || chats_per_day != config.socialintents.chats_per_day
+        || conversations_per_day != config.social25.conversations_per_day
+        || crm_conversations_per_day != config.crm.conversations_per_day;
+    if changed {
+        let until = config.socialintents.until.filter(|_| to.is_none());
+        config = SimConfig::demo(from.unwrap_or(first), to.unwrap_or(last));
+        config.socialintents.chats_per_day = chats_per_day;
+        config.social25.conversations_per_day = conversations_per_day;
+        config.crm.conversations_per_day = crm_conversations_per_day;
+        config = config.with_crm_contacts_for_visitors(20);
+        config.socialintents.until = until;
+    }
     config.social25.now = now;
-    if to.is_none() {
-        config.socialintents.until = Some(Utc::now());
+    if even {
+        config.socialintents.rhythm = None;
+        config.social25.rhythm = None;
     }
     let sim = Simulator::start_on(config, port).await?;
     sim.set_faults(crate::simulator::Faults {

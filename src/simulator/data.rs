@@ -8,6 +8,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, 
 use chrono_tz::Tz;
 
 use super::clock::local_date;
+use super::rhythm::{agent_reply_ms, Rhythm, CANDIDATES};
 
 /// The Social Intents account the simulator serves.
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ pub struct SiData {
     /// Schema drift: chats gain a new field (`sentiment`) and `visits`
     /// changes type (served as text like "7 visits").
     pub drift: bool,
+    /// The demo account's shape (office hours, trend, noise, missed chats
+    /// out of hours, agents of different speeds); None: chats spread evenly
+    /// over each UTC day, exactly `chats_per_day` of them (tests, benchmark).
+    pub rhythm: Option<Rhythm>,
 }
 
 /// Who handled a chat.
@@ -107,7 +112,7 @@ const VISITORS: &[&str] = &[
     "Raj Iyer",
 ];
 
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     // splitmix64 finalizer
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -128,6 +133,7 @@ impl SiData {
             revision: 0,
             until: None,
             drift: false,
+            rhythm: None,
         }
     }
 
@@ -158,7 +164,7 @@ impl SiData {
                     format!("off-{}-{i}", day.format("%Y%m%d")),
                     at,
                     "Offline Message",
-                    0..1, // never answered
+                    Some(0..1), // never answered
                 );
                 c.messages.clear();
                 if at >= start && at < end && self.exists(at) {
@@ -212,19 +218,32 @@ impl SiData {
     fn chats_of_utc_day(&self, day: NaiveDate) -> Vec<SimChat> {
         let mut rng = fastrand::Rng::with_seed(self.day_seed(day, 1));
         let mut out = Vec::new();
-        for i in 0..self.chats_per_day {
+        let candidates = match self.rhythm {
+            Some(_) => self.chats_per_day * CANDIDATES,
+            None => self.chats_per_day,
+        };
+        for i in 0..candidates {
             let at = day_start_utc(day) + Duration::seconds(rng.i64(0..86_400)); // startDate has whole seconds
-            let kind = if rng.u32(0..100) < 22 {
+            let missed_percent = match &self.rhythm {
+                Some(r) if rng.f64() >= r.keep(at) => continue,
+                Some(r) => r.missed_percent(at, 10, 38),
+                None => 22,
+            };
+            let kind = if rng.u32(0..100) < missed_percent {
                 "Missed"
             } else {
                 "Answered"
+            };
+            let reply = match self.rhythm {
+                Some(_) => None, // the agent's own speed
+                None => Some(3_000..600_000),
             };
             out.push(self.chat(
                 &mut rng,
                 format!("c{}{:04}", day.format("%Y%m%d"), i),
                 at,
                 kind,
-                3_000..600_000,
+                reply,
             ));
         }
         // Special chats of the local days around this UTC day that start on it.
@@ -237,7 +256,7 @@ impl SiData {
                         format!("s{}{j}", local.format("%Y%m%d")),
                         at,
                         "Answered",
-                        reply_ms,
+                        Some(reply_ms),
                     ));
                 }
             }
@@ -282,14 +301,16 @@ impl SiData {
         id: String,
         start: DateTime<Utc>,
         chat_type: &'static str,
-        reply_ms: Range<i64>,
+        reply_ms: Option<Range<i64>>,
     ) -> SimChat {
         let h = mix(self.seed
             ^ id.bytes()
                 .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)));
         let visitor = VISITORS[rng.usize(..VISITORS.len())];
         let visitor_no = rng.u64(0..10_000);
-        let (aid, aname) = AGENTS[rng.usize(..AGENTS.len())];
+        let agent_no = rng.usize(..AGENTS.len());
+        let (aid, aname) = AGENTS[agent_no];
+        let reply_ms = reply_ms.unwrap_or_else(|| agent_reply_ms(agent_no));
         let agent = Agent {
             id: aid.into(),
             name: aname.into(),

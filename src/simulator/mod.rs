@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod crm;
 pub mod data;
+pub mod rhythm;
 pub mod social25;
 mod socialintents;
 
@@ -63,11 +64,19 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The demo account: data from `first_day` to `last_day`.
+    /// The demo account: data from `first_day` to `last_day`, shaped like a
+    /// real support desk in New York (see `rhythm`).
     pub fn demo(first_day: chrono::NaiveDate, last_day: chrono::NaiveDate) -> Self {
+        let tz = chrono_tz::America::New_York;
         SimConfig {
-            socialintents: SiData::new(first_day, last_day, 40),
-            social25: S25Data::new(first_day, last_day, 8),
+            socialintents: SiData {
+                rhythm: Some(rhythm::Rhythm::new(tz, 42)),
+                ..SiData::new(first_day, last_day, 40)
+            },
+            social25: S25Data {
+                rhythm: Some(rhythm::Rhythm::new(tz, 25)),
+                ..S25Data::new(first_day, last_day, 8)
+            },
             crm: CrmData::new(first_day, last_day, 6),
             account_id: DEMO_ACCOUNT_ID.into(),
             api_token: DEMO_API_TOKEN.into(),

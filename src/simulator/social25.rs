@@ -93,7 +93,11 @@ pub struct S25Data {
     /// First and last UTC day with new conversations.
     pub first_day: NaiveDate,
     pub last_day: NaiveDate,
+    /// On average, with `rhythm`; exactly, without.
     pub conversations_per_day: u32,
+    /// The demo tenant's shape (office hours, trend, noise, more missed out
+    /// of hours, agents of different speeds); None: spread evenly.
+    pub rhythm: Option<super::rhythm::Rhythm>,
     /// Results per page of every listing.
     pub page_size: usize,
     /// The simulator's clock: nothing later exists, and failed syncs are
@@ -181,6 +185,7 @@ impl S25Data {
             first_day,
             last_day,
             conversations_per_day,
+            rhythm: None,
             page_size: 100,
             now: None,
             malformed_every: 0,
@@ -219,7 +224,7 @@ impl S25Data {
         self.first_day
             .iter_days()
             .take_while(|d| *d <= last)
-            .flat_map(|d| (0..self.conversations_per_day).map(move |i| (d, i)))
+            .flat_map(|d| (0..self.candidates_per_day()).map(move |i| (d, i)))
             .filter_map(|(d, i)| self.conversation(d, i, now))
             .collect()
     }
@@ -232,12 +237,21 @@ impl S25Data {
         let day = NaiveDate::from_epoch_days(day as i32)?;
         if day < self.first_day
             || day > self.last_day
-            || i >= self.conversations_per_day
+            || i >= self.candidates_per_day()
             || self.conversation_id(day, i) != id
         {
             return None;
         }
         self.conversation(day, i, self.now())
+    }
+
+    /// Conversation indexes tried per UTC day: with a rhythm, some are not
+    /// kept (see `rhythm`).
+    fn candidates_per_day(&self) -> u32 {
+        match self.rhythm {
+            Some(_) => self.conversations_per_day * super::rhythm::CANDIDATES,
+            None => self.conversations_per_day,
+        }
     }
 
     fn conversation(&self, day: NaiveDate, i: u32, now: DateTime<Utc>) -> Option<S25Conversation> {
@@ -248,12 +262,31 @@ impl S25Data {
         if created > now {
             return None;
         }
+        // With a rhythm: kept by the hour's weight, fewer missed in office
+        // hours, and each agent's own reply speed.
+        let (missed_percent, speed) = match &self.rhythm {
+            Some(r) if rng.f64() >= r.keep(created) => return None,
+            Some(r) => (r.missed_percent(created, 7, 30), None),
+            None => (15, Some(1.0)),
+        };
         let state = [
             "OPEN", "OPEN", "CLOSED", "CLOSED", "CLOSED", "AUTO_BOT", "EXPIRED", "BLOCKED",
         ][rng.usize(..8)];
         let (platform_source, platform_name) = PLATFORMS[rng.usize(..PLATFORMS.len())];
-        let agent = AGENTS[rng.usize(..4)].0.to_string();
+        let agent_no = rng.usize(..4);
+        let agent = AGENTS[agent_no].0.to_string();
+        // Reply delays scale with the agent's speed (1.0: the even spread).
+        let speed = speed.unwrap_or([0.15, 0.3, 0.6, 1.2][agent_no]);
+        let reply = |rng: &mut fastrand::Rng, us: std::ops::Range<i64>| {
+            Duration::microseconds((rng.i64(us) as f64 * speed) as i64)
+        };
         let roll = rng.u32(0..100);
+        // Missed takes the first `missed_percent` of the roll.
+        let roll = if roll < missed_percent {
+            roll * 15 / missed_percent.max(1)
+        } else {
+            15 + (roll - missed_percent) * 85 / (100 - missed_percent).max(1)
+        };
         let mut msgs: Vec<(bool, Duration, &'static str, &str)> = Vec::new(); // (outbound, gap, type, text)
         let mut assigned = true;
         if roll < 15 {
@@ -291,7 +324,7 @@ impl S25Data {
             ));
             msgs.push((
                 true,
-                Duration::microseconds(rng.i64(5_000_000..1_800_000_000)),
+                reply(&mut rng, 5_000_000..1_800_000_000),
                 "TEXT",
                 "Tomorrow before noon.",
             ));
@@ -299,7 +332,7 @@ impl S25Data {
             msgs.push((false, Duration::zero(), "TEXT", "Hi, I have a question"));
             msgs.push((
                 true,
-                Duration::microseconds(rng.i64(3_000_000..1_200_000_000)),
+                reply(&mut rng, 3_000_000..1_200_000_000),
                 "TEXT",
                 "Hi! Happy to help.",
             ));
@@ -393,7 +426,7 @@ impl S25Data {
             .iter_days()
             .take_while(|d| *d <= last)
             .flat_map(|d| {
-                (0..self.conversations_per_day).filter_map(move |i| self.conversation(d, i, now))
+                (0..self.candidates_per_day()).filter_map(move |i| self.conversation(d, i, now))
             })
             .flat_map(|c| c.messages)
             .filter(|m| {
