@@ -173,6 +173,16 @@ pub(super) fn print_report(r: &RunReport) -> Result<ExitCode> {
         for (table, n) in by_table {
             outln!("  {table:<34} {n:>9}")?;
         }
+        // Three counts of chats, each true: say what each one counts.
+        outln!(
+            "(records: as the API sent them, overlaps included: a missed chat is in both the chats"
+        )?;
+        outln!(
+            " and missedchats lists, and the API's date filter also returns neighbouring days;"
+        )?;
+        outln!(
+            " rows: written to the stream's tables, each record once with its messages, as above)"
+        )?;
     }
     let suppressed: u64 = r.streams.iter().map(|s| s.suppressed).sum();
     if suppressed > 0 {

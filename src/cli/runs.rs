@@ -65,7 +65,10 @@ pub(super) async fn runs(
     );
     let batches = crate::query::run(&ctx, &sql).await?;
     if format == TextOrJson::Text {
-        outln!("{}", crate::query::render(&batches, Format::Table)?)?;
+        let runs: Vec<serde_json::Value> =
+            serde_json::from_str(&crate::query::render(&batches, Format::Json)?)
+                .map_err(|e| Error::Usage(format!("runs as JSON: {e}")))?;
+        out!("{}", text_table(&runs))?;
     }
     // The last run of each pipeline decides the exit code.
     let latest = format!(
@@ -159,5 +162,112 @@ pub(super) async fn runs(
     } else {
         crate::output::error(&format!("the last run failed for: {}", failed.join(", ")));
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The runs for people, in 100 columns: one line per run, then its errors
+/// on their own lines (control characters escaped, so a hostile error
+/// cannot forge a line). `--format json` has every column in full.
+fn text_table(runs: &[serde_json::Value]) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<16}  {:<10} {:<8} {:>5} {:>7} {:>9} {:>7} {:>7} {:>5} {:>6}  {}\n",
+        "started (UTC)",
+        "pipeline",
+        "run",
+        "secs",
+        "streams",
+        "rows",
+        "rejects",
+        "reqs",
+        "429s",
+        "wait s",
+        "status"
+    );
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let clip = |s: String, n: usize| {
+        if s.chars().count() > n {
+            format!("{}…", s.chars().take(n - 1).collect::<String>())
+        } else {
+            s
+        }
+    };
+    for r in runs {
+        let started = text(&r["started_at"]).replace('T', " ");
+        let secs = r["seconds"]
+            .as_f64()
+            .map_or(String::new(), |s| format!("{s:.1}"));
+        let failed = r["failed_streams"].as_u64().unwrap_or(0);
+        let status = if failed == 0 {
+            "ok".to_string()
+        } else {
+            format!("{failed} failed")
+        };
+        let _ = writeln!(
+            out,
+            "{:<16}  {:<10} {:<8} {:>5} {:>7} {:>9} {:>7} {:>7} {:>5} {:>6}  {status}",
+            started.chars().take(16).collect::<String>(), // to the minute
+            clip(escape(&text(&r["pipeline"])), 10),
+            text(&r["run_id"]).chars().take(8).collect::<String>(), // a prefix, as git shows commits
+            secs,
+            text(&r["streams"]),
+            text(&r["rows_written"]),
+            text(&r["rejects"]),
+            text(&r["requests"]),
+            text(&r["throttled"]),
+            text(&r["throttle_wait_seconds"]),
+        );
+        for e in text(&r["errors"]).split(" | ").filter(|e| !e.is_empty()) {
+            let _ = writeln!(out, "  error: {}", escape(e));
+        }
+    }
+    if runs.is_empty() {
+        out.push_str("(no runs recorded)\n");
+    }
+    out
+}
+
+/// Control characters as escapes (`\n`, `\u{1b}`): one error, one line.
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_text_table_fits_100_columns_and_an_error_stays_on_its_line() {
+        let runs = vec![serde_json::json!({
+            "pipeline": "a-very-long-pipeline-name", "run_id": "0193a3b2-7c1d-7e44-9f00-123456789abc",
+            "started_at": "2026-12-03T14:05:09.123456Z", "seconds": 48.25, "streams": 13,
+            "rows_written": 123456789, "rejects": 12, "requests": 99999, "throttled": 120,
+            "throttle_wait_seconds": 3.5, "max_requests_per_second": 80.1, "failed_streams": 2,
+            "errors": "socialintents.chats: 500\n2025-10-27T00 forged | crm.contacts: \u{1b}[31mred"
+        })];
+        let out = super::text_table(&runs);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 100), "{out}");
+        assert!(
+            lines[1].starts_with("2026-12-03 14:05  a-very-lo… 0193a3b2  48.2      13 123456789"),
+            "{out}"
+        );
+        assert!(lines[1].ends_with("2 failed"), "{out}");
+        assert_eq!(
+            lines[2],
+            "  error: socialintents.chats: 500\\n2025-10-27T00 forged"
+        );
+        assert_eq!(lines[3], "  error: crm.contacts: \\u{1b}[31mred");
     }
 }

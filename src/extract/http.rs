@@ -237,7 +237,22 @@ impl HttpClient {
         records: fn(&[u8]) -> std::result::Result<u64, String>,
     ) -> Result<String> {
         let (url, label) = self.endpoint(segments, &[])?;
-        let body = self.get_complete_json(url, &label).await?;
+        // Two attempts at most: a check answers in seconds, not after the
+        // minutes of backoff a run allows an unreachable host.
+        let body = self
+            .get_body_with(
+                url,
+                &label,
+                BodyTo::Memory,
+                CHECK_ATTEMPTS,
+                |body| match body {
+                    Body::Memory(bytes) => serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                        .map(|_| bytes)
+                        .map_err(|e| format!("invalid JSON: {e}")),
+                    Body::File(_) => Err("internal: the body was spooled".into()),
+                },
+            )
+            .await?;
         let n = records(&body).map_err(|message| self.bad(&label, message))?;
         Ok(format!("GET {label}: {what}: {n}"))
     }
@@ -300,6 +315,20 @@ impl HttpClient {
         to: BodyTo,
         decode: impl Fn(Body) -> Result<T, String>,
     ) -> Result<T> {
+        self.get_body_with(url, endpoint, to, self.max_attempts, decode)
+            .await
+    }
+
+    /// [`HttpClient::get_body`] with its own limit of attempts.
+    async fn get_body_with<T>(
+        &self,
+        url: Url,
+        endpoint: &str,
+        to: BodyTo,
+        max_attempts: u32,
+        decode: impl Fn(Body) -> Result<T, String>,
+    ) -> Result<T> {
+        let max_attempts = max_attempts.clamp(1, self.max_attempts);
         let mut attempt = 1;
         loop {
             let sent = self.pacer.wait().await;
@@ -320,8 +349,8 @@ impl HttpClient {
             // source that answers most requests never runs out of it.
             let budget = 2 * u64::from(self.max_attempts) + self.succeeded.load(Ordering::Relaxed);
             let spent = self.retries.load(Ordering::Relaxed) >= budget;
-            if !err.is_retryable() || attempt >= self.max_attempts || spent {
-                let why = if attempt >= self.max_attempts || !spent {
+            if !err.is_retryable() || attempt >= max_attempts || spent {
+                let why = if attempt >= max_attempts || !spent {
                     format!("gave up after {attempt} attempts")
                 } else {
                     format!(
@@ -508,6 +537,9 @@ impl HttpClient {
         Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
     }
 }
+
+/// Attempts of `chatlake check`'s one request per source.
+const CHECK_ATTEMPTS: u32 = 2;
 
 /// A `{count, next, previous, results}` listing read to its end.
 #[derive(Debug, Default)]
@@ -803,7 +835,8 @@ async fn read_prefix(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
     out
 }
 
-/// A transport error without the URL (which could carry userinfo).
+/// A transport error naming the server (host and port) but not the URL,
+/// which could carry userinfo or a key in its query.
 fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_redirect() {
         "redirect refused"
@@ -814,8 +847,18 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
+    let server = e
+        .url()
+        .and_then(|u| {
+            let host = u.host_str()?;
+            Some(match u.port_or_known_default() {
+                Some(port) => format!(" ({host}:{port})"),
+                None => format!(" ({host})"),
+            })
+        })
+        .unwrap_or_default();
     let mut msg = format!(
-        "{kind}: {}",
+        "{kind}{server}: {}",
         e.to_string()
             .replace(e.url().map(|u| u.as_str()).unwrap_or("\u{0}"), "<url>")
     );

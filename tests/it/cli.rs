@@ -547,6 +547,31 @@ fn check_reaches_each_source_and_never_prints_the_token() {
     );
     assert!(!out.contains(wrong) && !err.contains(wrong), "{out}{err}");
 
+    // A server nobody listens on: FAILED within seconds (two attempts, not
+    // a run's minutes of backoff), naming the host and port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gone = env.dir.path().join("unreachable.toml");
+    std::fs::write(
+        &gone,
+        std::fs::read_to_string(file)
+            .unwrap()
+            .replace(&env.sim.url(), &format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = chatlake(&["check", "--pipeline", gone.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "FAILED  socialintents /apps: connection failed (127.0.0.1:{port})"
+        )) && out.contains("gave up after 2 attempts"),
+        "{out}"
+    );
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+
     // A variable that does not resolve is a pipeline-file error (exit 2).
     let unset = env.dir.path().join("unset.toml");
     std::fs::write(

@@ -119,7 +119,7 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     let runs = chatlake(&["runs", "--warehouse", wh.to_str().unwrap(), "--last", "5"]);
     let listed = String::from_utf8_lossy(&runs.stdout);
     assert!(
-        listed.contains("test") && listed.contains("run_id"),
+        listed.contains("test") && listed.contains("started (UTC)"),
         "{listed}"
     );
     assert!(
