@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatlake-target}"
 mkdir -p "$CACHE"
 
 need=()
@@ -27,10 +26,7 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-# The binary as `cargo test` builds it (same features: no second build of
-# datafusion after `cargo test`).
-cargo test --no-run -q 2>/dev/null || cargo test --no-run
-bin="$CARGO_TARGET_DIR/debug/chatlake"
+. tests/cargo-bin.sh
 (cd "$work" && "$bin" demo --warehouse "$work/wh" > "$work/demo.out")
 report="$work/wh/_reports/latest.html"
 test -s "$report" || { echo "FAIL: the demo wrote no report at $report"; cat "$work/demo.out"; exit 1; }
@@ -73,6 +69,34 @@ for h in "Chat report" "Data health" "Key figures" "Daily chats" "First-response
          "Chats by weekday and hour" "Agents" "Channels" "Top companies" "Failed syncs"; do
   grep -q "$h" "$work/report.txt" || { echo "FAIL: heading '$h' is not on the rendered page"; missing=1; }
 done
+# Every table's column headers and every chart's axis titles, as the HTML
+# has them, are on the printed page: a column clipped by the page or hidden
+# behind a scrollbar fails here.
+"$CACHE/venv/bin/python" - "$report" "$work/report.txt" <<'PY' || missing=1
+import html.parser, re, sys
+class Collect(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(); self.stack = []; self.found = []; self.text = ""
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "th" or (tag == "text" and "axis" in (a.get("class") or "").split()):
+            self.stack.append(tag); self.text = ""
+    def handle_endtag(self, tag):
+        if self.stack and tag == self.stack[-1]:
+            self.stack.pop()
+            t = " ".join(self.text.split())
+            if t: self.found.append(t)
+    def handle_data(self, data):
+        if self.stack: self.text += data
+c = Collect(); c.feed(open(sys.argv[1], encoding="utf-8").read())
+pdf = " ".join(open(sys.argv[2], encoding="utf-8").read().split())
+missing = sorted({t for t in c.found if t not in pdf})
+print(f"report.pdf: {len(set(c.found))} column headers and axis titles checked")
+if len(set(c.found)) < 20:
+    sys.exit(f"FAIL: only {len(set(c.found))} column headers and axis titles in the report: {sorted(set(c.found))}")
+if missing:
+    sys.exit(f"FAIL: not on the printed page: {missing}")
+PY
 [ "$missing" -eq 0 ] || exit 1
 if [ "${DOCS:-0}" = 1 ]; then
   cp "$work/report-1280.png" docs/report.png

@@ -14,7 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatlake-target}"
 mkdir -p "$CACHE"
 
 if ! command -v java >/dev/null; then
@@ -32,17 +31,18 @@ pkgs=(duckdb==2.0.1 pyarrow==26.0.1 polars==2.1.0 pyspark==4.3.0)
   || "$CACHE/venv/bin/pip" install -q "${pkgs[@]}"
 
 # DuckDB's httpfs and aws extensions as wheels (no extension download): published for 1.5.5.
-s3pkgs=(duckdb==1.5.5 duckdb-extension-httpfs==1.5.5 duckdb-extension-aws==1.5.5 "moto[server]==5.2.5" pytz==2025.2 pyarrow==26.0.1 polars==2.1.0)
+# The DuckDB CLI of the same version (duckdb-cli) runs the README's `duckdb -init`.
+s3pkgs=(duckdb==1.5.5 duckdb-cli==1.5.5 duckdb-extension-httpfs==1.5.5 duckdb-extension-aws==1.5.5 "moto[server]==5.2.5" pytz==2025.2 pyarrow==26.0.1 polars==2.1.0)
 if [ ! -x "$CACHE/venv-s3/bin/python" ]; then
   python3 -m venv "$CACHE/venv-s3"
 fi
 "$CACHE/venv-s3/bin/python" -c "import duckdb, duckdb_extension_httpfs, duckdb_extension_aws, moto, boto3, pytz, pyarrow, polars" 2>/dev/null \
+  && [ -x "$CACHE/venv-s3/bin/duckdb" ] \
   || "$CACHE/venv-s3/bin/pip" install -q "${s3pkgs[@]}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cargo test --no-run -q 2>/dev/null || cargo test --no-run
-bin="$CARGO_TARGET_DIR/debug/chatlake"
+. tests/cargo-bin.sh
 # A warehouse path with a quote, a semicolon and a space: the scripts must
 # quote it as each engine reads literals (issue 24.1; it was pasted raw).
 wh="$work/o'brien; wh"
@@ -52,4 +52,7 @@ wh="$work/o'brien; wh"
   || { echo "--- last lines of the engines' stderr:"; tail -20 "$work/spark.log"; exit 1; }
 "$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$wh" "$work" 2> "$work/s3.log" \
   || { echo "--- last lines of the S3 test's stderr:"; tail -20 "$work/s3.log"; exit 1; }
+# Every shell block of the README, exactly as printed (tests/readme.py).
+"$CACHE/venv-s3/bin/python" tests/readme.py "$bin" "$PWD" "$work" "$CACHE/venv/bin" \
+  || { echo "FAIL: a README command did not work as printed"; exit 1; }
 echo "engines test: ok"

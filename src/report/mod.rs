@@ -152,12 +152,19 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         .next()
         .unwrap_or_default();
     let (now, before) = (kpis(session, period).await?, kpis(session, prev).await?);
+    let target = num(&settings, "first_response_target_seconds").unwrap_or(120.0);
+    let business_hours = settings
+        .get("business_hours")
+        .and_then(Value::as_str)
+        .unwrap_or("Mon-Fri 09:00-17:00")
+        .to_string();
     let tiles: Vec<Value> = KPIS
         .iter()
         .map(|k| {
             let (v, p) = (num(&now, k), num(&before, k));
             json!({"name": k, "label": charts::kpi_label(k), "value": v, "previous": p,
-                   "shown": charts::kpi_text(k, v), "change": charts::change_text(k, v, p)})
+                   "shown": charts::kpi_text(k, v), "change": charts::change_text(k, v, p),
+                   "help": charts::kpi_help(k, target, &business_hours)})
         })
         .collect();
     let sources = rows(
@@ -249,6 +256,13 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
                 ""
             };
             r.insert("warning".into(), json!(warning));
+            // To the minute, as people read it (the full instant is in meta.runs).
+            if let Some(Value::String(t)) = r.get_mut("last_success") {
+                *t = format!(
+                    "{} UTC",
+                    t.chars().take(16).collect::<String>().replace('T', " ")
+                );
+            }
             Value::Object(r)
         })
         .collect();
@@ -271,7 +285,8 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
         "buckets": charts::buckets(&buckets),
         "heatmap": charts::heatmap(&heat),
         "agents": agents, "channels": channels, "companies": companies,
-        "failed": charts::failed(&failed_days), "failed_reasons": failed_reasons,
+        "failed": charts::failed(&failed_days, period),
+        "colours": {"answered": charts::ANSWERED, "missed": charts::MISSED}, "failed_reasons": failed_reasons,
     });
     let mut ctx = ctx;
     strip_controls(&mut ctx);

@@ -112,6 +112,101 @@ pub fn assert_self_contained(html: &str) {
     assert!(!html.contains("@import"));
 }
 
+/// Issue 22: what a PDF or an email shows without hover. Every heatmap cell
+/// prints its chats and missed share, equal to the served chats of that
+/// local weekday and hour (counted here); the daily chart's y axis ends at
+/// the first "nice" tick at or above the busiest day; every chart has axis
+/// titles; blue and orange mean answered and missed wherever they appear.
+fn charts_read_without_hover(env: &Env, doc: &Html) {
+    use chrono::{Datelike, Timelike};
+    let sel = |s: &str| Selector::parse(s).unwrap();
+    let text = |e: scraper::ElementRef| e.text().collect::<String>().trim().to_string();
+    let tz = env.tz();
+    let (a, b) = (d("2025-11-03"), d("2025-11-09"));
+    let mut cells = std::collections::BTreeMap::<(u32, u32), (u32, u32)>::new();
+    for c in env.served_chats("2025-11-03", "2025-11-09") {
+        let local = c.start.with_timezone(&tz);
+        if c.malformed || !(a..=b).contains(&local.date_naive()) {
+            continue;
+        }
+        let e = cells
+            .entry((local.weekday().number_from_monday(), local.hour()))
+            .or_default();
+        e.0 += 1;
+        e.1 += u32::from(c.chat_type == "Missed");
+    }
+    let heat = doc
+        .select(&sel("#heatmap svg"))
+        .next()
+        .expect("the heatmap");
+    let printed: Vec<String> = heat.select(&sel("text.cell")).map(text).collect();
+    // Each cell prints two texts: its chats, then its missed share.
+    let mut got: Vec<(String, String)> = printed
+        .chunks(2)
+        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+        .collect();
+    let mut want: Vec<(String, String)> = cells
+        .values()
+        .map(|(n, missed)| {
+            (
+                n.to_string(),
+                format!("{:.0}%", f64::from(*missed) / f64::from(*n) * 100.0),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "heatmap cells: printed vs served");
+    assert!(
+        heat.parent()
+            .and_then(|p| p.parent())
+            .is_some_and(|s| text(scraper::ElementRef::wrap(s).unwrap()).contains("Colour: chats")),
+        "the heatmap has a colour legend"
+    );
+    // The daily chart's scale fits the busiest day.
+    let mut per_day = std::collections::BTreeMap::<NaiveDate, u32>::new();
+    for c in env.served_chats("2025-11-03", "2025-11-09") {
+        let day = local_date(c.start, tz);
+        if !c.malformed && (a..=b).contains(&day) {
+            *per_day.entry(day).or_default() += 1;
+        }
+    }
+    let busiest = f64::from(*per_day.values().max().unwrap());
+    let daily = doc.select(&sel("#daily svg")).next().unwrap();
+    let ticks: Vec<f64> = daily
+        .select(&sel("text[text-anchor=end]"))
+        .filter_map(|t| text(t).replace(',', "").parse().ok())
+        .collect();
+    let top = ticks.iter().copied().fold(0.0, f64::max);
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert!(
+        top >= busiest && top < busiest * 1.7 + 1.0,
+        "scale to {top} for a busiest day of {busiest}"
+    );
+    for chart in ["#daily", "#first-response", "#failed-syncs"] {
+        if let Some(svg) = doc.select(&sel(&format!("{chart} svg"))).next() {
+            let titles: Vec<String> = svg.select(&sel("text.axis")).map(text).collect();
+            assert!(
+                titles.len() >= 2 && titles.iter().all(|t| !t.is_empty()),
+                "{chart}: {titles:?}"
+            );
+        }
+    }
+    // One colour, one meaning: blue only for answered, orange only for missed.
+    for (colour, meaning) in [("#0072B2", "answered"), ("#E69F00", "missed")] {
+        for e in doc.select(&sel(&format!("[fill='{colour}']"))) {
+            let title = e.select(&sel("title")).next().map(text).unwrap_or_default();
+            assert!(
+                e.ancestors().any(|a| a
+                    .value()
+                    .as_element()
+                    .is_some_and(|x| x.attr("id") == Some("daily"))),
+                "{colour} ({meaning}) used outside the daily chart: {title}"
+            );
+        }
+    }
+}
+
 fn headings(doc: &Html) -> Vec<String> {
     doc.select(&Selector::parse("h1, h2").unwrap())
         .map(|h| h.text().collect::<String>())
@@ -180,6 +275,7 @@ fn the_report_figures_equal_the_served_data_and_it_references_nothing() {
         );
         assert_eq!(svg.value().attr("role"), Some("img"));
     }
+    charts_read_without_hover(&env, &doc);
     let sources: BTreeSet<_> = doc
         .select(&Selector::parse("p.meta").unwrap())
         .flat_map(|p| p.text().map(str::to_string).collect::<Vec<_>>())
