@@ -61,6 +61,50 @@ for width in (1280, 390):
         sys.exit(f"FAIL: the report rendered blank at {width}px")
 PY
 
+# Read on a phone (issue 25): at 390 px and at 1280 px the page is no wider
+# than the screen (a wide table or chart scrolls inside its own box), and no
+# chart text renders under 11 px. Measured by the browser, on the report in
+# an iframe of exactly that width (headless windows are at least 500 px
+# wide), with a measuring script added to that copy (the report has none).
+for width in 390 1280; do
+  python3 - "$report" "$work/measure-$width.html" "$width" <<'PY'
+import html, sys
+page = open(sys.argv[1], encoding="utf-8").read()
+script = """<script>
+addEventListener('load', () => {
+  const vw = document.documentElement.clientWidth, sw = document.documentElement.scrollWidth;
+  let min = 1e9, where = '';
+  for (const t of document.querySelectorAll('svg text')) {
+    const svg = t.ownerSVGElement;
+    const px = parseFloat(getComputedStyle(t).fontSize) * svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    if (px < min) { min = px; where = t.textContent; }
+  }
+  parent.document.getElementById('measure').textContent = JSON.stringify({vw, sw, min: Math.round(min * 10) / 10, where});
+});
+</script>"""
+width = int(sys.argv[3])
+host = (f'<!DOCTYPE html><html><body style="margin:0"><pre id="measure"></pre>'
+        f'<iframe style="width:{width}px;height:2000px;border:0" '
+        f'srcdoc="{html.escape(page.replace("</body>", script + "</body>"), quote=True)}"></iframe></body></html>')
+open(sys.argv[2], "w", encoding="utf-8").write(host)
+PY
+  "${chrome[@]}" --window-size=1400,2200 --virtual-time-budget=5000 --dump-dom "file://$work/measure-$width.html" 2>/dev/null > "$work/dom-$width.html"
+  python3 - "$work/dom-$width.html" "$width" <<'PY'
+import html, json, re, sys
+m = re.search(r'<pre id="measure">(.+?)</pre>', open(sys.argv[1], encoding="utf-8").read(), re.S)
+if not m:
+    sys.exit(f"FAIL: the measuring script did not run at {sys.argv[2]} px")
+r = json.loads(html.unescape(m.group(1)))
+print(f"report at {sys.argv[2]} px: page {r['sw']} px wide in a {r['vw']} px viewport; smallest chart text {r['min']} px ({r['where']!r})")
+if r["vw"] > int(sys.argv[2]) or r["vw"] < int(sys.argv[2]) - 20:
+    sys.exit(f"FAIL: measured in a {r['vw']} px viewport, not {sys.argv[2]} px")
+if r["sw"] > r["vw"]:
+    sys.exit(f"FAIL: at {sys.argv[2]} px the page overflows the screen ({r['sw']} > {r['vw']})")
+if r["min"] < 11:
+    sys.exit(f"FAIL: at {sys.argv[2]} px chart text renders at {r['min']} px ({r['where']!r}), under 11 px")
+PY
+done
+
 pdftotext -layout "$work/report.pdf" "$work/report.txt"
 pages=$(pdfinfo "$work/report.pdf" | awk '/^Pages:/ {print $2}')
 echo "report.pdf: $pages page(s)"

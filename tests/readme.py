@@ -197,9 +197,12 @@ def simulator():
 
 def pipeline_file(name, extra="", warehouse=None):
     """pipelines/NAME.toml: the demo pipeline under that name, pointed at
-    the test's simulator."""
+    the test's simulator, starting 14 days ago (a run reads two weeks, not
+    the demo's year)."""
     text = open(os.path.join(REPO, "pipelines/demo.toml"), encoding="utf-8").read()
     text = text.replace('name = "demo"', f'name = "{name}"')
+    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 14 * 86400))
+    text = re.sub(r'^start_date = "[0-9-]+"', f'start_date = "{start}"', text, flags=re.M)
     text = text.replace("${CHATLAKE_SIMULATOR_URL:-http://127.0.0.1:8089}", simulator())
     if warehouse:
         text = text.replace('warehouse = "./warehouse"', f'warehouse = "{warehouse}"')
