@@ -19,6 +19,7 @@ pub mod extract;
 pub mod lock;
 pub mod metrics;
 pub mod normalize;
+pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod privacy;

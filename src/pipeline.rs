@@ -294,6 +294,9 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             Err(e) => tracing::error!(error = %e, "could not write the report"),
         }
     }
+    // Alerts: the rules over what is now committed, sent to their
+    // channels; a delivery failure is recorded, never fails the run.
+    crate::notify::alerts::after_run(pipeline, wh).await;
     if recorded {
         if let Err(e) = crate::runlog::finish(wh, &cfg.name, &run_id).await {
             tracing::warn!(error = %e, "could not clear the run marker; `chatlake runs` will list this run as incomplete");
@@ -307,7 +310,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
 }
 
 /// A run's id: its start (UTC, to the second) and 24 random bits.
-fn new_run_id(at: DateTime<Utc>) -> String {
+pub(crate) fn new_run_id(at: DateTime<Utc>) -> String {
     format!(
         "{}-{:06x}",
         at.format("%Y%m%dT%H%M%SZ"),

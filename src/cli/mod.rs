@@ -40,6 +40,7 @@ macro_rules! out {
 /// The demo pipeline, compiled in so `chatlake demo` works from any directory.
 const DEMO_PIPELINE: &str = include_str!("../../pipelines/demo.toml");
 
+mod alerts;
 mod check;
 mod demo;
 mod forget;
@@ -153,6 +154,14 @@ pub enum Command {
         #[command(subcommand)]
         action: privacy::PrivacyAction,
     },
+    /// Evaluate the pipeline's `[[alerts]]` rules once and send what starts,
+    /// repeats or clears (runs and the scheduler do this too): for cron.
+    Alerts(alerts::AlertsArgs),
+    /// Send a test message to the pipeline's channels.
+    Notify {
+        #[command(subcommand)]
+        action: alerts::NotifyAction,
+    },
 }
 
 /// Runs a parsed command; `interactive` turns on the progress bar.
@@ -184,6 +193,8 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         Command::Simulator(args) => simulator::execute(args).await,
         Command::Forget(args) => forget::execute(args).await,
         Command::Privacy { action } => privacy::execute(action).await,
+        Command::Alerts(args) => alerts::execute(args).await,
+        Command::Notify { action } => alerts::notify(action).await,
     }
 }
 

@@ -146,6 +146,34 @@ pub(super) async fn runs(
             }
         }
     }
+    // Messages that no channel took (alerts, tests): the runs went on.
+    let deliveries = crate::query::run(
+        &ctx,
+        &format!(
+            "SELECT CAST(delivered_at AS VARCHAR) AS delivered_at, pipeline, channel, kind, subject, attempts, error \
+             FROM meta.deliveries WHERE status = 'failed' {} ORDER BY delivered_at DESC LIMIT {last}",
+            filter.replacen("WHERE", "AND", 1)
+        ),
+    )
+    .await?;
+    let failed_deliveries: Vec<serde_json::Value> =
+        serde_json::from_str(&crate::query::render(&deliveries, Format::Json)?)
+            .map_err(|e| Error::Usage(format!("deliveries as JSON: {e}")))?;
+    if format == TextOrJson::Text && !failed_deliveries.is_empty() {
+        outln!("failed deliveries (newest first; all in meta.deliveries):")?;
+        for d in &failed_deliveries {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            outln!(
+                "  {} {} {} to {}: {} ({} attempts)",
+                s("delivered_at").chars().take(16).collect::<String>(),
+                escape(&s("pipeline")),
+                s("kind"),
+                escape(&s("channel")),
+                escape(&s("error")),
+                d["attempts"]
+            )?;
+        }
+    }
     if format == TextOrJson::Json {
         let runs: serde_json::Value =
             serde_json::from_str(&crate::query::render(&batches, Format::Json)?)
@@ -154,6 +182,7 @@ pub(super) async fn runs(
             "runs": runs,
             "incomplete": incomplete_json,
             "failed_pipelines": failed,
+            "failed_deliveries": failed_deliveries,
         });
         outln!("{doc:#}")?;
     }

@@ -56,6 +56,12 @@ pub struct PipelineConfig {
     /// kept as the API sends it.
     #[serde(default)]
     pub privacy: Option<crate::privacy::PrivacyConfig>,
+    /// Where messages go: `[channels.NAME]` (slack, webhook).
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, crate::notify::ChannelConfig>,
+    /// `[[alerts]]`: rules evaluated after every run.
+    #[serde(default)]
+    pub alerts: Vec<crate::notify::AlertRule>,
 }
 
 fn default_warehouse() -> String {
@@ -293,6 +299,7 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if let Some(r) = &c.report {
         r.validate()?;
     }
+    crate::notify::validate(&c.channels, &c.alerts)?;
     if c.start_date < EARLIEST_START {
         return Err(format!(
             "start_date = {}: at the earliest {EARLIEST_START} (the reporting calendar covers every day from start_date on)",

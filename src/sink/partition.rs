@@ -111,6 +111,8 @@ pub const APPEND_TABLES: &[&str] = &[
     "meta.rejects",
     "meta.deletions",
     "meta.erasures",
+    "meta.alerts",
+    "meta.deliveries",
 ];
 
 /// The files of a table that readers take, as a glob of file names (readers

@@ -11,6 +11,7 @@ mod forget;
 mod hostile;
 mod hostile2;
 mod lock;
+mod notify;
 mod pipeline;
 mod privacy;
 mod report;

@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 
 use chatlake::simulator::{CrmData, SiData, SimConfig};
-use hmac::{KeyInit, Mac};
 
 use crate::support::*;
 
@@ -99,13 +98,7 @@ pub fn run(file: &str, wh: &str, extra: &[&str], key: Option<&str>) -> (i32, Str
 }
 
 pub fn hmac_hex(value: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(PKEY.as_bytes()).unwrap();
-    mac.update(value.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hmac_sha256_hex(PKEY, value)
 }
 
 /// Every string value of every Parquet file under `dir`, decoded.

@@ -379,3 +379,16 @@ pub fn batch_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     }
     out
 }
+
+/// HMAC-SHA256 of `msg` under `key`, in lower-case hex: computed here, with
+/// the hmac crate directly, to check what chatlake wrote or signed.
+pub fn hmac_sha256_hex(key: &str, msg: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(msg.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! `chatlake alerts` (evaluate the `[[alerts]]` rules once: for cron users)
+//! and `chatlake notify test` (one test message to each channel).
+
+use std::process::ExitCode;
+
+use super::*;
+
+/// The arguments of `chatlake alerts`.
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    /// Pipeline file (TOML) with `[channels.NAME]` and `[[alerts]]`.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub wh: WarehouseArg,
+}
+
+/// What `chatlake notify` does.
+#[derive(Debug, Subcommand)]
+pub enum NotifyAction {
+    /// Send a test message to each channel of the file (or one) and say
+    /// per channel whether it was accepted.
+    Test {
+        /// Pipeline file (TOML) with `[channels.NAME]`.
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        #[command(flatten)]
+        wh: WarehouseArg,
+    },
+}
+
+/// Runs `chatlake alerts`: exit 0 when every rule was evaluated and every
+/// notice delivered somewhere, 1 otherwise.
+pub async fn execute(args: AlertsArgs) -> Result<ExitCode> {
+    let p = Pipeline::load(&args.pipeline)?;
+    if p.config.alerts.is_empty() {
+        return Err(Error::Usage(format!(
+            "alerts: {} has no [[alerts]] rule",
+            args.pipeline.display()
+        )));
+    }
+    let wh = existing_warehouse(args.wh.warehouse, Some(&p))?;
+    // Under the pipeline's lock: a run evaluates the same state at its end.
+    let id = format!("alerts-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let lock =
+        crate::lock::RunLock::acquire(&wh, &p.config.name, &id, crate::lock::DEFAULT_TTL).await?;
+    let outcome = crate::notify::evaluate_and_notify(&p, &wh, Utc::now()).await;
+    lock.release().await;
+    let outcome = outcome?;
+    let mut failed = outcome.errors.len();
+    for n in &outcome.notices {
+        let sent: Vec<&str> = n
+            .deliveries
+            .iter()
+            .filter(|d| d.ok())
+            .map(|d| d.channel.as_str())
+            .collect();
+        if sent.is_empty() {
+            failed += 1;
+        }
+        outln!(
+            "{:<9} {} ({}): sent to {}",
+            n.status,
+            n.rule,
+            n.key,
+            if sent.is_empty() {
+                "no channel (recorded in meta.deliveries; tried again next time)".to_string()
+            } else {
+                sent.join(", ")
+            }
+        )?;
+    }
+    for e in &outcome.errors {
+        outln!("error     {e}")?;
+    }
+    outln!(
+        "{} rule(s) evaluated; {} notice(s) sent; {} alert(s) firing",
+        p.config.alerts.len(),
+        outcome.notices.len(),
+        outcome.firing
+    )?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `chatlake notify test`.
+pub async fn notify(action: NotifyAction) -> Result<ExitCode> {
+    let NotifyAction::Test {
+        pipeline,
+        channel,
+        wh,
+    } = action;
+    let p = Pipeline::load(&pipeline)?;
+    if let Some(c) = &channel {
+        if !p.config.channels.contains_key(c) {
+            return Err(Error::Usage(format!(
+                "notify test: {} has no [channels.{c}]",
+                pipeline.display()
+            )));
+        }
+    }
+    if p.config.channels.is_empty() {
+        return Err(Error::Usage(format!(
+            "notify test: {} has no [channels.NAME]",
+            pipeline.display()
+        )));
+    }
+    // Recorded in meta.deliveries when the warehouse exists already.
+    let wh = existing_warehouse(wh.warehouse, Some(&p)).ok();
+    let sent = crate::notify::send_test(&p, wh.as_ref(), channel.as_deref()).await?;
+    let mut failed = 0;
+    for d in &sent {
+        match &d.error {
+            None => outln!(
+                "{:<14} ok      accepted ({}, HTTP {})",
+                d.channel,
+                d.channel_type,
+                d.http_status.unwrap_or(0)
+            )?,
+            Some(e) => {
+                failed += 1;
+                outln!(
+                    "{:<14} FAILED  {e} (after {} attempts)",
+                    d.channel,
+                    d.attempts
+                )?;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
