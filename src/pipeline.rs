@@ -289,10 +289,18 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     }
     // The report shows this run, failed streams included.
     if let Some(report) = &cfg.report {
-        match crate::report::deliver(wh, report, today).await {
-            Ok(url) => tracing::info!(report = %url, "report written"),
-            Err(e) => tracing::error!(error = %e, "could not write the report"),
-        }
+        let url = match crate::report::deliver(wh, report, today).await {
+            Ok(url) => {
+                tracing::info!(report = %url, "report written");
+                Some(url)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the report");
+                None
+            }
+        };
+        // On its cadence, the headline goes to `deliver_to` (never fails the run).
+        crate::notify::report::after_run(pipeline, wh, today, url.as_deref()).await;
     }
     // Alerts: the rules over what is now committed, sent to their
     // channels; a delivery failure is recorded, never fails the run.

@@ -22,6 +22,14 @@ pub struct ReportArgs {
     /// Output file, or - for stdout.
     #[arg(long, default_value = "report.html")]
     pub out: String,
+    /// Pipeline file: its warehouse, and with --send its `[report]
+    /// deliver_to` channels (default period: its `every` cadence's).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+    /// Send the headline figures and where the report is to the
+    /// pipeline's `[report] deliver_to` channels now.
+    #[arg(long, requires = "pipeline")]
+    pub send: bool,
 }
 
 pub async fn execute(args: ReportArgs) -> Result<ExitCode> {
@@ -31,8 +39,16 @@ pub async fn execute(args: ReportArgs) -> Result<ExitCode> {
         to,
         days,
         out,
+        pipeline,
+        send,
     } = args;
-    let wh = existing_warehouse(wh.warehouse, None)?;
+    let p = pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let wh = existing_warehouse(wh.warehouse, p.as_ref())?;
+    let cadence_days = p
+        .as_ref()
+        .and_then(|p| p.config.report.as_ref()?.every.as_deref())
+        .and_then(|e| crate::report::Cadence::parse(e).ok())
+        .map(|c| c.days());
     let session = crate::query::session(&wh).await?;
     let period = match (from, to) {
         (Some(from), Some(to))
@@ -51,7 +67,7 @@ pub async fn execute(args: ReportArgs) -> Result<ExitCode> {
         }
         _ => {
             let today = time::local_date(Utc::now(), crate::report::timezone(&session));
-            crate::report::Period::last_days(today, days.unwrap_or(28))
+            crate::report::Period::last_days(today, days.or(cadence_days).unwrap_or(28))
         }
     };
     let html = crate::report::render(&wh, period).await?;
@@ -67,6 +83,36 @@ pub async fn execute(args: ReportArgs) -> Result<ExitCode> {
             "report for {}..{} written to {out}",
             period.from, period.to
         ));
+    }
+    if let (true, Some(p)) = (send, &p) {
+        let link = (out != "-")
+            .then(|| std::fs::canonicalize(&out).ok())
+            .flatten()
+            .map(|abs| format!("file://{}", abs.display()));
+        let sent = crate::notify::report::send(p, &wh, period, link.as_deref()).await?;
+        if sent.is_empty() {
+            return Err(Error::Usage(format!(
+                "report --send: {} has no [report] deliver_to channel",
+                p.file.display()
+            )));
+        }
+        let mut failed = 0;
+        for d in &sent {
+            match &d.error {
+                None => outln!("{:<14} sent    {}", d.channel, d.subject)?,
+                Some(e) => {
+                    failed += 1;
+                    outln!(
+                        "{:<14} FAILED  {e} (after {} attempts)",
+                        d.channel,
+                        d.attempts
+                    )?;
+                }
+            }
+        }
+        if failed > 0 {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

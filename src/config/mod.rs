@@ -299,7 +299,8 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     if let Some(r) = &c.report {
         r.validate()?;
     }
-    crate::notify::validate(&c.channels, &c.alerts)?;
+    let report_to = c.report.as_ref().map_or(&[][..], |r| &r.deliver_to[..]);
+    crate::notify::validate(&c.channels, &c.alerts, report_to)?;
     if c.start_date < EARLIEST_START {
         return Err(format!(
             "start_date = {}: at the earliest {EARLIEST_START} (the reporting calendar covers every day from start_date on)",

@@ -9,6 +9,7 @@
 
 pub mod alerts;
 pub mod channels;
+pub mod report;
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,13 @@ impl ChannelConfig {
 pub fn validate(
     channels: &BTreeMap<String, ChannelConfig>,
     rules: &[AlertRule],
+    report_to: &[String],
 ) -> Result<(), String> {
+    if let Some(c) = report_to.iter().find(|c| !channels.contains_key(*c)) {
+        return Err(format!(
+            "[report] deliver_to names {c:?}, which is not a [channels.NAME] of this file"
+        ));
+    }
     for (name, c) in channels {
         if name.is_empty()
             || !name

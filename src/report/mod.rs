@@ -140,6 +140,44 @@ pub async fn kpis(session: &Session, p: Period) -> Result<Map<String, Value>> {
         .unwrap_or_default())
 }
 
+/// The headline of `period` against the one before: one line for a
+/// subject ("Chats 1,374 (+2%) · missed 18.4% (−1.9 pts) · within SLA
+/// 82.5% (+0.4 pts)") and one line per figure for a message's body.
+pub async fn headline(wh: &crate::sink::Warehouse, period: Period) -> Result<(String, String)> {
+    let prev = period.previous();
+    let session = &query::session_for_dates(wh, prev.from, period.to).await?;
+    let (now, before) = (kpis(session, period).await?, kpis(session, prev).await?);
+    let change = |k: &str| {
+        charts::change_text(k, num(&now, k), num(&before, k))
+            .replace(" vs previous", "")
+            .replace("previous period: 0", "new")
+            .replace("no previous figure", "–")
+    };
+    let fig = |k: &str| charts::kpi_text(k, num(&now, k));
+    let subject = format!(
+        "Chats {} ({}) · missed {} ({}) · within SLA {} ({})",
+        fig("chats"),
+        change("chats"),
+        fig("missed_rate"),
+        change("missed_rate"),
+        fig("sla_attainment"),
+        change("sla_attainment")
+    );
+    let body = KPIS
+        .iter()
+        .map(|k| {
+            format!(
+                "{}: {} ({} vs previous)",
+                charts::kpi_label(k),
+                fig(k),
+                change(k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok((subject, body))
+}
+
 /// Renders the report of `period` (against the period before it).
 pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<String> {
     let prev = period.previous();
@@ -349,6 +387,61 @@ pub struct ReportConfig {
     pub path: String,
     /// Days reported (the last complete local days).
     pub days: u32,
+    /// Channels the report's headline figures and link are sent to, on
+    /// the `every` cadence (see `notify::report`).
+    pub deliver_to: Vec<String>,
+    /// `daily`, `weekly:<Mon..Sun>` or `monthly:<1..28>`: after the first
+    /// run of such a day, the period just ended is sent (yesterday, the
+    /// last 7 days, the last 30 days), against the one before.
+    pub every: Option<String>,
+}
+
+/// A delivery cadence: how many days it reports and whether `day` is one
+/// of its days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    Daily,
+    Weekly(chrono::Weekday),
+    Monthly(u32),
+}
+
+impl Cadence {
+    /// Parses `daily`, `weekly:Mon`, `monthly:1`.
+    pub fn parse(s: &str) -> std::result::Result<Cadence, String> {
+        let bad =
+            || format!("[report] every = {s:?}: use daily, weekly:<Mon..Sun> or monthly:<1..28>");
+        match s.split_once(':') {
+            None if s == "daily" => Ok(Cadence::Daily),
+            Some(("weekly", d)) => d
+                .parse::<chrono::Weekday>()
+                .map(Cadence::Weekly)
+                .map_err(|_| bad()),
+            Some(("monthly", n)) => match n.parse::<u32>() {
+                Ok(n) if (1..=28).contains(&n) => Ok(Cadence::Monthly(n)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+
+    /// Days the report of this cadence covers.
+    pub fn days(self) -> u32 {
+        match self {
+            Cadence::Daily => 1,
+            Cadence::Weekly(_) => 7,
+            Cadence::Monthly(_) => 30,
+        }
+    }
+
+    /// Whether the report is due on local date `day`.
+    pub fn due(self, day: NaiveDate) -> bool {
+        use chrono::Datelike;
+        match self {
+            Cadence::Daily => true,
+            Cadence::Weekly(w) => day.weekday() == w,
+            Cadence::Monthly(n) => day.day() == n,
+        }
+    }
 }
 
 /// Most days one report covers (ten years): beyond it the dates before
@@ -369,6 +462,12 @@ impl ReportConfig {
     /// path relative to the warehouse, with plain `/`-separated names (no
     /// `.`, `..`, backslash or control character), outside the tables.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(every) = &self.every {
+            Cadence::parse(every)?;
+            if self.deliver_to.is_empty() {
+                return Err("[report] every: needs deliver_to = [\"channel\", ...]".into());
+            }
+        }
         if !(1..=MAX_DAYS).contains(&self.days) {
             return Err(format!(
                 "[report] days = {}: between 1 and {MAX_DAYS}",
@@ -405,6 +504,8 @@ impl Default for ReportConfig {
         ReportConfig {
             path: "_reports/latest.html".into(),
             days: 28,
+            deliver_to: Vec::new(),
+            every: None,
         }
     }
 }
@@ -441,4 +542,35 @@ pub async fn deliver(
     } else {
         wh.url_of(&latest).trim_end_matches('/').to_string()
     })
+}
+
+#[cfg(test)]
+mod cadence_tests {
+    use super::Cadence;
+    use chrono::NaiveDate;
+
+    /// 2026-12-07 is a Monday (checked against a calendar).
+    #[test]
+    fn cadences_parse_and_fall_on_their_days() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(Cadence::parse("daily"), Ok(Cadence::Daily));
+        let monday = Cadence::parse("weekly:Mon").unwrap();
+        assert!(monday.due(d("2026-12-07")) && !monday.due(d("2026-12-08")));
+        let first = Cadence::parse("monthly:1").unwrap();
+        assert!(first.due(d("2027-01-01")) && !first.due(d("2026-12-31")));
+        assert_eq!(
+            (Cadence::Daily.days(), monday.days(), first.days()),
+            (1, 7, 30)
+        );
+        for bad in [
+            "weekly",
+            "weekly:Moon",
+            "monthly:29",
+            "monthly:0",
+            "hourly",
+            "",
+        ] {
+            assert!(Cadence::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -390,3 +390,89 @@ async fn a_stream_without_a_success_for_hours_is_stale() {
         .count();
     assert_eq!(resolved, streams.len());
 }
+
+/// `[report] deliver_to` with `every = "daily"`: the first run of a day
+/// sends yesterday's headline to the channel, with the figures computed
+/// here from the served chats, once (a second run that day sends nothing);
+/// `chatlake report --send` sends a chosen period now, with the report's
+/// location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_headline_is_sent_on_its_cadence_with_the_figures() {
+    let r = receiver().await;
+    let env = env_with_rules(
+        &r,
+        "\n[report]\ndeliver_to = [\"ops\"]\nevery = \"daily\"\n",
+    )
+    .await;
+    // The run's "today" is 2025-10-30 (noon UTC): it reports 2025-10-29.
+    env.run(Some("2025-10-27"), "2025-10-29").await;
+    let day: Vec<_> = env
+        .served_chats("2025-10-29", "2025-10-29")
+        .into_iter()
+        .filter(|c| !c.malformed)
+        .collect();
+    let missed = day.iter().filter(|c| c.chat_type == "Missed").count();
+    let bodies = |r: &Receiver| -> Vec<serde_json::Value> {
+        r.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| serde_json::from_str::<serde_json::Value>(&s.3).unwrap())
+            .filter(|b| b["kind"] == "report")
+            .collect()
+    };
+    let sent = bodies(&r);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let subject = sent[0]["subject"].as_str().unwrap();
+    let want = format!(
+        "Chat report 2025-10-29 to 2025-10-29: Chats {} (",
+        day.len()
+    );
+    assert!(subject.starts_with(&want), "{subject} / {want}");
+    let rate = format!(
+        " · missed {:.1}% (",
+        missed as f64 / day.len() as f64 * 100.0
+    );
+    assert!(subject.contains(&rate), "{subject} / {rate}");
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(text.contains("The report: file:///"), "{text}");
+    // Once a day.
+    env.run(Some("2025-10-27"), "2025-10-29").await;
+    assert_eq!(bodies(&r).len(), 1);
+    // Now, for a chosen period, from the command line.
+    let out = env.dir.path().join("period.html");
+    let (code, stdout, err) = chatlake(&[
+        "report",
+        "--pipeline",
+        env.pipeline_file.to_str().unwrap(),
+        "--warehouse",
+        env.dir.path().join("wh").to_str().unwrap(),
+        "--from",
+        "2025-10-28",
+        "--to",
+        "2025-10-29",
+        "--out",
+        out.to_str().unwrap(),
+        "--send",
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        stdout.contains("ops            sent    Chat report 2025-10-28 to 2025-10-29: Chats"),
+        "{stdout}"
+    );
+    let sent = bodies(&r);
+    assert_eq!(sent.len(), 2);
+    let two_days = env
+        .served_chats("2025-10-28", "2025-10-29")
+        .iter()
+        .filter(|c| !c.malformed)
+        .count();
+    assert!(sent[1]["subject"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(": Chats {two_days} (")));
+    assert!(sent[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("The report: file://{}", out.display())));
+}

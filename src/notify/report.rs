@@ -1,0 +1,99 @@
+//! Sending the report's headline to `[report] deliver_to`: after a run on a
+//! day of the `every` cadence (once per day: `_state/<pipeline>/_report_sent.json`
+//! remembers the last local date sent), and by `chatlake report --send`.
+//! Slack and webhooks get the headline figures with their change against
+//! the period before, and where the report is (a `file://` URL for a local
+//! warehouse, the object's URL on S3).
+
+use chrono::NaiveDate;
+use object_store::ObjectStoreExt;
+
+use super::channels::{self, Delivery, Message};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::report::{Cadence, Period};
+use crate::sink::Warehouse;
+
+/// Sends the headline of `period` to the `[report] deliver_to` channels.
+pub async fn send(
+    p: &Pipeline,
+    wh: &Warehouse,
+    period: Period,
+    link: Option<&str>,
+) -> Result<Vec<Delivery>> {
+    let Some(cfg) = &p.config.report else {
+        return Err(Error::Usage(format!(
+            "{}: no [report] section",
+            p.file.display()
+        )));
+    };
+    let (headline, body) = crate::report::headline(wh, period).await?;
+    let m = Message {
+        kind: "report".into(),
+        pipeline: p.config.name.clone(),
+        subject: format!("Chat report {} to {}: {headline}", period.from, period.to),
+        text: match link {
+            Some(url) => format!("{body}\nThe report: {url}"),
+            None => body,
+        },
+        alert: None,
+        at: chrono::Utc::now(),
+    };
+    let mut out = Vec::new();
+    for name in &cfg.deliver_to {
+        if let Some(channel) = p.config.channels.get(name) {
+            out.push(channels::deliver(name, channel, &m).await);
+        }
+    }
+    channels::record(wh, &p.config.name, p.tz, &out).await?;
+    Ok(out)
+}
+
+fn sent_path(wh: &Warehouse, pipeline: &str) -> object_store::path::Path {
+    wh.root()
+        .clone()
+        .join("_state")
+        .join(pipeline)
+        .join("_report_sent.json")
+}
+
+/// After a run (`today` is its local date, `link` where its report is):
+/// sends the cadence's period when today is one of its days and it was not
+/// sent today; a day whose every delivery failed is tried again by the
+/// next run. Never fails the run.
+pub async fn after_run(p: &Pipeline, wh: &Warehouse, today: NaiveDate, link: Option<&str>) {
+    let Some(cfg) = &p.config.report else { return };
+    let Some(cadence) = cfg.every.as_deref().and_then(|e| Cadence::parse(e).ok()) else {
+        return;
+    };
+    if !cadence.due(today) {
+        return;
+    }
+    let path = sent_path(wh, &p.config.name);
+    let last: Option<NaiveDate> = match wh.store().get(&path).await {
+        Ok(got) => match got.bytes().await {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v["last"].as_str()?.parse().ok()),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    if last == Some(today) {
+        return;
+    }
+    let period = Period::last_days(today, cadence.days());
+    match send(p, wh, period, link).await {
+        Ok(sent) if sent.iter().any(Delivery::ok) => {
+            let json = serde_json::json!({ "last": today.to_string() }).to_string();
+            if let Err(e) = wh.store().put(&path, json.into_bytes().into()).await {
+                tracing::warn!(error = %e, "could not record that the report was sent; the next run sends it again");
+            }
+            tracing::info!(from = %period.from, to = %period.to, "report sent");
+        }
+        Ok(_) => tracing::warn!(
+            "the report reached no channel (see meta.deliveries); the next run tries again"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not send the report"),
+    }
+}
