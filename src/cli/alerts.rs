@@ -114,15 +114,30 @@ pub async fn notify(action: NotifyAction) -> Result<ExitCode> {
     // Recorded in meta.deliveries when the warehouse exists already.
     let wh = existing_warehouse(wh.warehouse, Some(&p)).ok();
     let sent = crate::notify::send_test(&p, wh.as_ref(), channel.as_deref()).await?;
+    let failed = print_deliveries(&sent, |d| {
+        format!(
+            "ok      accepted ({}, HTTP {})",
+            d.channel_type,
+            d.http_status.unwrap_or(0)
+        )
+    })?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line per delivery: `ok(d)` for one that worked, FAILED with the
+/// reason otherwise. Returns how many failed.
+pub(super) fn print_deliveries(
+    sent: &[crate::notify::Delivery],
+    ok: impl Fn(&crate::notify::Delivery) -> String,
+) -> Result<usize> {
     let mut failed = 0;
-    for d in &sent {
+    for d in sent {
         match &d.error {
-            None => outln!(
-                "{:<14} ok      accepted ({}, HTTP {})",
-                d.channel,
-                d.channel_type,
-                d.http_status.unwrap_or(0)
-            )?,
+            None => outln!("{:<14} {}", d.channel, ok(d))?,
             Some(e) => {
                 failed += 1;
                 outln!(
@@ -133,9 +148,5 @@ pub async fn notify(action: NotifyAction) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(failed)
 }

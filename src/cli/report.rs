@@ -96,20 +96,7 @@ pub async fn execute(args: ReportArgs) -> Result<ExitCode> {
                 p.file.display()
             )));
         }
-        let mut failed = 0;
-        for d in &sent {
-            match &d.error {
-                None => outln!("{:<14} sent    {}", d.channel, d.subject)?,
-                Some(e) => {
-                    failed += 1;
-                    outln!(
-                        "{:<14} FAILED  {e} (after {} attempts)",
-                        d.channel,
-                        d.attempts
-                    )?;
-                }
-            }
-        }
+        let failed = super::alerts::print_deliveries(&sent, |d| format!("sent    {}", d.subject))?;
         if failed > 0 {
             return Ok(ExitCode::FAILURE);
         }
