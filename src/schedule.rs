@@ -188,6 +188,9 @@ impl Clock for SystemClock {
     }
 }
 
+/// How often the daemon evaluates a pipeline's `[[alerts]]` between runs.
+pub const ALERT_EVERY: chrono::Duration = chrono::Duration::minutes(15);
+
 /// Runs one pipeline at its schedule until `stop` is set. A run that fails is
 /// logged and recorded in meta.runs; the daemon goes on to the next slot.
 pub async fn serve_pipeline(
@@ -220,6 +223,17 @@ pub async fn serve_pipeline(
             return Ok(());
         };
         tracing::info!(pipeline = %name, next = %next.with_timezone(&tz), "next run");
+        // Between runs, the alert rules every ALERT_EVERY: a stream that
+        // stopped updating is noticed when nothing runs.
+        let mut check = clock.now() + ALERT_EVERY;
+        while !pipeline.config.alerts.is_empty() && check < next {
+            clock.sleep_until(check, &stop).await;
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            crate::notify::alerts::on_timer(&pipeline, &wh, clock.now()).await;
+            check = clock.now() + ALERT_EVERY;
+        }
         clock.sleep_until(next, &stop).await;
         if stop.load(Ordering::Relaxed) {
             return Ok(());

@@ -431,3 +431,34 @@ pub async fn after_run(p: &Pipeline, wh: &Warehouse) {
         Err(e) => tracing::error!(error = %e, "could not evaluate the alert rules"),
     }
 }
+
+/// The scheduler's timer between runs: evaluates under the pipeline's lock
+/// (a run holding it evaluates at its own end); never fails.
+pub async fn on_timer(p: &Pipeline, wh: &Warehouse, now: DateTime<Utc>) {
+    let id = format!("alerts-{}", now.format("%Y%m%dT%H%M%SZ"));
+    let lock = match crate::lock::RunLock::acquire(
+        wh,
+        &p.config.name,
+        &id,
+        crate::lock::DEFAULT_TTL,
+    )
+    .await
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::info!(pipeline = %p.config.name, reason = %e, "alert check skipped");
+            return;
+        }
+    };
+    match evaluate_and_notify(p, wh, now).await {
+        Ok(o) => {
+            for n in &o.notices {
+                tracing::info!(pipeline = %p.config.name, rule = %n.rule, key = %n.key, status = n.status, "alert");
+            }
+        }
+        Err(e) => {
+            tracing::error!(pipeline = %p.config.name, error = %e, "could not evaluate the alert rules")
+        }
+    }
+    lock.release().await;
+}

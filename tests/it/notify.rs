@@ -476,3 +476,54 @@ async fn the_report_headline_is_sent_on_its_cadence_with_the_figures() {
         .unwrap()
         .contains(&format!("The report: file://{}", out.display())));
 }
+
+/// The scheduler notices a stale stream when nothing runs: after one run,
+/// the daemon (its next slot a year away) evaluates the rules every 15
+/// minutes of its clock; 2 h after the run every stream fires `stale`,
+/// once each, and nothing else is sent in the 3 hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_notices_a_stale_stream_between_runs() {
+    let r = receiver().await;
+    let rules = "\n[[alerts]]\nname = \"stale\"\nwhen = \"stale\"\nhours = 2\nnotify = [\"ops\"]\n";
+    let env = env_with_rules(&r, rules).await;
+    let env = env
+        .with_pipeline(|t| t.replace("schedule = \"0 30 2 * * *\"", "schedule = \"0 0 0 1 1 *\""));
+    let run = env.run(Some("2025-10-27"), "2025-10-28").await;
+    assert!(r.seen.lock().unwrap().is_empty());
+    let start = chrono::Utc::now();
+    let clock = Arc::new(FakeClock {
+        now: Mutex::new(start),
+        end: start + chrono::Duration::hours(3),
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    chatlake::schedule::serve_pipeline(
+        env.pipeline.clone(),
+        env.wh.clone(),
+        stop,
+        chatlake::metrics::Metrics::default(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let sent: Vec<serde_json::Value> = r
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str::<serde_json::Value>(&s.3).unwrap())
+        .collect();
+    assert_eq!(sent.len(), run.streams.len(), "{sent:?}");
+    assert!(sent.iter().all(|b| b["alert"]["status"] == "firing"));
+    // Sent at the first check at least 2 h after the run: 2 h 00..15 min.
+    let at: chrono::DateTime<chrono::Utc> = sent[0]["at"].as_str().unwrap().parse().unwrap();
+    let after = at - start;
+    assert!(
+        after >= chrono::Duration::hours(2) && after <= chrono::Duration::minutes(136),
+        "{after:?}"
+    );
+    assert_eq!(
+        env.int("SELECT COUNT(*) FROM meta.runs").await as usize,
+        run.streams.len(),
+        "no run in between"
+    );
+}

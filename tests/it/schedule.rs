@@ -348,32 +348,6 @@ fn runs_counts_a_run_without_its_meta_runs_rows_as_failed() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("incomplete runs"));
 }
 
-/// A clock for the daemon that jumps straight to each slot; past `end` it
-/// stops the daemon.
-struct FakeClock {
-    now: std::sync::Mutex<chrono::DateTime<chrono::Utc>>,
-    end: chrono::DateTime<chrono::Utc>,
-}
-
-impl chatlake::schedule::Clock for FakeClock {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        *self.now.lock().unwrap()
-    }
-    fn sleep_until<'a>(
-        &'a self,
-        t: chrono::DateTime<chrono::Utc>,
-        stop: &'a std::sync::atomic::AtomicBool,
-    ) -> futures::future::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if t > self.end {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                *self.now.lock().unwrap() = t;
-            }
-        })
-    }
-}
-
 /// The daemon on an injected clock, across the fall-back night: a job at
 /// 01:30 New York time runs once on 2025-11-02 (01:30 happens twice), and
 /// once on each other day; the runs are exact. Expected slots come from the

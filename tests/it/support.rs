@@ -392,3 +392,29 @@ pub fn hmac_sha256_hex(key: &str, msg: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A clock for the daemon that jumps straight to each slot; past `end` it
+/// stops the daemon.
+pub struct FakeClock {
+    pub now: std::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+    pub end: chrono::DateTime<chrono::Utc>,
+}
+
+impl chatlake::schedule::Clock for FakeClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.now.lock().unwrap()
+    }
+    fn sleep_until<'a>(
+        &'a self,
+        t: chrono::DateTime<chrono::Utc>,
+        stop: &'a std::sync::atomic::AtomicBool,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if t > self.end {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                *self.now.lock().unwrap() = t;
+            }
+        })
+    }
+}
