@@ -3,7 +3,7 @@
 //! remembers the last local date sent), and by `chatlake report --send`.
 //! Slack and webhooks get the headline figures with their change against
 //! the period before, and where the report is (a `file://` URL for a local
-//! warehouse, the object's URL on S3).
+//! warehouse; on S3 a presigned URL, valid `[report] link_days`).
 
 use chrono::NaiveDate;
 use object_store::ObjectStoreExt;
@@ -83,6 +83,21 @@ pub async fn after_run(p: &Pipeline, wh: &Warehouse, today: NaiveDate, link: Opt
         return;
     }
     let period = Period::last_days(today, cadence.days());
+    // On S3, a link anyone in the channel can open for `link_days`.
+    let signed = match wh
+        .presigned_get(
+            &crate::report::latest_path(wh, cfg),
+            std::time::Duration::from_secs(86_400 * u64::from(cfg.link_days)),
+        )
+        .await
+    {
+        Ok(signed) => signed,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sign the report's link; the message names the object instead");
+            None
+        }
+    };
+    let link = signed.as_deref().or(link);
     match send(p, wh, period, link).await {
         Ok(sent) if sent.iter().any(Delivery::ok) => {
             let json = serde_json::json!({ "last": today.to_string() }).to_string();

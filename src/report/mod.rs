@@ -394,6 +394,9 @@ pub struct ReportConfig {
     /// run of such a day, the period just ended is sent (yesterday, the
     /// last 7 days, the last 30 days), against the one before.
     pub every: Option<String>,
+    /// On S3, how many days the report's link in a message works (a
+    /// presigned URL; S3 allows at most 7).
+    pub link_days: u32,
 }
 
 /// A delivery cadence: how many days it reports and whether `day` is one
@@ -468,6 +471,12 @@ impl ReportConfig {
                 return Err("[report] every: needs deliver_to = [\"channel\", ...]".into());
             }
         }
+        if !(1..=7).contains(&self.link_days) {
+            return Err(format!(
+                "[report] link_days = {}: between 1 and 7 (S3 signs links for at most 7 days)",
+                self.link_days
+            ));
+        }
         if !(1..=MAX_DAYS).contains(&self.days) {
             return Err(format!(
                 "[report] days = {}: between 1 and {MAX_DAYS}",
@@ -506,8 +515,17 @@ impl Default for ReportConfig {
             days: 28,
             deliver_to: Vec::new(),
             every: None,
+            link_days: 7,
         }
     }
+}
+
+/// Where the latest report is in the warehouse (`[report] path`).
+pub fn latest_path(wh: &crate::sink::Warehouse, cfg: &ReportConfig) -> object_store::path::Path {
+    cfg.path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .fold(wh.root().clone(), |p, s| p.join(s))
 }
 
 /// Writes the report of the last `cfg.days` complete days before `today`
@@ -524,7 +542,7 @@ pub async fn deliver(
     // not taken as the warehouse root).
     let mut segments: Vec<&str> = cfg.path.split('/').filter(|s| !s.is_empty()).collect();
     let under_root = |segs: &[&str]| segs.iter().fold(wh.root().clone(), |p, s| p.join(*s));
-    let latest = under_root(&segments);
+    let latest = latest_path(wh, cfg);
     let dated_name = format!("{today}.html");
     match segments.last_mut() {
         Some(last) => *last = &dated_name,

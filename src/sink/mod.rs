@@ -42,6 +42,9 @@ pub struct Warehouse {
     root: Path,
     /// What the user gave, for messages.
     display: String,
+    /// S3 signs URLs that let anyone holding one GET an object for a while
+    /// (the report's link in a message); None on local disk.
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
 }
 
 /// Refuses an S3 prefix whose segments an object store and the engines
@@ -102,9 +105,10 @@ impl Warehouse {
                 .map_err(|e: object_store::Error| fail(e.to_string()))?;
             builder = builder.with_config(key, *v);
         }
-        let s3 = builder.build().map_err(|e| Error::store(location, e))?;
+        let s3 = Arc::new(builder.build().map_err(|e| Error::store(location, e))?);
         Ok(Warehouse {
-            store: Arc::new(s3),
+            signer: Some(s3.clone()),
+            store: s3,
             store_url: Url::parse(&format!("s3://{bucket}")).map_err(|e| fail(e.to_string()))?,
             root: Path::from(prefix.trim_matches('/')),
             display: location.to_string(),
@@ -140,6 +144,7 @@ impl Warehouse {
         }
         let root = Path::from_absolute_path(&abs).map_err(|e| Error::store(location, e.into()))?;
         Ok(Warehouse {
+            signer: None,
             store: Arc::new(LocalFileSystem::new()),
             store_url: Url::parse("file:///").expect("static URL"),
             root,
@@ -166,6 +171,23 @@ impl Warehouse {
         &self.root
     }
     /// A URL for a directory inside the warehouse (trailing slash included).
+    /// A URL that GETs `path` without credentials until `expires` has
+    /// passed (S3's presigned URL); None on local disk.
+    pub async fn presigned_get(
+        &self,
+        path: &Path,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        signer
+            .signed_url(reqwest::Method::GET, path, expires)
+            .await
+            .map(|u| Some(u.to_string()))
+            .map_err(|e| Error::store(path, e))
+    }
+
     pub fn url_of(&self, dir: &Path) -> String {
         let base = self.store_url.as_str().trim_end_matches('/');
         format!("{base}/{}/", dir.as_ref())

@@ -14,16 +14,17 @@ use chatlake::simulator::Faults;
 use crate::support::*;
 
 /// What the receiver saw: (path, signature header, timestamp header, body).
-type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>, String)>>>;
+pub type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>, String)>>>;
 
-struct Receiver {
-    url: String,
-    seen: Seen,
+pub struct Receiver {
+    pub url: String,
+    pub seen: Seen,
     /// Answer 500 to this many requests before answering 200.
-    fail_next: Arc<AtomicU32>,
+    pub fail_next: Arc<AtomicU32>,
 }
 
-async fn receiver() -> Receiver {
+/// A receiver on a loopback port that records every request.
+pub async fn receiver() -> Receiver {
     use axum::http::{HeaderMap, StatusCode, Uri};
     let seen: Seen = Arc::default();
     let fail_next = Arc::new(AtomicU32::new(0));

@@ -284,3 +284,59 @@ async fn a_large_partition_goes_up_as_multipart_and_reads_back() {
     let text = chatlake::query::render(&got, chatlake::query::Format::Csv).unwrap();
     assert_eq!(text.lines().nth(1).unwrap(), format!("{n},{}", n * 4_000));
 }
+
+/// On S3 the report's link in the cadence message is presigned: anyone
+/// holding it GETs the report without credentials for `link_days`; the
+/// same link with a longer expiry written in is refused (the signature
+/// covers it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_link_on_s3_is_presigned() {
+    let server = S3Server::start().await;
+    let r = crate::notify::receiver().await;
+    let env = env_with(data(2), 7).await.with_pipeline(|t| {
+        t + &format!(
+            "\n[channels.ops]\ntype = \"webhook\"\nurl = \"{}/hook\"\n[report]\ndeliver_to = [\"ops\"]\nevery = \"daily\"\nlink_days = 2\n",
+            r.url
+        )
+    });
+    let wh = server.warehouse("signed");
+    let opts = chatlake::pipeline::RunOptions {
+        from: Some(d("2025-10-27")),
+        to: Some(d("2025-10-29")),
+        now: Some(now_after(d("2025-10-29"))),
+        ..Default::default()
+    };
+    chatlake::pipeline::run_once(&env.pipeline, &wh, &opts)
+        .await
+        .unwrap();
+    let text = r
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str::<serde_json::Value>(&s.3).unwrap())
+        .find(|b| b["kind"] == "report")
+        .expect("the report was sent")["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = text
+        .split("The report: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        url.starts_with(&format!(
+            "{}/{BUCKET}/signed/_reports/latest.html?",
+            server.endpoint
+        )) && url.contains("X-Amz-Expires=172800")
+            && url.contains("X-Amz-Signature="),
+        "{url}"
+    );
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 200, "{url}");
+    assert!(got.text().await.unwrap().contains("<title>Chat report"));
+    let longer = url.replace("X-Amz-Expires=172800", "X-Amz-Expires=604800");
+    assert_eq!(reqwest::get(&longer).await.unwrap().status(), 403);
+}
