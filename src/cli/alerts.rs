@@ -43,13 +43,7 @@ pub async fn execute(args: AlertsArgs) -> Result<ExitCode> {
         )));
     }
     let wh = existing_warehouse(args.wh.warehouse, Some(&p))?;
-    // Under the pipeline's lock: a run evaluates the same state at its end.
-    let id = format!("alerts-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
-    let lock =
-        crate::lock::RunLock::acquire(&wh, &p.config.name, &id, crate::lock::DEFAULT_TTL).await?;
-    let outcome = crate::notify::evaluate_and_notify(&p, &wh, Utc::now()).await;
-    lock.release().await;
-    let outcome = outcome?;
+    let outcome = crate::notify::alerts::evaluate_locked(&p, &wh, Utc::now()).await?;
     let mut failed = outcome.errors.len();
     for n in &outcome.notices {
         let sent: Vec<&str> = n

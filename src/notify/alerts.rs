@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::channels::{self, Delivery, Message};
@@ -110,26 +109,10 @@ fn state_path(wh: &Warehouse, pipeline: &str) -> object_store::path::Path {
 }
 
 async fn load(wh: &Warehouse, pipeline: &str) -> Result<State> {
-    let path = state_path(wh, pipeline);
-    match wh.store().get(&path).await {
-        Ok(got) => {
-            let bytes = got.bytes().await.map_err(|e| Error::store(&path, e))?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Usage(format!("{path}: not an alert state ({e})")))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(State::new()),
-        Err(e) => Err(Error::store(&path, e)),
-    }
-}
-
-async fn save(wh: &Warehouse, pipeline: &str, state: &State) -> Result<()> {
-    let path = state_path(wh, pipeline);
-    let json = serde_json::to_vec_pretty(state).unwrap_or_default();
-    wh.store()
-        .put(&path, json.into())
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::store(&path, e))
+    Ok(wh
+        .get_json(&state_path(wh, pipeline))
+        .await?
+        .unwrap_or_default())
 }
 
 /// One notice: an alert that starts, repeats or clears.
@@ -363,7 +346,7 @@ pub async fn evaluate_and_notify(
         }
     }
     out.firing = state.len();
-    save(wh, &cfg.name, &state).await?;
+    wh.put_json(&state_path(wh, &cfg.name), &state).await?;
     record(wh, p, now, &out.notices).await?;
     let deliveries: Vec<Delivery> = out
         .notices
@@ -419,46 +402,45 @@ async fn record(
     .await
 }
 
-/// After a run: evaluates the rules and logs what happened; never fails.
-pub async fn after_run(p: &Pipeline, wh: &Warehouse) {
-    match evaluate_and_notify(p, wh, Utc::now()).await {
+/// Logs what an evaluation did, or why it could not run.
+fn log(p: &Pipeline, outcome: Result<Outcome>) {
+    match outcome {
         Ok(o) => {
             for n in &o.notices {
-                tracing::info!(rule = %n.rule, key = %n.key, status = n.status,
+                tracing::info!(pipeline = %p.config.name, rule = %n.rule, key = %n.key, status = n.status,
                     delivered = n.deliveries.iter().filter(|d| d.ok()).count(), "alert");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not evaluate the alert rules"),
-    }
-}
-
-/// The scheduler's timer between runs: evaluates under the pipeline's lock
-/// (a run holding it evaluates at its own end); never fails.
-pub async fn on_timer(p: &Pipeline, wh: &Warehouse, now: DateTime<Utc>) {
-    let id = format!("alerts-{}", now.format("%Y%m%dT%H%M%SZ"));
-    let lock = match crate::lock::RunLock::acquire(
-        wh,
-        &p.config.name,
-        &id,
-        crate::lock::DEFAULT_TTL,
-    )
-    .await
-    {
-        Ok(lock) => lock,
-        Err(e) => {
-            tracing::info!(pipeline = %p.config.name, reason = %e, "alert check skipped");
-            return;
-        }
-    };
-    match evaluate_and_notify(p, wh, now).await {
-        Ok(o) => {
-            for n in &o.notices {
-                tracing::info!(pipeline = %p.config.name, rule = %n.rule, key = %n.key, status = n.status, "alert");
             }
         }
         Err(e) => {
             tracing::error!(pipeline = %p.config.name, error = %e, "could not evaluate the alert rules")
         }
     }
+}
+
+/// After a run (which holds the lock): evaluates the rules and logs what
+/// happened; never fails.
+pub async fn after_run(p: &Pipeline, wh: &Warehouse) {
+    log(p, evaluate_and_notify(p, wh, Utc::now()).await);
+}
+
+/// [`evaluate_and_notify`] under the pipeline's lock (`chatlake alerts`
+/// and the scheduler's timer; a run holding the lock evaluates at its own
+/// end): a held lock is an [`Error::Locked`].
+pub async fn evaluate_locked(p: &Pipeline, wh: &Warehouse, now: DateTime<Utc>) -> Result<Outcome> {
+    let id = format!("alerts-{}", now.format("%Y%m%dT%H%M%SZ"));
+    let lock =
+        crate::lock::RunLock::acquire(wh, &p.config.name, &id, crate::lock::DEFAULT_TTL).await?;
+    let outcome = evaluate_and_notify(p, wh, now).await;
     lock.release().await;
+    outcome
+}
+
+/// The scheduler's timer between runs; never fails.
+pub async fn on_timer(p: &Pipeline, wh: &Warehouse, now: DateTime<Utc>) {
+    match evaluate_locked(p, wh, now).await {
+        Err(e @ Error::Locked { .. }) => {
+            tracing::info!(pipeline = %p.config.name, reason = %e, "alert check skipped")
+        }
+        outcome => log(p, outcome),
+    }
 }

@@ -6,7 +6,6 @@
 //! warehouse; on S3 a presigned URL, valid `[report] link_days`).
 
 use chrono::NaiveDate;
-use object_store::ObjectStoreExt;
 
 use super::channels::{self, Delivery, Message};
 use crate::config::Pipeline;
@@ -70,15 +69,13 @@ pub async fn after_run(p: &Pipeline, wh: &Warehouse, today: NaiveDate, link: Opt
         return;
     }
     let path = sent_path(wh, &p.config.name);
-    let last: Option<NaiveDate> = match wh.store().get(&path).await {
-        Ok(got) => match got.bytes().await {
-            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v["last"].as_str()?.parse().ok()),
-            Err(_) => None,
-        },
-        Err(_) => None,
-    };
+    // Unreadable counts as not sent: a second message beats none.
+    let last: Option<NaiveDate> = wh
+        .get_json::<serde_json::Value>(&path)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v["last"].as_str()?.parse().ok());
     if last == Some(today) {
         return;
     }
@@ -100,8 +97,8 @@ pub async fn after_run(p: &Pipeline, wh: &Warehouse, today: NaiveDate, link: Opt
     let link = signed.as_deref().or(link);
     match send(p, wh, period, link).await {
         Ok(sent) if sent.iter().any(Delivery::ok) => {
-            let json = serde_json::json!({ "last": today.to_string() }).to_string();
-            if let Err(e) = wh.store().put(&path, json.into_bytes().into()).await {
+            let sent = serde_json::json!({ "last": today.to_string() });
+            if let Err(e) = wh.put_json(&path, &sent).await {
                 tracing::warn!(error = %e, "could not record that the report was sent; the next run sends it again");
             }
             tracing::info!(from = %period.from, to = %period.to, "report sent");

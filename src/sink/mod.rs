@@ -188,6 +188,37 @@ impl Warehouse {
             .map_err(|e| Error::store(path, e))
     }
 
+    /// The JSON document at `path`, or None when there is none (a state
+    /// file not written yet).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        match self.store.get(path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| Error::store(path, e))?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::State {
+                        path: path.to_string(),
+                        message: format!("unreadable: {e}"),
+                    })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Writes `value` as JSON at `path` (one PUT: readers see old or new).
+    pub async fn put_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let json = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
+            path: path.to_string(),
+            message: format!("not serializable: {e}"),
+        })?;
+        self.store
+            .put(path, json.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::store(path, e))
+    }
+
     pub fn url_of(&self, dir: &Path) -> String {
         let base = self.store_url.as_str().trim_end_matches('/');
         format!("{base}/{}/", dir.as_ref())
