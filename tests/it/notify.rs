@@ -528,3 +528,38 @@ async fn the_daemon_notices_a_stale_stream_between_runs() {
         "no run in between"
     );
 }
+
+/// What an alert carries is what the warehouse holds, so the personal-data
+/// policy reaches it: an SQL rule over visitors' emails (hashed by the
+/// policy) sends and records the hashes, never an email as the API gave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_carry_personal_data_only_as_the_policy_stored_it() {
+    let r = receiver().await;
+    let rules = "\n[[alerts]]\nname = \"who\"\nsql = \"SELECT DISTINCT visitor_email FROM socialintents.chats WHERE visitor_email IS NOT NULL\"\nkey = [\"visitor_email\"]\nnotify = [\"ops\"]\n";
+    let env = env_with_rules(&r, &format!("{rules}{}", crate::privacy::POLICY)).await;
+    env.run(Some("2025-10-27"), "2025-10-28").await;
+    let emails: std::collections::BTreeSet<String> = env
+        .served_chats("2025-10-27", "2025-10-28")
+        .iter()
+        .map(|c| c.visitor_email.clone())
+        .collect();
+    let sent: Vec<String> = r.seen.lock().unwrap().iter().map(|s| s.3.clone()).collect();
+    assert!(!sent.is_empty(), "the rule fired");
+    let details = env
+        .rows("SELECT alert_key, detail FROM meta.alerts")
+        .await
+        .concat()
+        .join("\n");
+    for email in &emails {
+        let plain = email.to_lowercase();
+        for text in sent.iter().chain([&details]) {
+            assert!(!text.to_lowercase().contains(&plain), "{plain} in {text}");
+        }
+    }
+    assert!(
+        emails
+            .iter()
+            .any(|e| details.contains(&crate::privacy::hmac_hex(&e.to_lowercase()))),
+        "{details}"
+    );
+}
