@@ -2,9 +2,11 @@
 # The demo report as people see it: rendered by a real browser (headless
 # Chromium, Debian's `chromium`) to PNG and to PDF. Checks that the page is
 # not blank (the PNG has many colours) and that every section heading is on
-# the rendered page (the PDF's text, via pdftotext). Installs what it needs
-# (chromium, poppler-utils; Pillow in a virtualenv under the cache dir) and
-# fails loudly, never skips. Writes docs/report.png when DOCS=1.
+# the rendered page (the PDF's text, via pdftotext); then the report by
+# email through aiosmtpd, its HTML body rendered too. Installs what it needs
+# (chromium, poppler-utils; Pillow and aiosmtpd in a virtualenv under the
+# cache dir) and fails loudly, never skips. Writes docs/report.png and
+# docs/email.png when DOCS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
@@ -142,8 +144,52 @@ if missing:
     sys.exit(f"FAIL: not on the printed page: {missing}")
 PY
 [ "$missing" -eq 0 ] || exit 1
+
+# The report by email (issue 25): sent by `chatlake report --send` to a real
+# SMTP server nobody here wrote (Python's aiosmtpd, writing a Maildir),
+# parsed with Python's MIME parser (tests/email_check.py), and its HTML body
+# opened in Chromium at 390 and 1280 px with the cid: images as data: URLs.
+"$CACHE/venv/bin/python" -c "import aiosmtpd" 2>/dev/null || "$CACHE/venv/bin/pip" install -q aiosmtpd
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$CACHE/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2> "$work/smtpd.err" &
+smtpd=$!
+trap 'kill $smtpd 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+{ cat pipelines/demo.toml
+  printf '\n[channels.leads]\ntype = "smtp"\nhost = "127.0.0.1"\nport = %s\nsecurity = "none"\n' "$port"
+  printf 'from = "chatlake <reports@example.com>"\nto = ["lead@example.com"]\n\n[report]\ndeliver_to = ["leads"]\n'
+} > "$work/mail.toml"
+"$bin" report --pipeline "$work/mail.toml" --warehouse "$work/wh" --days 28 --out "$work/sent.html" --send \
+  || { echo "FAIL: report --send to aiosmtpd failed"; cat "$work/smtpd.err"; exit 1; }
+"$CACHE/venv/bin/python" tests/email_check.py prepare "$work/maildir" "$work"
+for width in 390 1280; do
+  "${chrome[@]}" --window-size=1400,3200 --virtual-time-budget=5000 --dump-dom "file://$work/email-measure-$width.html" 2>/dev/null > "$work/email-dom-$width.html"
+  python3 tests/email_check.py verify "$work/email-dom-$width.html" "$width"
+done
+"${chrome[@]}" --window-size=640,2600 --hide-scrollbars --screenshot="$work/email.png" "file://$work/email.html" 2>/dev/null
+"$CACHE/venv/bin/python" - "$work/email.png" <<'PY'
+import sys
+from PIL import Image, ImageChops
+img = Image.open(sys.argv[1]).convert("RGB")
+# Cut the empty background below the message.
+bg = Image.new("RGB", img.size, img.getpixel((2, img.height - 2)))
+box = ImageChops.difference(img, bg).getbbox()
+if not box:
+    sys.exit("FAIL: the email rendered blank")
+img = img.crop((0, 0, img.width, min(img.height, box[3] + 12)))
+small = img.resize((img.width // 4, img.height // 4))
+colours = len(set(small.getdata()))
+print(f"email at 640px: {img.width}x{img.height}, {colours} colours")
+if colours < 50:
+    sys.exit("FAIL: the email rendered blank")
+img.save(sys.argv[1])
+PY
 if [ "${DOCS:-0}" = 1 ]; then
   cp "$work/report-1280.png" docs/report.png
-  echo "docs/report.png updated"
+  cp "$work/email.png" docs/email.png
+  echo "docs/report.png and docs/email.png updated"
 fi
 echo "browser test: ok"

@@ -108,12 +108,9 @@ pub async fn notify(action: NotifyAction) -> Result<ExitCode> {
     // Recorded in meta.deliveries when the warehouse exists already.
     let wh = existing_warehouse(wh.warehouse, Some(&p)).ok();
     let sent = crate::notify::send_test(&p, wh.as_ref(), channel.as_deref()).await?;
-    let failed = print_deliveries(&sent, |d| {
-        format!(
-            "ok      accepted ({}, HTTP {})",
-            d.channel_type,
-            d.http_status.unwrap_or(0)
-        )
+    let failed = print_deliveries(&sent, |d| match d.http_status {
+        Some(status) => format!("ok      accepted ({}, HTTP {status})", d.channel_type),
+        None => format!("ok      accepted ({})", d.channel_type),
     })?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS

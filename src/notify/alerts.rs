@@ -314,6 +314,7 @@ pub async fn evaluate_and_notify(
             },
             alert: Some(serde_json::json!({"rule": n.rule, "key": n.key, "status": n.status})),
             at: now,
+            email: None,
         };
         for c in &rule.notify {
             if let Some(channel) = cfg.channels.get(c) {

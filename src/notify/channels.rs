@@ -1,7 +1,8 @@
 //! Delivering one message to one channel: a JSON POST with timeouts
 //! (connect 10 s, whole request 20 s; the answer's body is never read
-//! beyond 4 KiB), retried with backoff on a connection error, a timeout,
-//! 429 or 5xx (3 attempts), and recorded as a row of `meta.deliveries`.
+//! beyond 4 KiB), or an email ([`smtp`], 60 s per attempt), retried with
+//! backoff on a connection error, a timeout, 429, 5xx or a transient SMTP
+//! reply (3 attempts), and recorded as a row of `meta.deliveries`.
 //! A delivery never returns an error: what failed is in its record.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
 
-use super::ChannelConfig;
+use super::{smtp, ChannelConfig};
 use crate::config::secret::clean;
 use crate::error::Result;
 use crate::normalize::time;
@@ -35,6 +36,10 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<serde_json::Value>,
     pub at: DateTime<Utc>,
+    /// For email: the report's HTML body, charts and attachment (a report
+    /// message only; other messages are plain text).
+    #[serde(skip)]
+    pub email: Option<std::sync::Arc<crate::report::email::Email>>,
 }
 
 /// What happened to one message on one channel (a row of meta.deliveries).
@@ -74,7 +79,9 @@ fn body(channel: &ChannelConfig, m: &Message) -> String {
             "text": format!("*{}*\n{}", m.subject, m.text),
         })
         .to_string(),
-        ChannelConfig::Webhook { .. } => serde_json::to_string(m).unwrap_or_default(),
+        ChannelConfig::Webhook { .. } | ChannelConfig::Smtp(_) => {
+            serde_json::to_string(m).unwrap_or_default()
+        }
     }
 }
 
@@ -94,9 +101,6 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 
 /// Sends `m` to the channel `name`, retrying; never fails (see the record).
 pub async fn deliver(name: &str, channel: &ChannelConfig, m: &Message) -> Delivery {
-    let (ChannelConfig::Slack { url } | ChannelConfig::Webhook { url, .. }) = channel;
-    let payload = body(channel, m);
-    let client = client();
     let mut record = Delivery {
         channel: name.to_string(),
         channel_type: channel.kind(),
@@ -107,63 +111,35 @@ pub async fn deliver(name: &str, channel: &ChannelConfig, m: &Message) -> Delive
         error: None,
         at: Utc::now(),
     };
+    // Built once: an email's charts are not encoded again per attempt.
+    let email = match channel {
+        ChannelConfig::Smtp(c) => match smtp::build(c, m) {
+            Ok(mail) => Some(mail),
+            Err(e) => {
+                record.error = Some(clean(&e));
+                tracing::warn!(channel = name, error = %clean(&e), "delivery failed");
+                return record;
+            }
+        },
+        _ => None,
+    };
+    let client = client();
     for attempt in 1..=ATTEMPTS {
         record.attempts = attempt;
-        let mut req = client
-            .post(url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::USER_AGENT, "chatlake");
-        if let ChannelConfig::Webhook {
-            secret: Some(secret),
-            ..
-        } = channel
-        {
-            let ts = Utc::now().timestamp();
-            req = req.header("X-Chatlake-Timestamp", ts.to_string()).header(
-                "X-Chatlake-Signature",
-                signature(secret.expose(), ts, &payload),
-            );
-        }
-        let (retry, error) = match req.body(payload.clone()).send().await {
-            Ok(mut resp) => {
-                let status = resp.status();
-                record.http_status = Some(status.as_u16());
-                // At most 4 KiB of the answer, for the error message.
-                let mut said = Vec::new();
-                while let Ok(Ok(Some(chunk))) =
-                    tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await
-                {
-                    said.extend_from_slice(&chunk[..chunk.len().min(4096 - said.len())]);
-                    if said.len() >= 4096 {
-                        break;
-                    }
-                }
-                if status.is_success() {
-                    (false, None)
-                } else {
-                    let text = String::from_utf8_lossy(&said)
-                        .chars()
-                        .take(200)
-                        .collect::<String>();
-                    (
-                        status.as_u16() == 429 || status.is_server_error(),
-                        Some(format!("HTTP {}: {}", status.as_u16(), text.trim())),
-                    )
-                }
+        let (retry, error) = match (channel, &email) {
+            (ChannelConfig::Smtp(c), Some(mail)) => {
+                let a = smtp::send_once(c, mail).await;
+                (a.retry, a.error)
             }
-            Err(e) => (
-                true,
-                Some(if e.is_timeout() {
-                    "timed out".to_string()
-                } else if e.is_connect() {
-                    "connection failed".to_string()
-                } else {
-                    "request failed".to_string()
-                }),
-            ),
+            (ChannelConfig::Slack { url } | ChannelConfig::Webhook { url, .. }, _) => {
+                let (retry, status, error) = post_once(&client, channel, url, m).await;
+                record.http_status = status;
+                // The URL and any secret it or the answer carries are never kept.
+                (retry, error.map(|e| e.replace(url.expose(), "<url>")))
+            }
+            (ChannelConfig::Smtp(_), None) => unreachable!("an email is built above"),
         };
-        // The URL and any secret it or the answer carries are never kept.
-        record.error = error.map(|e| clean(&e.replace(url.expose(), "<url>")));
+        record.error = error.map(|e| clean(&e));
         if !retry || attempt == ATTEMPTS {
             break;
         }
@@ -173,6 +149,71 @@ pub async fn deliver(name: &str, channel: &ChannelConfig, m: &Message) -> Delive
         tracing::warn!(channel = name, attempts = record.attempts, error = %e, "delivery failed");
     }
     record
+}
+
+/// One POST of `m` to a Slack or webhook channel: whether to try again,
+/// the HTTP status if there was an answer, and the error.
+async fn post_once(
+    client: &reqwest::Client,
+    channel: &ChannelConfig,
+    url: &crate::config::secret::Secret,
+    m: &Message,
+) -> (bool, Option<u16>, Option<String>) {
+    let payload = body(channel, m);
+    let mut req = client
+        .post(url.expose())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, "chatlake");
+    if let ChannelConfig::Webhook {
+        secret: Some(secret),
+        ..
+    } = channel
+    {
+        let ts = Utc::now().timestamp();
+        req = req.header("X-Chatlake-Timestamp", ts.to_string()).header(
+            "X-Chatlake-Signature",
+            signature(secret.expose(), ts, &payload),
+        );
+    }
+    match req.body(payload).send().await {
+        Ok(mut resp) => {
+            let status = resp.status();
+            // At most 4 KiB of the answer, for the error message.
+            let mut said = Vec::new();
+            while let Ok(Ok(Some(chunk))) =
+                tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await
+            {
+                said.extend_from_slice(&chunk[..chunk.len().min(4096 - said.len())]);
+                if said.len() >= 4096 {
+                    break;
+                }
+            }
+            if status.is_success() {
+                (false, Some(status.as_u16()), None)
+            } else {
+                let text = String::from_utf8_lossy(&said)
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                (
+                    status.as_u16() == 429 || status.is_server_error(),
+                    Some(status.as_u16()),
+                    Some(format!("HTTP {}: {}", status.as_u16(), text.trim())),
+                )
+            }
+        }
+        Err(e) => (
+            true,
+            None,
+            Some(if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "connection failed".to_string()
+            } else {
+                "request failed".to_string()
+            }),
+        ),
+    }
 }
 
 /// Appends `records` to meta.deliveries (one file for the batch).
@@ -246,6 +287,7 @@ pub async fn send_test(
             ),
             alert: None,
             at: Utc::now(),
+            email: None,
         };
         out.push(deliver(name, channel, &m).await);
     }

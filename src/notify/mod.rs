@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod channels;
 pub mod report;
+pub mod smtp;
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,7 @@ pub use alerts::{evaluate_and_notify, AlertRule};
 pub use channels::{send_test, Delivery};
 
 /// `[channels.NAME]`: where messages go. Secrets come from `${VAR}` and
-/// never print. (Email, `type = "smtp"`, is not delivered yet: such a
-/// channel is refused as an unknown type.)
+/// never print.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ChannelConfig {
@@ -37,6 +37,9 @@ pub enum ChannelConfig {
         #[serde(default)]
         secret: Option<Secret>,
     },
+    /// Email over SMTP ([`smtp`]): a report as a multipart message with
+    /// its charts and the full report attached; alerts as plain text.
+    Smtp(smtp::SmtpConfig),
 }
 
 impl ChannelConfig {
@@ -45,6 +48,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Slack { .. } => "slack",
             ChannelConfig::Webhook { .. } => "webhook",
+            ChannelConfig::Smtp(_) => "smtp",
         }
     }
 }
@@ -71,7 +75,12 @@ pub fn validate(
                 "[channels.{name}]: name channels with letters, digits, - and _"
             ));
         }
-        let (ChannelConfig::Slack { url } | ChannelConfig::Webhook { url, .. }) = c;
+        let (ChannelConfig::Slack { url } | ChannelConfig::Webhook { url, .. }) = c else {
+            if let ChannelConfig::Smtp(smtp) = c {
+                smtp.validate(name)?;
+            }
+            continue;
+        };
         match url::Url::parse(url.expose()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
             // The URL is a secret (a Slack webhook's path is its key): never echoed.

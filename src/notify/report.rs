@@ -3,7 +3,9 @@
 //! remembers the last local date sent), and by `chatlake report --send`.
 //! Slack and webhooks get the headline figures with their change against
 //! the period before, and where the report is (a `file://` URL for a local
-//! warehouse; on S3 a presigned URL, valid `[report] link_days`).
+//! warehouse; on S3 a presigned URL, valid `[report] link_days`); email
+//! gets them too, with the charts and the full report attached
+//! ([`crate::report::email`]).
 
 use chrono::NaiveDate;
 
@@ -26,17 +28,21 @@ pub async fn send(
             p.file.display()
         )));
     };
-    let (headline, body) = crate::report::headline(wh, period).await?;
+    let rich = cfg.deliver_to.iter().any(|c| {
+        matches!(
+            p.config.channels.get(c),
+            Some(super::ChannelConfig::Smtp(_))
+        )
+    });
+    let email = crate::report::email::compose(wh, period, link, rich).await?;
     let m = Message {
         kind: "report".into(),
         pipeline: p.config.name.clone(),
-        subject: format!("Chat report {} to {}: {headline}", period.from, period.to),
-        text: match link {
-            Some(url) => format!("{body}\nThe report: {url}"),
-            None => body,
-        },
+        subject: email.subject.clone(),
+        text: email.text.clone(),
         alert: None,
         at: chrono::Utc::now(),
+        email: rich.then(|| std::sync::Arc::new(email)),
     };
     let mut out = Vec::new();
     for name in &cfg.deliver_to {

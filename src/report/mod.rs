@@ -10,6 +10,8 @@
 //! library, and the file then has no script, font or image to fetch.
 
 mod charts;
+pub mod email;
+mod png;
 
 use chrono::{Duration, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
@@ -140,20 +142,18 @@ pub async fn kpis(session: &Session, p: Period) -> Result<Map<String, Value>> {
         .unwrap_or_default())
 }
 
-/// The headline of `period` against the one before: one line for a
-/// subject ("Chats 1,374 (+2%) · missed 18.4% (−1.9 pts) · within SLA
-/// 82.5% (+0.4 pts)") and one line per figure for a message's body.
-pub async fn headline(wh: &crate::sink::Warehouse, period: Period) -> Result<(String, String)> {
-    let prev = period.previous();
-    let session = &query::session_for_dates(wh, prev.from, period.to).await?;
-    let (now, before) = (kpis(session, period).await?, kpis(session, prev).await?);
+/// The headline of a period against the one before, from the KPI values
+/// of both: one line for a subject ("Chats 1,374 (+2%) · missed 18.4%
+/// (−1.9 pts) · within SLA 82.5% (+0.4 pts)") and one line per figure for
+/// a message's body.
+pub fn headline_of(now: &Map<String, Value>, before: &Map<String, Value>) -> (String, String) {
     let change = |k: &str| {
-        charts::change_text(k, num(&now, k), num(&before, k))
+        charts::change_text(k, num(now, k), num(before, k))
             .replace(" vs previous", "")
             .replace("previous period: 0", "new")
             .replace("no previous figure", "–")
     };
-    let fig = |k: &str| charts::kpi_text(k, num(&now, k));
+    let fig = |k: &str| charts::kpi_text(k, num(now, k));
     let subject = format!(
         "Chats {} ({}) · missed {} ({}) · within SLA {} ({})",
         fig("chats"),
@@ -175,11 +175,17 @@ pub async fn headline(wh: &crate::sink::Warehouse, period: Period) -> Result<(St
         })
         .collect::<Vec<_>>()
         .join("\n");
-    Ok((subject, body))
+    (subject, body)
 }
 
 /// Renders the report of `period` (against the period before it).
 pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<String> {
+    fill("report.html", TEMPLATE, &context(wh, period).await?)
+}
+
+/// Everything the report shows for `period`, queried from the views: the
+/// data both templates (the report and its email) are filled from.
+pub async fn context(wh: &crate::sink::Warehouse, period: Period) -> Result<Value> {
     let prev = period.previous();
     // reporting.chats once for both periods; every view reads it from memory.
     let session = &query::session_for_dates(wh, prev.from, period.to).await?;
@@ -328,6 +334,11 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
     });
     let mut ctx = ctx;
     strip_controls(&mut ctx);
+    Ok(ctx)
+}
+
+/// Fills the template `source` (named `name`, auto-escaped as HTML) from `ctx`.
+pub(crate) fn fill(name: &str, source: &str, ctx: &Value) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.add_filter("pct", |v: Option<f64>| {
         v.map_or("–".to_string(), |v| format!("{:.1}%", v * 100.0))
@@ -338,13 +349,13 @@ pub async fn render(wh: &crate::sink::Warehouse, period: Period) -> Result<Strin
     env.add_filter("int", |v: Option<f64>| {
         v.map_or("–".to_string(), |v| charts::int_text(v.round() as i64))
     });
-    env.add_template("report.html", TEMPLATE)
-        .map_err(|e| Error::Internal(format!("report template: {e}")))?;
+    env.add_template(name, source)
+        .map_err(|e| Error::Internal(format!("template {name}: {e}")))?;
     let tmpl = env
-        .get_template("report.html")
-        .map_err(|e| Error::Internal(format!("report template: {e}")))?;
-    tmpl.render(minijinja::Value::from_serialize(&ctx))
-        .map_err(|e| Error::Internal(format!("rendering the report: {e:#}")))
+        .get_template(name)
+        .map_err(|e| Error::Internal(format!("template {name}: {e}")))?;
+    tmpl.render(minijinja::Value::from_serialize(ctx))
+        .map_err(|e| Error::Internal(format!("rendering {name}: {e:#}")))
 }
 
 /// Replaces, in every text of the report's data, the characters HTML may

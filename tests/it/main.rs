@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod crm;
+mod email;
 mod faults;
 mod forget;
 mod hostile;

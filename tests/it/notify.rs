@@ -319,10 +319,12 @@ async fn the_readme_alert_rules_parse_and_run() {
             "https://hooks.example.com/chatlake",
             &format!("{}/hook", r.url),
         )
-        .replace("${WEBHOOK_SECRET}", "readme-example-secret");
+        .replace("${WEBHOOK_SECRET}", "readme-example-secret")
+        .replace("${SMTP_USER}", "readme-user")
+        .replace("${SMTP_PASSWORD}", "readme-password");
     let env = env.with_pipeline(|t| t + "\n" + &block);
     assert_eq!(env.pipeline.config.alerts.len(), 3);
-    assert_eq!(env.pipeline.config.channels.len(), 2);
+    assert_eq!(env.pipeline.config.channels.len(), 3);
     env.run(Some("2025-10-27"), "2025-10-28").await;
     // Every rule was evaluated (an SQL error would be reported, not sent).
     let outcome = chatlake::notify::evaluate_and_notify(&env.pipeline, &env.wh, chrono::Utc::now())
