@@ -339,3 +339,34 @@ async fn a_refusing_smtp_server_is_retried_recorded_and_never_fails_the_run() {
         assert!(!text.contains(PASSWORD), "{text}");
     }
 }
+
+/// `security = "tls"` against a server that speaks plain SMTP: `notify
+/// test` says FAILED with the TLS error, promptly (no hang), and the
+/// password is in no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_failure_is_reported_not_hung() {
+    let s = sink().await;
+    let env = env_with_email(&s, "").await;
+    let env = env.with_pipeline(|t| t.replace("security = \"none\"", "security = \"tls\""));
+    let file = env.pipeline_file.to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        chatlake_env(
+            &["notify", "test", "--pipeline", &file],
+            &[("CHATLAKE_TEST_SMTP_PASSWORD", PASSWORD)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("leads          FAILED  SMTP 127.0.0.1:")
+            && out.contains("(after 3 attempts)"),
+        "{out}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(s.mails.lock().unwrap().is_empty());
+    for text in [&out, &err] {
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
+}
