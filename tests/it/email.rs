@@ -370,3 +370,54 @@ async fn a_tls_failure_is_reported_not_hung() {
         assert!(!text.contains(PASSWORD), "{text}");
     }
 }
+
+/// A server whose greeting never ends (bytes without a line end, as fast
+/// as it can): the delivery stops after 1 MiB with a clear error, in
+/// seconds, instead of reading until the timeout with memory growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_reply_is_cut_off() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicU32::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let chunk = [b'a'; 64 * 1024];
+                let _ = stream.write_all(b"220 ").await;
+                while stream.write_all(&chunk).await.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let s = Sink {
+        port,
+        mails: Arc::default(),
+        auths: Arc::default(),
+        datas: Arc::default(),
+        fail_next: Arc::default(),
+    };
+    let env = env_with_email(&s, "").await;
+    let file = env.pipeline_file.to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        chatlake_env(
+            &["notify", "test", "--pipeline", &file],
+            &[("CHATLAKE_TEST_SMTP_PASSWORD", PASSWORD)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("the server sent more than 1024 KiB of replies (after 3 attempts)"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
