@@ -6,7 +6,7 @@
 //! -> [`normalize`] (Arrow batches with the [`schema`] of each table) ->
 //! [`sink`] (partitions replaced or merged, one atomic PUT each) -> [`state`]
 //! (watermark or cursor saved after the commit). [`pipeline::run_once`] strings them together; [`query`] reads
-//! the warehouse back with the `sql/` views; [`simulator`] fakes the APIs.
+//! the warehouse back with the `sql/` views ([`serve`]: to Postgres clients); [`simulator`] fakes the APIs.
 
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
@@ -29,6 +29,7 @@ pub mod reporting;
 pub mod runlog;
 pub mod schedule;
 pub mod schema;
+pub mod serve;
 pub mod shell;
 pub mod simulator;
 pub mod sink;

@@ -104,7 +104,13 @@ pub enum Format {
 
 /// A session with the warehouse tables and the reporting views registered.
 pub async fn session(wh: &Warehouse) -> Result<Session> {
-    session_with(wh, None).await
+    session_with(wh, None, None).await
+}
+
+/// As [`session`], for `chatlake serve`: its queries share a memory pool of
+/// `memory_limit` bytes (fairly, spilling to disk where they can).
+pub async fn server_session(wh: &Warehouse, memory_limit: usize) -> Result<Session> {
+    session_with(wh, None, Some(memory_limit)).await
 }
 
 /// As [`session`], with `reporting.chats` computed once for the local dates
@@ -115,24 +121,30 @@ pub async fn session_for_dates(
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> Result<Session> {
-    session_with(wh, Some((from, to))).await
+    session_with(wh, Some((from, to)), None).await
 }
 
 async fn session_with(
     wh: &Warehouse,
     dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    memory_limit: Option<usize>,
 ) -> Result<Session> {
     let config = SessionConfig::new().with_information_schema(true);
     // No cache of file listings (DataFusion keeps them forever by default):
     // a session outlives runs (the shell, a report beside a schedule), and
     // every statement must see the partitions as they are now, and read the
     // versions it listed (see sink::readable).
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
                 .with_list_files_cache_limit(0),
-        )
-        .build_arc()?;
+        );
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
+    }
+    let runtime = runtime.build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     // json_get_str(_extra, 'field'), json_get_int, json_contains, `->`, ...
     datafusion_functions_json::register_all(&mut ctx)?;

@@ -50,6 +50,7 @@ mod report;
 mod run;
 mod runs;
 mod schedule;
+mod serve;
 mod simulator;
 mod state;
 
@@ -157,6 +158,10 @@ pub enum Command {
     /// Evaluate the pipeline's `[[alerts]]` rules once and send what starts,
     /// repeats or clears (runs and the scheduler do this too): for cron.
     Alerts(alerts::AlertsArgs),
+    /// Serve the warehouse, read-only, over the Postgres protocol: every
+    /// table and reporting view, for psql, Metabase, Superset, Grafana,
+    /// DBeaver and other BI tools.
+    Serve(serve::ServeArgs),
     /// Send a test message to the pipeline's channels.
     Notify {
         #[command(subcommand)]
@@ -195,6 +200,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         Command::Privacy { action } => privacy::execute(action).await,
         Command::Alerts(args) => alerts::execute(args).await,
         Command::Notify { action } => alerts::notify(action).await,
+        Command::Serve(args) => serve::execute(args).await,
     }
 }
 

@@ -19,5 +19,6 @@ mod report;
 mod reporting;
 mod s3;
 mod schedule;
+mod serve;
 mod social25;
 mod views;

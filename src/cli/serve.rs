@@ -1,0 +1,82 @@
+//! `chatlake serve`: the warehouse over the Postgres protocol (see
+//! [`crate::serve`]) until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{existing_warehouse, WarehouseArg};
+use crate::config::secret::Secret;
+use crate::error::Result;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub wh: WarehouseArg,
+    /// Address to listen on. Without CHATLAKE_SERVE_PASSWORD only a
+    /// loopback address is accepted.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub listen: std::net::SocketAddr,
+    /// The one user clients log in as (password: CHATLAKE_SERVE_PASSWORD,
+    /// checked with SCRAM-SHA-256).
+    #[arg(long, default_value = "chatlake")]
+    pub user: String,
+    /// TLS certificate chain (PEM), with --tls-key: clients can then use
+    /// sslmode=require.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM, PKCS#8 or RSA), with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_connections: usize,
+    /// Memory all running queries may hold together, in MiB (sorts and
+    /// joins spill to disk where they can; a query that still needs more
+    /// fails alone, with a clear error).
+    #[arg(long, default_value_t = 2048)]
+    pub memory_limit_mb: usize,
+}
+
+pub async fn execute(args: ServeArgs) -> Result<ExitCode> {
+    let wh = existing_warehouse(args.wh.warehouse, None)?;
+    let password = std::env::var("CHATLAKE_SERVE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
+    let options = crate::serve::Options {
+        listen: args.listen,
+        user: args.user,
+        password,
+        tls: args.tls_cert.zip(args.tls_key),
+        max_connections: args.max_connections,
+        memory_limit: args.memory_limit_mb.saturating_mul(1 << 20),
+    };
+    let stop = super::stop_on_signals();
+    let stopped = async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let auth = if options.password.is_some() {
+        format!("user {}, SCRAM-SHA-256", options.user)
+    } else {
+        "no password (loopback only)".to_string()
+    };
+    let tls = options.tls.is_some();
+    crate::serve::serve(
+        &wh,
+        &options,
+        |addr| {
+            crate::output::note(&format!(
+                "serving {} read-only on postgres://{}@{addr}/datafusion ({auth}{}); Ctrl-C stops",
+                wh.url_of(wh.root()).trim_end_matches('/'),
+                options.user,
+                if tls { ", TLS" } else { "" }
+            ))
+        },
+        stopped,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
