@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
 mkdir -p "$CACHE"
 
-if ! command -v psql >/dev/null; then
-  echo "server test: installing postgresql-client"
+need=()
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  echo "server test: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-client
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv"
 "$CACHE/venv/bin/python" -c "import psycopg" 2>/dev/null \
@@ -138,4 +141,25 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         checked += len(got)
 print(f"psycopg: every reporting view equals chatlake query ({checked} rows compared value by value)")
 PY
+
+# TLS: a second server with a self-signed certificate; psql with
+# sslmode=require is served over TLS (\conninfo says so), and the
+# certificate is the one given (sslmode=verify-full against it as the CA).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+tport="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$bin" serve --warehouse "$work/wh" --listen "127.0.0.1:$tport" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
+  > "$work/tls.out" 2> "$work/tls.err" &
+tls_server=$!
+trap 'kill $server $tls_server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $tport), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+info="$(psql "host=localhost port=$tport sslmode=verify-full sslrootcert=$work/cert.pem" -X -c '\conninfo' 2>&1)" \
+  || fail "psql over TLS: $info; $(tail -3 "$work/tls.err")"
+grep -q "SSL connection" <<< "$info" || fail "psql with sslmode=verify-full is not over TLS: $info"
+got="$(psql "host=localhost port=$tport sslmode=require" -XAt -c "SELECT COUNT(*) FROM reporting.chats")" || fail "a query over TLS"
+[ "$got" = "$want" ] || fail "over TLS reporting.chats has $got rows, not $want"
+echo "psql over TLS: $(grep -o 'SSL connection ([^)]*)' <<< "$info"); the certificate verified; reporting.chats $got rows"
 echo "server test: ok"
