@@ -150,14 +150,11 @@ PY
 # parsed with Python's MIME parser (tests/email_check.py), and its HTML body
 # opened in Chromium at 390 and 1280 px with the cid: images as data: URLs.
 "$CACHE/venv/bin/python" -c "import aiosmtpd" 2>/dev/null || "$CACHE/venv/bin/pip" install -q aiosmtpd
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 "$CACHE/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Mailbox "$work/maildir" 2> "$work/smtpd.err" &
 smtpd=$!
 trap 'kill $smtpd 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-  sleep 0.1
-done
+wait_port "$port" "the SMTP server (aiosmtpd)"
 { cat pipelines/demo.toml
   printf '\n[channels.leads]\ntype = "smtp"\nhost = "127.0.0.1"\nport = %s\nsecurity = "none"\n' "$port"
   printf 'from = "chatlake <reports@example.com>"\nto = ["lead@example.com"]\n\n[report]\ndeliver_to = ["leads"]\n'

@@ -8,3 +8,19 @@ target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_
 cargo test --no-run
 bin="$target_dir/debug/chatlake"
 [ -x "$bin" ] || { echo "FAIL: no chatlake binary at $bin after cargo test --no-run"; exit 1; }
+
+# A free loopback TCP port.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits (10 s at most) until something listens on loopback port $1; fails
+# loudly naming $2 (what was started) if nothing does.
+wait_port() {
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "FAIL: $2 is not listening on 127.0.0.1:$1 after 10 s"
+  exit 1
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `chatlake serve` through clients nobody here wrote (issue 21): psql
-# (Debian's postgresql-client) for queries and meta-commands, psycopg for the
-# simple and extended protocol with parameters and prepared statements, and
-# every reporting view compared value by value with `chatlake query`. Over
-# the demo warehouse, with SCRAM-SHA-256. Installs what it needs
-# (postgresql-client with apt-get, psycopg in the virtualenv under the cache
-# dir) and fails loudly, never skips.
+# (Debian's postgresql-client) for queries and meta-commands; pgjdbc (Maven
+# Central) for DatabaseMetaData; psycopg for the simple and extended
+# protocol with parameters and prepared statements; SQLAlchemy's inspector
+# and pandas.read_sql; every reporting view through each compared value by
+# value with `chatlake query`. Over the demo warehouse, with SCRAM-SHA-256;
+# TLS; a failed query's log. Installs what it needs (postgresql-client,
+# openssl, a JDK and maven with apt-get when missing; the Python clients in
+# the virtualenv under the cache dir) and fails loudly, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CHATLAKE_CACHE:-$HOME/.cache/chatlake}"
@@ -14,6 +16,8 @@ mkdir -p "$CACHE"
 need=()
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v openssl >/dev/null || need+=(openssl)
+command -v java >/dev/null || need+=(default-jdk-headless)
+command -v mvn >/dev/null || need+=(maven)
 if ((${#need[@]})); then
   echo "server test: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -21,23 +25,25 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv"
-"$CACHE/venv/bin/python" -c "import psycopg" 2>/dev/null \
-  || "$CACHE/venv/bin/pip" install -q "psycopg[binary]"
+"$CACHE/venv/bin/python" -c "import psycopg, psycopg2, sqlalchemy, pandas" 2>/dev/null \
+  || "$CACHE/venv/bin/pip" install -q "psycopg[binary]" psycopg2-binary sqlalchemy pandas
+# pgjdbc from Maven Central (kept in ~/.m2 between runs).
+PGJDBC=42.7.14
+jdbc_jar="$HOME/.m2/repository/org/postgresql/postgresql/$PGJDBC/postgresql-$PGJDBC.jar"
+[ -f "$jdbc_jar" ] || mvn -q dependency:get -Dartifact="org.postgresql:postgresql:$PGJDBC"
+[ -f "$jdbc_jar" ] || { echo "FAIL: pgjdbc $PGJDBC is not at $jdbc_jar after mvn dependency:get"; exit 1; }
 
 work="$(mktemp -d)"
 . tests/cargo-bin.sh
 (cd "$work" && "$bin" demo --warehouse "$work/wh" > "$work/demo.out" 2>&1) \
   || { echo "FAIL: the demo failed"; tail "$work/demo.out"; exit 1; }
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 export CHATLAKE_SERVE_PASSWORD="server-test-$RANDOM-pw"
 "$bin" serve --warehouse "$work/wh" --listen "127.0.0.1:$port" > "$work/serve.out" 2> "$work/serve.err" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-  sleep 0.1
-done
+wait_port "$port" "chatlake serve"
 export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=chatlake PGDATABASE=datafusion PGPASSWORD="$CHATLAKE_SERVE_PASSWORD"
 
 fail() { echo "FAIL: $*"; echo "--- server log"; tail -20 "$work/serve.err"; exit 1; }
@@ -76,86 +82,40 @@ if grep -q "$CHATLAKE_SERVE_PASSWORD" "$work/serve.err" "$work/serve.out"; then
   fail "the password is in the server's output"
 fi
 
-# psycopg: simple and extended protocol, parameters, a prepared statement;
-# every reporting view.
-CHATLAKE_BIN="$bin" WH="$work/wh" "$CACHE/venv/bin/python" - "$port" "$CHATLAKE_SERVE_PASSWORD" <<'PY' || fail "psycopg"
-import datetime, sys
-import psycopg
-port, password = sys.argv[1], sys.argv[2]
-dsn = f"host=127.0.0.1 port={port} user=chatlake password={password} dbname=datafusion"
-with psycopg.connect(dsn, autocommit=True) as conn:
-    days = conn.execute(
-        "SELECT CAST(dt AS VARCHAR) AS day, COUNT(*) AS n FROM reporting.chats GROUP BY dt ORDER BY day",
-        prepare=False).fetchall()
-    assert len(days) > 20, days
-    day = datetime.date.fromisoformat(days[5][0])
-    with conn.cursor() as cur:
-        for _ in range(3):  # the third run uses the server-side prepared statement
-            cur.execute("SELECT COUNT(*) FROM reporting.chats WHERE dt = %s", (day,), prepare=True)
-            assert cur.fetchone()[0] == days[5][1], (day, days[5])
-    try:
-        conn.execute("DROP TABLE socialintents.chats")
-        sys.exit("FAIL: DROP TABLE was accepted")
-    except psycopg.Error as e:
-        assert "read-only" in str(e), e
-print(f"psycopg: {len(days)} days; the count of {day} with a parameter, prepared, equals the grouped one; DROP refused")
+# A failing query that quotes a person's email address: the client gets the
+# error, the server's log its SQLSTATE, never the address.
+email="jane.roe.$RANDOM@example.org"
+if psql -XAt -c "SELECT no_such_column FROM socialintents.chats WHERE visitor_email = '$email'" > "$work/bad.txt" 2>&1; then
+  fail "a query of a column that does not exist succeeded"
+fi
+grep -q "no_such_column" "$work/bad.txt" || fail "the failing query's error: $(cat "$work/bad.txt")"
+grep -q "answered with an error.*sqlstate=XX000" "$work/serve.err" || fail "the failed query is not logged"
+if grep -q "$email" "$work/serve.err" "$work/serve.out"; then
+  fail "the email address of a failed query is in the server's log"
+fi
+echo "psql: a failed query's error reaches the client; the server logs its SQLSTATE, not the email in it"
 
-# Every reporting view through the server equals `chatlake query` (its JSON),
-# value by value: dates and instants compared as such, doubles to 6 decimals.
-import glob, json, math, os, subprocess
-def norm(v):
-    if v is None or isinstance(v, (bool, int, str)):
-        if isinstance(v, str):
-            try:
-                t = datetime.datetime.fromisoformat(v)
-                return t.astimezone(datetime.timezone.utc).isoformat() if t.tzinfo else v
-            except ValueError:
-                return v
-        return v
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else str(v)
-    if isinstance(v, datetime.datetime):
-        return v.astimezone(datetime.timezone.utc).isoformat()
-    if isinstance(v, datetime.date):
-        return v.isoformat()
-    try:
-        return round(float(v), 6)  # Decimal
-    except (TypeError, ValueError):
-        return json.dumps(v, sort_keys=True, default=str)
-def rows(rs):
-    return sorted((tuple(norm(x) for x in r) for r in rs), key=repr)
-checked = 0
-with psycopg.connect(dsn, autocommit=True) as conn:
-    for f in sorted(glob.glob("sql/reporting.*.sql")):
-        view = os.path.basename(f)[:-4]
-        got = conn.execute(f"SELECT * FROM {view}").fetchall()
-        out = subprocess.run([os.environ["CHATLAKE_BIN"], "query", "--warehouse", os.environ["WH"],
-                              "--format", "json", f"SELECT * FROM {view}"],
-                             check=True, capture_output=True, text=True).stdout
-        want = [tuple(r.values()) for r in json.loads(out)]
-        if rows(got) != rows(want):
-            a, b = rows(got), rows(want)
-            diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            sys.exit(f"FAIL: {view}: {len(a)} rows through the server, {len(b)} from chatlake query; "
-                     f"first difference: {a[diff] if diff < len(a) else None} vs {b[diff] if diff < len(b) else None}")
-        checked += len(got)
-print(f"psycopg: every reporting view equals chatlake query ({checked} rows compared value by value)")
-PY
+# pgjdbc (the driver of DBeaver, Metabase and Tableau): DatabaseMetaData,
+# then every reporting view, its rows to a file; then the Python clients
+# (psycopg, SQLAlchemy's inspector, pandas) and a comparison of every view
+# through every client with `chatlake query` (tests/server_clients.py).
+views=(); for f in sql/reporting.*.sql; do views+=("$(basename "$f" .sql)"); done
+java -cp "$jdbc_jar" tests/JdbcCheck.java "jdbc:postgresql://127.0.0.1:$port/datafusion" chatlake \
+  "$CHATLAKE_SERVE_PASSWORD" "$work/jdbc.jsonl" "${views[@]}" || fail "pgjdbc"
+CHATLAKE_BIN="$bin" WH="$work/wh" "$CACHE/venv/bin/python" tests/server_clients.py \
+  "$port" "$CHATLAKE_SERVE_PASSWORD" "$work/jdbc.jsonl" || fail "the clients"
 
 # TLS: a second server with a self-signed certificate; psql with
 # sslmode=require is served over TLS (\conninfo says so), and the
 # certificate is the one given (sslmode=verify-full against it as the CA).
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-tport="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+tport="$(free_port)"
 "$bin" serve --warehouse "$work/wh" --listen "127.0.0.1:$tport" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
   > "$work/tls.out" 2> "$work/tls.err" &
 tls_server=$!
 trap 'kill $server $tls_server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $tport), 1)" 2>/dev/null && break
-  sleep 0.1
-done
+wait_port "$tport" "chatlake serve --tls-cert"
 info="$(psql "host=localhost port=$tport sslmode=verify-full sslrootcert=$work/cert.pem" -X -c '\conninfo' 2>&1)" \
   || fail "psql over TLS: $info; $(tail -3 "$work/tls.err")"
 grep -q "SSL connection" <<< "$info" || fail "psql with sslmode=verify-full is not over TLS: $info"

@@ -204,9 +204,10 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
     }
 }
 
-/// A flag set by the first SIGTERM or SIGINT: runs stop before their next
-/// window, with everything committed so far kept, and release their lock.
-pub fn stop_on_signals() -> Arc<AtomicBool> {
+/// A flag set by the first SIGTERM or SIGINT, which logs `what` happens
+/// next: runs stop before their next window, with everything committed so
+/// far kept, and release their lock; the server stops listening.
+pub fn stop_on_signals(what: &'static str) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
     tokio::spawn(async move {
@@ -222,9 +223,7 @@ pub fn stop_on_signals() -> Arc<AtomicBool> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::warn!(
-            "signal received: stopping before the next window (what is committed stays)"
-        );
+        tracing::warn!("signal received: {what}");
         set.store(true, Ordering::Relaxed);
     });
     flag

@@ -92,7 +92,7 @@ pub async fn execute(args: RunArgs, interactive: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let wh = open_warehouse(wh.warehouse, Some(&p))?;
-    let stop = stop_on_signals();
+    let stop = stop_on_signals("stopping before the next window (what is committed stays)");
     let opts = RunOptions {
         from,
         to,

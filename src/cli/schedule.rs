@@ -43,7 +43,7 @@ pub(super) async fn schedule(
     if files.is_empty() {
         return Err(Error::Usage("schedule: no pipeline files given".into()));
     }
-    let stop = stop_on_signals();
+    let stop = stop_on_signals("stopping before the next window (what is committed stays)");
     let metrics = crate::metrics::Metrics::default();
     if let Some(addr) = listen {
         let local = metrics.clone().serve(&addr).await?;

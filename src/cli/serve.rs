@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// fails alone, with a clear error).
     #[arg(long, default_value_t = 2048)]
     pub memory_limit_mb: usize,
+    /// Memory one query may hold, in MiB, within --memory-limit-mb.
+    #[arg(long, default_value_t = 512)]
+    pub query_memory_mb: usize,
+    /// A statement running longer is stopped (SQLSTATE 57014); a client's
+    /// SET statement_timeout may shorten it. 0: no limit.
+    #[arg(long, default_value_t = 300)]
+    pub statement_timeout_secs: u64,
+    /// A connection that runs nothing for this long is closed. 0: never.
+    #[arg(long, default_value_t = 3600)]
+    pub idle_timeout_secs: u64,
 }
 
 pub async fn execute(args: ServeArgs) -> Result<ExitCode> {
@@ -51,8 +61,11 @@ pub async fn execute(args: ServeArgs) -> Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         max_connections: args.max_connections,
         memory_limit: args.memory_limit_mb.saturating_mul(1 << 20),
+        query_memory_limit: args.query_memory_mb.saturating_mul(1 << 20),
+        statement_timeout: seconds(args.statement_timeout_secs),
+        idle_timeout: seconds(args.idle_timeout_secs),
     };
-    let stop = super::stop_on_signals();
+    let stop = super::stop_on_signals("stopping the server (queries in progress end with it)");
     let stopped = async move {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -79,4 +92,9 @@ pub async fn execute(args: ServeArgs) -> Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `n` seconds, or None for 0 (no limit).
+fn seconds(n: u64) -> Option<std::time::Duration> {
+    (n > 0).then(|| std::time::Duration::from_secs(n))
 }
