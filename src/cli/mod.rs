@@ -179,14 +179,7 @@ pub async fn execute(cli: Cli, interactive: bool) -> Result<ExitCode> {
         Command::Report(args) => report::execute(args).await,
         Command::Views(args) => report::views(args).await,
         Command::State { action } => state::execute(action).await,
-        Command::Schedule(args) => {
-            let schedule::ScheduleArgs {
-                pipelines,
-                wh,
-                listen,
-            } = args;
-            schedule::schedule(pipelines, wh.warehouse, listen).await
-        }
+        Command::Schedule(args) => schedule::schedule(args).await,
         Command::Runs(args) => runs::execute(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

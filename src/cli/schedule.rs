@@ -1,5 +1,6 @@
 //! `chatlake schedule`: the long-running daemon that runs pipelines at
-//! their `schedule`, with /healthz and /metrics.
+//! their `schedule`, with /healthz and /metrics, and with `--serve` the
+//! warehouse over the Postgres protocol (as `chatlake serve`).
 
 use std::process::ExitCode;
 
@@ -16,16 +17,27 @@ pub struct ScheduleArgs {
     /// Serve /healthz and Prometheus /metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Also serve the warehouse read-only over the Postgres protocol on this
+    /// address, as `chatlake serve` does (its options below apply). The
+    /// pipelines must share one warehouse.
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub server: super::serve::ServerArgs,
 }
 
 /// `chatlake schedule`: one task per pipeline, until a signal; then each
 /// finishes or abandons its current window cleanly, releases its lock, and
 /// the daemon exits 0.
-pub(super) async fn schedule(
-    paths: Vec<PathBuf>,
-    warehouse: Option<String>,
-    listen: Option<String>,
-) -> Result<ExitCode> {
+pub(super) async fn schedule(args: ScheduleArgs) -> Result<ExitCode> {
+    let ScheduleArgs {
+        pipelines: paths,
+        wh,
+        listen,
+        serve,
+        server,
+    } = args;
+    let warehouse = wh.warehouse;
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -50,6 +62,7 @@ pub(super) async fn schedule(
         outln!("serving /healthz and /metrics on http://{local}")?;
     }
     let mut tasks = Vec::new();
+    let mut served: Option<crate::sink::Warehouse> = None;
     let mut names: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for f in &files {
         let p = Pipeline::load(f)?;
@@ -70,6 +83,18 @@ pub(super) async fn schedule(
             )));
         }
         let wh = open_warehouse(warehouse.clone(), Some(&p))?;
+        if serve.is_some() {
+            match &served {
+                Some(first) if first.to_string() != wh.to_string() => {
+                    return Err(Error::Usage(format!(
+                        "schedule --serve: the pipelines write to {first} and {wh}; \
+                         one server serves one warehouse (give --warehouse, or run chatlake serve per warehouse)"
+                    )))
+                }
+                Some(_) => {}
+                None => served = Some(wh.clone()),
+            }
+        }
         outln!(
             "scheduling {} ({}) at \"{}\" in {}, warehouse {wh}",
             p.config.name,
@@ -85,12 +110,51 @@ pub(super) async fn schedule(
             Arc::new(crate::schedule::SystemClock),
         ));
     }
+    // The Postgres listener, until the daemon stops.
+    let server = match (serve, served) {
+        (Some(listen), Some(wh)) => {
+            let options = server.options(listen);
+            crate::serve::validate(&options).map_err(Error::Usage)?;
+            let (stop, watched) = (Arc::clone(&stop), Arc::clone(&stop));
+            Some(tokio::spawn(async move {
+                let stopped = async move {
+                    while !watched.load(std::sync::atomic::Ordering::Relaxed) {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                };
+                let ready = |addr| super::serve::listening(&wh, &options, addr);
+                let served = crate::serve::serve(&wh, &options, ready, stopped).await;
+                if served.is_err() {
+                    // A daemon whose listener failed (the port taken) stops,
+                    // so that its supervisor sees it, rather than running on
+                    // without what it was asked to serve.
+                    tracing::error!("the Postgres listener failed: stopping the scheduler");
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                served
+            }))
+        }
+        _ => None,
+    };
     // All pipelines wait and run concurrently on this task.
     let mut code = ExitCode::SUCCESS;
     for result in futures::future::join_all(tasks).await {
         if let Err(e) = result {
             crate::output::error(&e.to_string());
             code = ExitCode::FAILURE;
+        }
+    }
+    if let Some(server) = server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                crate::output::error(&e.to_string());
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                crate::output::error(&format!("the Postgres listener: {e}"));
+                code = ExitCode::FAILURE;
+            }
         }
     }
     outln!("scheduler stopped")?;

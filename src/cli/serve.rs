@@ -17,6 +17,14 @@ pub struct ServeArgs {
     /// loopback address is accepted.
     #[arg(long, default_value = "127.0.0.1:5433")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Who may connect and the limits, for `chatlake serve` and for the
+/// listener of `chatlake schedule --serve`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
     /// The one user clients log in as (password: CHATLAKE_SERVE_PASSWORD,
     /// checked with SCRAM-SHA-256).
     #[arg(long, default_value = "chatlake")]
@@ -48,46 +56,60 @@ pub struct ServeArgs {
     pub idle_timeout_secs: u64,
 }
 
+impl ServerArgs {
+    /// The server's options, listening on `listen`; the password from
+    /// CHATLAKE_SERVE_PASSWORD.
+    pub fn options(self, listen: std::net::SocketAddr) -> crate::serve::Options {
+        let password = std::env::var("CHATLAKE_SERVE_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Secret::new);
+        crate::serve::Options {
+            listen,
+            user: self.user,
+            password,
+            tls: self.tls_cert.zip(self.tls_key),
+            max_connections: self.max_connections,
+            memory_limit: self.memory_limit_mb.saturating_mul(1 << 20),
+            query_memory_limit: self.query_memory_mb.saturating_mul(1 << 20),
+            statement_timeout: seconds(self.statement_timeout_secs),
+            idle_timeout: seconds(self.idle_timeout_secs),
+        }
+    }
+}
+
+/// What the server says once it listens: where, for whom, how.
+pub fn listening(
+    wh: &crate::sink::Warehouse,
+    o: &crate::serve::Options,
+    addr: std::net::SocketAddr,
+) {
+    let auth = if o.password.is_some() {
+        format!("user {}, SCRAM-SHA-256", o.user)
+    } else {
+        "no password (loopback only)".to_string()
+    };
+    crate::output::note(&format!(
+        "serving {} read-only on postgres://{}@{addr}/datafusion ({auth}{}); Ctrl-C stops",
+        wh.url_of(wh.root()).trim_end_matches('/'),
+        o.user,
+        if o.tls.is_some() { ", TLS" } else { "" }
+    ))
+}
+
 pub async fn execute(args: ServeArgs) -> Result<ExitCode> {
     let wh = existing_warehouse(args.wh.warehouse, None)?;
-    let password = std::env::var("CHATLAKE_SERVE_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Secret::new);
-    let options = crate::serve::Options {
-        listen: args.listen,
-        user: args.user,
-        password,
-        tls: args.tls_cert.zip(args.tls_key),
-        max_connections: args.max_connections,
-        memory_limit: args.memory_limit_mb.saturating_mul(1 << 20),
-        query_memory_limit: args.query_memory_mb.saturating_mul(1 << 20),
-        statement_timeout: seconds(args.statement_timeout_secs),
-        idle_timeout: seconds(args.idle_timeout_secs),
-    };
+    let options = args.server.options(args.listen);
     let stop = super::stop_on_signals("stopping the server (queries in progress end with it)");
     let stopped = async move {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     };
-    let auth = if options.password.is_some() {
-        format!("user {}, SCRAM-SHA-256", options.user)
-    } else {
-        "no password (loopback only)".to_string()
-    };
-    let tls = options.tls.is_some();
     crate::serve::serve(
         &wh,
         &options,
-        |addr| {
-            crate::output::note(&format!(
-                "serving {} read-only on postgres://{}@{addr}/datafusion ({auth}{}); Ctrl-C stops",
-                wh.url_of(wh.root()).trim_end_matches('/'),
-                options.user,
-                if tls { ", TLS" } else { "" }
-            ))
-        },
+        |addr| listening(&wh, &options, addr),
         stopped,
     )
     .await?;

@@ -1,5 +1,7 @@
 //! The `chatlake schedule` daemon and `chatlake runs`: scheduled runs happen,
-//! SIGTERM stops the daemon cleanly (exit 0, lock released, data exact), and
+//! the daemon's Postgres listener (`--serve`) answers with what they
+//! committed, SIGTERM stops the daemon cleanly (exit 0, lock released, data
+//! exact), and
 //! `runs` reports the last run and fails when it failed.
 
 use std::process::{Command, Stdio};
@@ -41,6 +43,11 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
+    let pg_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatlake"))
         .args([
             "schedule",
@@ -50,6 +57,8 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
             wh.to_str().unwrap(),
         ])
         .args(["--listen", &listen])
+        .args(["--serve", &format!("127.0.0.1:{pg_port}")])
+        .env("CHATLAKE_SERVE_PASSWORD", "schedule-serve-pw-71c2")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,6 +98,31 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
         metrics.contains("chatlake_last_success_timestamp_seconds{pipeline=\"test\""),
         "{metrics}"
     );
+    // --serve: the warehouse the runs write, over the Postgres protocol, in
+    // the same process. The first run has committed every day (two have
+    // started), so the server counts the simulator's chats.
+    let want = env
+        .served_chats("2025-10-27", "2025-11-10")
+        .iter()
+        .filter(|c| !c.malformed)
+        .count() as i64;
+    let served: i64 = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={pg_port} user=chatlake password=schedule-serve-pw-71c2 dbname=datafusion"
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("the daemon's Postgres listener");
+        tokio::spawn(conn);
+        client
+            .query_one("SELECT COUNT(*) FROM socialintents.chats", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(served, want, "chats through the daemon's listener");
     // SIGTERM, possibly mid-run: the daemon finishes or abandons the window and exits 0.
     let status = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
