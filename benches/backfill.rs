@@ -9,6 +9,9 @@
 //!   CHATLAKE_BENCH_PRIVACY=1, under a `[privacy]` policy that hashes emails
 //!   and phones, drops names and redacts free text; then `forget` of one
 //!   visitor, timed.
+//!   Then (unless CHATLAKE_BENCH_SERVE=0) the same queries through
+//!   `chatlake serve`: warm, beside DuckDB; connect plus first query; 20
+//!   clients at once and the server's peak RSS.
 //! - `CHATLAKE_BENCH_SOURCE=social25 cargo bench --bench backfill`: 100,000
 //!   Social25 conversations (CHATLAKE_BENCH_CONVERSATIONS=N), their messages
 //!   and failed syncs, then an incremental run with nothing changed.
@@ -281,8 +284,125 @@ requests_per_minute = 100000
             return;
         }
         let month = (last - Duration::days(29), last);
-        side_by_side(&wh, dir.path(), month).await;
+        let (queries, duck) = side_by_side(&wh, dir.path(), month).await;
+        if std::env::var("CHATLAKE_BENCH_SERVE").as_deref() != Ok("0") {
+            through_the_server(dir.path().to_str().unwrap(), &queries, &duck).await;
+        }
     });
+}
+
+/// A line of /proc/PID/status, in MB (VmRSS: now; VmHWM: the peak).
+fn status_mb(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// `chatlake serve` over the same warehouse, as a BI tool meets it: every
+/// query of [`side_by_side`] through the server (tokio-postgres, every row
+/// fetched), warm (median of 5 after one run), beside DuckDB in one
+/// process; a new connection (SCRAM) plus its first query; 20 clients at
+/// once running every query, and the server's peak RSS.
+async fn through_the_server(wh_path: &str, queries: &[String], duck: &[Option<f64>]) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password = "bench-serve-password-1";
+    let server = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"))
+            .args([
+                "serve",
+                "--warehouse",
+                wh_path,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("CHATLAKE_SERVE_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting chatlake serve"),
+    );
+    let pid = server.0.id();
+    let dsn =
+        format!("host=127.0.0.1 port={port} user=chatlake password={password} dbname=datafusion");
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok::<_, tokio_postgres::Error>(client)
+    };
+    let started = Instant::now();
+    let c = loop {
+        match connect().await {
+            Ok(c) => break c,
+            Err(_) if started.elapsed().as_secs() < 30 => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("chatlake serve did not answer in 30 s: {e}"),
+        }
+    };
+    println!("through chatlake serve (tokio-postgres, every row fetched; warm: median of 5 after one run), beside DuckDB in one process:");
+    println!("  {:>8} {:>8} {:>6}  query", "server", "duckdb", "ratio");
+    for (q, d) in queries.iter().zip(duck) {
+        c.simple_query(q).await.unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            c.simple_query(q).await.unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        match d {
+            Some(d) => println!("  {:>7.2}s {d:>7.2}s {:>6.2}  {q}", times[2], times[2] / d),
+            None => println!("  {:>7.2}s {:>8} {:>6}  {q}", times[2], "-", "-"),
+        }
+    }
+    for first in ["SELECT 1", queries[1].as_str()] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let c = connect().await.unwrap();
+            c.simple_query(first).await.unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  a new connection (SCRAM-SHA-256) and its first query, median of 10: {:.0} ms (slowest {:.0} ms): {first}",
+            times[5], times[9]
+        );
+    }
+    let before = status_mb(pid, "VmRSS:");
+    let t = Instant::now();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let (dsn, queries) = (dsn.clone(), queries.to_vec());
+            tokio::spawn(async move {
+                let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                for q in &queries {
+                    client.simple_query(q).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    println!(
+        "  20 clients at once, each running the {} queries: {:.1} s; server RSS {before:.0} MB before, peak {:.0} MB",
+        queries.len(),
+        t.elapsed().as_secs_f64(),
+        status_mb(pid, "VmHWM:")
+    );
+    drop(server);
 }
 
 /// `forget` of one visitor (by email, as the simulator generated it on the
@@ -347,7 +467,11 @@ fn median_of_5(mut cmd: impl FnMut() -> std::process::Command) -> f64 {
 /// Python package), whole process each, median of 5; then `chatlake report`
 /// for the last 28 days. DuckDB comes from $CHATLAKE_BENCH_PYTHON (default:
 /// the virtualenv tests/engines.sh makes).
-async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, NaiveDate)) {
+async fn side_by_side(
+    wh: &Warehouse,
+    dir: &std::path::Path,
+    month: (NaiveDate, NaiveDate),
+) -> (Vec<String>, Vec<Option<f64>>) {
     let python = std::env::var("CHATLAKE_BENCH_PYTHON").unwrap_or_else(|_| {
         format!(
             "{}/.cache/chatlake/venv/bin/python",
@@ -469,6 +593,7 @@ async fn side_by_side(wh: &Warehouse, dir: &std::path::Path, month: (NaiveDate, 
         c
     });
     println!("  chatlake report, 28 days against the 28 before: {report:.2} s");
+    (queries.to_vec(), duck_inside)
 }
 
 /// One run of the pipeline `text` into `wh`: wall seconds, requests and

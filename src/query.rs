@@ -318,7 +318,7 @@ pub async fn run_streaming<S>(
 }
 
 /// Times a statement is run when files change under it.
-const MAX_ATTEMPTS: u32 = 5;
+const MAX_ATTEMPTS: u32 = 8;
 
 /// Why one attempt of a statement failed.
 enum Attempt {

@@ -115,6 +115,24 @@ async fn load(wh: &Warehouse, pipeline: &str) -> Result<State> {
         .unwrap_or_default())
 }
 
+/// Drops from the alerts firing those whose key `erased` says names an
+/// erased person (`chatlake forget`): they end without a "resolved"
+/// notice, which would name them again. Returns how many.
+pub async fn forget_alerts(
+    wh: &Warehouse,
+    pipeline: &str,
+    erased: impl Fn(&str) -> bool,
+) -> Result<usize> {
+    let mut state = load(wh, pipeline).await?;
+    let before = state.len();
+    state.retain(|k, _| !erased(k.split_once('\u{1f}').map_or(k.as_str(), |(_, key)| key)));
+    let dropped = before - state.len();
+    if dropped > 0 {
+        wh.put_json(&state_path(wh, pipeline), &state).await?;
+    }
+    Ok(dropped)
+}
+
 /// One notice: an alert that starts, repeats or clears.
 #[derive(Debug, Clone)]
 pub struct Notice {

@@ -1,6 +1,7 @@
 //! `chatlake forget`: erases one person from the warehouse and keeps them
 //! out. It finds every row linked to the identifiers given (the columns of
 //! [`FOUND_IN`], then the messages of the chats and conversations found),
+//! (and in the text of meta.rejects, meta.alerts and meta.deliveries),
 //! rewrites each file that holds one without it (one PUT per file: readers
 //! see the old or the new file), puts the identifiers' keyed hashes on the
 //! suppression list, and records the erasure in meta.erasures (hashes and
@@ -33,6 +34,13 @@ use crate::sink::{partition, Warehouse};
 
 /// meta.rejects: searched in its raw JSON.
 const REJECTS: &str = "meta.rejects";
+
+/// The notices tables, searched in their text: an SQL alert rule's key and
+/// detail (`col=value, ...`) and a delivery's subject can name a person.
+const NOTICES: &[(&str, &[&str])] = &[
+    ("meta.alerts", &["alert_key", "detail"]),
+    ("meta.deliveries", &["subject", "error"]),
+];
 
 /// What one table held of the person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -135,6 +143,16 @@ impl Targets {
         found
     }
 
+    /// Whether a notice's text names the person: a field of `col=value,
+    /// ...` (or of a subject's `(...)`) equal to an identifier (as any kind),
+    /// or containing an email or the digits of a phone number.
+    pub(super) fn in_fields(&self, text: &str) -> bool {
+        text.split([',', '=', '(', ')'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .any(|t| suppress::ALL_KINDS.iter().any(|k| self.matches(*k, t)) || self.in_text(t))
+    }
+
     fn in_text(&self, s: &str) -> bool {
         let lower = s.to_lowercase();
         let digits: String = s.chars().filter(char::is_ascii_digit).collect();
@@ -201,6 +219,15 @@ fn mask(table: &str, batch: &RecordBatch, targets: &Targets) -> BooleanArray {
             }
         }
     }
+    for (_, columns) in NOTICES.iter().filter(|(t, _)| *t == table) {
+        for column in *columns {
+            if let Some(values) = strings(batch, column) {
+                for (i, v) in values.iter().enumerate() {
+                    hit[i] = hit[i] || v.is_some_and(|v| targets.in_fields(v));
+                }
+            }
+        }
+    }
     for (kind, t, column) in suppress::FOUND_IN {
         if *t != table {
             continue;
@@ -230,6 +257,9 @@ fn columns_of(table: &str) -> Vec<&'static str> {
     if table == REJECTS {
         cols.push("raw_json");
     }
+    for (_, columns) in NOTICES.iter().filter(|(t, _)| *t == table) {
+        cols.extend(columns.iter());
+    }
     cols.dedup();
     cols
 }
@@ -255,6 +285,7 @@ async fn search(
         .map(|(t, _)| t)
         .collect();
     order.push(REJECTS);
+    order.extend(NOTICES.iter().map(|(t, _)| *t));
     // Chat messages live in their chat's partition: only those are read.
     let mut chat_dts: BTreeSet<Option<NaiveDate>> = BTreeSet::new();
     for name in order {
@@ -461,6 +492,13 @@ async fn erase(
         rewrite(wh, hit, &targets).await?;
         // Tests kill `forget` here (as kill -9 would) and run it again.
         crate::pipeline::failpoint(&format!("forget@file-{}", i + 1));
+    }
+    // Alerts firing for the person are forgotten, not resolved: a
+    // "resolved" notice would name them again.
+    let dropped =
+        crate::notify::alerts::forget_alerts(wh, name, |key| targets.in_fields(key)).await?;
+    if dropped > 0 {
+        tracing::info!(alerts = dropped, "erased from the alerts firing");
     }
     // The record: one row per table searched, with what the first search
     // found (a resumed erasure counts what the killed one had found).

@@ -1,5 +1,7 @@
 //! Retention: each run deletes the partitions older than their table's
-//! `[privacy] retention_days` (data tables and meta.rejects), the rows of
+//! `[privacy] retention_days` (data tables, meta.rejects, and the notices
+//! of meta.alerts and meta.deliveries, whose text can name a person), the
+//! rows of
 //! the unpartitioned CRM contacts not updated within it (by
 //! their own date column, [`BY_COLUMN`]), and the dated copies of the HTML
 //! report, and records each deletion in meta.deletions. A partition file is
@@ -26,10 +28,14 @@ pub const REPORTS: &str = "_reports";
 /// not people: the reports by company need them.)
 pub const BY_COLUMN: &[(&str, &str)] = &[("crm.contacts", "updated_at")];
 
-/// Tables a retention may apply to: partitioned data tables, meta.rejects,
-/// and the tables of [`BY_COLUMN`].
+/// The meta tables that hold what the API sent or what was said of a
+/// person, so that a retention applies to them too.
+const PERSONAL_META: &[&str] = &["meta.rejects", "meta.alerts", "meta.deliveries"];
+
+/// Tables a retention may apply to: partitioned data tables, the
+/// [`PERSONAL_META`] tables, and the tables of [`BY_COLUMN`].
 fn retainable(t: &TableDef) -> bool {
-    (t.is_partitioned() && (t.schema_name() != "meta" || t.name == "meta.rejects"))
+    (t.is_partitioned() && (t.schema_name() != "meta" || PERSONAL_META.contains(&t.name.as_str())))
         || BY_COLUMN.iter().any(|(n, _)| *n == t.name)
 }
 
@@ -56,7 +62,7 @@ pub fn resolve(
             .ok_or_else(|| format!("privacy.retention.\"{name}\": no such table"))?;
         if !retainable(t) {
             return Err(format!(
-                "privacy.retention.\"{name}\": only partitioned data tables, meta.rejects and the CRM contacts have a retention \
+                "privacy.retention.\"{name}\": only partitioned data tables, meta.rejects, meta.alerts, meta.deliveries and the CRM contacts have a retention \
                  ({name} is {})",
                 if t.is_partitioned() { "chatlake's own record" } else { "unpartitioned" }
             ));

@@ -33,12 +33,15 @@ fn theirs(emails: &[String], phone: &str) -> Vec<(&'static str, String)> {
     let phone_is =
         |col: &str| format!("regexp_replace(coalesce({col}, ''), '[^0-9]', '', 'g') = '{digits}'");
     let chats = format!("{} OR {}", list("visitor_email"), phone_is("visitor_phone"));
-    let raw = emails
-        .iter()
-        .map(|e| format!("lower(raw_json) LIKE '%{}%'", e.to_lowercase()))
-        .chain([format!("raw_json LIKE '%{phone}%'")])
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let in_text = |col: &str| {
+        emails
+            .iter()
+            .map(|e| format!("lower(coalesce({col}, '')) LIKE '%{}%'", e.to_lowercase()))
+            .chain([format!("coalesce({col}, '') LIKE '%{phone}%'")])
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let raw = in_text("raw_json");
     vec![
         ("socialintents.chats", chats.clone()),
         (
@@ -55,7 +58,12 @@ fn theirs(emails: &[String], phone: &str) -> Vec<(&'static str, String)> {
             format!("{} OR {}", list("email"), phone_is("phone")),
         ),
         ("crm.conversations", list("visitor_email")),
-        ("meta.rejects", raw),
+        ("meta.rejects", raw.clone()),
+        (
+            "meta.alerts",
+            format!("{} OR {}", in_text("alert_key"), in_text("detail")),
+        ),
+        ("meta.deliveries", in_text("subject")),
     ]
 }
 
@@ -98,7 +106,6 @@ async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
     let file = env.pipeline_file.to_str().unwrap().to_string();
     let wh = env.dir.path().join("wh");
     let wh_s = wh.to_str().unwrap().to_string();
-    run(&file, &wh_s, &[]);
 
     // The person: a visitor known to the CRM, with a chat (email in mixed
     // case where the simulator types it so); and, in the same request, the
@@ -126,6 +133,32 @@ async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
         .find(|c| c.malformed && c.visitor_email != person.visitor_email)
         .expect("a malformed chat")
         .clone();
+    // An alert rule keyed by the person's email, sent to a webhook that
+    // fails once, then takes it: meta.alerts, meta.deliveries and the alert
+    // state (firing) name them.
+    let hook = crate::notify::receiver().await;
+    hook.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    let rule = format!(
+        "\n[channels.hook]\ntype = \"webhook\"\nurl = \"{}/hook\"\n\n\
+         [[alerts]]\nname = \"visitor watch\"\n\
+         sql = \"SELECT visitor_email, visitor_phone, count(*) AS chats FROM socialintents.chats \
+         WHERE lower(visitor_email) = '{}' GROUP BY visitor_email, visitor_phone\"\n\
+         key = [\"visitor_email\"]\nnotify = [\"hook\"]\n",
+        hook.url,
+        person.visitor_email.to_lowercase()
+    );
+    let text = std::fs::read_to_string(&file).unwrap() + &rule;
+    std::fs::write(&file, text).unwrap();
+    run(&file, &wh_s, &[]);
+    let state = wh.join("_state/p/_alerts.json");
+    let firing = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(
+        firing
+            .to_lowercase()
+            .contains(&person.visitor_email.to_lowercase()),
+        "the alert is not firing: {firing}"
+    );
+
     let emails = vec![person.visitor_email.clone(), poison.visitor_email.clone()];
     let phone = person.visitor_phone.clone();
     let tables = theirs(&emails, &phone);
@@ -147,6 +180,8 @@ async fn forget_erases_a_person_everywhere_and_keeps_them_out() {
         "crm.contacts",
         "crm.conversations",
         "meta.rejects",
+        "meta.alerts",
+        "meta.deliveries",
     ] {
         assert!(gone[t] > 0, "the person has no row in {t}: {gone:?}");
     }

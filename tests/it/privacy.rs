@@ -364,10 +364,34 @@ async fn retention_deletes_old_partitions_and_nothing_else() {
             &text[end + "requests_per_minute = 600000\n".len()..]
         )
     };
-    let env = env_from(config, "r.toml", |sim| si(sim, keep)).await;
+    // An alert sent to a webhook nobody answers: each run writes a notice
+    // to meta.alerts and a failed delivery to meta.deliveries.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let notices = format!(
+        "[channels.hook]\ntype = \"webhook\"\nurl = \"http://{closed}/hook\"\n\
+         [[alerts]]\nname = \"always\"\nsql = \"SELECT 'x' AS k\"\nnotify = [\"hook\"]\n"
+    );
+    let env = env_from(config, "r.toml", |sim| si(sim, keep) + &notices).await;
     let report = env.run(Some("2025-10-27"), "2025-11-04").await;
     assert_eq!(report.failures().count(), 0, "{:?}", report.streams);
     let wh = env.dir.path().join("wh");
+    // Those notices, as if written on 2025-10-01.
+    for t in ["alerts", "deliveries"] {
+        let dir = wh.join(format!("meta/{t}"));
+        let written = files(&dir);
+        assert!(!written.is_empty(), "no meta.{t} written");
+        std::fs::create_dir_all(dir.join("dt=2025-10-01")).unwrap();
+        for f in written {
+            std::fs::copy(&f, dir.join("dt=2025-10-01").join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let old_notices = env
+        .rows("SELECT (SELECT count(*) FROM meta.alerts WHERE dt = DATE '2025-10-01') AS a, (SELECT count(*) FROM meta.deliveries WHERE dt = DATE '2025-10-01') AS d")
+        .await;
+    assert!(old_notices[0].iter().all(|n| n != "0"), "{old_notices:?}");
     // A dated report copy from long ago.
     std::fs::create_dir_all(wh.join("_reports")).unwrap();
     std::fs::write(wh.join("_reports/2025-10-01.html"), "<html></html>").unwrap();
@@ -406,6 +430,14 @@ async fn retention_deletes_old_partitions_and_nothing_else() {
         out.contains("retention: would delete _reports dt=2025-10-01"),
         "{out}"
     );
+    for t in ["meta.alerts", "meta.deliveries"] {
+        assert!(
+            out.contains(&format!(
+                "retention: would delete {t} dt=2025-10-01 (5 days kept)"
+            )),
+            "{out}"
+        );
+    }
     let after_dry: std::collections::BTreeMap<_, _> = files(&wh)
         .into_iter()
         .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
@@ -449,6 +481,21 @@ async fn retention_deletes_old_partitions_and_nothing_else() {
         vec![vec!["2025-10-01".to_string(), "retention (5 days)".to_string()]]
     );
     assert!(!wh.join("_reports/2025-10-01.html").exists());
+    // The old notices are gone too, and recorded with their rows.
+    assert_eq!(
+        env.rows("SELECT CAST(count(*) AS VARCHAR) FROM meta.deletions WHERE table_name = 'meta.alerts' AND partition_dt = DATE '2025-10-01'").await[0][0],
+        "1"
+    );
+    let deleted = env
+        .rows("SELECT (SELECT sum(rows) FROM meta.deletions WHERE table_name = 'meta.alerts') AS a, (SELECT sum(rows) FROM meta.deletions WHERE table_name = 'meta.deliveries') AS d")
+        .await;
+    assert_eq!(deleted, old_notices);
+    for t in ["alerts", "deliveries"] {
+        assert!(
+            files(&wh.join(format!("meta/{t}/dt=2025-10-01"))).is_empty(),
+            "meta.{t} dt=2025-10-01 is past its retention"
+        );
+    }
     // What is older is gone; what is newer and was not read again is the same file.
     let oldest_chat = env
         .rows("SELECT CAST(min(dt) AS VARCHAR) FROM socialintents.chats")
