@@ -158,8 +158,9 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     );
     assert!(
         runs.status.success(),
-        "the last run succeeded or was stopped cleanly: {}",
-        String::from_utf8_lossy(&runs.stderr)
+        "the last run succeeded or was stopped cleanly: {}\n{listed}\ndaemon: {}",
+        String::from_utf8_lossy(&runs.stderr),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
