@@ -117,6 +117,7 @@ fn print_plan(p: &Pipeline, plan: &[pipeline::PlannedStream]) -> Result<ExitCode
         let watermark = s.watermark.map_or("-".into(), |d| d.to_string());
         let range = match (s.windows.first(), s.windows.last()) {
             (Some(a), Some(b)) => format!("{}..{} in {} window(s)", a.from, b.to, s.windows.len()),
+            _ if s.kind == "windowed" => "no window: --from is after today".into(),
             _ => "whole".into(),
         };
         outln!(

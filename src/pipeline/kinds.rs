@@ -272,6 +272,17 @@ pub(super) async fn windowed(
         from: ctx.opts.from.unwrap_or(default.from),
         to: ctx.opts.to.unwrap_or(default.to),
     };
+    if range.from > range.to {
+        // --from after today (prepare::check warned), or a --to before where
+        // the stream would start: no day to read.
+        if range.from > ctx.today {
+            rep.scope = "none (after today)".into();
+        } else {
+            tracing::warn!(stream = %spec.name, "the range starts at {} (watermark minus lookback, or start_date), after --to {}: nothing to read; give --from too", range.from, range.to);
+            rep.scope = format!("none (--to before {})", range.from);
+        }
+        return Ok(());
+    }
     rep.window = Some(range);
     rep.scope = range.to_string();
     // As many as `prepare::plan` counted for the progress bar.

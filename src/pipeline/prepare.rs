@@ -68,6 +68,17 @@ pub(super) async fn check(
             return Err(Error::Usage(format!("--from {f} is after --to {t}")));
         }
     }
+    // Today in the pipeline timezone can be yesterday where the user is:
+    // the run goes on (snapshots and the CRM have work), its date-windowed
+    // streams read nothing, and it says so.
+    if let (Some(f), None) = (opts.from, opts.to) {
+        if f > today {
+            tracing::warn!(
+                "--from {f} is after today ({today} in {}): the date-windowed streams have no day to read yet",
+                cfg.timezone
+            );
+        }
+    }
     if cfg.start_date > today && opts.from.is_none() {
         return Err(Error::Usage(format!(
             "start_date {} is after today ({today} in {}): there is nothing to read yet",
@@ -135,7 +146,12 @@ pub(super) fn progress_bars(
                 .iter()
                 .zip(plan)
                 .filter(|((s, _), _)| *s == i)
-                .map(|(_, p)| p.windows.len().max(1))
+                // A windowed stream steps once per window (none when --from
+                // is after today); the others once.
+                .map(|(_, p)| match p.kind {
+                    "windowed" => p.windows.len(),
+                    _ => 1,
+                })
                 .sum();
             let bar = multi.add(ProgressBar::new(steps as u64));
             bar.set_style(style.clone());

@@ -686,6 +686,83 @@ fn dry_run_plans_from_the_watermark_and_changes_nothing() {
     );
 }
 
+/// `--from` a day after today in the pipeline timezone (today where the
+/// user is, when New York is still on yesterday; it once failed a debug
+/// build's progress check): the date-windowed streams read nothing and say
+/// why, the snapshot is written, no watermark is saved, exit 0; the dry run
+/// says the same.
+#[test]
+fn from_after_today_reads_no_window_and_says_so() {
+    let cli = cli_env(2);
+    let (env, file) = (&cli.env, cli.file());
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
+    let tomorrow = (today + chrono::Duration::days(1)).to_string();
+    let args = [
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        cli.wh(),
+        "--from",
+        &tomorrow,
+    ];
+    let (code, out, err) = chatlake(&[&args[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("socialintents.chats            windowed  watermark -           no window: --from is after today"),
+        "{out}"
+    );
+    let (code, out, err) = chatlake(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "--from {tomorrow} is after today ({today} in America/New_York): the date-windowed streams have no day to read yet"
+        )),
+        "{err}"
+    );
+    let si = env.sim.requests();
+    assert_eq!(
+        si.keys().filter(|k| !k.ends_with("/apps")).count(),
+        0,
+        "only the snapshot asked the API: {si:?}\n{out}"
+    );
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        cli.wh(),
+        "--format",
+        "csv",
+        "SELECT COUNT(*) AS n FROM socialintents.widgets",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "n\n3\n"), "{err}");
+    let (code, out, err) =
+        chatlake(&["state", "show", "--pipeline", file, "--warehouse", cli.wh()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("socialintents.chats "),
+        "no watermark saved:\n{out}"
+    );
+    // A --to before start_date (2025-10-27) alone: nothing to read either, said so.
+    let (code, _, err) = chatlake(&[
+        "run",
+        "--pipeline",
+        file,
+        "--warehouse",
+        cli.wh(),
+        "--to",
+        "2025-10-20",
+        "--stream",
+        "socialintents.chats",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the range starts at 2025-10-27 (watermark minus lookback, or start_date), after --to 2025-10-20: nothing to read"),
+        "{err}"
+    );
+}
+
 /// Issue 12: the SQL shell fed through stdin: statements end with `;` and
 /// may span lines (a `;` inside a string does not end one), an error is
 /// reported and the shell goes on, `\q` leaves, and the exit code says
