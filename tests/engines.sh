@@ -6,7 +6,8 @@
 # in DuckDB, Spark, pyarrow and Polars with chatlake's row counts and types.
 # Then tests/engines_s3.py puts the same warehouse on an S3-compatible server
 # (moto) and reads it with the README's S3 forms: chatlake, the DuckDB script
-# (httpfs), pyarrow and Polars.
+# (httpfs), pyarrow, Polars, and the Spark script over s3a:// with
+# hadoop-aws from Maven Central (tests/engines_spark_s3.py).
 # Installs what it needs (Java from Debian's openjdk-17-jre-headless; duckdb,
 # pyarrow, polars and pyspark in a virtualenv under the cache dir; for S3 a
 # second one with DuckDB 1.5.5, its httpfs wheel and moto) and fails loudly,
@@ -50,9 +51,11 @@ wh="$work/o'brien; wh"
 # Spark's logs go to stderr; the comparison's figures to stdout.
 "$CACHE/venv/bin/python" tests/engines.py "$bin" "$wh" "$work" 2> "$work/spark.log" \
   || { echo "--- last lines of the engines' stderr:"; tail -20 "$work/spark.log"; exit 1; }
-"$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$wh" "$work" 2> "$work/s3.log" \
+# Spark's Ivy cache (hadoop-aws and the AWS SDK bundle, about 700 MB from
+# Maven Central): downloaded by the first run only.
+"$CACHE/venv-s3/bin/python" tests/engines_s3.py "$bin" "$wh" "$work" "$CACHE/venv/bin/python" "$CACHE/ivy" 2> "$work/s3.log" \
   || { echo "--- last lines of the S3 test's stderr:"; tail -20 "$work/s3.log"; exit 1; }
 # Every shell block of the README, exactly as printed (tests/readme.py).
-"$CACHE/venv-s3/bin/python" tests/readme.py "$bin" "$PWD" "$work" "$CACHE/venv/bin" \
+"$CACHE/venv-s3/bin/python" tests/readme.py "$bin" "$PWD" "$work" "$CACHE/venv/bin" "$CACHE/ivy" \
   || { echo "FAIL: a README command did not work as printed"; exit 1; }
 echo "engines test: ok"

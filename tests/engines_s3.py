@@ -6,7 +6,8 @@ port). Then:
   DuckDB (httpfs, credentials from the AWS environment, the endpoint taken
   from AWS_ENDPOINT_URL), gives every reporting view with chatlake's rows;
 - pyarrow's dataset API (S3FileSystem) and Polars (scan_parquet with
-  storage_options) read every table from S3 with chatlake's row counts.
+  storage_options) read every table from S3 with chatlake's row counts;
+- Spark reads every view and table over s3a:// (below).
 
 DuckDB cannot download extensions where this runs, so httpfs and aws (the
 credential chain) come from the `duckdb-extension-httpfs` and
@@ -14,11 +15,17 @@ credential chain) come from the `duckdb-extension-httpfs` and
 script's own `INSTALL httpfs` then finds it installed. Those wheels exist for
 DuckDB 1.5.5, so this test runs DuckDB 1.5.5 (tests/engines.py runs 2.0.1).
 
-Usage: engines_s3.py CHATLAKE_BINARY WAREHOUSE WORKDIR. Exits 1 with every
-difference listed.
+Then, with the server still up, tests/engines_spark_s3.py runs the Spark
+script over `s3a://` in the pyspark virtualenv (hadoop-aws from Maven
+Central, cached in IVY_DIR): every view with chatlake's rows, every table
+with its counts.
+
+Usage: engines_s3.py CHATLAKE_BINARY WAREHOUSE WORKDIR SPARK_PYTHON IVY_DIR.
+Exits 1 with every difference listed.
 """
 
 import os
+import subprocess
 import sys
 
 import boto3
@@ -34,6 +41,7 @@ from engine_compare import chatlake, fail
 
 ec.BIN = sys.argv[1]
 WH, WORK = os.path.abspath(sys.argv[2]), sys.argv[3]
+SPARK_PY, IVY = sys.argv[4], sys.argv[5]  # the pyspark virtualenv's Python; Spark's Ivy cache
 BUCKET, PREFIX = "lake", "chat"
 S3_WH = f"s3://{BUCKET}/{PREFIX}"
 
@@ -106,6 +114,13 @@ for t in tables:
         lf = ec.polars_frame(f"s3://{path}", partitioned, data_files, storage)
         counts["polars"] = lf.select(pl.len()).collect().item()
     ec.check_counts(t, n, counts, " and over S3 in")
+
+# --- Spark over S3, in the pyspark virtualenv, while the server is up -------
+spark = subprocess.run([SPARK_PY, os.path.join(os.path.dirname(__file__), "engines_spark_s3.py"),
+                        ec.BIN, WH, WORK, S3_WH, IVY], stdout=subprocess.PIPE, text=True)
+print(spark.stdout, end="")
+if spark.returncode != 0:
+    fail(f"Spark over {S3_WH}: exit {spark.returncode} (its stderr is in the log above)")
 
 server.stop()
 ec.finish(f"over S3: all {len(views)} views equal in DuckDB; all {len(tables)} tables read with equal counts")

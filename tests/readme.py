@@ -12,7 +12,7 @@ Runs in a virtualenv with moto, boto3, the DuckDB CLI (duckdb-cli) and
 DuckDB's httpfs/aws extension wheels; spark-sql comes from the pyspark
 virtualenv.
 
-Usage: readme.py CHATLAKE_BINARY REPO WORKDIR SPARK_BIN_DIR
+Usage: readme.py CHATLAKE_BINARY REPO WORKDIR SPARK_BIN_DIR IVY_DIR
 """
 
 import logging
@@ -31,8 +31,10 @@ import duckdb_extension_aws
 import duckdb_extension_httpfs
 from moto.server import ThreadedMotoServer
 
+import spark_ivy
+
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-BIN, REPO, WORK, SPARK_BIN = (os.path.abspath(a) for a in sys.argv[1:5])
+BIN, REPO, WORK, SPARK_BIN, IVY = (os.path.abspath(a) for a in sys.argv[1:6])
 HERE = os.path.join(WORK, "readme")
 os.makedirs(os.path.join(HERE, "home"), exist_ok=True)
 os.makedirs(os.path.join(HERE, "pipelines"), exist_ok=True)
@@ -332,6 +334,29 @@ def duckdb_s3(block):
     return f"duckdb over s3: {expected} rows of reporting.missed_chat_rate, as chatlake over S3"
 
 
+def spark_s3(block):
+    """The Spark script over s3a://, as printed, in spark-sql with hadoop-aws
+    from Maven Central (Spark's Ivy cache kept in the cache dir through
+    SPARK_CONF_DIR, which the block does not name): its newest 7 dates are
+    chatlake's over S3."""
+    env = dict(s3_server(), AWS_REGION="eu-west-1")
+    conf = os.path.join(HERE, "spark-conf")
+    os.makedirs(conf, exist_ok=True)
+    with open(os.path.join(conf, "spark-defaults.conf"), "w") as f:
+        f.write(f"spark.jars.ivy {IVY}\nspark.jars.ivySettings {spark_ivy.settings(IVY)}\n"
+                "spark.ui.enabled false\n")
+    env["SPARK_CONF_DIR"] = conf
+    p = subprocess.run([BIN, "query", "--format", "csv", "--warehouse", "s3://acme-lake/chat",
+                        "SELECT CAST(dt AS VARCHAR) AS day FROM reporting.missed_chat_rate ORDER BY dt DESC LIMIT 7"],
+                       cwd=HERE, env=env, capture_output=True, text=True)
+    newest = p.stdout.split()[1:] if p.returncode == 0 else None
+    code, out, err = sh(block, env=env)
+    dates = [l.split("\t")[0] for l in out.splitlines() if re.match(r"\d{4}-\d\d-\d\d\t", l)]
+    if not newest or dates != newest:
+        fail(f"spark-sql over S3 printed the dates {dates}, chatlake over S3 {newest}:\n{out[-1500:]}\n{err[-3000:]}")
+    return f"spark-sql over s3a://: the newest {len(dates)} dates of reporting.missed_chat_rate, as chatlake over S3"
+
+
 # (a command the block contains, the case). Order: what later blocks read first.
 CASES = [
     ("cargo run -- demo", first_screen),
@@ -342,6 +367,7 @@ CASES = [
     ("json_get_str(_extra, 'user', 'gender')", json_query),
     ("chatlake views --dialect spark --warehouse ./warehouse", views_local),
     ("chatlake views --dialect duckdb --warehouse s3://", duckdb_s3),
+    ("chatlake views --dialect spark --warehouse s3a://", spark_s3),
 ]
 
 blocks = readme_blocks()

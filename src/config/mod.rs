@@ -84,7 +84,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Attempts per request, the first included, for 429, 5xx and connection errors.
     pub max_attempts: u32,
-    /// First backoff delay; doubles per attempt, with full jitter.
+    /// First backoff delay; doubles per attempt, with equal jitter (each wait
+    /// anywhere between half and all of it).
     pub backoff_base_ms: u64,
     /// Longest single wait, Retry-After included.
     pub backoff_max_ms: u64,

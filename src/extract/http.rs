@@ -1,5 +1,5 @@
 //! The one HTTP client every source uses: auth, timeouts, retries with
-//! exponential backoff and full jitter on 429/5xx/connection errors (honouring
+//! exponential backoff and equal jitter on 429/5xx/connection errors (honouring
 //! Retry-After, every wait capped), bounded attempts, and a client-side rate
 //! limit. Credentials live only in request headers: errors and logs carry the
 //! source and the endpoint path, never the URL's userinfo or the auth header,
@@ -532,7 +532,8 @@ impl HttpClient {
             .backoff_base
             .saturating_mul(1 << attempt.min(20))
             .min(self.backoff_max);
-        // Full jitter: anywhere in [cap/2, cap] keeps retries of parallel work apart.
+        // Equal jitter: anywhere in [cap/2, cap], so retries of parallel work
+        // spread out but none comes back sooner than half the backoff.
         let ms = cap.as_millis() as u64;
         Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
     }

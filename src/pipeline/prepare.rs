@@ -169,8 +169,13 @@ pub(super) fn progress_bars(
 /// aborts here (as a kill -9 would), or, for a `panic@<pipeline>` point, the
 /// run panics (as a bug would). Used by the fault suite to crash between
 /// committing partitions and saving the watermark, and to prove the scheduler
-/// survives a crashing run; inert otherwise.
+/// survives a crashing run; inert otherwise. Compiled out of release builds
+/// (the tests run the debug binary): a stray variable cannot abort a
+/// production run.
 pub(crate) fn failpoint(name: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
     if std::env::var_os("CHATLAKE_FAILPOINT").is_some_and(|v| v == name) {
         if name.starts_with("panic@") {
             panic!("failpoint {name}");

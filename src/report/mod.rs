@@ -337,9 +337,12 @@ pub async fn context(wh: &crate::sink::Warehouse, period: Period) -> Result<Valu
     Ok(ctx)
 }
 
-/// Fills the template `source` (named `name`, auto-escaped as HTML) from `ctx`.
+/// Fills the template `source` (named `name`) from `ctx`. Every value is
+/// escaped as HTML, whatever the template's name (minijinja would otherwise
+/// decide by its suffix): names and reasons come from the APIs.
 pub(crate) fn fill(name: &str, source: &str, ctx: &Value) -> Result<String> {
     let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_filter("pct", |v: Option<f64>| {
         v.map_or("–".to_string(), |v| format!("{:.1}%", v * 100.0))
     });
@@ -579,6 +582,24 @@ mod cadence_tests {
     use chrono::NaiveDate;
 
     /// 2026-12-07 is a Monday (checked against a calendar).
+    /// Escaping does not hang on the template's name.
+    #[test]
+    fn values_are_escaped_as_html_whatever_the_template_is_called() {
+        let ctx = serde_json::json!({"name": "<script>alert('x')</script> \"Co\" & O'Brien"});
+        for name in ["report.html.j2", "plain.txt", "noname"] {
+            let out = super::fill(name, "<td title=\"{{ name }}\">{{ name }}</td>", &ctx).unwrap();
+            assert!(
+                !out.contains("<script") && !out.contains("'x'"),
+                "{name}: {out}"
+            );
+            assert!(
+                out.contains("&lt;script&gt;alert(&#x27;x&#x27;)")
+                    && out.contains("&quot;Co&quot; &amp; O&#x27;Brien"),
+                "{name}: {out}"
+            );
+        }
+    }
+
     #[test]
     fn cadences_parse_and_fall_on_their_days() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();

@@ -75,8 +75,8 @@ fn check_prefix(prefix: &str) -> std::result::Result<(), String> {
 }
 
 impl Warehouse {
-    /// Opens a warehouse from a path, `file:///abs/path` or `s3://bucket/prefix`.
-    /// A local directory is created if missing.
+    /// Opens a warehouse from a path, `file:///abs/path` or `s3://bucket/prefix`
+    /// (or `s3a://`, Hadoop's spelling). A local directory is created if missing.
     pub fn open(location: &str) -> Result<Warehouse> {
         Self::open_with(location, true)
     }
@@ -119,6 +119,10 @@ impl Warehouse {
         let fail = |m: String| Error::Usage(format!("warehouse `{location}`: {m}"));
         if location.starts_with("s3://") {
             return Self::open_s3_with(location, &[]);
+        }
+        // Hadoop's name for the same bucket (Spark users copy s3a:// paths).
+        if let Some(rest) = location.strip_prefix("s3a://") {
+            return Self::open_s3_with(&format!("s3://{rest}"), &[]);
         }
         let local = match location.strip_prefix("file://") {
             Some(p) => std::path::PathBuf::from(p),

@@ -687,25 +687,58 @@ fn control_characters_do_not_reach_the_report() {
         "SELECT count(*) FROM socialintents.chat_messages WHERE strpos(nickname, chr(0)) > 0",
     );
     assert_eq!(stored, ["1"], "the warehouse keeps what the API sent");
-    let html = dir.path().join("r.html");
-    let (code, _, err) = chatlake(&[
-        "report",
-        "--warehouse",
-        &wh,
-        "--from",
-        "2025-10-27",
-        "--to",
-        "2025-10-27",
-        "--out",
-        html.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let text = std::fs::read_to_string(&html).unwrap();
+    let text = report_of_day(dir.path(), &wh, "2025-10-27");
     assert!(
         !text
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
         "control characters in the report"
+    );
+}
+
+/// `chatlake report` for one day of the warehouse: the HTML it wrote.
+fn report_of_day(dir: &std::path::Path, wh: &str, day: &str) -> String {
+    let html = dir.join("r.html");
+    let (code, _, err) = chatlake(&[
+        "report",
+        "--warehouse",
+        wh,
+        "--from",
+        day,
+        "--to",
+        day,
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::read_to_string(&html).unwrap()
+}
+
+/// An agent's name with markup and quotes, as an API may send it, shows in
+/// the report's agents table as text: escaped, never a tag or an attribute.
+#[test]
+fn markup_in_a_name_is_text_in_the_report() {
+    let name = r#"<script>alert("x")</script> O'Brien & "Co""#;
+    let server = Hostile::start(move |path, _, _| {
+        if path.contains("/chats") && !path.contains("missed") {
+            let mut c = si_chat("c1", "2025-10-27 15:00:00", 2);
+            c["agentName"] = serde_json::json!(name);
+            si_chats(vec![c])
+        } else {
+            si_empty(path)
+        }
+    });
+    let (dir, file, wh) = si_pipeline(&server.url, r#"["chats"]"#, "");
+    let (code, out, err) = run_window(&file, &wh);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = report_of_day(dir.path(), &wh, "2025-10-27");
+    assert!(
+        !text.to_lowercase().contains("<script"),
+        "a script tag in the report"
+    );
+    assert!(
+        text.contains("<td>&lt;script&gt;alert(&quot;x&quot;)&lt;&#x2f;script&gt; O&#x27;Brien &amp; &quot;Co&quot;</td>"),
+        "the agent's name, escaped, in the agents table"
     );
 }
 
