@@ -8,6 +8,7 @@ pub mod checks;
 pub mod crm;
 pub mod http;
 pub mod pacer;
+pub mod paging;
 pub mod social25;
 pub mod socialintents;
 pub mod window;

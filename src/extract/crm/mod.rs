@@ -88,7 +88,7 @@ impl Source for Crm {
             .check(
                 &["companies"],
                 "companies",
-                crate::extract::http::array_count,
+                crate::extract::paging::array_count,
             )
             .await
     }

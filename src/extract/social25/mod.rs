@@ -34,7 +34,8 @@ pub use records::{
     fingerprint_text, ConversationSummary, Fingerprint, Summaries, PLATFORM_SECRETS,
 };
 
-use super::http::{value, Auth, HttpClient, Listing, Traffic};
+use super::http::{Auth, HttpClient, Traffic};
+use super::paging::{value, Listing};
 use super::window::Window;
 use super::{ChangeChunk, ChangePlan, Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::config::HttpConfig;
@@ -283,7 +284,7 @@ impl Source for Social25 {
             .check(
                 &["tenants", ""],
                 "tenants",
-                crate::extract::http::listing_count,
+                crate::extract::paging::listing_count,
             )
             .await
     }

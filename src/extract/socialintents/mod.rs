@@ -16,7 +16,8 @@ use chrono::{Duration, Utc};
 use chrono_tz::Tz;
 use url::Url;
 
-use super::http::{value, Auth, HttpClient, Traffic};
+use super::http::{Auth, HttpClient, Traffic};
+use super::paging::value;
 use super::window::Window;
 use super::{Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::config::HttpConfig;
