@@ -11,12 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod extract;
-pub mod lock;
 pub mod metrics;
 pub mod normalize;
 pub mod notify;
@@ -25,8 +25,6 @@ pub mod pipeline;
 pub mod privacy;
 pub mod query;
 pub mod report;
-pub mod reporting;
-pub mod runlog;
 pub mod schedule;
 pub mod schema;
 pub mod serve;

@@ -24,9 +24,9 @@ use crate::error::Result;
 use crate::extract::http::Traffic;
 use crate::extract::window::Window;
 use crate::extract::{StreamKind, StreamSpec};
-use crate::lock::{self, RunLock};
 use crate::normalize::time;
 use crate::sink::Warehouse;
+use crate::state::lock::{self, RunLock};
 use crate::state::StateStore;
 
 /// What the user asked of this run.
@@ -184,17 +184,17 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     }
     prepare::failpoint(&format!("panic@{}", cfg.name));
     // A run counts as failed until every one of its meta.runs rows is written.
-    let marker = crate::runlog::RunMarker {
+    let marker = crate::state::runlog::RunMarker {
         pipeline: cfg.name.clone(),
         run_id: run_id.clone(),
         started_at: Utc::now(),
         streams: specs.iter().map(|(_, s)| s.name.clone()).collect(),
     };
-    crate::runlog::begin(wh, &marker).await?;
+    crate::state::runlog::begin(wh, &marker).await?;
     // Spill directories of runs killed before they could remove them.
     crate::normalize::sweep_stale_spills();
     // The reporting calendar (business hours, SLA target) for views and reports.
-    if let Err(e) = crate::reporting::write_settings(wh, pipeline, today, &run_id).await {
+    if let Err(e) = crate::calendar::write_settings(wh, pipeline, today, &run_id).await {
         tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
     }
     let plan = prepare::plan(cfg, opts, today, Some(&states), &specs).await?;
@@ -306,7 +306,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     // channels; a delivery failure is recorded, never fails the run.
     crate::notify::alerts::after_run(pipeline, wh).await;
     if recorded {
-        if let Err(e) = crate::runlog::finish(wh, &cfg.name, &run_id).await {
+        if let Err(e) = crate::state::runlog::finish(wh, &cfg.name, &run_id).await {
             tracing::warn!(error = %e, "could not clear the run marker; `chatlake runs` will list this run as incomplete");
         }
     }

@@ -1,4 +1,4 @@
-//! The reporting settings of a pipeline (`[reporting]`), and what every run
+//! The reporting calendar: the settings of a pipeline's `[reporting]`, and what every run
 //! writes from them into the warehouse so that views, reports and other
 //! engines never need the pipeline file: `meta.business_hours` (one row per
 //! open interval of every business day from `start_date` through a year

@@ -66,8 +66,13 @@ pub async fn execute(args: ForgetArgs) -> Result<ExitCode> {
     } else {
         let id = format!("forget-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
         Some(
-            crate::lock::RunLock::acquire(&wh, &p.config.name, &id, crate::lock::DEFAULT_TTL)
-                .await?,
+            crate::state::lock::RunLock::acquire(
+                &wh,
+                &p.config.name,
+                &id,
+                crate::state::lock::DEFAULT_TTL,
+            )
+            .await?,
         )
     };
     let outcome =

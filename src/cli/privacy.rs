@@ -44,7 +44,9 @@ pub async fn execute(action: PrivacyAction) -> Result<ExitCode> {
         None
     } else {
         let id = format!("privacy-apply-{}", Utc::now().format("%Y%m%dT%H%M%SZ"));
-        let lock = crate::lock::RunLock::acquire(&wh, name, &id, crate::lock::DEFAULT_TTL).await?;
+        let lock =
+            crate::state::lock::RunLock::acquire(&wh, name, &id, crate::state::lock::DEFAULT_TTL)
+                .await?;
         // Hashes made with another key would not join: refused as a run would.
         if let Err(e) = crate::privacy::check_key(&wh, name, Some(policy), false).await {
             lock.release().await;

@@ -91,7 +91,7 @@ pub(super) async fn runs(
     // Runs that never finished writing meta.runs (killed, crashed, disk
     // full) are failed runs too; the newest such run after a pipeline's
     // last recorded run makes that pipeline's last run a failure.
-    let incomplete = crate::runlog::unfinished(wh, pipeline).await?;
+    let incomplete = crate::state::runlog::unfinished(wh, pipeline).await?;
     let mut incomplete_json = Vec::new();
     if !incomplete.is_empty() {
         let recorded = crate::query::run(&ctx, &format!("SELECT pipeline, run_id, MAX(started_at) AS s, COUNT(*) AS n FROM meta.runs {filter} GROUP BY pipeline, run_id")).await?;

@@ -90,20 +90,17 @@ pub async fn execute(args: SimulatorArgs) -> Result<ExitCode> {
         latency_ms,
         ..Default::default()
     });
+    outln!("simulator serving (base_url of each source):")?;
+    for source in crate::simulator::SOURCES {
+        outln!("  {:<14} {}", source.name, sim.base_url(source.name))?;
+    }
     outln!(
-        "simulator serving Social Intents at {}",
-        sim.socialintents_url()
-    )?;
-    outln!(
-        "                 and Social25 at {} (token {}, tenant {})",
-        sim.social25_url(),
-        crate::simulator::social25::DEMO_TOKEN,
-        crate::simulator::social25::DEMO_TENANT_ID
-    )?;
-    outln!(
-        "credentials: account_id = {}, api_token = {}",
+        "credentials: socialintents account_id = {}, api_token = {}; social25 token {}, tenant {}; crm api_key {}",
         crate::simulator::DEMO_ACCOUNT_ID,
-        crate::simulator::DEMO_API_TOKEN
+        crate::simulator::DEMO_API_TOKEN,
+        crate::simulator::social25::DEMO_TOKEN,
+        crate::simulator::social25::DEMO_TENANT_ID,
+        crate::simulator::crm::DEMO_API_KEY,
     )?;
     tokio::signal::ctrl_c()
         .await

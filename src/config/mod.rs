@@ -48,7 +48,7 @@ pub struct PipelineConfig {
     pub http: HttpConfig,
     /// Reporting settings: SLA target, business hours, holidays.
     #[serde(default)]
-    pub reporting: crate::reporting::ReportingConfig,
+    pub reporting: crate::calendar::ReportingConfig,
     /// When present, every run leaves an HTML report in the warehouse.
     #[serde(default)]
     pub report: Option<crate::report::ReportConfig>,

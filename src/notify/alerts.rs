@@ -447,8 +447,13 @@ pub async fn after_run(p: &Pipeline, wh: &Warehouse) {
 /// end): a held lock is an [`Error::Locked`].
 pub async fn evaluate_locked(p: &Pipeline, wh: &Warehouse, now: DateTime<Utc>) -> Result<Outcome> {
     let id = format!("alerts-{}", now.format("%Y%m%dT%H%M%SZ"));
-    let lock =
-        crate::lock::RunLock::acquire(wh, &p.config.name, &id, crate::lock::DEFAULT_TTL).await?;
+    let lock = crate::state::lock::RunLock::acquire(
+        wh,
+        &p.config.name,
+        &id,
+        crate::state::lock::DEFAULT_TTL,
+    )
+    .await?;
     let outcome = evaluate_and_notify(p, wh, now).await;
     lock.release().await;
     outcome

@@ -23,9 +23,9 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::extract::window::{self, Window};
 use crate::extract::{ChangePlan, Extracted, Source, StreamSpec};
-use crate::lock::RunLock;
 use crate::normalize::{key_hash, time};
 use crate::sink::{Merge, Warehouse};
+use crate::state::lock::RunLock;
 use crate::state::{Loaded, StateStore};
 
 pub(super) struct StreamCtx<'a> {

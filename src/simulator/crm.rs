@@ -107,6 +107,13 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     }
 }
 
+/// The account of [`super::SimConfig::default`]: its companies and contacts, no conversations.
+impl Default for CrmData {
+    fn default() -> Self {
+        Self::new(crate::simulator::QUIET_DAY, crate::simulator::QUIET_DAY, 0)
+    }
+}
+
 impl CrmData {
     /// A small account for tests and the demo.
     pub fn new(first_day: NaiveDate, last_day: NaiveDate, conversations_per_day: u32) -> Self {

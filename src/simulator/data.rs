@@ -120,6 +120,13 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// The account of [`super::SimConfig::default`]: no chats.
+impl Default for SiData {
+    fn default() -> Self {
+        Self::new(crate::simulator::QUIET_DAY, crate::simulator::QUIET_DAY, 0)
+    }
+}
+
 impl SiData {
     /// A small account for tests and the demo.
     pub fn new(first_day: NaiveDate, last_day: NaiveDate, chats_per_day: u32) -> Self {

@@ -8,7 +8,7 @@ pub mod crm;
 pub mod data;
 pub mod rhythm;
 pub mod social25;
-mod socialintents;
+pub mod socialintents;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +25,40 @@ use crate::error::{Error, Result};
 pub use crm::CrmData;
 pub use data::SiData;
 pub use social25::S25Data;
+
+/// Every source the simulator serves: the one list a simulated source joins
+/// (its data is a [`SimConfig`] field).
+pub const SOURCES: &[SimSource] = &[
+    SimSource {
+        name: "socialintents",
+        prefix: socialintents::PREFIX,
+        routes: socialintents::routes,
+    },
+    SimSource {
+        name: "social25",
+        prefix: social25::PREFIX,
+        routes: social25::routes,
+    },
+    SimSource {
+        name: "crm",
+        prefix: crm::PREFIX,
+        routes: crm::routes,
+    },
+];
+
+/// A simulated API: its source's name (as in `extract::SOURCES`), where its
+/// routes are nested (the path of its `base_url`), and the routes.
+pub struct SimSource {
+    pub name: &'static str,
+    pub prefix: &'static str,
+    pub routes: fn() -> Router<Arc<SimState>>,
+}
+
+/// The one day of a default (empty) simulated account.
+pub const QUIET_DAY: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2025, 10, 25) {
+    Some(d) => d,
+    None => panic!("a valid date"),
+};
 
 /// Credentials the simulator accepts (the demo pipeline uses these).
 pub const DEMO_ACCOUNT_ID: &str = "demo-account";
@@ -51,8 +85,9 @@ pub struct Faults {
     pub api_error: Option<String>,
 }
 
-/// What the simulator serves and accepts.
-#[derive(Debug, Clone)]
+/// What the simulator serves and accepts. The default serves each source's
+/// default (empty) account: tests fill in the one they need.
+#[derive(Debug, Clone, Default)]
 pub struct SimConfig {
     pub socialintents: SiData,
     pub social25: S25Data,
@@ -282,10 +317,9 @@ impl Simulator {
             s25_cache: Mutex::new(None),
             failed_windows: Mutex::new(Vec::new()),
         });
-        let app = Router::new()
-            .nest("/socialintents/v1/api", socialintents::routes())
-            .nest(social25::PREFIX, social25::routes())
-            .nest(crm::PREFIX, crm::routes())
+        let app = SOURCES
+            .iter()
+            .fold(Router::new(), |app, s| app.nest(s.prefix, (s.routes)()))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -315,19 +349,13 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
-    /// The Social Intents base_url.
-    pub fn socialintents_url(&self) -> String {
-        format!("{}/socialintents/v1/api", self.url())
-    }
-
-    /// The Social25 base_url.
-    pub fn social25_url(&self) -> String {
-        format!("{}{}", self.url(), social25::PREFIX)
-    }
-
-    /// The CRM base_url.
-    pub fn crm_url(&self) -> String {
-        format!("{}{}", self.url(), crm::PREFIX)
+    /// The `base_url` of `source` (a name in [`SOURCES`]).
+    pub fn base_url(&self, source: &str) -> String {
+        let s = SOURCES
+            .iter()
+            .find(|s| s.name == source)
+            .unwrap_or_else(|| panic!("the simulator serves no source `{source}`"));
+        format!("{}{}", self.url(), s.prefix)
     }
 
     /// Every Social25 failed-sync listing asked for so far (its first page):

@@ -20,6 +20,9 @@ use super::clock::local_range;
 use super::data::{SimChat, WIDGETS};
 use super::SimState;
 
+/// Where the routes are nested (the API root).
+pub const PREFIX: &str = "/socialintents/v1/api";
+
 pub fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route(

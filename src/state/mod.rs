@@ -3,6 +3,12 @@
 //! they cover are committed. Each save is one atomic PUT; where the store
 //! supports it (S3), the PUT is conditional on the version that was read, so
 //! two writers can never silently overwrite each other.
+//!
+//! The other state a run keeps in the warehouse sits beside it: the run lock
+//! ([`lock`]) and the markers of runs in progress ([`runlog`]).
+
+pub mod lock;
+pub mod runlog;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;

@@ -68,7 +68,7 @@ pub async fn unfinished(wh: &Warehouse, pipeline: Option<&str>) -> Result<Vec<Ru
             tracing::warn!(path = %m.location, "unreadable run marker ignored");
             continue;
         };
-        if !crate::lock::is_held_by(wh, &marker.pipeline, &marker.run_id).await {
+        if !crate::state::lock::is_held_by(wh, &marker.pipeline, &marker.run_id).await {
             out.push(marker);
         }
     }

@@ -33,7 +33,7 @@ fn crm_pipeline(sim: &Simulator, key: &str, extra: &str, with_socialintents: boo
     let si = if with_socialintents {
         format!(
             "[sources.socialintents]\nbase_url = \"{}\"\naccount_id = \"acct\"\napi_token = \"{TOKEN}\"\nstreams = [\"chats\", \"missed_chats\"]\nrequests_per_minute = 600000\n",
-            sim.socialintents_url()
+            sim.base_url("socialintents")
         )
     } else {
         String::new()
@@ -53,7 +53,7 @@ streams = ["companies", "contacts", "conversations"]
 requests_per_minute = 600000
 {extra}
 {si}"#,
-        sim.crm_url()
+        sim.base_url("crm")
     )
 }
 

@@ -52,7 +52,7 @@ async fn truncated_json_bodies_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_and_attempts_are_bounded() {
     let env = env_with(data(5), 7).await;
-    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+    let text = pipeline_text(&env.sim.base_url("socialintents"), TOKEN, 7, "")
         .replace("max_attempts = 8", "max_attempts = 2")
         // Retry-After is honoured up to backoff_max_ms, the longest single wait.
         .replace("backoff_max_ms = 100", "backoff_max_ms = 2000");
@@ -120,7 +120,7 @@ fn bad_credentials_fail_at_once_without_leaking_the_token() {
     let wrong = "tok-WRONG-secret-991";
     std::fs::write(
         &env.pipeline_file,
-        pipeline_text(&env.sim.socialintents_url(), wrong, 7, ""),
+        pipeline_text(&env.sim.base_url("socialintents"), wrong, 7, ""),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_chatlake"))

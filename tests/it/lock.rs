@@ -5,9 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chatlake::lock::{LockInfo, RunLock};
 use chatlake::simulator::Faults;
 use chatlake::sink::Warehouse;
+use chatlake::state::lock::{LockInfo, RunLock};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::s3::S3Server;

@@ -62,8 +62,8 @@ api_key = "{CRM_KEY}"
 streams = ["companies", "contacts", "conversations"]
 requests_per_minute = 600000
 {privacy}"#,
-        si = sim.socialintents_url(),
-        crm = sim.crm_url(),
+        si = sim.base_url("socialintents"),
+        crm = sim.base_url("crm"),
     )
 }
 

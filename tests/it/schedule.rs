@@ -31,7 +31,7 @@ fn the_daemon_runs_on_schedule_and_stops_cleanly_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env_with(data(5), 7));
     // Every 2 seconds; only the chats stream, to keep each run short.
-    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+    let text = pipeline_text(&env.sim.base_url("socialintents"), TOKEN, 7, "")
         .replace("0 30 2 * * *", "*/2 * * * * *")
         .replace("start_date = \"2025-10-27\"", "start_date = \"2025-10-27\"\nwarehouse = \"./unused\"")
         .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
@@ -233,7 +233,7 @@ fn runs_exits_non_zero_when_the_last_run_failed() {
 fn a_panicking_run_does_not_take_the_daemon_down() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env_with(data(2), 7));
-    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+    let text = pipeline_text(&env.sim.base_url("socialintents"), TOKEN, 7, "")
         .replace("0 30 2 * * *", "*/2 * * * * *")
         .replace("streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]", "streams = [\"chats\"]");
     let dir = env.dir.path().join("pipelines");
@@ -391,7 +391,7 @@ fn runs_counts_a_run_without_its_meta_runs_rows_as_failed() {
 fn the_daemon_on_a_fake_clock_runs_once_per_day_across_fall_back() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env_with(data(3), 7));
-    let text = pipeline_text(&env.sim.socialintents_url(), TOKEN, 7, "")
+    let text = pipeline_text(&env.sim.base_url("socialintents"), TOKEN, 7, "")
         .replace("0 30 2 * * *", "0 30 1 * * *")
         .replace(
             "streams = [\"chats\", \"missed_chats\", \"offline_messages\", \"contacts\", \"widgets\"]",

@@ -141,7 +141,7 @@ async fn the_server_answers_with_the_warehouse_figures() {
         let here = env.rows(&sql).await;
         assert_eq!(text_rows(&c, &sql).await, here, "{name}");
     }
-    let sql = "SELECT CAST(dt AS VARCHAR) AS day, source, chats, missed_chats FROM reporting.missed_chat_rate ORDER BY day, source";
+    let sql = "SELECT CAST(dt AS VARCHAR) AS day, source, chats, missed_chats FROM reporting.missed_chat_rate ORDER BY day, source, chats, missed_chats";
     assert_eq!(text_rows(&c, sql).await, env.rows(sql).await);
 }
 

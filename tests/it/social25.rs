@@ -62,7 +62,7 @@ async fn s25_env(data: S25Data, start_date: &str, window_days: u32) -> Env {
         ..empty_sim_config()
     };
     env_from(config, "s25.toml", |sim| {
-        s25_pipeline(&sim.social25_url(), start_date, window_days)
+        s25_pipeline(&sim.base_url("social25"), start_date, window_days)
     })
     .await
 }
@@ -447,7 +447,7 @@ async fn failed_sync_windows_stay_within_31_days_and_the_finality_horizon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sync_type_is_passed_through() {
     let env = s25_env(s25_data(4), "2025-11-01", 30).await;
-    let text = s25_pipeline(&env.sim.social25_url(), "2025-11-01", 30).replace(
+    let text = s25_pipeline(&env.sim.base_url("social25"), "2025-11-01", 30).replace(
         "window_days",
         "failed_sync_type = \"salesforce\"\nwindow_days",
     );

@@ -73,7 +73,7 @@ pub async fn env_with_extra(data: SiData, window_days: u32, extra: &str) -> Env 
         ..empty_sim_config()
     };
     env_from(config, "test.toml", |sim| {
-        pipeline_text(&sim.socialintents_url(), TOKEN, window_days, extra)
+        pipeline_text(&sim.base_url("socialintents"), TOKEN, window_days, extra)
     })
     .await
 }
@@ -81,12 +81,10 @@ pub async fn env_with_extra(data: SiData, window_days: u32, extra: &str) -> Env 
 /// A simulator config that serves nothing yet: each test sets its source's data.
 pub fn empty_sim_config() -> SimConfig {
     SimConfig {
-        socialintents: SiData::new(d("2025-10-25"), d("2025-10-25"), 0),
-        social25: chatlake::simulator::S25Data::new(d("2025-10-25"), d("2025-10-25"), 0),
-        crm: chatlake::simulator::CrmData::new(d("2025-10-25"), d("2025-10-25"), 0),
         account_id: "acct".into(),
         api_token: TOKEN.into(),
         fault_seed: 11,
+        ..SimConfig::default()
     }
 }
 

@@ -157,6 +157,13 @@ pub(super) fn hash_str(s: &str) -> u64 {
         .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)))
 }
 
+/// The account of [`super::SimConfig::default`]: its agents, no conversations.
+impl Default for S25Data {
+    fn default() -> Self {
+        Self::new(crate::simulator::QUIET_DAY, crate::simulator::QUIET_DAY, 0)
+    }
+}
+
 impl S25Data {
     /// A small tenant for tests and the demo.
     pub fn new(first_day: NaiveDate, last_day: NaiveDate, conversations_per_day: u32) -> Self {
