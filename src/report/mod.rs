@@ -581,7 +581,6 @@ mod cadence_tests {
     use super::Cadence;
     use chrono::NaiveDate;
 
-    /// 2026-12-07 is a Monday (checked against a calendar).
     /// Escaping does not hang on the template's name.
     #[test]
     fn values_are_escaped_as_html_whatever_the_template_is_called() {
@@ -600,6 +599,7 @@ mod cadence_tests {
         }
     }
 
+    /// 2026-12-07 is a Monday (checked against a calendar).
     #[test]
     fn cadences_parse_and_fall_on_their_days() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();

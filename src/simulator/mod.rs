@@ -55,10 +55,8 @@ pub struct SimSource {
 }
 
 /// The one day of a default (empty) simulated account.
-pub const QUIET_DAY: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2025, 10, 25) {
-    Some(d) => d,
-    None => panic!("a valid date"),
-};
+pub const QUIET_DAY: chrono::NaiveDate =
+    chrono::NaiveDate::from_ymd_opt(2025, 10, 25).expect("a valid date");
 
 /// Credentials the simulator accepts (the demo pipeline uses these).
 pub const DEMO_ACCOUNT_ID: &str = "demo-account";
