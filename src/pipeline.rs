@@ -9,6 +9,7 @@
 mod commit;
 mod kinds;
 mod prepare;
+mod upsert;
 
 pub use commit::days_since_epoch;
 pub(crate) use prepare::failpoint;

@@ -1,8 +1,10 @@
 //! Stage 1: REST APIs -> records. One folder per source (socialintents,
 //! social25, crm); [`http`] is the client they share and [`window`] plans the
-//! date windows. A source turns a window, a snapshot, a chunk of changed keys
-//! or a whole upsert read into [`Extracted`]: table buffers filled through
-//! `normalize`, plus the records it had to reject. [`StreamKind`] says which.
+//! date windows. A source turns a window, a snapshot or a chunk of changed
+//! keys into [`Extracted`]: table buffers filled through `normalize`, plus
+//! the records it had to reject; a whole upsert read it streams record by
+//! record ([`UpsertRecord`]) to the pipeline's comparison with the
+//! warehouse. [`StreamKind`] says which.
 
 pub mod checks;
 pub mod crm;
@@ -13,7 +15,6 @@ pub mod social25;
 pub mod socialintents;
 pub mod window;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -119,14 +120,22 @@ pub trait Source: Send + Sync {
         Err(not_a_reader(spec, "change-driven"))
     }
 
-    /// An upsert stream read whole and compared with what the warehouse holds.
-    async fn extract_upsert(
+    /// An upsert stream read whole, each record handed to `on_record` as it
+    /// is read (the pipeline compares it with the warehouse:
+    /// `pipeline/upsert.rs`). Returns (responses, records) read.
+    async fn read_whole(
         &self,
         spec: &StreamSpec,
-        _stored: &StoredKeys,
-        _run_id: &str,
-    ) -> Result<Upserts> {
+        _on_record: &mut (dyn for<'r> FnMut(UpsertRecord<'r>) + Send),
+    ) -> Result<(u64, u64)> {
         Err(not_a_reader(spec, "upsert"))
+    }
+
+    /// What a whole read of an upsert stream covers: the values of its
+    /// scope column whose stored keys it can mark deleted (CRM: the
+    /// configured `company_ids`); None: every stored key.
+    fn upsert_scope(&self, _spec: &StreamSpec) -> Option<std::collections::HashSet<String>> {
+        None
     }
 }
 
@@ -180,114 +189,24 @@ pub enum StreamKind {
     },
 }
 
-/// What the warehouse holds for one key of an upsert stream.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stored {
-    /// Its partition.
+/// One record of an upsert stream's whole read, as its source parsed it.
+pub struct UpsertRecord<'a> {
+    /// Its key as the API sent it; also for a record that failed to parse
+    /// (it exists at the source, so it is not marked deleted).
+    pub id: Option<&'a str>,
+    /// Its row with partition and `updatedAt`, or why it is rejected.
+    pub parsed: std::result::Result<UpsertRow, String>,
+    /// The record as received (a reject keeps it in meta.rejects).
+    pub raw: &'a serde_json::Value,
+}
+
+/// A parsed record of an upsert stream.
+pub struct UpsertRow {
+    pub row: normalize::Row,
+    /// Its partition (None for an unpartitioned table).
     pub dt: Option<NaiveDate>,
-    /// Its `updated_at` (µs).
-    pub updated_at: Option<i64>,
-    /// Whether it is marked deleted.
-    pub deleted: bool,
-    /// Its `company_id` (for sources that read a subset of companies), as
-    /// an index into [`StoredKeys`]' scopes: a million rows name a few
-    /// companies.
-    scope: Option<u32>,
-}
-
-/// Every key an upsert stream's table holds, compact: a sorted array of
-/// (128-bit key hash, [`Stored`]), about 48 bytes a key where a map of
-/// strings took about 150 (1M CRM conversations are read on every run).
-#[derive(Debug, Default)]
-pub struct StoredKeys {
-    entries: Vec<(u128, Stored)>,
-    scopes: Vec<String>,
-    scope_index: HashMap<String, u32>,
-}
-
-impl StoredKeys {
-    /// Adds a key; a key added again replaces what it had (call
-    /// [`StoredKeys::finish`] once every key is in).
-    pub fn push(
-        &mut self,
-        key: &str,
-        dt: Option<NaiveDate>,
-        updated_at: Option<i64>,
-        deleted: bool,
-        scope: Option<&str>,
-    ) {
-        let scope = scope.map(|c| match self.scope_index.get(c) {
-            Some(i) => *i,
-            None => {
-                let i = self.scopes.len() as u32;
-                self.scopes.push(c.to_string());
-                self.scope_index.insert(c.to_string(), i);
-                i
-            }
-        });
-        let stored = Stored {
-            dt,
-            updated_at,
-            deleted,
-            scope,
-        };
-        self.entries.push((normalize::key_hash(key), stored));
-    }
-
-    /// Sorts by hash; of a key added twice, the later stays.
-    pub fn finish(mut self) -> Self {
-        self.entries.reverse();
-        self.entries.sort_by_key(|e| e.0); // stable: the later first
-        self.entries.dedup_by_key(|e| e.0);
-        self.entries.shrink_to_fit();
-        self.scope_index = HashMap::new();
-        self
-    }
-
-    /// The key with this hash: its position (for [`StoredKeys::iter`]) and
-    /// what is stored.
-    pub fn get(&self, hash: u128) -> Option<(usize, &Stored)> {
-        let i = self.entries.binary_search_by_key(&hash, |e| e.0).ok()?;
-        Some((i, &self.entries[i].1))
-    }
-
-    /// (position, key hash, what is stored) of every key.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, u128, &Stored)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .map(|(i, (h, s))| (i, *h, s))
-    }
-
-    /// The `company_id` of a stored key.
-    pub fn scope(&self, s: &Stored) -> Option<&str> {
-        s.scope.map(|i| self.scopes[i as usize].as_str())
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// An upsert stream's reading, compared with the warehouse.
-pub struct Upserts {
-    /// The rows to write (new or changed), and rejects.
-    pub extracted: Extracted,
-    /// Stored keys whose rows are rewritten (changed or back from deleted),
-    /// as [`normalize::key_hash`]es.
-    pub replace: std::collections::HashSet<u128>,
-    /// Keys gone from the source (hashed): their rows are kept with
-    /// `deleted_at` set.
-    pub tombstones: std::collections::HashSet<u128>,
-    /// Stored rows not marked deleted, within what this read covers (the
-    /// base of the mass-delete guard).
-    pub live: usize,
-    /// Latest `updatedAt` read.
-    pub high_water: Option<DateTime<Utc>>,
+    /// Its `updatedAt`: unchanged rows are not rewritten.
+    pub updated: DateTime<Utc>,
 }
 
 /// What a change-driven stream will re-read, in chunks committed one by one.
@@ -376,44 +295,5 @@ impl Extracted {
         if let Some(c) = count {
             *self.source_count.get_or_insert(0) += c;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_keys_keep_the_later_of_a_key_and_find_every_key() {
-        let day = |d| NaiveDate::from_ymd_opt(2025, 3, d);
-        let mut keys = StoredKeys::default();
-        for i in 0..1000u32 {
-            let scope = ["c1", "c2", "c3"][i as usize % 3];
-            keys.push(&format!("k{i}"), day(1), Some(i as i64), false, Some(scope));
-        }
-        // k7 again, later: it moved to another day and was deleted.
-        keys.push("k7", day(9), Some(70), true, None);
-        let keys = keys.finish();
-        assert_eq!(keys.len(), 1000);
-        for i in 0..1000u32 {
-            let (_, s) = keys.get(normalize::key_hash(&format!("k{i}"))).unwrap();
-            if i == 7 {
-                assert_eq!((s.dt, s.updated_at, s.deleted), (day(9), Some(70), true));
-                assert_eq!(keys.scope(s), None);
-            } else {
-                assert_eq!(
-                    (s.dt, s.updated_at, s.deleted),
-                    (day(1), Some(i as i64), false)
-                );
-                assert_eq!(keys.scope(s), Some(["c1", "c2", "c3"][i as usize % 3]));
-            }
-        }
-        assert!(keys.get(normalize::key_hash("k1000")).is_none());
-        // Positions are those `iter` gives.
-        for (i, h, s) in keys.iter() {
-            assert_eq!(keys.get(h), Some((i, s)));
-        }
-        // What a million keys cost.
-        assert!(std::mem::size_of::<(u128, Stored)>() <= 48);
     }
 }

@@ -12,7 +12,7 @@ use super::StreamReport;
 use crate::config::Pipeline;
 use crate::error::Result;
 use crate::extract::window::Window;
-use crate::extract::{Extracted, StoredKeys, StreamSpec};
+use crate::extract::{Extracted, StreamSpec};
 use crate::normalize::{build_batch, time, Cell, Reject, Row};
 use crate::schema;
 use crate::sink::Warehouse;
@@ -203,65 +203,6 @@ pub(super) async fn write_run_row(
     let dt = time::local_date(rep.started_at, pipeline.tz);
     wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch)
         .await
-}
-
-/// Key -> what the warehouse holds for it: partition, `updated_at`, whether
-/// `deleted_at` is set, and the scope column's value (if the stream has one).
-pub(super) async fn stored_keys(
-    wh: &Warehouse,
-    table: &schema::TableDef,
-    key_column: &str,
-    scope_column: Option<&str>,
-) -> Result<StoredKeys> {
-    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
-    let mut out = StoredKeys::default();
-    let columns = [
-        key_column,
-        "updated_at",
-        "deleted_at",
-        scope_column.unwrap_or(key_column),
-    ];
-    wh.scan(table, &columns, |dt, b| {
-        let text = |c: &str| {
-            b.column_by_name(c)
-                .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
-        };
-        let ts = |c: &str| {
-            b.column_by_name(c).and_then(|a| {
-                a.as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .cloned()
-            })
-        };
-        let (Some(keys), updated, deleted, company) = (
-            text(key_column),
-            ts("updated_at"),
-            ts("deleted_at"),
-            scope_column.and_then(text),
-        ) else {
-            return;
-        };
-        for i in 0..b.num_rows() {
-            if keys.is_null(i) {
-                continue;
-            }
-            out.push(
-                keys.value(i),
-                dt,
-                updated
-                    .as_ref()
-                    .filter(|u| !u.is_null(i))
-                    .map(|u| u.value(i)),
-                deleted.as_ref().is_some_and(|d| !d.is_null(i)),
-                company
-                    .as_ref()
-                    .filter(|c| !c.is_null(i))
-                    .map(|c| c.value(i)),
-            );
-        }
-    })
-    .await?;
-    Ok(out.finish())
 }
 
 /// Days since 1970-01-01 (Arrow Date32).

@@ -16,8 +16,9 @@ use indicatif::ProgressBar;
 
 use futures::{SinkExt, StreamExt};
 
-use super::commit::{commit, delete_stale_partitions, stored_keys};
+use super::commit::{commit, delete_stale_partitions};
 use super::prepare::failpoint;
+use super::upsert::{self, stored_keys};
 use super::{RunOptions, StreamReport};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -344,7 +345,8 @@ pub(super) async fn upsert(
     ctx.bar.set_message(spec.name.clone());
     let table = spec.tables[0];
     let stored = stored_keys(ctx.wh, table, key_column, scope_column).await?;
-    let mut up = ctx.source.extract_upsert(spec, &stored, ctx.run_id).await?;
+    let mut up =
+        upsert::compare(ctx.source, spec, &stored, ctx.run_id, &ctx.pipeline.policy).await?;
     // Besides where the new rows go: where changed and vanished keys live now.
     for key in up.replace.iter().chain(&up.tombstones) {
         if let Some((_, s)) = stored.get(*key) {

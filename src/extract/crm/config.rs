@@ -66,7 +66,6 @@ impl SourceConfig for CrmConfig {
     fn build(&self, ctx: &BuildCtx<'_>) -> Result<Box<dyn Source>> {
         let mut source = super::Crm::new(self, ctx.http, ctx.tz)?;
         source.client.redact_with(ctx.policy.clone());
-        source.policy = ctx.policy.clone();
         Ok(Box::new(source))
     }
     fn as_any(&self) -> &dyn std::any::Any {

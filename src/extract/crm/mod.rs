@@ -7,14 +7,12 @@
 //!   JSON, then walked from disk one record at a time
 //!   ([`records::for_each_element`]), never held in memory or as one
 //!   `Value` tree; the rows to write spill to disk as they come;
-//! - a record is written only when the warehouse does not hold it with the
-//!   same `updatedAt` (new, changed, resurrected, or never stored); unchanged
-//!   rows are not rewritten;
-//! - a key the warehouse holds as live but a complete response no longer has
-//!   is marked: `deleted_at` is set and the row kept;
+//! - each record goes, parsed, to the pipeline, which compares it with the
+//!   warehouse (`pipeline/upsert.rs`): unchanged rows are not rewritten, and
+//!   a key a complete read no longer has is marked deleted;
 //! - with `company_ids`, contacts and conversations are read per company
 //!   (`?companyId=`), companies are filtered here, and only rows of those
-//!   companies can be marked deleted.
+//!   companies can be marked deleted ([`Source::upsert_scope`]).
 
 mod config;
 pub mod records;
@@ -23,15 +21,15 @@ pub use config::CrmConfig;
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
 use futures::StreamExt;
 
 use super::http::{Auth, HttpClient, Traffic};
-use super::{Extracted, Registration, Source, StoredKeys, StreamKind, StreamSpec, Upserts};
+use super::{Registration, Source, StreamKind, StreamSpec, UpsertRecord, UpsertRow};
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
-use crate::normalize::{key_hash, time, Reject, TableBuffer};
+use crate::normalize::time;
 use crate::schema;
 
 /// The `[sources.crm]` key and stream prefix.
@@ -49,8 +47,6 @@ pub struct Crm {
     pub(super) client: HttpClient,
     tz: Tz,
     cfg: CrmConfig,
-    /// Applied to every row before it is buffered.
-    pub(super) policy: Option<std::sync::Arc<crate::privacy::Policy>>,
 }
 
 impl Crm {
@@ -66,7 +62,6 @@ impl Crm {
             )?,
             tz,
             cfg: cfg.clone(),
-            policy: None,
         })
     }
 }
@@ -115,25 +110,15 @@ impl Source for Crm {
         .collect()
     }
 
-    /// Reads a stream whole and decides, record by record against `stored`
-    /// (what the warehouse holds), what to write and what to mark deleted.
-    async fn extract_upsert(
+    /// Reads a stream whole (the account, or each configured company) and
+    /// hands each record to `on_record`, parsed, as it is walked from disk.
+    async fn read_whole(
         &self,
         spec: &StreamSpec,
-        stored: &StoredKeys,
-        run_id: &str,
-    ) -> Result<Upserts> {
+        on_record: &mut (dyn for<'r> FnMut(UpsertRecord<'r>) + Send),
+    ) -> Result<(u64, u64)> {
         let endpoint = spec.endpoints[0];
         let table = spec.tables[0];
-        let mut up = Upserts {
-            extracted: Extracted::new(spec, run_id, &self.policy),
-            replace: HashSet::new(),
-            tombstones: HashSet::new(),
-            live: 0,
-            high_water: None,
-        };
-        // The whole account, so its rows spill to disk as they come.
-        up.extracted.buffers[0] = TableBuffer::spilling(table, run_id).with_policy(&self.policy);
         let filter: HashSet<&str> = self.cfg.company_ids.iter().map(String::as_str).collect();
         // Requests: one for the whole account, or one per configured company.
         let requests: Vec<Option<&str>> = if filter.is_empty() || endpoint == "companies" {
@@ -145,10 +130,6 @@ impl Source for Crm {
                 .map(|c| Some(c.as_str()))
                 .collect()
         };
-        // Which stored keys the source still has (one flag per stored key),
-        // even ids of rejected records: they exist, so they are not marked
-        // deleted.
-        let mut present = vec![false; stored.len()];
         // Each body goes to disk, checked complete; up to `max_concurrency`
         // are fetched at once and each is walked from disk, in order.
         let fetch = async |company: Option<&str>| {
@@ -162,70 +143,47 @@ impl Source for Crm {
         let mut bodies = futures::stream::iter(requests)
             .map(fetch)
             .buffered(self.cfg.max_concurrency);
+        let (mut pages, mut read) = (0, 0);
         while let Some(fetched) = bodies.next().await {
             let (label, body) = fetched?;
             let extracted_at = time::micros(Utc::now());
-            let out = &mut up.extracted;
-            out.pages += 1;
-            let (replace, high_water) = (&mut up.replace, &mut up.high_water);
+            pages += 1;
             let n = records::for_each_element(std::io::BufReader::new(body), |raw| {
-                let id = raw.get("id").and_then(|v| v.as_str()).map(str::to_string);
+                let id = raw.get("id").and_then(|v| v.as_str());
                 if endpoint == "companies"
                     && !filter.is_empty()
-                    && !id.as_deref().is_some_and(|i| filter.contains(i))
+                    && !id.is_some_and(|i| filter.contains(i))
                 {
                     return; // not a configured company
                 }
-                let hash = id.as_deref().map(key_hash);
-                let was = hash.and_then(|h| stored.get(h));
-                if let Some((i, _)) = was {
-                    present[i] = true;
-                }
-                match records::parse(endpoint, raw.clone(), extracted_at) {
-                    Ok(p) => {
-                        *high_water =
-                            Some(high_water.map_or(p.updated, |h: DateTime<Utc>| h.max(p.updated)));
-                        let unchanged = was.is_some_and(|(_, s)| {
-                            !s.deleted && s.updated_at == Some(time::micros(p.updated))
-                        });
-                        if unchanged {
-                            return;
-                        }
-                        let dt = if table.is_partitioned() {
+                let parsed =
+                    records::parse(endpoint, raw.clone(), extracted_at).map(|p| UpsertRow {
+                        dt: if table.is_partitioned() {
                             p.created.map(|c| time::local_date(c, self.tz))
                         } else {
                             None
-                        };
-                        out.buffers[0].push(dt, p.row);
-                        // A stored row is replaced; a new key has none.
-                        if let (Some(h), Some(_)) = (hash, was) {
-                            replace.insert(h);
-                        }
-                    }
-                    Err(reason) => out.rejects.push(Reject {
-                        table: table.name.clone(),
-                        reason,
-                        raw_json: raw.to_string(),
-                    }),
-                }
+                        },
+                        updated: p.updated,
+                        row: p.row,
+                    });
+                on_record(UpsertRecord {
+                    id,
+                    parsed,
+                    raw: &raw,
+                });
             })
             .map_err(|message| Error::BadResponse {
                 source_name: SOURCE.into(),
                 endpoint: label.clone(),
                 message,
             })?;
-            out.records += n;
+            read += n;
         }
-        // Gone from a complete response: marked, within the configured scope.
-        for (i, hash, s) in stored.iter() {
-            let in_scope = filter.is_empty() || stored.scope(s).is_some_and(|c| filter.contains(c));
-            if !s.deleted && in_scope {
-                up.live += 1;
-                if !present[i] {
-                    up.tombstones.insert(hash);
-                }
-            }
-        }
-        Ok(up)
+        Ok((pages, read))
+    }
+
+    /// With `company_ids`, only rows of those companies can be marked deleted.
+    fn upsert_scope(&self, _spec: &StreamSpec) -> Option<HashSet<String>> {
+        (!self.cfg.company_ids.is_empty()).then(|| self.cfg.company_ids.iter().cloned().collect())
     }
 }
