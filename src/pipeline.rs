@@ -6,12 +6,12 @@
 //! [`prepare`] selects streams and checks the warehouse before the first
 //! request; [`commit`] writes partitions, rejects and meta.runs rows.
 
+mod ahead;
 mod commit;
 mod kinds;
 mod prepare;
 mod upsert;
 
-pub use commit::days_since_epoch;
 pub(crate) use prepare::failpoint;
 
 use std::sync::atomic::AtomicBool;
@@ -195,7 +195,17 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     // Spill directories of runs killed before they could remove them.
     crate::normalize::sweep_stale_spills();
     // The reporting calendar (business hours, SLA target) for views and reports.
-    if let Err(e) = crate::calendar::write_settings(wh, pipeline, today, &run_id).await {
+    if let Err(e) = crate::calendar::write_settings(
+        wh,
+        &cfg.name,
+        &cfg.reporting,
+        pipeline.tz,
+        cfg.start_date,
+        today,
+        &run_id,
+    )
+    .await
+    {
         tracing::error!(error = %e, "could not write the reporting settings (meta.business_hours); reports use the previous ones");
     }
     let plan = prepare::plan(cfg, opts, today, Some(&states), &specs).await?;
@@ -209,7 +219,9 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
     tracing::info!(pipeline = %cfg.name, run_id, warehouse = %wh, streams = specs.len(), "run started");
 
     // Sources run at once, each at its own rate; a source's streams run in
-    // order (Social25 messages reuse the conversations listing).
+    // order (Social25 messages reuse the conversations listing). Together
+    // they hold at most `max_buffered_mb` of answers read ahead.
+    let budget = ahead::Budget::new(cfg.max_buffered_mb << 20);
     let by_source = (0..sources.len()).map(|i| {
         let own: Vec<&StreamSpec> = specs
             .iter()
@@ -227,6 +239,7 @@ pub async fn run_once(pipeline: &Pipeline, wh: &Warehouse, opts: &RunOptions) ->
             bar: &bars[i],
             lock: &lock,
             opts,
+            budget: &budget,
         };
         async move {
             let mut out = Vec::new();

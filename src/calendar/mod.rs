@@ -10,10 +10,11 @@
 
 pub mod hours;
 
+use arrow::datatypes::Date32Type;
 use chrono::{Datelike, Duration, NaiveDate};
+use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::config::Pipeline;
 use crate::error::Result;
 use crate::normalize::{build_batch, time, Cell, Row};
 use crate::schema;
@@ -101,7 +102,7 @@ fn clock_day(
     now: i64,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    let dt = Cell::Date(crate::pipeline::days_since_epoch(d));
+    let dt = Cell::Date(Date32Type::from_naive_date(d));
     let (start, end) = (time::micros(starts), time::micros(ends));
     let intervals: [(i64, i64); MAX_INTERVALS] = std::array::from_fn(|k| {
         open.get(k).map_or((start, start), |(o, c)| {
@@ -125,22 +126,25 @@ fn clock_day(
     Ok(())
 }
 
-/// Replaces meta.business_hours, meta.calendar, meta.business_clock and meta.reporting_settings with what
-/// `pipeline`'s settings say, for `start_date` through a year after `today`.
+/// Replaces meta.business_hours, meta.calendar, meta.business_clock and
+/// meta.reporting_settings with what pipeline `name`'s `[reporting]` says
+/// (`r`, validated when the file was loaded), in its timezone, for
+/// `start_date` through a year after `today`.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_settings(
     wh: &Warehouse,
-    pipeline: &Pipeline,
+    name: &str,
+    r: &ReportingConfig,
+    tz: Tz,
+    start_date: NaiveDate,
     today: NaiveDate,
     run_id: &str,
 ) -> Result<()> {
-    let cfg = &pipeline.config;
-    let r = &cfg.reporting;
-    let hours = r
-        .validate()
-        .map_err(|message| crate::error::Error::Config {
-            file: pipeline.file.clone(),
-            message,
-        })?;
+    let hours = r.validate().map_err(|message| {
+        crate::error::Error::Internal(format!(
+            "[reporting] of pipeline {name} passed validation when loaded, then failed: {message}"
+        ))
+    })?;
     let now = time::micros(chrono::Utc::now());
     let (hours_table, calendar_table, clock_table) = (
         schema::table("meta.business_hours"),
@@ -148,7 +152,7 @@ pub async fn write_settings(
         schema::table("meta.business_clock"),
     );
     let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
-    let first = cfg.start_date.min(today);
+    let first = start_date.min(today);
     let until = today
         .checked_add_months(chrono::Months::new(12))
         .unwrap_or(today);
@@ -157,14 +161,14 @@ pub async fn write_settings(
         if r.holidays.contains(&d) {
             Vec::new()
         } else {
-            hours.intervals(d, pipeline.tz)
+            hours.intervals(d, tz)
         }
     };
     let mut d = first;
     while d <= until {
         let holiday = r.holidays.contains(&d);
         let open = open_on(d);
-        let dt = Cell::Date(crate::pipeline::days_since_epoch(d));
+        let dt = Cell::Date(Date32Type::from_naive_date(d));
         for (opens, closes) in &open {
             let cells = vec![
                 ("dt", dt.clone()),
@@ -176,7 +180,7 @@ pub async fn write_settings(
         let instant = |t: Option<&chrono::DateTime<chrono::Utc>>| {
             t.map_or(Cell::Null, |t| Cell::Micros(time::micros(*t)))
         };
-        let (starts, ends) = day_bounds(d, pipeline.tz);
+        let (starts, ends) = day_bounds(d, tz);
         let cells = vec![
             ("dt", dt.clone()),
             ("starts_at", instant(Some(&starts))),
@@ -211,7 +215,7 @@ pub async fn write_settings(
         let mut d = from;
         while d <= until && (d - from).num_days() < CLOCK_DAYS {
             let open = open_on(d);
-            let (starts, ends) = day_bounds(d, pipeline.tz);
+            let (starts, ends) = day_bounds(d, tz);
             if let Err(e) = clock_day(
                 clock_table,
                 d,
@@ -233,7 +237,7 @@ pub async fn write_settings(
     wh.replace_partition_with(clock_table, None, chunks).await?;
     let table = schema::table("meta.reporting_settings");
     let cells = vec![
-        ("timezone", Cell::Str(cfg.timezone.clone())),
+        ("timezone", Cell::Str(tz.name().to_string())),
         (
             "first_response_target_seconds",
             Cell::Int(r.first_response_target_seconds.into()),
@@ -243,7 +247,7 @@ pub async fn write_settings(
             "holidays",
             Cell::List(r.holidays.iter().map(|h| h.to_string()).collect()),
         ),
-        ("pipeline", Cell::Str(cfg.name.clone())),
+        ("pipeline", Cell::Str(name.to_string())),
     ];
     let row = Row::named(table, cells, now)?;
     wh.replace_partition(table, None, &build_batch(table, run_id, &[row])?)

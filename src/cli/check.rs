@@ -15,7 +15,7 @@ pub(super) async fn check(file: &Path) -> Result<ExitCode> {
         file.display(),
         p.config.timezone
     )?;
-    let sources = crate::extract::build_all(&p, Utc::now())?;
+    let sources = crate::extract::build_all(&p.sources, &p.build_ctx(Utc::now()))?;
     // Every source at once: an unreachable one retries for a while.
     let outcomes = futures::future::join_all(sources.iter().map(|source| async move {
         match tokio::time::timeout(LIMIT, source.check()).await {

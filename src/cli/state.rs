@@ -83,11 +83,12 @@ pub async fn execute(action: StateAction) -> Result<ExitCode> {
             if let Some(s) = &stream {
                 // A typo must not look like success: the stream must be
                 // configured, or at least have a state to forget.
-                let configured: Vec<String> = crate::extract::build_all(&p, Utc::now())?
-                    .iter()
-                    .flat_map(|src| src.streams())
-                    .map(|spec| spec.name)
-                    .collect();
+                let configured: Vec<String> =
+                    crate::extract::build_all(&p.sources, &p.build_ctx(Utc::now()))?
+                        .iter()
+                        .flat_map(|src| src.streams())
+                        .map(|spec| spec.name)
+                        .collect();
                 let stored = store.list().await?.iter().any(|st| &st.stream == s);
                 if !stored && !configured.contains(s) {
                     return Err(Error::Usage(format!(

@@ -16,7 +16,8 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::extract::{self, SourceConfig};
+use crate::extract::{self, http::HttpConfig, BuildCtx, SourceConfig};
+use crate::schedule::times;
 
 /// One pipeline file, as written (after `${VAR}` interpolation).
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +44,13 @@ pub struct PipelineConfig {
     /// with `--allow-mass-delete`.
     #[serde(default = "default_max_delete_share")]
     pub max_delete_share: f64,
+    /// MiB of answers a run holds in memory at once: windows read ahead and
+    /// not yet written, across all streams, measured as the bytes of their
+    /// responses. A stream waits to start its next window while this much
+    /// is held (one window per stream always goes). `max_concurrency`
+    /// bounds requests at once; this bounds memory.
+    #[serde(default = "default_max_buffered_mb")]
+    pub max_buffered_mb: u64,
     /// HTTP client settings shared by every source.
     #[serde(default)]
     pub http: HttpConfig,
@@ -58,10 +66,10 @@ pub struct PipelineConfig {
     pub privacy: Option<crate::privacy::PrivacyConfig>,
     /// Where messages go: `[channels.NAME]` (slack, webhook).
     #[serde(default)]
-    pub channels: std::collections::BTreeMap<String, crate::notify::ChannelConfig>,
+    pub channels: std::collections::BTreeMap<String, crate::notify::config::ChannelConfig>,
     /// `[[alerts]]`: rules evaluated after every run.
     #[serde(default)]
-    pub alerts: Vec<crate::notify::AlertRule>,
+    pub alerts: Vec<crate::notify::config::AlertRule>,
 }
 
 fn default_warehouse() -> String {
@@ -73,44 +81,8 @@ fn default_lookback_days() -> u32 {
 fn default_max_delete_share() -> f64 {
     0.5
 }
-
-/// HTTP client settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// TCP connect timeout.
-    pub connect_timeout_secs: u64,
-    /// Whole-request timeout (headers and body).
-    pub request_timeout_secs: u64,
-    /// Attempts per request, the first included, for 429, 5xx and connection errors.
-    pub max_attempts: u32,
-    /// First backoff delay; doubles per attempt, with equal jitter (each wait
-    /// anywhere between half and all of it).
-    pub backoff_base_ms: u64,
-    /// Longest single wait, Retry-After included.
-    pub backoff_max_ms: u64,
-    /// Largest response body read, in MiB; a larger one fails the request
-    /// with an error naming the endpoint (a guard against a broken or hostile
-    /// server sending gigabytes).
-    pub max_body_mb: u64,
-    /// Largest response body spooled to a temporary file, in MiB: bodies
-    /// that are a whole account in one array (CRM) are read to disk, not
-    /// memory.
-    pub max_file_body_mb: u64,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            connect_timeout_secs: 10,
-            request_timeout_secs: 120,
-            max_attempts: 6,
-            backoff_base_ms: 500,
-            backoff_max_ms: 60_000,
-            max_body_mb: 256,
-            max_file_body_mb: 4096,
-        }
-    }
+fn default_max_buffered_mb() -> u64 {
+    64
 }
 
 /// A loaded, validated pipeline.
@@ -130,6 +102,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// What building its sources may use, for a run whose clock reads `now`
+    /// (see [`extract::build_all`]).
+    pub fn build_ctx(&self, now: chrono::DateTime<chrono::Utc>) -> BuildCtx<'_> {
+        BuildCtx {
+            http: &self.config.http,
+            tz: self.tz,
+            now,
+            lookback_days: self.config.lookback_days,
+            policy: self.policy.clone(),
+        }
+    }
+
     /// The typed config of source `name`, if the pipeline has it.
     pub fn source<T: 'static>(&self, name: &str) -> Option<&T> {
         self.sources
@@ -283,10 +267,14 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         )
     })?;
     if let Some(expr) = &c.schedule {
-        let cron = crate::schedule::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
-        if crate::schedule::next_after(&cron, tz, chrono::Utc::now()).is_none() {
+        let cron = times::parse_cron(expr).map_err(|e| format!("schedule: {e}"))?;
+        // Measured from a fixed instant, not the clock, so validation is a
+        // function of the file alone; the daemon warns when a schedule (one
+        // with a year field) has no fire time left.
+        let from = chrono::TimeZone::from_utc_datetime(&chrono::Utc, &EARLIEST_START.into());
+        if times::next_after(&cron, tz, from).is_none() {
             return Err(format!(
-                "schedule: `{expr}` never fires (no such date in any year ahead)"
+                "schedule: `{expr}` never fires (no such date in any year)"
             ));
         }
     }
@@ -301,7 +289,7 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
         r.validate()?;
     }
     let report_to = c.report.as_ref().map_or(&[][..], |r| &r.deliver_to[..]);
-    crate::notify::validate(&c.channels, &c.alerts, report_to)?;
+    crate::notify::config::validate(&c.channels, &c.alerts, report_to)?;
     if c.start_date < EARLIEST_START {
         return Err(format!(
             "start_date = {}: at the earliest {EARLIEST_START} (the reporting calendar covers every day from start_date on)",
@@ -316,6 +304,9 @@ fn validate(c: &PipelineConfig) -> Result<Tz, String> {
     }
     if c.http.request_timeout_secs == 0 || c.http.connect_timeout_secs == 0 {
         return Err("http.request_timeout_secs, http.connect_timeout_secs: at least 1".into());
+    }
+    if c.max_buffered_mb == 0 {
+        return Err("max_buffered_mb: at least 1".into());
     }
     if c.http.max_attempts == 0 {
         return Err("http.max_attempts: at least 1".into());

@@ -20,8 +20,47 @@ use url::Url;
 
 use super::pacer::Pacer;
 
-use crate::config::{secret, HttpConfig, Secret};
+use crate::config::{secret, Secret};
 use crate::error::{Error, Result};
+
+/// HTTP client settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// TCP connect timeout.
+    pub connect_timeout_secs: u64,
+    /// Whole-request timeout (headers and body).
+    pub request_timeout_secs: u64,
+    /// Attempts per request, the first included, for 429, 5xx and connection errors.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt, with equal jitter (each wait
+    /// anywhere between half and all of it).
+    pub backoff_base_ms: u64,
+    /// Longest single wait, Retry-After included.
+    pub backoff_max_ms: u64,
+    /// Largest response body read, in MiB; a larger one fails the request
+    /// with an error naming the endpoint (a guard against a broken or hostile
+    /// server sending gigabytes).
+    pub max_body_mb: u64,
+    /// Largest response body spooled to a temporary file, in MiB: bodies
+    /// that are a whole account in one array (CRM) are read to disk, not
+    /// memory.
+    pub max_file_body_mb: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_secs: 10,
+            request_timeout_secs: 120,
+            max_attempts: 6,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+            max_body_mb: 256,
+            max_file_body_mb: 4096,
+        }
+    }
+}
 
 /// How a source authenticates.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use self::http::HttpConfig;
 use self::window::Window;
-use crate::config::HttpConfig;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Reject, TableBuffer};
 use crate::schema::TableDef;
@@ -146,19 +146,13 @@ fn not_a_reader(spec: &StreamSpec, kind: &str) -> Error {
     ))
 }
 
-/// Every source the pipeline configures, built, in registry order.
+/// Every configured source built, in the order given (a pipeline's
+/// sources are in registry order; `Pipeline::build_ctx` makes the context).
 pub fn build_all(
-    pipeline: &crate::config::Pipeline,
-    now: DateTime<Utc>,
+    configs: &[Arc<dyn SourceConfig>],
+    ctx: &BuildCtx<'_>,
 ) -> Result<Vec<Box<dyn Source>>> {
-    let ctx = BuildCtx {
-        http: &pipeline.config.http,
-        tz: pipeline.tz,
-        now,
-        lookback_days: pipeline.config.lookback_days,
-        policy: pipeline.policy.clone(),
-    };
-    pipeline.sources.iter().map(|s| s.build(&ctx)).collect()
+    configs.iter().map(|s| s.build(ctx)).collect()
 }
 
 /// How a stream is read.
@@ -264,6 +258,9 @@ pub struct Extracted {
     pub rejects: Vec<Reject>,
     /// Responses that carried data.
     pub pages: u64,
+    /// Bytes of those responses: what a run holds in memory is bounded by
+    /// this measure (see `pipeline::kinds::Budget`).
+    pub bytes: u64,
     /// Records received (before deduplication).
     pub records: u64,
     /// Records the API said it had (paginated listings' `count`), if it said.
@@ -285,6 +282,7 @@ impl Extracted {
                 .collect(),
             rejects: Vec::new(),
             pages: 0,
+            bytes: 0,
             records: 0,
             source_count: None,
         }

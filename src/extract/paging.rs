@@ -19,6 +19,8 @@ pub struct Listing {
     pub records: Vec<Box<RawValue>>,
     /// Pages read.
     pub pages: u64,
+    /// Bytes of the pages' bodies.
+    pub bytes: u64,
     /// What the API said the listing holds (`count` of the last page).
     pub count: Option<u64>,
 }
@@ -27,6 +29,7 @@ pub struct Listing {
 #[derive(Debug, Default)]
 struct PageStats {
     pages: u64,
+    bytes: u64,
     rows: u64,
     count: Option<u64>,
 }
@@ -50,6 +53,7 @@ impl HttpClient {
         Ok(Listing {
             records,
             pages: stats.pages,
+            bytes: stats.bytes,
             count: stats.count,
         })
     }
@@ -93,6 +97,7 @@ impl HttpClient {
                         Listing {
                             records: Vec::new(),
                             pages: stats.pages,
+                            bytes: stats.bytes,
                             count: stats.count,
                         },
                     ))
@@ -120,6 +125,7 @@ impl HttpClient {
             };
             let body = self.get_complete_json(url.clone(), &page_label).await?;
             out.pages += 1;
+            out.bytes += body.len() as u64;
             // The page's fields as raw text: no tree of the records is built.
             let page: Page<'_> = serde_json::from_slice(&body).map_err(|e| {
                 self.bad(

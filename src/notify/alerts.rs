@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::channels::{self, Delivery, Message};
+pub use super::config::AlertRule;
 use crate::config::secret::clean;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -26,69 +27,6 @@ use crate::sink::Warehouse;
 
 /// Alerts one rule may raise at one evaluation.
 pub const MAX_ALERTS: usize = 1000;
-
-fn default_repeat_hours() -> f64 {
-    24.0
-}
-
-/// One `[[alerts]]` table of the pipeline file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertRule {
-    pub name: String,
-    /// `run_failed` or `stale` (absent for an SQL rule).
-    #[serde(default)]
-    pub when: Option<String>,
-    /// `stale`: hours without a successful run.
-    #[serde(default)]
-    pub hours: Option<f64>,
-    /// A query whose rows mean "firing".
-    #[serde(default)]
-    pub sql: Option<String>,
-    /// The SQL columns that tell one alert from another (default: all).
-    #[serde(default)]
-    pub key: Vec<String>,
-    /// Channel names.
-    pub notify: Vec<String>,
-    /// Hours before a still-firing alert is sent again.
-    #[serde(default = "default_repeat_hours")]
-    pub repeat_hours: f64,
-}
-
-impl AlertRule {
-    /// One condition per rule, with what it needs (pure).
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let at = format!("[[alerts]] {:?}", self.name);
-        if self.name.trim().is_empty() {
-            return Err("[[alerts]]: every rule needs a name".into());
-        }
-        match (self.when.as_deref(), &self.sql) {
-            (Some("run_failed"), None) => {}
-            (Some("stale"), None) => match self.hours {
-                Some(h) if h > 0.0 && h.is_finite() => {}
-                _ => return Err(format!("{at}: when = \"stale\" needs hours > 0")),
-            },
-            (None, Some(sql)) if !sql.trim().is_empty() => {}
-            (Some(w), None) => {
-                return Err(format!(
-                    "{at}: when = {w:?}: use \"run_failed\" or \"stale\" (or sql = \"...\")"
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "{at}: give either when or sql, not both or neither"
-                ))
-            }
-        }
-        if self.notify.is_empty() {
-            return Err(format!("{at}: notify names no channel"));
-        }
-        if !(self.repeat_hours > 0.0 && self.repeat_hours.is_finite()) {
-            return Err(format!("{at}: repeat_hours must be above 0"));
-        }
-        Ok(())
-    }
-}
 
 /// What the state remembers of one firing alert.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,94 +21,15 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use serde::Deserialize;
 use tokio_rustls::rustls;
 
 use super::channels::Message;
-use crate::config::secret::Secret;
+pub use super::config::{Security, SmtpConfig};
 
 /// Connecting (TCP and TLS) may take this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole delivery (connect, greet, authenticate, send, quit).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain first, then STARTTLS, required (port 587).
-    #[default]
-    Starttls,
-    /// TLS from the first byte (port 465).
-    Tls,
-    /// No encryption: only for a relay on the same host or network (port 25).
-    None,
-}
-
-/// `[channels.NAME] type = "smtp"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    pub host: String,
-    /// Default: 587 (starttls), 465 (tls), 25 (none).
-    #[serde(default)]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub security: Security,
-    #[serde(default)]
-    pub username: Option<Secret>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    pub from: String,
-    pub to: Vec<String>,
-}
-
-impl SmtpConfig {
-    pub fn port(&self) -> u16 {
-        self.port.unwrap_or(match self.security {
-            Security::Starttls => 587,
-            Security::Tls => 465,
-            Security::None => 25,
-        })
-    }
-
-    /// Checks the addresses and the host (pure). Addresses are not
-    /// secrets, but the errors name only the field, never the credentials.
-    pub fn validate(&self, name: &str) -> Result<(), String> {
-        let host_ok = !self.host.is_empty()
-            && self
-                .host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-        if !host_ok {
-            return Err(format!(
-                "[channels.{name}] host {:?}: a host name or IP address, without scheme or port",
-                self.host
-            ));
-        }
-        if self.port == Some(0) {
-            return Err(format!("[channels.{name}] port: between 1 and 65535"));
-        }
-        if self.username.is_some() != self.password.is_some() {
-            return Err(format!(
-                "[channels.{name}]: set both username and password, or neither"
-            ));
-        }
-        self.from
-            .parse::<Mailbox>()
-            .map_err(|e| format!("[channels.{name}] from {:?}: {e}", self.from))?;
-        if self.to.is_empty() {
-            return Err(format!(
-                "[channels.{name}] to: at least one address, to = [\"lead@example.com\"]"
-            ));
-        }
-        for to in &self.to {
-            to.parse::<Mailbox>()
-                .map_err(|e| format!("[channels.{name}] to {to:?}: {e}"))?;
-        }
-        Ok(())
-    }
-}
 
 /// The message `m` as email: multipart for a report (see the module
 /// docs), plain text otherwise.

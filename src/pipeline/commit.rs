@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use arrow::datatypes::Date32Type;
 use chrono::{NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
 
@@ -119,7 +120,7 @@ pub(super) async fn write_rejects(
 ) -> Result<()> {
     let table = schema::table("meta.rejects");
     let now = Utc::now();
-    let date = |d: NaiveDate| Cell::Date(days_since_epoch(d));
+    let date = |d: NaiveDate| Cell::Date(Date32Type::from_naive_date(d));
     let rows = rejects
         .iter()
         .enumerate()
@@ -163,7 +164,8 @@ pub(super) async fn write_run_row(
     rep: &StreamReport,
 ) -> Result<()> {
     let table = schema::table("meta.runs");
-    let date = |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(days_since_epoch(d)));
+    let date =
+        |d: Option<NaiveDate>| d.map_or(Cell::Null, |d| Cell::Date(Date32Type::from_naive_date(d)));
     let int = |v: u64| Cell::Int(v as i64);
     let status = if rep.error.is_some() {
         "failed"
@@ -203,9 +205,4 @@ pub(super) async fn write_run_row(
     let dt = time::local_date(rep.started_at, pipeline.tz);
     wh.append(table, dt, &format!("{run_id}-{}", rep.stream), &batch)
         .await
-}
-
-/// Days since 1970-01-01 (Arrow Date32).
-pub fn days_since_epoch(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }

@@ -14,8 +14,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::ProgressBar;
 
-use futures::{SinkExt, StreamExt};
-
+use super::ahead::{fetch_ahead, Ahead, Budget};
 use super::commit::{commit, delete_stale_partitions};
 use super::prepare::failpoint;
 use super::upsert::{self, stored_keys};
@@ -40,6 +39,8 @@ pub(super) struct StreamCtx<'a> {
     pub(super) bar: &'a ProgressBar,
     pub(super) lock: &'a RunLock,
     pub(super) opts: &'a RunOptions,
+    /// The run's bytes of answers held (read ahead, not yet written).
+    pub(super) budget: &'a Budget,
 }
 
 impl StreamCtx<'_> {
@@ -71,75 +72,6 @@ impl StreamCtx<'_> {
 /// Chunks of a change-driven stream fetched at once (the next one starts
 /// while the current one finishes).
 const CHUNKS_AHEAD: usize = 2;
-
-/// Fetches items `0..n` in order, up to `ahead` at once, while `write`
-/// takes each one in order: the next fetches go out while one is written
-/// (a 429's wait or a slow commit does not idle the source's requests).
-/// Once an item fails (as `failed` says), no later item is started and the
-/// later ones in flight are dropped: the stream fails at that item anyway,
-/// and 64 windows retrying a permanent 429 took 267 requests and 529 s to
-/// fail. Items before it go on, so what precedes the failure is committed.
-/// Fetching also stops when `write` ends.
-async fn fetch_ahead<T>(
-    n: usize,
-    ahead: usize,
-    fetch: impl AsyncFn(usize) -> T,
-    failed: impl Fn(&T) -> bool,
-    mut write: impl AsyncFnMut(usize, T) -> Result<()>,
-) -> Result<()> {
-    let (tx, mut rx) = futures::channel::mpsc::channel::<(usize, T)>(0);
-    // The first item known to have failed (n: none yet).
-    let (first_failed, watch) = tokio::sync::watch::channel(n);
-    let fetching = async move {
-        let mut tx = tx;
-        let mut fetched = futures::stream::iter(0..n)
-            .map(|i| {
-                let (fetch, failed, first_failed) = (&fetch, &failed, &first_failed);
-                let mut watch = watch.clone();
-                async move {
-                    if *watch.borrow() < i {
-                        return (i, None);
-                    }
-                    let earlier_failed = async { watch.wait_for(|f| *f < i).await.is_ok() };
-                    tokio::select! {
-                        item = fetch(i) => {
-                            if failed(&item) {
-                                first_failed.send_if_modified(|f| {
-                                    let earlier = *f <= i;
-                                    *f = (*f).min(i);
-                                    !earlier
-                                });
-                            }
-                            (i, Some(item))
-                        }
-                        true = earlier_failed => (i, None),
-                    }
-                }
-            })
-            .buffered(ahead.max(1));
-        while let Some((i, item)) = fetched.next().await {
-            // Dropped after an earlier failure, which was sent first.
-            let Some(item) = item else { break };
-            let stop = failed(&item);
-            // The writer stopped (an error, or asked to stop): so do we.
-            if tx.send((i, item)).await.is_err() || stop {
-                break;
-            }
-        }
-    };
-    let writing = async move {
-        while let Some((i, item)) = rx.next().await {
-            write(i, item).await?;
-        }
-        Ok(())
-    };
-    // Once the writer ends (done, failed or stopped), fetches still in
-    // flight are dropped rather than awaited.
-    match futures::future::select(std::pin::pin!(fetching), std::pin::pin!(writing)).await {
-        futures::future::Either::Left(((), writing)) => writing.await,
-        futures::future::Either::Right((written, _)) => written,
-    }
-}
 
 /// How a commit writes a partition.
 pub(super) enum Write<'a> {
@@ -240,11 +172,16 @@ pub(super) async fn changes(
         );
         Ok(())
     };
+    let ahead = Ahead {
+        count: CHUNKS_AHEAD,
+        budget: ctx.budget,
+    };
     fetch_ahead(
         chunks.len(),
-        CHUNKS_AHEAD,
+        ahead,
         fetch,
         |(_, out)| out.is_err(),
+        |(_, out)| out.as_ref().map_or(0, |o| o.bytes),
         write,
     )
     .await?;
@@ -328,8 +265,12 @@ pub(super) async fn windowed(
         ctx.bar.inc(1);
         Ok(())
     };
-    let ahead = ctx.source.max_concurrency();
-    fetch_ahead(windows.len(), ahead, fetch, Result::is_err, write).await
+    let ahead = Ahead {
+        count: ctx.source.max_concurrency(),
+        budget: ctx.budget,
+    };
+    let bytes = |out: &Result<Extracted>| out.as_ref().map_or(0, |o| o.bytes);
+    fetch_ahead(windows.len(), ahead, fetch, Result::is_err, bytes, write).await
 }
 
 /// An upsert stream: compare the source with the warehouse, merge the new and

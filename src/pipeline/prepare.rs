@@ -44,7 +44,7 @@ pub(super) fn streams(
     Vec<Box<dyn crate::extract::Source>>,
     Vec<(usize, StreamSpec)>,
 )> {
-    let sources = crate::extract::build_all(pipeline, now)?;
+    let sources = crate::extract::build_all(&pipeline.sources, &pipeline.build_ctx(now))?;
     let all: Vec<(usize, StreamSpec)> = sources
         .iter()
         .enumerate()

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use arrow::datatypes::Date32Type;
 use chrono::{Duration, NaiveDate};
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -280,7 +281,7 @@ pub async fn apply(
                 ("table_name", Cell::Str(e.table.clone())),
                 (
                     "partition_dt",
-                    Cell::Date(crate::pipeline::days_since_epoch(e.dt)),
+                    Cell::Date(Date32Type::from_naive_date(e.dt)),
                 ),
                 ("rows", e.rows.map_or(Cell::Null, Cell::Int)),
                 (

@@ -811,7 +811,7 @@ fn cli_output_snapshots() {
     settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     settings.add_filter(&regex_escape(env.dir.path().to_str().unwrap()), "[DIR]");
     // Timings: requests a second in the run summary, seconds in runs.
-    settings.add_filter(r"\d+\.\d  ok", "[REQ/S]  ok");
+    settings.add_filter(r" +\d+\.\d  ok", " [REQ/S]  ok");
     settings.add_filter(
         r#""(seconds|max_requests_per_second)": [0-9.]+"#,
         r#""$1": [MEASURED]"#,

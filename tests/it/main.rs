@@ -11,6 +11,7 @@ mod faults;
 mod forget;
 mod hostile;
 mod hostile2;
+mod layout;
 mod lock;
 mod notify;
 mod pipeline;

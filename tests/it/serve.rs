@@ -321,6 +321,10 @@ async fn a_query_over_its_memory_limit_fails_alone_and_idle_connections_close() 
         o.idle_timeout = Some(Duration::from_millis(1500));
     })
     .await;
+    // The expected rows first: on a loaded machine this takes longer than
+    // the idle timeout, which would close a connection opened before it.
+    let sql = "SELECT CAST(dt AS VARCHAR) AS day, source, chats, missed_chats FROM reporting.missed_chat_rate ORDER BY day, source";
+    let want = env.rows(sql).await;
     let greedy = connect(addr, PASSWORD).await.unwrap();
     let other = connect(addr, PASSWORD).await.unwrap();
     // 100 million numbers in one array: 800 MB, which nothing can spill.
@@ -331,8 +335,6 @@ async fn a_query_over_its_memory_limit_fails_alone_and_idle_connections_close() 
         (r.map(|_| ()), greedy)
     });
     // Meanwhile the other client's queries are answered, and right.
-    let sql = "SELECT CAST(dt AS VARCHAR) AS day, source, chats, missed_chats FROM reporting.missed_chat_rate ORDER BY day, source";
-    let want = env.rows(sql).await;
     for _ in 0..5 {
         assert_eq!(text_rows(&other, sql).await, want);
     }

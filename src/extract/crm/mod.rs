@@ -27,8 +27,8 @@ use futures::StreamExt;
 
 use super::http::{Auth, HttpClient, Traffic};
 use super::{Registration, Source, StreamKind, StreamSpec, UpsertRecord, UpsertRow};
-use crate::config::HttpConfig;
 use crate::error::{Error, Result};
+use crate::extract::http::HttpConfig;
 use crate::normalize::time;
 use crate::schema;
 

@@ -38,8 +38,8 @@ use super::http::{Auth, HttpClient, Traffic};
 use super::paging::{value, Listing};
 use super::window::Window;
 use super::{ChangeChunk, ChangePlan, Extracted, Registration, Source, StreamKind, StreamSpec};
-use crate::config::HttpConfig;
 use crate::error::{Error, Result};
+use crate::extract::http::HttpConfig;
 use crate::normalize::{time, Cell, Reject};
 use crate::schema;
 
@@ -427,6 +427,7 @@ impl Source for Social25 {
                     .with_policy(&self.policy);
                 for ((buffer, sums, rejects, received), l) in per_state {
                     out.pages += l.pages;
+                    out.bytes += l.bytes;
                     out.records += received;
                     out.add_count(l.count);
                     // In listing order: a conversation listed again (its state
@@ -582,6 +583,7 @@ pub fn final_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
 
 fn count(out: &mut Extracted, l: &Listing) {
     out.pages += l.pages;
+    out.bytes += l.bytes;
     out.records += l.records.len() as u64;
     out.add_count(l.count);
 }

@@ -20,8 +20,8 @@ use super::http::{Auth, HttpClient, Traffic};
 use super::paging::value;
 use super::window::Window;
 use super::{Extracted, Registration, Source, StreamKind, StreamSpec};
-use crate::config::HttpConfig;
 use crate::error::{Error, Result};
+use crate::extract::http::HttpConfig;
 use crate::normalize::{time, Reject, TableBuffer};
 use crate::schema;
 
@@ -184,6 +184,7 @@ impl Source for SocialIntents {
             buffers: Vec::new(),
             rejects: Vec::new(),
             pages: 0,
+            bytes: 0,
             records: 0,
             source_count: None,
         };
@@ -213,6 +214,7 @@ impl Source for SocialIntents {
                     message,
                 })?;
             out.pages += 1;
+            out.bytes += body.len() as u64;
             out.records += records.len() as u64;
             let table = spec.tables[0];
             for raw in records {
