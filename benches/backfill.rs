@@ -5,7 +5,8 @@
 //! recorded in BENCHMARKS.md.
 //!
 //! - `cargo bench --bench backfill`: 1,000,000 Social Intents chats with their
-//!   messages (CHATLAKE_BENCH_CHATS=N to change the size). With
+//!   messages (CHATLAKE_BENCH_CHATS=N to change the size,
+//!   CHATLAKE_BENCH_BUFFERED_MB=N to set `max_buffered_mb`). With
 //!   CHATLAKE_BENCH_PRIVACY=1, under a `[privacy]` policy that hashes emails
 //!   and phones, drops names and redacts free text; then `forget` of one
 //!   visitor, timed.
@@ -222,11 +223,16 @@ fn socialintents() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
+        // CHATLAKE_BENCH_BUFFERED_MB=N sets max_buffered_mb (default: the
+        // pipeline's default), to compare with reading ahead by count alone.
+        let buffered = std::env::var("CHATLAKE_BENCH_BUFFERED_MB")
+            .map(|mb| format!("max_buffered_mb = {mb}\n"))
+            .unwrap_or_default();
         let text = format!(
             r#"name = "bench"
 timezone = "America/New_York"
 start_date = "{first}"
-[sources.socialintents]
+{buffered}[sources.socialintents]
 base_url = "{}/socialintents/v1/api"
 account_id = "demo-account"
 api_token = "demo-token"
@@ -576,7 +582,9 @@ async fn side_by_side(
     if !duck_ok {
         println!("  DuckDB not found: `{python} -c 'import duckdb'` failed (run tests/engines.sh once, or set CHATLAKE_BENCH_PYTHON)");
     }
-    let out = dir.join("report.html");
+    // Outside the warehouse, which only runs write.
+    let report_dir = tempfile::tempdir().unwrap();
+    let out = report_dir.path().join("report.html");
     let report = median_of_5(|| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatlake"));
         c.args([
