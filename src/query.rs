@@ -129,7 +129,20 @@ async fn session_with(
     dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
     memory_limit: Option<usize>,
 ) -> Result<Session> {
-    let config = SessionConfig::new().with_information_schema(true);
+    // DataFusion's own settings may be tuned from the environment, as in
+    // datafusion-cli: DATAFUSION_EXECUTION_TARGET_PARTITIONS=4 and so on.
+    let config = SessionConfig::from_env()
+        .map_err(|e| {
+            let set: Vec<String> = std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .filter(|k| k.starts_with("DATAFUSION_"))
+                .collect();
+            Error::Usage(format!(
+                "DataFusion's settings from {}: {e}",
+                set.join(", ")
+            ))
+        })?
+        .with_information_schema(true);
     // No cache of file listings (DataFusion keeps them forever by default):
     // a session outlives runs (the shell, a report beside a schedule), and
     // every statement must see the partitions as they are now, and read the

@@ -52,6 +52,51 @@ public class JdbcCheck {
         }
     }
 
+    /**
+     * The catalog as a database navigator (DBeaver's, say) shows it, built
+     * from the DatabaseMetaData calls those tools make: chatlake's schemas,
+     * their tables and views, and each reporting view's columns with the
+     * types the driver reports. tests/server.sh compares it with
+     * docs/bi-catalog.txt, which the README shows.
+     */
+    static void writeNavigator(DatabaseMetaData md, String file) throws Exception {
+        List<String> schemas = List.of("socialintents", "social25", "crm", "meta", "reporting");
+        try (PrintWriter t = new PrintWriter(file, "UTF-8")) {
+            t.println("datafusion  (" + md.getDatabaseProductName() + " " + md.getDatabaseProductVersion()
+                    + ", through " + md.getDriverName() + " " + md.getDriverVersion().replaceAll(" .*", "") + ")");
+            for (int i = 0; i < schemas.size(); i++) {
+                String s = schemas.get(i);
+                boolean lastSchema = i == schemas.size() - 1;
+                t.println((lastSchema ? "└── " : "├── ") + s);
+                String indent = lastSchema ? "    " : "│   ";
+                TreeMap<String, String> objects = new TreeMap<>();
+                try (ResultSet rs = md.getTables(null, s, "%", new String[] {"TABLE", "VIEW"})) {
+                    while (rs.next()) objects.put(rs.getString("TABLE_NAME"), rs.getString("TABLE_TYPE").toLowerCase());
+                }
+                int j = 0;
+                for (Map.Entry<String, String> o : objects.entrySet()) {
+                    boolean lastObject = ++j == objects.size();
+                    t.println(indent + (lastObject ? "└── " : "├── ") + o.getKey() + "  (" + o.getValue() + ")");
+                    if (!o.getValue().equals("view")) continue;
+                    List<String> cols = new ArrayList<>();
+                    int width = 0;
+                    try (ResultSet rs = md.getColumns(null, s, o.getKey(), "%")) {
+                        while (rs.next()) {
+                            cols.add(rs.getString("COLUMN_NAME") + "\t" + rs.getString("TYPE_NAME"));
+                            width = Math.max(width, rs.getString("COLUMN_NAME").length());
+                        }
+                    }
+                    String inner = indent + (lastObject ? "    " : "│   ");
+                    for (int k = 0; k < cols.size(); k++) {
+                        String[] nt = cols.get(k).split("\t");
+                        t.println(inner + (k == cols.size() - 1 ? "└── " : "├── ")
+                                + String.format("%-" + width + "s  %s", nt[0], nt[1]));
+                    }
+                }
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String url = args[0], user = args[1], password = args[2], out = args[3];
         List<String> views = Arrays.asList(args).subList(4, args.length);
@@ -90,6 +135,9 @@ public class JdbcCheck {
             System.out.println("jdbc: getSchemas " + schemas.size() + " schemas, getTables " + tables.size()
                     + " socialintents tables and " + viewNames.size() + " reporting views, getColumns(reporting.chats) "
                     + columns.size() + " columns (started_at timestamptz, dt date)");
+
+            String navigator = System.getProperty("navigator");
+            if (navigator != null) writeNavigator(md, navigator);
 
             int rows = 0;
             for (String view : views) {

@@ -100,8 +100,13 @@ echo "psql: a failed query's error reaches the client; the server logs its SQLST
 # (psycopg, SQLAlchemy's inspector, pandas) and a comparison of every view
 # through every client with `chatlake query` (tests/server_clients.py).
 views=(); for f in sql/reporting.*.sql; do views+=("$(basename "$f" .sql)"); done
-java -cp "$jdbc_jar" tests/JdbcCheck.java "jdbc:postgresql://127.0.0.1:$port/datafusion" chatlake \
+java -Dnavigator="$work/catalog.txt" -cp "$jdbc_jar" tests/JdbcCheck.java "jdbc:postgresql://127.0.0.1:$port/datafusion" chatlake \
   "$CHATLAKE_SERVE_PASSWORD" "$work/jdbc.jsonl" "${views[@]}" || fail "pgjdbc"
+# The catalog as a database navigator shows it through pgjdbc: the README
+# shows docs/bi-catalog.txt, so it must be what the server gives.
+diff -u docs/bi-catalog.txt "$work/catalog.txt" \
+  || fail "docs/bi-catalog.txt is not the catalog pgjdbc reads: the diff above, + lines as the server gives them"
+echo "pgjdbc: the catalog's navigator tree ($(wc -l < "$work/catalog.txt") lines) is docs/bi-catalog.txt"
 CHATLAKE_BIN="$bin" WH="$work/wh" "$CACHE/venv/bin/python" tests/server_clients.py \
   "$port" "$CHATLAKE_SERVE_PASSWORD" "$work/jdbc.jsonl" || fail "the clients"
 

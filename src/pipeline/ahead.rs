@@ -87,8 +87,9 @@ struct Reader<'a, T, F> {
     /// The next item to start.
     next: usize,
     /// No item at or past this one is started or kept: `n`, or the item
-    /// after the first that failed.
-    end: usize,
+    /// after the first that failed. Fetches in flight watch it, and give up
+    /// once it is at or before their item.
+    end: watch::Sender<usize>,
     /// The largest answer this stream has fetched (None: none yet).
     largest: Option<u64>,
     ahead: Ahead<'a>,
@@ -99,7 +100,7 @@ impl<T, F: Future<Output = (usize, Option<T>)>> Reader<'_, T, F> {
     /// Starts every fetch the count and the budget allow; `writing`: an item
     /// is being written (it counts against the count).
     fn start(&mut self, writing: bool, fetch: &impl Fn(usize) -> F) {
-        while self.next < self.end
+        while self.next < self.end()
             && self.running.len() < self.ahead.count
             && self.running.len() + self.fetched.len() + usize::from(writing) <= self.ahead.count
         {
@@ -117,32 +118,38 @@ impl<T, F: Future<Output = (usize, Option<T>)>> Reader<'_, T, F> {
         }
     }
 
-    /// Takes in a finished fetch. Returns the new `end` when it failed.
+    fn end(&self) -> usize {
+        *self.end.borrow()
+    }
+
+    /// Takes in a finished fetch; when it failed, moves `end` to just after
+    /// it.
     fn fetched(
         &mut self,
         (i, item): (usize, Option<T>),
         failed: &impl Fn(&T) -> bool,
         bytes: &impl Fn(&T) -> u64,
-    ) -> Option<usize> {
+    ) {
         if let Some(r) = self.reserved.remove(&i) {
             self.share.give_back(r);
         }
         // Dropped after an earlier item failed.
-        let item = item.filter(|_| i < self.end)?;
+        let Some(item) = item.filter(|_| i < self.end()) else {
+            return;
+        };
         let size = bytes(&item);
         self.largest = Some(self.largest.unwrap_or(0).max(size));
         self.share.take(size);
         let stop = failed(&item);
         self.fetched.insert(i, (item, size));
-        if !stop {
-            return None;
+        if stop {
+            // Nothing after it is started or kept: the stream fails at it
+            // anyway.
+            self.end.send_replace(i + 1);
+            for (_, (_, size)) in self.fetched.split_off(&(i + 1)) {
+                self.share.give_back(size);
+            }
         }
-        // Nothing after it is started or kept: the stream fails at it anyway.
-        self.end = i + 1;
-        for (_, (_, size)) in self.fetched.split_off(&self.end) {
-            self.share.give_back(size);
-        }
-        Some(self.end)
     }
 }
 
@@ -163,8 +170,8 @@ pub(super) async fn fetch_ahead<T>(
     bytes: impl Fn(&T) -> u64,
     mut write: impl AsyncFnMut(usize, T) -> Result<()>,
 ) -> Result<()> {
-    // Fetches of items at or past `end` give up as soon as it is set.
-    let (end_tx, end_rx) = watch::channel(n);
+    let end = watch::Sender::new(n);
+    let end_rx = end.subscribe();
     let one = |i: usize| {
         let (fetch, mut end) = (&fetch, end_rx.clone());
         async move {
@@ -179,7 +186,7 @@ pub(super) async fn fetch_ahead<T>(
         reserved: BTreeMap::new(),
         fetched: BTreeMap::new(),
         next: 0,
-        end: n,
+        end,
         largest: None,
         ahead: Ahead {
             count: ahead.count.max(1),
@@ -200,15 +207,11 @@ pub(super) async fn fetch_ahead<T>(
             if let Some(x) = reader.fetched.remove(&i) {
                 break x;
             }
-            if i >= reader.end {
+            if i >= reader.end() {
                 return Ok(());
             }
             tokio::select! {
-                Some(done) = reader.running.next() => {
-                    if let Some(end) = reader.fetched(done, &failed, &bytes) {
-                        end_tx.send_replace(end);
-                    }
-                }
+                Some(done) = reader.running.next() => reader.fetched(done, &failed, &bytes),
                 Ok(()) = freed.changed() => {}
             }
         };
@@ -220,11 +223,7 @@ pub(super) async fn fetch_ahead<T>(
             reader.start(true, &one);
             tokio::select! {
                 written = &mut writing => break written,
-                Some(done) = reader.running.next() => {
-                    if let Some(end) = reader.fetched(done, &failed, &bytes) {
-                        end_tx.send_replace(end);
-                    }
-                }
+                Some(done) = reader.running.next() => reader.fetched(done, &failed, &bytes),
                 Ok(()) = freed.changed() => {}
             }
         };

@@ -181,7 +181,7 @@ pub(super) async fn changes(
         ahead,
         fetch,
         |(_, out)| out.is_err(),
-        |(_, out)| out.as_ref().map_or(0, |o| o.bytes),
+        |(_, out)| held(out),
         write,
     )
     .await?;
@@ -269,8 +269,13 @@ pub(super) async fn windowed(
         count: ctx.source.max_concurrency(),
         budget: ctx.budget,
     };
-    let bytes = |out: &Result<Extracted>| out.as_ref().map_or(0, |o| o.bytes);
-    fetch_ahead(windows.len(), ahead, fetch, Result::is_err, bytes, write).await
+    fetch_ahead(windows.len(), ahead, fetch, Result::is_err, held, write).await
+}
+
+/// The bytes of answers a fetch holds until it is written (none once it
+/// failed).
+fn held(out: &Result<Extracted>) -> u64 {
+    out.as_ref().map_or(0, |o| o.bytes)
 }
 
 /// An upsert stream: compare the source with the warehouse, merge the new and

@@ -236,6 +236,30 @@ fn csv_renders_list_columns_as_json() {
     );
 }
 
+/// DataFusion's own settings come from DATAFUSION_* variables, as in
+/// datafusion-cli; a value DataFusion refuses names the setting.
+#[test]
+fn datafusion_settings_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().to_str().unwrap();
+    let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", "csv", show]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "value\n8192\n", "DataFusion's default");
+    let (code, out, err) = chatlake_env(
+        &["query", "--warehouse", wh, "--format", "csv", show],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "1234")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "value\n1234\n");
+    let (code, _, err) = chatlake_env(
+        &["query", "--warehouse", wh, "SELECT 1"],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "many")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("DATAFUSION_EXECUTION_BATCH_SIZE"), "{err}");
+}
+
 /// A reader that goes away (`chatlake query ... | head -1`): exit 141, as a
 /// Unix tool killed by SIGPIPE, with nothing on stderr (no panic).
 #[test]
