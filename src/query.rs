@@ -189,7 +189,10 @@ async fn session_with(
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(t.file_schema());
-        let table = ListingTable::try_new(config)?;
+        let mut table = ListingTable::try_new(config)?;
+        if let Some(key) = unique_key(t) {
+            table = table.with_constraints(key);
+        }
         ctx.register_table(
             TableReference::partial(t.schema_name(), t.table_name()),
             Arc::new(table),
@@ -228,6 +231,29 @@ async fn session_with(
         store_url: wh.store_url().to_string(),
         settings,
     })
+}
+
+/// The primary key of a table that chatlake computes and writes whole, in
+/// one file, in one commit (the `meta` tables of the calendar and the
+/// settings), as a constraint DataFusion may rely on: it then drops a LEFT
+/// JOIN of `meta.business_clock` whose columns a query does not read (the
+/// views that need no business seconds; DataFusion's `eliminate_join`).
+/// Tables the sources fill are left without one: their keys are unique once
+/// a run has committed, and a constraint DataFusion relies on must hold for
+/// every file listing it may plan over.
+fn unique_key(t: &schema::TableDef) -> Option<datafusion::common::Constraints> {
+    if t.schema_name() != "meta" || t.is_partitioned() || t.primary_key.is_empty() {
+        return None;
+    }
+    let fields = t.file_schema();
+    let key = t
+        .primary_key
+        .iter()
+        .map(|c| fields.index_of(c).ok())
+        .collect::<Option<Vec<usize>>>()?;
+    Some(datafusion::common::Constraints::new_unverified(vec![
+        datafusion::common::Constraint::PrimaryKey(key),
+    ]))
 }
 
 /// The `chatlake views` script for `dialect` over this warehouse: its

@@ -260,6 +260,29 @@ fn datafusion_settings_come_from_the_environment() {
     assert!(err.contains("DATAFUSION_EXECUTION_BATCH_SIZE"), "{err}");
 }
 
+/// meta.business_clock's key is declared to DataFusion, so a view that
+/// reads no business seconds plans without its two joins (issue 21: the
+/// missed rate through the server), and one that reads them keeps both.
+#[test]
+fn views_without_business_seconds_do_not_join_the_clock() {
+    let clock_scans = |sql: &str| {
+        query_empty("csv", &format!("EXPLAIN {sql}"))
+            .matches("TableScan: meta.business_clock")
+            .count()
+    };
+    assert_eq!(clock_scans("SELECT * FROM reporting.missed_chat_rate"), 0);
+    assert_eq!(
+        clock_scans("SELECT * FROM reporting.first_response_buckets"),
+        0
+    );
+    assert_eq!(
+        clock_scans("SELECT chat_id, is_missed FROM reporting.chats"),
+        0
+    );
+    // Twice: at the quarter hour of the customer's message and of the reply.
+    assert_eq!(clock_scans("SELECT * FROM reporting.first_response_sla"), 2);
+}
+
 /// A reader that goes away (`chatlake query ... | head -1`): exit 141, as a
 /// Unix tool killed by SIGPIPE, with nothing on stderr (no panic).
 #[test]
