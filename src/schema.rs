@@ -169,6 +169,9 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     #[serde(skip)]
     file_schema: Option<SchemaRef>,
+    /// Column name -> index, once the registry has checked the table.
+    #[serde(skip)]
+    positions: foldhash::HashMap<String, usize>,
 }
 
 impl TableDef {
@@ -205,7 +208,11 @@ impl TableDef {
     }
     /// Index of a column among [`TableDef::columns`].
     pub fn index_of(&self, column: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name == column)
+        if self.positions.is_empty() {
+            self.columns.iter().position(|c| c.name == column)
+        } else {
+            self.positions.get(column).copied()
+        }
     }
     /// The schema inside each Parquet file: the columns, then `_extracted_at`,
     /// `_run_id`, `_extra` (no `dt`: it is the directory name).
@@ -267,6 +274,9 @@ impl TableDef {
         fields.push(Field::new(RUN_ID, DataType::Utf8, false));
         fields.push(Field::new(EXTRA, DataType::Utf8, true));
         self.file_schema = Some(Arc::new(Schema::new(fields)));
+        self.positions = (self.columns.iter().enumerate())
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         Ok(self)
     }
 }

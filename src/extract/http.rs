@@ -307,6 +307,22 @@ impl HttpClient {
         .await
     }
 
+    /// GETs `url` and reads the body with `parse`, in the one pass over it
+    /// that also checks it is complete JSON: a body `parse` finds cut off or
+    /// not JSON (serde_json's syntax and end-of-input errors) is retried like
+    /// a 5xx; any other outcome of `parse` is returned to the caller to judge.
+    pub async fn get_parsed<T>(
+        &self,
+        url: Url,
+        endpoint: &str,
+        parse: impl Fn(&Bytes) -> std::result::Result<T, serde_json::Error>,
+    ) -> Result<T> {
+        self.get_decoded(url, endpoint, |body| {
+            parse(body).map_err(|e| format!("invalid JSON: {e}"))
+        })
+        .await
+    }
+
     /// [`HttpClient::get_complete_json`] for a body that may be larger than
     /// memory should hold (a whole account in one array): it goes to an
     /// anonymous temporary file (up to `max_file_body_mb`), is checked there,
@@ -695,104 +711,4 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("NaN"), None);
-    }
-
-    #[test]
-    fn hostile_retry_after_values_never_panic() {
-        assert_eq!(
-            parse_retry_after("99999999999999999999"),
-            Some(Duration::MAX)
-        );
-        assert_eq!(parse_retry_after("1e300"), Some(Duration::MAX));
-        assert_eq!(parse_retry_after("inf"), Some(Duration::MAX));
-        assert_eq!(
-            parse_retry_after("999999"),
-            Some(Duration::from_secs(999_999))
-        );
-        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
-        assert!(far > Duration::from_secs(86_400 * 365 * 7000), "{far:?}");
-    }
-
-    #[test]
-    fn api_values_in_paths_are_one_encoded_segment_and_stay_under_base_url() {
-        let c = HttpClient::new(
-            "t",
-            "http://127.0.0.1:9/v1/api/",
-            Auth::Bearer(Secret::new("x")),
-            &HttpConfig::default(),
-            Some(60),
-        )
-        .unwrap();
-        let path =
-            |id: &str| c.endpoint(&["tenants", "T", "conversations", id, "messages", ""], &[]);
-        let (url, label) = path("../../../../admin/export").unwrap();
-        assert_eq!(
-            url.path(),
-            "/v1/api/tenants/T/conversations/..%2F..%2F..%2F..%2Fadmin%2Fexport/messages/"
-        );
-        assert_eq!(
-            label,
-            "/tenants/T/conversations/..%2F..%2F..%2F..%2Fadmin%2Fexport/messages/"
-        );
-        let (url, _) = path("c2?evil=1").unwrap();
-        assert_eq!(
-            (url.path(), url.query()),
-            (
-                "/v1/api/tenants/T/conversations/c2%3Fevil=1/messages/",
-                None
-            )
-        );
-        let (url, _) = path("c3#frag").unwrap();
-        assert_eq!(
-            (url.path(), url.fragment()),
-            ("/v1/api/tenants/T/conversations/c3%23frag/messages/", None)
-        );
-        for bad in ["..", ".", ""] {
-            assert!(path(bad).is_err(), "`{bad}` refused");
-        }
-        let (url, label) = c
-            .endpoint(&["crm", "contacts"], &[("company_id", "1&x=2")])
-            .unwrap();
-        assert_eq!(url.query(), Some("company_id=1%26x%3D2"));
-        assert_eq!(label, "/crm/contacts?company_id=1%26x%3D2");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cfg = HttpConfig {
-            backoff_base_ms: 100,
-            backoff_max_ms: 1000,
-            ..HttpConfig::default()
-        };
-        let c = HttpClient::new(
-            "t",
-            "http://127.0.0.1/api",
-            Auth::Bearer(Secret::new("x")),
-            &cfg,
-            Some(60),
-        )
-        .unwrap();
-        for attempt in 1..10 {
-            let d = c.backoff(attempt).as_millis() as u64;
-            let cap = (100u64 << attempt).min(1000);
-            assert!(
-                d >= cap / 2 && d <= cap,
-                "attempt {attempt}: {d}ms vs cap {cap}"
-            );
-        }
-    }
-}
+mod tests;

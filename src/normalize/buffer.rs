@@ -4,7 +4,11 @@
 //! erasure list applied as rows arrive; a spilling buffer keeps its rows on
 //! disk ([`super::spill`]). Also the sort and the Arrow batch built from rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Keys come from the API: foldhash's seeds are random per process, as
+// hashbrown's own default.
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -276,12 +280,14 @@ impl TableBuffer {
 
 /// A row's primary key as one string (the parts joined by U+001E).
 fn key_of(table: &TableDef, row: &Row) -> String {
-    table
-        .primary_key
-        .iter()
-        .map(|c| row.cells[table.index_of(c).expect("validated pk")].key_part())
-        .collect::<Vec<_>>()
-        .join("\u{1e}")
+    let part = |c: &String| row.cells[table.index_of(c).expect("validated pk")].key_part();
+    let mut columns = table.primary_key.iter();
+    let mut key = columns.next().map(part).unwrap_or_default();
+    for c in columns {
+        key.push('\u{1e}');
+        key.push_str(&part(c));
+    }
+    key
 }
 
 /// Sorts a batch by the table's `sort_by` columns (nulls last), as

@@ -17,7 +17,6 @@ use chrono_tz::Tz;
 use url::Url;
 
 use super::http::{Auth, HttpClient, Traffic};
-use super::paging::value;
 use super::window::Window;
 use super::{Extracted, Registration, Source, StreamKind, StreamSpec};
 use crate::error::{Error, Result};
@@ -44,6 +43,9 @@ pub struct SocialIntents {
     cfg: SocialIntentsConfig,
     /// Applied to every row before it is buffered.
     pub(super) policy: Option<std::sync::Arc<crate::privacy::Policy>>,
+    /// Requests in flight, at most `max_concurrency` (a window asks two
+    /// endpoints at once).
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl SocialIntents {
@@ -58,6 +60,7 @@ impl SocialIntents {
             tz,
             cfg: cfg.clone(),
             policy: None,
+            in_flight: tokio::sync::Semaphore::new(cfg.max_concurrency),
         })
     }
 
@@ -202,29 +205,50 @@ impl Source for SocialIntents {
                 .and_utc();
             (first, last + Duration::days(1))
         });
-        for endpoint in &spec.endpoints {
-            let (url, label) = self.url(endpoint, window)?;
-            let extracted_at = time::micros(Utc::now());
-            // The body stays raw text; each record becomes a value (and rows) on its own.
-            let body = self.client.get_complete_json(url, &label).await?;
-            let records =
-                records::envelope(&body, endpoint).map_err(|message| Error::BadResponse {
-                    source_name: SOURCE.into(),
-                    endpoint: label.clone(),
-                    message,
-                })?;
+        // The endpoints of a window (chats and missed chats) are asked for
+        // at once: the API prepares the second answer while the first is
+        // read. Their records are then taken in the order of the endpoints.
+        let answers = futures::future::try_join_all(spec.endpoints.iter().map(|endpoint| {
+            async move {
+                let (url, label) = self.url(endpoint, window)?;
+                let _slot = self.in_flight.acquire().await;
+                let extracted_at = time::micros(Utc::now());
+                // One pass over the body checks it is complete JSON and
+                // finds the records, which stay raw text; each becomes a
+                // value (and rows) on its own.
+                let (body, found) = self
+                    .client
+                    .get_parsed(url, &label, |body| {
+                        records::envelope_ranges(body, endpoint).map(|r| (body.clone(), r))
+                    })
+                    .await?;
+                Ok::<_, Error>((*endpoint, label, extracted_at, body, found))
+            }
+        }))
+        .await?;
+        for (endpoint, label, extracted_at, body, found) in answers {
+            let records = found.map_err(|message| Error::BadResponse {
+                source_name: SOURCE.into(),
+                endpoint: label.clone(),
+                message,
+            })?;
             out.pages += 1;
             out.bytes += body.len() as u64;
             out.records += records.len() as u64;
             let table = spec.tables[0];
-            for raw in records {
-                let p = match records::parse(endpoint, value(raw), extracted_at) {
+            for range in records {
+                let raw = &body[range];
+                // `raw` is a value of the body just parsed whole: valid JSON
+                // and UTF-8, so these cannot fail.
+                let value = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
+                let raw_json = || String::from_utf8_lossy(raw).into_owned();
+                let p = match records::parse(endpoint, value, extracted_at) {
                     Ok(p) => p,
                     Err(reason) => {
                         out.rejects.push(Reject {
                             table: table.name.clone(),
                             reason,
-                            raw_json: raw.get().to_string(),
+                            raw_json: raw_json(),
                         });
                         continue;
                     }
@@ -242,7 +266,7 @@ impl Source for SocialIntents {
                                 from.date_naive(),
                                 (till - Duration::days(1)).date_naive()
                             ),
-                            raw_json: raw.get().to_string(),
+                            raw_json: raw_json(),
                         });
                         continue;
                     }

@@ -4,6 +4,10 @@
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
+use std::ops::Range;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -23,11 +27,99 @@ pub struct Parsed {
 /// records": replacing a committed partition with nothing on the word of a
 /// malformed answer would lose data.
 pub fn envelope<'a>(body: &'a [u8], endpoint: &str) -> Result<Vec<&'a RawValue>, String> {
-    let obj: HashMap<String, &'a RawValue> = serde_json::from_slice(body)
-        .map_err(|e| format!("expected a JSON object with apiStatus ({e})"))?;
-    let small = |k: &str| {
-        obj.get(k)
-            .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+    match serde_json::from_slice(body) {
+        Ok(obj) => records_of(obj, endpoint),
+        Err(e) => Err(format!("expected a JSON object with apiStatus ({e})")),
+    }
+}
+
+/// [`envelope`] in the one pass a run makes over a body: where each record's
+/// text lies in `body`. The outer error: `body` is not complete JSON (cut
+/// off, or not JSON at all; the caller retries it); the inner one: valid
+/// JSON that is not a successful answer.
+pub fn envelope_ranges(
+    body: &[u8],
+    endpoint: &str,
+) -> Result<Result<Vec<Range<usize>>, String>, serde_json::Error> {
+    let obj = match serde_json::from_slice(body) {
+        Ok(obj) => obj,
+        Err(e) if e.is_data() => {
+            return Ok(Err(format!("expected a JSON object with apiStatus ({e})")))
+        }
+        Err(e) => return Err(e),
+    };
+    let base = body.as_ptr() as usize;
+    Ok(records_of(obj, endpoint).map(|records| {
+        records
+            .iter()
+            .map(|r| {
+                let start = r.get().as_ptr() as usize - base;
+                start..start + r.get().len()
+            })
+            .collect()
+    }))
+}
+
+/// A value of the envelope's object: an array is kept as its elements' raw
+/// text (the records, not parsed yet), anything else (the status fields) as
+/// a value.
+enum Part<'a> {
+    Array(Vec<&'a RawValue>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Part<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PartVisitor)
+    }
+}
+
+struct PartVisitor;
+
+impl<'de> Visitor<'de> for PartVisitor {
+    type Value = Part<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Part<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            items.push(item);
+        }
+        Ok(Part::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Part<'de>, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Part::Other)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::String(v.to_string())))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::from(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Part<'de>, E> {
+        Ok(Part::Other(Value::Null))
+    }
+}
+
+/// The checks of [`envelope`] on the parsed object.
+fn records_of<'a>(
+    mut obj: HashMap<String, Part<'a>>,
+    endpoint: &str,
+) -> Result<Vec<&'a RawValue>, String> {
+    let small = |k: &str| match obj.get(k) {
+        Some(Part::Other(v)) => Some(v.clone()),
+        _ => None,
     };
     let status = small("apiStatus")
         .and_then(|v| v.as_str().map(str::to_string))
@@ -46,25 +138,21 @@ pub fn envelope<'a>(body: &'a [u8], endpoint: &str) -> Result<Vec<&'a RawValue>,
         "apps" => "apps",
         _ => "chats",
     };
-    let is_array = |r: &RawValue| r.get().trim_start().starts_with('[');
-    let raw = match obj.get(key) {
-        Some(r) => *r,
+    let part = match obj.remove(key) {
+        Some(part) => part,
         None => {
             // Accept the record array under another name if it is the only one.
-            let arrays: Vec<&&RawValue> = obj.values().filter(|r| is_array(r)).collect();
-            match arrays.as_slice() {
-                [only] => **only,
+            let mut arrays = obj.into_values().filter(|p| matches!(p, Part::Array(_)));
+            match (arrays.next(), arrays.next()) {
+                (Some(only), None) => only,
                 _ => return Err(format!("no `{key}` array in the response")),
             }
         }
     };
-    if !is_array(raw) {
-        let what = serde_json::from_str::<Value>(raw.get())
-            .map(|v| kind(&v))
-            .unwrap_or("not JSON");
-        return Err(format!("`{key}` is {what}, expected an array"));
+    match part {
+        Part::Array(records) => Ok(records),
+        Part::Other(v) => Err(format!("`{key}` is {}, expected an array", kind(&v))),
     }
-    serde_json::from_str(raw.get()).map_err(|e| format!("`{key}`: {e}"))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -351,6 +439,25 @@ mod tests {
             "the only array"
         );
         assert!(env("[]", "chats").is_err());
+    }
+
+    #[test]
+    fn one_pass_finds_each_record_and_tells_a_cut_body_from_a_bad_answer() {
+        let body = br#"{"apiStatus":"Success","n":[1,2],"chats":[ {"id":"a","t":[1,{"x":"]"}]} ,{"id":"b"}],"more":{"k":[3]}}"#;
+        let ranges = envelope_ranges(body, "chats").unwrap().unwrap();
+        let texts: Vec<&[u8]> = ranges.into_iter().map(|r| &body[r]).collect();
+        assert_eq!(
+            texts,
+            [&br#"{"id":"a","t":[1,{"x":"]"}]}"#[..], br#"{"id":"b"}"#]
+        );
+        // Cut off, or not JSON: the outer error (the client retries it).
+        assert!(envelope_ranges(&body[..body.len() - 1], "chats").is_err());
+        assert!(envelope_ranges(b"<html>", "chats").is_err());
+        // Complete JSON that is not a successful answer: the inner error.
+        let inner = |b: &[u8]| envelope_ranges(b, "chats").unwrap().unwrap_err();
+        assert!(inner(b"[1]").contains("expected a JSON object"));
+        assert!(inner(br#"{"apiStatus":"Error","apiStatusMessage":"no"}"#).contains("no"));
+        assert!(inner(br#"{"chats":7}"#).contains("`chats` is a number"));
     }
 
     #[test]
