@@ -395,6 +395,31 @@ try:
 finally:
     if SIM:
         SIM["proc"].terminate()
+def catalog_excerpt():
+    """The README's navigator excerpt is docs/bi-catalog.txt (which
+    tests/server.sh checks against pgjdbc), shortened: each of its lines not
+    marked as a summary ('...', 'their tables') is a line of the file, tree
+    drawing aside, and they come in the file's order."""
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    m = re.search(r"^\*\*What a BI tool's navigator shows\*\*.*?^```text\n(.*?)^```", readme, re.S | re.M)
+    if not m:
+        return fail("README: no catalog excerpt after 'What a BI tool's navigator shows'")
+    bare = lambda line: " ".join(line.lstrip("│├└─ ").split())
+    tree = [bare(l) for l in open(os.path.join(REPO, "docs/bi-catalog.txt"), encoding="utf-8").read().splitlines()]
+    at, checked, before = 0, 0, len(failures)
+    for line in m.group(1).splitlines():
+        if "..." in line or "their tables" in line:
+            continue
+        try:
+            at = tree.index(bare(line), at) + 1
+            checked += 1
+        except ValueError:
+            fail(f"README's catalog excerpt line {line!r} is not in docs/bi-catalog.txt (after line {at})")
+    if len(failures) == before:
+        print(f"ok: catalog excerpt: {checked} lines found in docs/bi-catalog.txt, in order", flush=True)
+
+
+catalog_excerpt()
 print(f"README: {len(blocks)} shell blocks, {sum(b.count(chr(10)) for b in blocks)} lines, run as printed")
 if failures:
     sys.exit(f"{len(failures)} README command(s) failed")
