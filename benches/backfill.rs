@@ -12,7 +12,8 @@
 //!   visitor, timed.
 //!   Then (unless CHATLAKE_BENCH_SERVE=0) the same queries through
 //!   `chatlake serve`: warm, beside DuckDB; connect plus first query; 20
-//!   clients at once and the server's peak RSS.
+//!   clients at once and the server's peak RSS. CHATLAKE_BENCH_KEEP=1 keeps
+//!   the warehouse (its path is printed last), to measure it again by hand.
 //! - `CHATLAKE_BENCH_SOURCE=social25 cargo bench --bench backfill`: 100,000
 //!   Social25 conversations (CHATLAKE_BENCH_CONVERSATIONS=N), their messages
 //!   and failed syncs, then an incremental run with nothing changed.
@@ -293,6 +294,9 @@ requests_per_minute = 100000
         let (queries, duck) = side_by_side(&wh, dir.path(), month).await;
         if std::env::var("CHATLAKE_BENCH_SERVE").as_deref() != Ok("0") {
             through_the_server(dir.path().to_str().unwrap(), &queries, &duck).await;
+        }
+        if std::env::var("CHATLAKE_BENCH_KEEP").is_ok_and(|v| v == "1") {
+            println!("warehouse kept in {}", dir.keep().display());
         }
     });
 }

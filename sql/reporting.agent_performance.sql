@@ -4,28 +4,17 @@
 -- ${first_response_target_seconds}) are over the answered ones;
 -- avg_duration_seconds over the agent's chats that have a duration.
 --
--- The median and p90 are exact percentile_cont, written out as in
--- reporting.response_times (the same number in every engine).
+-- The median and p90 are percentile_cont, as in reporting.response_times.
 CREATE VIEW reporting.agent_performance AS
-WITH ranked AS (
-    SELECT
-        dt, source, agent_name, first_response_seconds AS x, duration_seconds,
-        ROW_NUMBER() OVER (PARTITION BY dt, source, agent_name ORDER BY first_response_seconds NULLS LAST) AS rn,
-        1 + 0.5 * (COUNT(first_response_seconds) OVER (PARTITION BY dt, source, agent_name) - 1) AS p50_pos,
-        1 + 0.9 * (COUNT(first_response_seconds) OVER (PARTITION BY dt, source, agent_name) - 1) AS p90_pos
-    FROM reporting.chats
-)
 SELECT
     dt,
     source,
     agent_name,
     COUNT(*) AS chats,
-    SUM(CASE WHEN x IS NOT NULL THEN 1 ELSE 0 END) AS answered_chats,
-    SUM(CASE WHEN rn = FLOOR(p50_pos) THEN x * (1 - (p50_pos - FLOOR(p50_pos)))
-             WHEN rn = FLOOR(p50_pos) + 1 THEN x * (p50_pos - FLOOR(p50_pos)) END) AS median_first_response_seconds,
-    SUM(CASE WHEN rn = FLOOR(p90_pos) THEN x * (1 - (p90_pos - FLOOR(p90_pos)))
-             WHEN rn = FLOOR(p90_pos) + 1 THEN x * (p90_pos - FLOOR(p90_pos)) END) AS p90_first_response_seconds,
-    SUM(CASE WHEN x <= ${first_response_target_seconds} THEN 1 ELSE 0 END) AS within_target,
+    COUNT(first_response_seconds) AS answered_chats,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY first_response_seconds) AS median_first_response_seconds,
+    percentile_cont(0.9) WITHIN GROUP (ORDER BY first_response_seconds) AS p90_first_response_seconds,
+    SUM(CASE WHEN first_response_seconds <= ${first_response_target_seconds} THEN 1 ELSE 0 END) AS within_target,
     AVG(duration_seconds) AS avg_duration_seconds
-FROM ranked
+FROM reporting.chats
 GROUP BY dt, source, agent_name

@@ -2,6 +2,8 @@
 //! Hive-partitioned listing table (`dt` as a Date32 partition column), and
 //! every view of `sql/` created on top. User SQL runs read-only.
 
+mod percentile;
+
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
@@ -161,8 +163,11 @@ async fn session_with(
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     // json_get_str(_extra, 'field'), json_get_int, json_contains, `->`, ...
     datafusion_functions_json::register_all(&mut ctx)?;
+    // percentile_cont, exact for DOUBLE (see query/percentile.rs)
+    ctx.register_udaf(percentile::udaf());
     // Queries read only what chatlake wrote, and write nothing.
-    let (readable, opened) = crate::sink::readable::Readable::new(Arc::clone(wh.store()));
+    let (readable, opened) =
+        crate::sink::readable::Readable::new(Arc::clone(wh.store()), wh.is_local());
     ctx.register_object_store(wh.store_url(), Arc::new(readable));
     let catalog = ctx.catalog("datafusion").expect("default catalog");
     for name in schema::tables()

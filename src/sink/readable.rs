@@ -13,6 +13,14 @@
 //! disk checked against the very file handle read from), and a replaced file
 //! is a [`object_store::Error::Precondition`], which `query::run_streaming`
 //! answers by running the statement again.
+//!
+//! On local disk a ranged read is done here, on the thread that asks for it:
+//! open, check the e-tag on that handle, read. object_store's
+//! `LocalFileSystem` hands each read to tokio's blocking pool twice (open,
+//! then read), and a query over a year of daily partitions makes thousands
+//! of such reads of a few hundred KB from the page cache: the thread
+//! hand-offs cost more than the reads (BENCHMARKS.md, "The server beside
+//! DuckDB").
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -20,10 +28,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 use super::partition::parse_partition;
@@ -35,6 +44,9 @@ use crate::schema::DT;
 #[derive(Debug)]
 pub struct Readable {
     inner: Arc<dyn ObjectStore>,
+    /// The same files as a local file system, for ranged reads done in
+    /// place ([`read_local`]); None for an object store.
+    local: Option<LocalFileSystem>,
     opened: Arc<Mutex<BTreeSet<Path>>>,
     /// The e-tag of each file as last listed.
     listed: Arc<Mutex<HashMap<Path, String>>>,
@@ -42,11 +54,14 @@ pub struct Readable {
 
 impl Readable {
     /// A read-only view of `inner`, and a handle on the files it opens.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> (Readable, Opened) {
+    /// `local`: `inner` is the local file system (`file:///`), whose
+    /// ranged reads are then done in place.
+    pub fn new(inner: Arc<dyn ObjectStore>, local: bool) -> (Readable, Opened) {
         let opened = Arc::new(Mutex::new(BTreeSet::new()));
         (
             Readable {
                 inner: Arc::clone(&inner),
+                local: local.then(LocalFileSystem::new),
                 opened: Arc::clone(&opened),
                 listed: Arc::default(),
             },
@@ -141,6 +156,57 @@ fn remember(listed: &Mutex<HashMap<Path, String>>, m: &ObjectMeta) {
     }
 }
 
+/// A ranged read of a local file, in place: the version checked against the
+/// handle read from (its e-tag as `LocalFileSystem` lists it: inode, mtime in
+/// microseconds and size, in hex), then the range read with `pread`.
+fn read_local(path: &std::path::Path, location: &Path, options: &GetOptions) -> Result<GetResult> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let io_error = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+            path: location.to_string(),
+            source: source.into(),
+        },
+        _ => object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: format!("reading {location}: {source}").into(),
+        },
+    };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let md = file.metadata().map_err(io_error)?;
+    let modified = md.modified().map_err(io_error)?;
+    let micros = modified
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let meta = ObjectMeta {
+        location: location.clone(),
+        last_modified: modified.into(),
+        size: md.len(),
+        e_tag: Some(format!("{:x}-{micros:x}-{:x}", md.ino(), md.len())),
+        version: None,
+    };
+    options.check_preconditions(&meta)?;
+    let range = match &options.range {
+        Some(r) => r
+            .as_range(meta.size)
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!("reading {location}: {e}").into(),
+            })?,
+        None => 0..meta.size,
+    };
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    file.read_exact_at(&mut buf, range.start)
+        .map_err(io_error)?;
+    let bytes = bytes::Bytes::from(buf);
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed()),
+        attributes: Default::default(),
+        range,
+        meta,
+    })
+}
+
 /// Whether every `dt=` segment of `path` names a real date.
 fn well_formed(path: &Path) -> bool {
     path.parts().all(|p| {
@@ -188,7 +254,12 @@ impl ObjectStore for Readable {
                 .get(location)
                 .cloned();
         }
-        self.inner.get_opts(location, options).await
+        match &self.local {
+            Some(fs) if options.range.is_some() && !options.head => {
+                read_local(&fs.path_to_filesystem(location)?, location, &options)
+            }
+            _ => self.inner.get_opts(location, options).await,
+        }
     }
 
     fn delete_stream(
@@ -225,5 +296,69 @@ impl ObjectStore for Readable {
 
     async fn copy_opts(&self, _: &Path, to: &Path, _: CopyOptions) -> Result<()> {
         Err(read_only(to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    /// A read done in place asks for the version `LocalFileSystem` lists
+    /// (the same e-tag), reads the range asked for, and refuses a replaced
+    /// file as the store would (a precondition failure, which reruns the
+    /// statement).
+    #[tokio::test]
+    async fn a_local_read_in_place_checks_the_listed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.parquet");
+        std::fs::write(&file, b"0123456789").unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let (readable, _) = Readable::new(Arc::clone(&store), true);
+        let path = Path::from_absolute_path(&file).unwrap();
+        let listed: Vec<ObjectMeta> = readable
+            .list(Some(&Path::from_absolute_path(dir.path()).unwrap()))
+            .map(|m| m.unwrap())
+            .collect()
+            .await;
+        assert_eq!(listed.len(), 1);
+        let got = readable.get_range(&path, 2..5).await.unwrap();
+        assert_eq!(&got[..], b"234");
+        let head = store.head(&path).await.unwrap();
+        let read = readable
+            .get_opts(
+                &path,
+                GetOptions {
+                    range: Some((0..1).into()),
+                    ..GetOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.meta.e_tag, head.e_tag);
+        assert_eq!(read.meta.size, 10);
+        // replaced as a run replaces a partition: another file renamed over it
+        let tmp = dir.path().join("data.tmp");
+        std::fs::write(&tmp, b"abcdefghijklmnop").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        match readable.get_range(&path, 2..5).await {
+            Err(object_store::Error::Precondition { .. }) => {}
+            other => panic!("expected a precondition failure, got {other:?}"),
+        }
+        // listed again: the new version; a range that starts past the end
+        // is an error, one that ends past it stops at the end (as the store)
+        let _ = readable
+            .list(Some(&Path::from_absolute_path(dir.path()).unwrap()))
+            .collect::<Vec<_>>()
+            .await;
+        assert!(readable.get_range(&path, 20..40).await.is_err());
+        assert_eq!(
+            &readable.get_range(&path, 10..40).await.unwrap()[..],
+            b"klmnop"
+        );
+        assert_eq!(
+            &store.get_range(&path, 10..40).await.unwrap()[..],
+            b"klmnop"
+        );
     }
 }

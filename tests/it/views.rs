@@ -20,6 +20,28 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
+/// The column names of a result.
+fn schema_of(batches: &[arrow::record_batch::RecordBatch]) -> Vec<String> {
+    batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two percentiles as text, within a millionth of each other (relative).
+fn within_a_millionth(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(a), Ok(b)) => (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+        _ => false,
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(1.0)
 }
@@ -109,6 +131,10 @@ async fn missed_chat_rate_and_response_times_match_the_served_data() {
 /// `chatlake views --dialect datafusion` run in a fresh DataFusion session
 /// (as datafusion-cli would) defines every view with the same rows as
 /// chatlake's own session, also with whole sources missing (empty views).
+/// The one difference allowed: DataFusion's own percentile_cont rounds its
+/// interpolation weight down to a millionth (chatlake's is exact, see
+/// src/query/percentile.rs), so a percentile may differ by a millionth of
+/// the gap between the two ranks it lies between; the README says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_datafusion_script_gives_the_same_views_in_a_fresh_session() {
     let env = env_with(data(10), 7).await;
@@ -145,7 +171,19 @@ async fn the_datafusion_script_gives_the_same_views_in_a_fresh_session() {
         ours.sort();
         theirs.sort();
         assert_eq!(ours.len(), theirs.len(), "{view}");
-        assert_eq!(ours, theirs, "{view}");
+        for (a, b) in ours.iter().zip(&theirs) {
+            let same = a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .zip(schema_of(&batches))
+                    .all(|((x, y), name)| {
+                        x == y
+                            || (name.contains("_first_response_seconds")
+                                && !name.starts_with("avg_")
+                                && within_a_millionth(x, y))
+                    });
+            assert!(same, "{view}:\n ours   {a:?}\n theirs {b:?}");
+        }
         compared += ours.len();
     }
     assert!(compared > 300, "only {compared} view rows compared");
