@@ -191,6 +191,26 @@ impl Accumulator for One {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         Ok(ScalarValue::Float64(percentile(&mut self.values, self.p)))
     }
+    /// A window frame's rows leaving it (`ROWS BETWEEN 2 PRECEDING AND
+    /// CURRENT ROW`): each value taken out once.
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        for v in values[0].as_primitive::<Float64Type>().iter().flatten() {
+            match self.values.iter().position(|x| x.to_bits() == v.to_bits()) {
+                Some(i) => {
+                    self.values.swap_remove(i);
+                }
+                None => {
+                    return Err(datafusion::common::DataFusionError::Internal(format!(
+                        "percentile_cont: {v} leaves a window frame it was never in"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
     fn size(&self) -> usize {
         size_of_val(self) + self.values.capacity() * size_of::<f64>()
     }
@@ -360,6 +380,15 @@ mod tests {
         assert!(near(
             value(ours(), filtered).await,
             &[Some(400.0), Some(5.0), None]
+        ));
+        // in a sliding window (the call form: value, then percentile):
+        // rows 1..=4 with x = 1, 10, 100, 1000, two rows at a time
+        let sliding = "SELECT percentile_cont(x, 0.5) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) \
+                       FROM (VALUES (1, 1.0), (2, 10.0), (3, 100.0), (4, 1000.0)) AS t(i, x) ORDER BY i"
+            .to_string();
+        assert!(near(
+            value(ours(), sliding).await,
+            &[Some(1.0), Some(5.5), Some(55.0), Some(550.0)]
         ));
         // what this replaces
         let theirs = value(SessionContext::new(), grouped).await;
