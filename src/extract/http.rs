@@ -299,10 +299,8 @@ impl HttpClient {
     /// without building a tree; a cut-off body is retried like a 5xx). The
     /// caller then walks it record by record.
     pub async fn get_complete_json(&self, url: Url, endpoint: &str) -> Result<Bytes> {
-        self.get_decoded(url, endpoint, |body| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(body)
-                .map(|_| body.clone())
-                .map_err(|e| format!("invalid JSON: {e}"))
+        self.get_parsed(url, endpoint, |body| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| body.clone())
         })
         .await
     }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, PrimitiveArray,
+    ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, PrimitiveArray,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
@@ -33,6 +33,8 @@ use datafusion::logical_expr::{
     Signature,
 };
 use datafusion::physical_expr::expressions::Literal;
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::nulls::filtered_null_mask;
 
 /// The function to register (`percentile_cont`, alias `quantile_cont`).
 pub(crate) fn udaf() -> AggregateUDF {
@@ -200,9 +202,9 @@ impl Accumulator for One {
                     self.values.swap_remove(i);
                 }
                 None => {
-                    return Err(datafusion::common::DataFusionError::Internal(format!(
-                        "percentile_cont: {v} leaves a window frame it was never in"
-                    )))
+                    return Err(datafusion::common::DataFusionError::Internal(
+                        "percentile_cont: a value leaves a window frame it was never in".into(),
+                    ))
                 }
             }
         }
@@ -233,12 +235,9 @@ impl GroupsAccumulator for Groups {
     ) -> Result<()> {
         self.values.resize(total_num_groups, Vec::new());
         let values = values[0].as_primitive::<Float64Type>();
-        for (row, &g) in group_indices.iter().enumerate() {
-            let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-            if kept && values.is_valid(row) {
-                self.values[g].push(values.value(row));
-            }
-        }
+        accumulate(group_indices, values, opt_filter, |g, v| {
+            self.values[g].push(v)
+        });
         Ok(())
     }
     fn merge_batch(
@@ -275,18 +274,24 @@ impl GroupsAccumulator for Groups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
+        // one value per list; a row the filter or a null leaves out is a
+        // null list, which merge_batch skips
         let values = values[0].as_primitive::<Float64Type>();
-        let rows = (0..values.len())
-            .map(|row| {
-                let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-                if kept && values.is_valid(row) {
-                    vec![values.value(row)]
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect();
-        Ok(vec![list_of(rows)])
+        let rows = i32::try_from(values.len()).map_err(|_| {
+            datafusion::common::DataFusionError::Internal(format!(
+                "percentile_cont: a batch of {} rows",
+                values.len()
+            ))
+        })?;
+        Ok(vec![Arc::new(ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Float64, true)),
+            OffsetBuffer::new(ScalarBuffer::from((0..=rows).collect::<Vec<i32>>())),
+            Arc::new(PrimitiveArray::<Float64Type>::new(
+                values.values().clone(),
+                None,
+            )),
+            filtered_null_mask(opt_filter, values),
+        ))])
     }
     fn size(&self) -> usize {
         self.values
@@ -323,6 +328,35 @@ mod tests {
         assert!((got - 160.0).abs() < 1e-9, "{got}");
         // ties
         assert_eq!(p(&[5.0, 5.0, 5.0, 9.0], 0.5), Some(5.0));
+    }
+
+    /// Rows turned into states one by one (as DataFusion does when it skips
+    /// the partial aggregation), then merged: a filtered-out row and a null
+    /// add nothing.
+    #[test]
+    fn rows_as_states_merge_to_the_same_percentile() {
+        use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array};
+        use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+        use std::sync::Arc;
+        let mut acc = super::Groups {
+            values: Vec::new(),
+            p: 0.5,
+        };
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(1.0),
+            None,
+            Some(1000.0),
+            Some(3.0),
+            Some(2.0),
+        ]));
+        // the filter leaves out 1000
+        let filter = BooleanArray::from(vec![true, true, false, true, true]);
+        let states = acc.convert_to_state(&[values], Some(&filter)).unwrap();
+        acc.merge_batch(&states, &[0, 0, 0, 1, 1], 2).unwrap();
+        let got = acc.evaluate(EmitTo::All).unwrap();
+        let got = got.as_any().downcast_ref::<Float64Array>().unwrap();
+        // group 0: [1] -> 1; group 1: [3, 2] -> 2.5
+        assert_eq!(got.values().to_vec(), vec![1.0, 2.5]);
     }
 
     /// Through SQL as the views call it: with and without GROUP BY, with

@@ -31,8 +31,8 @@ use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 use super::partition::parse_partition;
@@ -159,17 +159,23 @@ fn remember(listed: &Mutex<HashMap<Path, String>>, m: &ObjectMeta) {
 /// A ranged read of a local file, in place: the version checked against the
 /// handle read from (its e-tag as `LocalFileSystem` lists it: inode, mtime in
 /// microseconds and size, in hex), then the range read with `pread`.
-fn read_local(path: &std::path::Path, location: &Path, options: &GetOptions) -> Result<GetResult> {
+fn read_local(
+    path: &std::path::Path,
+    location: &Path,
+    options: &GetOptions,
+    range: &GetRange,
+) -> Result<GetResult> {
     use std::os::unix::fs::{FileExt, MetadataExt};
+    let failed = |why: String| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("reading {location}: {why}").into(),
+    };
     let io_error = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => object_store::Error::NotFound {
             path: location.to_string(),
             source: source.into(),
         },
-        _ => object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("reading {location}: {source}").into(),
-        },
+        _ => failed(source.to_string()),
     };
     let file = std::fs::File::open(path).map_err(io_error)?;
     let md = file.metadata().map_err(io_error)?;
@@ -186,15 +192,9 @@ fn read_local(path: &std::path::Path, location: &Path, options: &GetOptions) -> 
         version: None,
     };
     options.check_preconditions(&meta)?;
-    let range = match &options.range {
-        Some(r) => r
-            .as_range(meta.size)
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!("reading {location}: {e}").into(),
-            })?,
-        None => 0..meta.size,
-    };
+    let range = range
+        .as_range(meta.size)
+        .map_err(|e| failed(e.to_string()))?;
     let mut buf = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buf, range.start)
         .map_err(io_error)?;
@@ -254,9 +254,9 @@ impl ObjectStore for Readable {
                 .get(location)
                 .cloned();
         }
-        match &self.local {
-            Some(fs) if options.range.is_some() && !options.head => {
-                read_local(&fs.path_to_filesystem(location)?, location, &options)
+        match (&self.local, &options.range) {
+            (Some(fs), Some(range)) if !options.head => {
+                read_local(&fs.path_to_filesystem(location)?, location, &options, range)
             }
             _ => self.inner.get_opts(location, options).await,
         }

@@ -171,17 +171,15 @@ async fn the_datafusion_script_gives_the_same_views_in_a_fresh_session() {
         ours.sort();
         theirs.sort();
         assert_eq!(ours.len(), theirs.len(), "{view}");
+        let names = schema_of(&batches);
         for (a, b) in ours.iter().zip(&theirs) {
             let same = a.len() == b.len()
-                && a.iter()
-                    .zip(b)
-                    .zip(schema_of(&batches))
-                    .all(|((x, y), name)| {
-                        x == y
-                            || (name.contains("_first_response_seconds")
-                                && !name.starts_with("avg_")
-                                && within_a_millionth(x, y))
-                    });
+                && a.iter().zip(b).zip(&names).all(|((x, y), name)| {
+                    x == y
+                        || (name.contains("_first_response_seconds")
+                            && !name.starts_with("avg_")
+                            && within_a_millionth(x, y))
+                });
             assert!(same, "{view}:\n ours   {a:?}\n theirs {b:?}");
         }
         compared += ours.len();
