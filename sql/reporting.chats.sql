@@ -66,30 +66,30 @@ LEFT JOIN social25.agents a ON a.agent_id = c.agent_id
 ),
 -- Business seconds, without converting any timestamp to local time and
 -- without a range join: meta.business_clock gives, for the quarter hour of
--- any instant t (an equality join), the business time before t's local day
--- and that day's open intervals (at most four; unused ones are empty). The
--- business time up to t is that sum plus the part of each interval before t,
--- and a wait's business seconds are that at the reply minus that at the
--- customer's first message: exact for a wait of any length, across
--- midnight, weekends and DST days.
-clocked AS (
+-- any instant t (an equality join), the business time before that quarter
+-- hour and the part of it that is open, [opens_us, closes_us). The business
+-- time up to t is that sum plus the open part before t, and a wait's
+-- business seconds are that at the reply minus that at the customer's first
+-- message: exact for a wait of any length, across midnight, weekends and DST
+-- days. The first join's sum is taken before the second join, so only one
+-- number rides along.
+at_message AS (
     SELECT
         b.*,
-        m.business_us_before_day
-          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_1_us) - m.opens_1_us)
-          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_2_us) - m.opens_2_us)
-          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_3_us) - m.opens_3_us)
-          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_4_us) - m.opens_4_us)
-          AS business_us_at_message,
-        r.business_us_before_day
-          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_1_us) - r.opens_1_us)
-          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_2_us) - r.opens_2_us)
-          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_3_us) - r.opens_3_us)
-          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_4_us) - r.opens_4_us)
-          AS business_us_at_response
+        m.business_us_before_slot
+          + GREATEST(0, LEAST(CAST(b.first_message_at AS BIGINT), m.closes_us) - m.opens_us)
+          AS business_us_at_message
     FROM base b
     LEFT JOIN meta.business_clock m
         ON m.slot = CAST(floor(CAST(b.first_message_at AS BIGINT) / 900000000.0) AS INT)
+),
+clocked AS (
+    SELECT
+        b.*,
+        r.business_us_before_slot
+          + GREATEST(0, LEAST(CAST(b.first_response_at AS BIGINT), r.closes_us) - r.opens_us)
+          AS business_us_at_response
+    FROM at_message b
     LEFT JOIN meta.business_clock r
         ON r.slot = CAST(floor(CAST(b.first_response_at AS BIGINT) / 900000000.0) AS INT)
 )

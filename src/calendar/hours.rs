@@ -95,14 +95,36 @@ impl BusinessHours {
         Ok(BusinessHours(ranges))
     }
 
-    /// Refuses more than `n` ranges on one weekday.
-    pub fn at_most_per_day(&self, n: usize) -> Result<(), String> {
+    /// Refuses a break that begins and ends inside one quarter hour of the
+    /// clock (`09:00-12:05, 12:10-17:00`): meta.business_clock keeps one open
+    /// piece per quarter hour. Ranges that touch (`09:00-12:00, 12:00-17:00`)
+    /// are one piece; a day may have any number of ranges otherwise.
+    pub fn one_piece_per_quarter_hour(&self) -> Result<(), String> {
+        let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
         for (name, day) in DAYS {
-            let ranges = self.0.iter().filter(|r| r.days.contains(&day)).count();
-            if ranges > n {
-                return Err(format!(
-                    "{name} has {ranges} ranges; at most {n} a day (join adjacent ones)"
-                ));
+            let mut ranges: Vec<(u32, u32)> = self
+                .0
+                .iter()
+                .filter(|r| r.days.contains(&day))
+                .map(|r| (r.open, r.close))
+                .collect();
+            ranges.sort();
+            for pair in ranges.windows(2) {
+                let (closes, opens) = (pair[0].1, pair[1].0);
+                let quarter = (closes - 1) / 15 * 15;
+                if closes < opens && opens < quarter + 15 {
+                    return Err(format!(
+                        "{name}: the break from {} to {} begins and ends inside the quarter hour {}-{}; \
+                         business hours may close and open again at most once per quarter hour \
+                         (end the break at {} or later, or begin it at {} or earlier)",
+                        hhmm(closes),
+                        hhmm(opens),
+                        hhmm(quarter),
+                        hhmm(quarter + 15),
+                        hhmm(quarter + 15),
+                        hhmm(quarter),
+                    ));
+                }
             }
         }
         Ok(())
@@ -169,14 +191,42 @@ mod tests {
             let e = BusinessHours::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        let five = BusinessHours::parse(
-            "Mon-Fri 08:00-09:00, Fri 10:00-11:00, Fri 12:00-13:00, Fri 14:00-15:00, Fri 16:00-17:00",
+        // Any number of ranges a day; a break inside one quarter hour is
+        // refused, naming the day, the break and the quarter hour.
+        let six = BusinessHours::parse(
+            "Mon-Fri 08:00-09:00, Fri 10:00-11:00, Fri 12:00-13:00, Fri 14:00-15:00, Fri 16:00-17:00, Fri 17:30-17:45",
         )
         .unwrap();
+        assert!(six.one_piece_per_quarter_hour().is_ok());
+        for ok in [
+            "Mon-Fri 09:00-12:00, 12:00-17:00",
+            "Mon-Fri 09:00-12:15, 12:30-17:00",
+            "Mon-Fri 09:00-12:10, 12:20-17:00",
+            "Mon-Fri 09:00-12:00, 12:10-17:00",
+            "Mon-Fri 09:00-12:05, 12:15-17:00",
+            "Sat 12:03-12:07",
+            "Mon 00:00-24:00, Tue 00:00-00:01",
+        ] {
+            let h = BusinessHours::parse(ok).unwrap();
+            assert_eq!(h.one_piece_per_quarter_hour(), Ok(()), "{ok}");
+        }
+        let e = BusinessHours::parse("Mon-Fri 09:00-12:05, Wed 12:10-17:00")
+            .unwrap()
+            .one_piece_per_quarter_hour()
+            .unwrap_err();
         assert_eq!(
-            five.at_most_per_day(4).unwrap_err(),
-            "Fri has 5 ranges; at most 4 a day (join adjacent ones)"
+            e,
+            "Wed: the break from 12:05 to 12:10 begins and ends inside the quarter hour 12:00-12:15; \
+             business hours may close and open again at most once per quarter hour \
+             (end the break at 12:15 or later, or begin it at 12:00 or earlier)"
         );
-        assert!(five.at_most_per_day(5).is_ok());
+        for bad in [
+            "Mon 09:00-12:14, 12:14-13:00, 13:00-13:01, 13:02-14:00",
+            "Sun 23:00-23:46, 23:59-24:00",
+            "Tue 00:01-00:02, 00:03-00:04",
+        ] {
+            let h = BusinessHours::parse(bad).unwrap();
+            assert!(h.one_piece_per_quarter_hour().is_err(), "{bad}");
+        }
     }
 }

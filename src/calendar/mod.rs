@@ -4,7 +4,7 @@
 //! open interval of every business day from `start_date` through a year
 //! after today), `meta.calendar` (every local date of that span with its
 //! bounds and business hours summed up), `meta.business_clock` (business
-//! time before any instant, by quarter hour) and `meta.reporting_settings` (one
+//! time before any instant, by quarter hour of UTC) and `meta.reporting_settings` (one
 //! row). One warehouse has one reporting calendar: the latest run's settings
 //! win.
 
@@ -51,7 +51,7 @@ impl ReportingConfig {
             return Err("reporting.first_response_target_seconds = 0: at least 1".into());
         }
         BusinessHours::parse(&self.business_hours)
-            .and_then(|h| h.at_most_per_day(MAX_INTERVALS).map(|()| h))
+            .and_then(|h| h.one_piece_per_quarter_hour().map(|()| h))
             .map_err(|e| {
                 format!(
                     "reporting.business_hours = \"{}\": {e}",
@@ -61,10 +61,14 @@ impl ReportingConfig {
     }
 }
 
-/// Open intervals a day may have (the columns of meta.business_clock).
-pub const MAX_INTERVALS: usize = 4;
-const OPENS: [&str; MAX_INTERVALS] = ["opens_1_us", "opens_2_us", "opens_3_us", "opens_4_us"];
-const CLOSES: [&str; MAX_INTERVALS] = ["closes_1_us", "closes_2_us", "closes_3_us", "closes_4_us"];
+/// The tables every run replaces whole from `[reporting]`.
+pub const TABLES: [&str; 4] = [
+    "meta.business_hours",
+    "meta.calendar",
+    "meta.business_clock",
+    "meta.reporting_settings",
+];
+
 /// A quarter hour in microseconds: the slot of meta.business_clock.
 const SLOT_US: i64 = 900_000_000;
 
@@ -90,37 +94,59 @@ fn business_us(open: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::
         .sum()
 }
 
-/// The rows of day `d` on the business clock: one per quarter hour of UTC
-/// that the day covers; unused intervals are empty (they open and close at
-/// the day's start).
+/// The rows of day `d` on the business clock, one per quarter hour of UTC
+/// that the day covers: the business time before it (`before`, carried from
+/// row to row) and its open part, `open` intersected with the quarter hour.
+/// An error names the day and the quarter hour if that part is in two
+/// pieces (refused when the pipeline is loaded; this is the check on the
+/// instants themselves, DST days included).
 fn clock_day(
     table: &'static schema::TableDef,
     d: NaiveDate,
     (starts, ends): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
     open: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
-    before_day: i64,
+    before: &mut i64,
     now: i64,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     let dt = Cell::Date(Date32Type::from_naive_date(d));
     let (start, end) = (time::micros(starts), time::micros(ends));
-    let intervals: [(i64, i64); MAX_INTERVALS] = std::array::from_fn(|k| {
-        open.get(k).map_or((start, start), |(o, c)| {
-            (time::micros(*o), time::micros(*c))
-        })
-    });
+    let open: Vec<(i64, i64)> = open
+        .iter()
+        .map(|(o, c)| (time::micros(*o), time::micros(*c)))
+        .collect();
     let mut slot = start.div_euclid(SLOT_US);
     while slot * SLOT_US < end {
-        let mut cells = vec![
+        let (from, to) = (slot * SLOT_US, (slot + 1) * SLOT_US);
+        // The open part of [from, to): the intervals' pieces inside it, in
+        // order, touching ones joined.
+        let mut piece: Option<(i64, i64)> = None;
+        for (o, c) in open.iter().map(|(o, c)| (*o.max(&from), *c.min(&to))) {
+            if o >= c {
+                continue;
+            }
+            piece = match piece {
+                None => Some((o, c)),
+                Some((po, pc)) if pc == o => Some((po, c)),
+                Some(_) => {
+                    let at = chrono::DateTime::from_timestamp_micros(from).unwrap_or_default();
+                    return Err(crate::error::Error::Internal(format!(
+                        "meta.business_clock for {d}: the quarter hour from {at} (UTC) is open in two pieces; \
+                         business hours may close and open again at most once per quarter hour"
+                    )));
+                }
+            };
+        }
+        let (opens, closes) = piece.unwrap_or((from, from));
+        let cells = vec![
             ("slot", Cell::Int(slot)),
             ("dt", dt.clone()),
-            ("business_us_before_day", Cell::Int(before_day)),
+            ("business_us_before_slot", Cell::Int(*before)),
+            ("opens_us", Cell::Int(opens)),
+            ("closes_us", Cell::Int(closes)),
         ];
-        for (k, (o, c)) in intervals.iter().enumerate() {
-            cells.push((OPENS[k], Cell::Int(*o)));
-            cells.push((CLOSES[k], Cell::Int(*c)));
-        }
         rows.push(Row::named(table, cells, now)?);
+        *before += closes - opens;
         slot += 1;
     }
     Ok(())
@@ -207,7 +233,7 @@ pub async fn write_settings(
     }
     // The clock has 96 rows a day: it is built and written CLOCK_DAYS days
     // at a time (a start_date in 1970 held 1.26 GB of rows at once).
-    let mut before_day: i64 = 0;
+    let mut before: i64 = 0;
     let mut next = Some(first);
     let chunks = std::iter::from_fn(|| {
         let from = next.filter(|d| *d <= until)?;
@@ -221,14 +247,13 @@ pub async fn write_settings(
                 d,
                 (starts, ends),
                 &open,
-                before_day,
+                &mut before,
                 now,
                 &mut rows,
             ) {
                 next = None;
                 return Some(Err(e));
             }
-            before_day += business_us(&open);
             d += Duration::days(1);
         }
         next = Some(d);

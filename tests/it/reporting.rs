@@ -15,7 +15,10 @@ use chrono_tz::Tz;
 
 use crate::support::*;
 
-const HOURS: &str = "Mon-Thu 09:00-17:00, Fri 09:00-12:00, Fri 13:00-17:00, Sun 00:00-24:00";
+// The ranges open and close inside quarter hours of the clock, and two of
+// Friday's touch (one open piece in the quarter hour 16:45-17:00).
+const HOURS: &str =
+    "Mon-Thu 08:50-17:10, Fri 09:05-12:10, Fri 13:20-16:55, Fri 16:55-17:07, Sun 00:00-24:00";
 const HOLIDAY: &str = "2025-10-31";
 
 /// The local wall-clock time of instant `t`.
@@ -54,16 +57,20 @@ fn intervals(d: NaiveDate, tz: Tz) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     match d.weekday() {
         Weekday::Sat => vec![],
         Weekday::Sun => vec![(day_start(d, tz), day_start(d + Duration::days(1), tz))],
-        Weekday::Fri => [(9, 12), (13, 17)]
-            .map(|(a, b)| (at(d, a, tz), at(d, b, tz)))
-            .to_vec(),
-        _ => vec![(at(d, 9, tz), at(d, 17, tz))],
+        Weekday::Fri => [
+            ((9, 5), (12, 10)),
+            ((13, 20), (16, 55)),
+            ((16, 55), (17, 7)),
+        ]
+        .map(|(a, b)| (at(d, a, tz), at(d, b, tz)))
+        .to_vec(),
+        _ => vec![(at(d, (8, 50), tz), at(d, (17, 10), tz))],
     }
 }
 
-/// Local `hour`:00 of day `d`.
-fn at(d: NaiveDate, hour: u32, tz: Tz) -> DateTime<Utc> {
-    first_instant_at(d.and_hms_opt(hour, 0, 0).unwrap(), tz)
+/// Local `hour`:`minute` of day `d`.
+fn at(d: NaiveDate, (hour, minute): (u32, u32), tz: Tz) -> DateTime<Utc> {
+    first_instant_at(d.and_hms_opt(hour, minute, 0).unwrap(), tz)
 }
 
 fn d_(s: &str) -> NaiveDate {
@@ -219,6 +226,14 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
     let (mut straddling, mut outside, mut fallback_one_am) = (0, 0, 0);
     // Waits the view cannot take from one day's single interval.
     let (mut past_midnight, mut over_weekend, mut on_split_day) = (0, 0, 0);
+    // Waits that begin or end in a quarter hour that is only partly open
+    // (08:50 and 17:10 on Monday to Thursday; 09:05, 12:10, 13:20 and 17:07 on Friday).
+    let mut in_part_open_quarter = 0;
+    let part_open = |t: DateTime<Utc>| {
+        let q = DateTime::from_timestamp(t.timestamp().div_euclid(900) * 900, 0).unwrap();
+        let open = business_seconds(q, q + Duration::minutes(15), tz);
+        open > 0.0 && open < 900.0
+    };
     for r in &rows {
         let c = &served[&r[0]];
         let l = local(c.start, tz);
@@ -265,6 +280,7 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
                 past_midnight += usize::from(from != to);
                 over_weekend += usize::from((to - from).num_days() >= 2 && want > 0.0);
                 on_split_day += usize::from(from.weekday() == Weekday::Fri && want > 0.0);
+                in_part_open_quarter += usize::from(part_open(a) || part_open(b));
             }
         }
         if local_date(c.start, tz) == d_("2025-11-02") && l.hour() == 1 {
@@ -277,8 +293,8 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         "straddling {straddling}, outside {outside}"
     );
     assert!(
-        past_midnight > 10 && over_weekend >= 2 && on_split_day > 3,
-        "past midnight {past_midnight}, over a weekend {over_weekend}, on a two-interval Friday {on_split_day}"
+        past_midnight > 10 && over_weekend >= 2 && on_split_day > 3 && in_part_open_quarter > 3,
+        "past midnight {past_midnight}, over a weekend {over_weekend}, on a split Friday {on_split_day}, in a partly open quarter hour {in_part_open_quarter}"
     );
     let repeated: Vec<_> = served
         .values()
@@ -290,7 +306,7 @@ async fn business_hours_local_hours_and_business_seconds_match_independent_figur
         "both 01:xx of the fall-back night are served: {repeated:?}"
     );
     assert_eq!(fallback_one_am, repeated.len());
-    println!("{} chats checked: {straddling} waits straddle opening or closing, {outside} entirely outside business hours, {fallback_one_am} in the repeated 01:xx hour, {past_midnight} past midnight, {over_weekend} over a weekend, {on_split_day} on a two-interval Friday", rows.len());
+    println!("{} chats checked: {straddling} waits straddle opening or closing, {outside} entirely outside business hours, {fallback_one_am} in the repeated 01:xx hour, {past_midnight} past midnight, {over_weekend} over a weekend, {on_split_day} on a split Friday, {in_part_open_quarter} beginning or ending in a partly open quarter hour", rows.len());
 
     // No chat has hour 2 on the spring-forward day (a separate account: March 2025).
     let spring = env_with(
@@ -339,6 +355,10 @@ fn bad_reporting_settings_are_refused_with_a_reason() {
             "reporting.first_response_target_seconds = 0",
         ),
         ("holidays = [\"2025-13-01\"]", "holidays"),
+        (
+            "business_hours = \"Mon-Fri 09:00-12:05, 12:10-17:00\"",
+            "Mon: the break from 12:05 to 12:10 begins and ends inside the quarter hour 12:00-12:15",
+        ),
     ] {
         std::fs::write(
             &env.pipeline_file,
@@ -554,4 +574,68 @@ async fn sla_hours_buckets_and_agents_match_independent_figures() {
         let avg = durations.iter().sum::<f64>() / durations.len() as f64;
         assert!(same(f(&r[7]), Some(avg)), "{dt} {agent}: {r:?}");
     }
+}
+
+/// A meta.business_clock written by an older chatlake (its day-and-four-
+/// intervals columns, not this one's quarter-hour columns) is not read as
+/// zero business seconds: the query fails naming the column, the table and
+/// what rewrites it; the next run does, and the view reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewrites_it() {
+    use std::sync::Arc;
+    let env = calendar_env(2).await;
+    let wh = env.dir.path().join("wh");
+    let clock = wh.join("meta/business_clock/data.parquet");
+    assert!(clock.exists(), "{}", clock.display());
+    let fields = [
+        "slot",
+        "business_us_before_day",
+        "opens_1_us",
+        "closes_1_us",
+    ];
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        fields
+            .iter()
+            .map(|f| arrow::datatypes::Field::new(*f, arrow::datatypes::DataType::Int64, false))
+            .collect::<Vec<_>>(),
+    ));
+    let column: arrow::array::ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![0i64; 4]));
+    let batch =
+        arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![column; fields.len()])
+            .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&clock).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let sql = "SELECT COUNT(*) FROM reporting.chats WHERE first_response_business_seconds >= 0";
+    let (code, _, err) = chatlake(&["query", "--warehouse", wh.to_str().unwrap(), sql]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("column `business_us_before_slot` of meta.business_clock is missing from a file written by an older chatlake: the next `chatlake run` of the pipeline rewrites it"),
+        "{err}"
+    );
+    let report = env.run(None, "2025-11-09").await;
+    assert!(report.failures().next().is_none());
+    let (code, out, err) = chatlake(&[
+        "query",
+        "--warehouse",
+        wh.to_str().unwrap(),
+        "--format",
+        "csv",
+        sql,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answered = env
+        .served_chats("2025-10-27", "2025-11-09")
+        .iter()
+        .filter(|c| !c.malformed && wait(c).is_some())
+        .count();
+    assert!(answered > 0);
+    assert_eq!(
+        out.lines().nth(1),
+        Some(answered.to_string().as_str()),
+        "{out}"
+    );
 }
