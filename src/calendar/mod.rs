@@ -61,7 +61,8 @@ impl ReportingConfig {
     }
 }
 
-/// The tables every run replaces whole from `[reporting]`.
+/// The tables every run replaces whole from `[reporting]`, in the order
+/// [`write_settings`] takes them.
 pub const TABLES: [&str; 4] = [
     "meta.business_hours",
     "meta.calendar",
@@ -172,11 +173,7 @@ pub async fn write_settings(
         ))
     })?;
     let now = time::micros(chrono::Utc::now());
-    let (hours_table, calendar_table, clock_table) = (
-        schema::table("meta.business_hours"),
-        schema::table("meta.calendar"),
-        schema::table("meta.business_clock"),
-    );
+    let [hours_table, calendar_table, clock_table, settings_table] = TABLES.map(schema::table);
     let (mut hour_rows, mut day_rows) = (Vec::new(), Vec::new());
     let first = start_date.min(today);
     let until = today
@@ -260,7 +257,6 @@ pub async fn write_settings(
         Some(build_batch(clock_table, run_id, &rows))
     });
     wh.replace_partition_with(clock_table, None, chunks).await?;
-    let table = schema::table("meta.reporting_settings");
     let cells = vec![
         ("timezone", Cell::Str(tz.name().to_string())),
         (
@@ -274,8 +270,12 @@ pub async fn write_settings(
         ),
         ("pipeline", Cell::Str(name.to_string())),
     ];
-    let row = Row::named(table, cells, now)?;
-    wh.replace_partition(table, None, &build_batch(table, run_id, &[row])?)
-        .await?;
+    let row = Row::named(settings_table, cells, now)?;
+    wh.replace_partition(
+        settings_table,
+        None,
+        &build_batch(settings_table, run_id, &[row])?,
+    )
+    .await?;
     Ok(())
 }
