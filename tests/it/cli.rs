@@ -72,14 +72,7 @@ fn run_state_and_query_from_the_command_line() {
     );
 
     let expected = env.served_chats("2025-10-27", "2025-10-29").len();
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
-        wh,
-        "--format",
-        "csv",
-        "SELECT COUNT(*) AS n FROM reporting.chats",
-    ]);
+    let (code, out, err) = query_csv(wh, "SELECT COUNT(*) AS n FROM reporting.chats");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("n\n{expected}"));
     let (code, out, _) = chatlake(&[
@@ -243,7 +236,7 @@ fn datafusion_settings_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let wh = dir.path().to_str().unwrap();
     let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
-    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", "csv", show]);
+    let (code, out, err) = query_csv(wh, show);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "value\n8192\n", "DataFusion's default");
     let (code, out, err) = chatlake_env(
@@ -775,14 +768,7 @@ fn from_after_today_reads_no_window_and_says_so() {
         0,
         "only the snapshot asked the API: {si:?}\n{out}"
     );
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
-        cli.wh(),
-        "--format",
-        "csv",
-        "SELECT COUNT(*) AS n FROM socialintents.widgets",
-    ]);
+    let (code, out, err) = query_csv(cli.wh(), "SELECT COUNT(*) AS n FROM socialintents.widgets");
     assert_eq!((code, out.as_str()), (0, "n\n3\n"), "{err}");
     let (code, out, err) =
         chatlake(&["state", "show", "--pipeline", file, "--warehouse", cli.wh()]);

@@ -194,7 +194,7 @@ pub fn si_chat(id: &str, start: &str, n: usize) -> serde_json::Value {
 }
 
 pub fn query_rows(wh: &str, sql: &str) -> Vec<String> {
-    let (code, out, err) = chatlake(&["query", "--warehouse", wh, "--format", "csv", sql]);
+    let (code, out, err) = query_csv(wh, sql);
     assert_eq!(code, 0, "{sql}: {err}");
     out.lines().skip(1).map(str::to_string).collect()
 }
@@ -404,14 +404,7 @@ fn echoed_credentials_are_redacted_everywhere() {
             stderr.contains("***"),
             "the echo is shown, redacted: {stderr}"
         );
-        let (_, runs, _) = chatlake(&[
-            "query",
-            "--warehouse",
-            &wh,
-            "--format",
-            "csv",
-            "SELECT error FROM meta.runs",
-        ]);
+        let (_, runs, _) = query_csv(&wh, "SELECT error FROM meta.runs");
         assert!(runs.contains("***"), "{runs}");
         let files: String = files(std::path::Path::new(&wh))
             .iter()
@@ -794,13 +787,6 @@ fn impossible_settings_are_refused_with_a_reason() {
         err.contains("the statement has 5000 operators; at most 1000"),
         "{err}"
     );
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
-        &wh,
-        "--format",
-        "csv",
-        &format!("SELECT 1{} AS n", "+1".repeat(1000)),
-    ]);
+    let (code, out, err) = query_csv(&wh, &format!("SELECT 1{} AS n", "+1".repeat(1000)));
     assert_eq!((code, out.trim()), (0, "n\n1001"), "{err}");
 }

@@ -407,14 +407,10 @@ fn every_operator_counts_towards_the_planning_bound() {
     assert_eq!(code, 2, "{err}");
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
     // Within the bounds, they run.
-    let (code, out, err) = chatlake(&[
-        "query",
-        "--warehouse",
+    let (code, out, err) = query_csv(
         wh,
-        "--format",
-        "csv",
         r#"SELECT ('{"a":{"b":7}}'->'a'->>'b') AS v, 6 & 3 AS x, 1 << 4 AS y"#,
-    ]);
+    );
     assert_eq!((code, out.trim()), (0, "v,x,y\n7,2,16"), "{err}");
     // A write is refused by name, not with a parser error.
     let (code, _, err) = chatlake(&["query", "--warehouse", wh, "COPY (SELECT 1) TO '/x'"]);
@@ -506,14 +502,7 @@ fn secrets_in_escaped_echoes_are_redacted() {
         assert_eq!(code, 1);
         seen.push(("run", out + &err));
     }
-    let (_, runs, _) = chatlake(&[
-        "query",
-        "--warehouse",
-        &wh,
-        "--format",
-        "csv",
-        "SELECT error FROM meta.runs",
-    ]);
+    let (_, runs, _) = query_csv(&wh, "SELECT error FROM meta.runs");
     assert!(runs.contains("bad ***"), "{runs}");
     seen.push(("meta.runs", runs));
     for (what, text) in &seen {
@@ -855,14 +844,10 @@ fn a_scheduled_run_that_cannot_start_shows_in_runs() {
     let mut rows = Vec::new();
     while started.elapsed() < std::time::Duration::from_secs(30) {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let (code, out, _) = chatlake(&[
-            "query",
-            "--warehouse",
+        let (code, out, _) = query_csv(
             &wh,
-            "--format",
-            "csv",
             "SELECT stream, status, error FROM meta.runs WHERE stream = '(run start)'",
-        ]);
+        );
         if code == 0 && out.lines().count() > 1 {
             rows = out.lines().skip(1).map(str::to_string).collect();
             break;

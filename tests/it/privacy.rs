@@ -629,14 +629,7 @@ fn api_error_bodies_are_redacted_under_the_policy() {
             &[("RUST_LOG", "debug")],
         );
         assert_eq!(code, 1, "{out}{err}");
-        let (_, runs, _) = chatlake(&[
-            "query",
-            "--warehouse",
-            &wh,
-            "--format",
-            "csv",
-            "SELECT error FROM meta.runs",
-        ]);
+        let (_, runs, _) = query_csv(&wh, "SELECT error FROM meta.runs");
         for (what, text) in [("output", format!("{out}{err}")), ("meta.runs", runs)] {
             for probe in ["Ann.Lee@example.org", "+1 (555) 010-7788"] {
                 assert_eq!(

@@ -305,6 +305,11 @@ pub fn chatlake(args: &[&str]) -> (i32, String, String) {
     outcome(chatlake_command(args).output().unwrap())
 }
 
+/// `chatlake query --warehouse wh --format csv sql`.
+pub fn query_csv(wh: &str, sql: &str) -> (i32, String, String) {
+    chatlake(&["query", "--warehouse", wh, "--format", "csv", sql])
+}
+
 /// As [`chatlake`], with these environment variables set.
 pub fn chatlake_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     outcome(
