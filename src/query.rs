@@ -2,6 +2,7 @@
 //! Hive-partitioned listing table (`dt` as a Date32 partition column), and
 //! every view of `sql/` created on top. User SQL runs read-only.
 
+mod older_files;
 mod percentile;
 
 use std::sync::Arc;
@@ -193,7 +194,8 @@ async fn session_with(
         }
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
-            .with_schema(t.file_schema());
+            .with_schema(t.file_schema())
+            .with_expr_adapter_factory(older_files::OlderFiles::new(&t.name));
         let mut table = ListingTable::try_new(config)?;
         if let Some(key) = unique_key(t) {
             table = table.with_constraints(key);
@@ -629,9 +631,6 @@ fn human(e: &datafusion::error::DataFusionError) -> Option<String> {
     if text.starts_with("SQL error: ") {
         return Some(sql_error(&text));
     }
-    if let Some(message) = older_file(&text) {
-        return Some(message);
-    }
     let missing = text.split("table '").nth(1)?.split("' not found").next()?;
     let name = missing
         .trim_start_matches("datafusion.")
@@ -653,41 +652,6 @@ fn human(e: &datafusion::error::DataFusionError) -> Option<String> {
             .map(|k| format!("`{k}`"))
             .collect::<Vec<_>>()
             .join(", ")
-    ))
-}
-
-/// What to do about a file written by an older chatlake, which lacks a
-/// column this one declares NOT NULL (DataFusion: "Column 'c' is declared as
-/// non-nullable but contains null values"): the tables with that column, and
-/// how their files get rewritten.
-fn older_file(text: &str) -> Option<String> {
-    let column = text
-        .split("Column '")
-        .nth(1)?
-        .split_once("' is declared as non-nullable but contains null values")?
-        .0;
-    let tables: Vec<&schema::TableDef> = schema::tables()
-        .filter(|t| t.columns.iter().any(|c| c.name == column))
-        .collect();
-    if tables.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    // The reporting calendar is written whole by every run.
-    let advice = if tables
-        .iter()
-        .all(|t| crate::calendar::TABLES.contains(&t.name.as_str()))
-    {
-        "the next `chatlake run` of the pipeline rewrites it".to_string()
-    } else {
-        format!(
-            "fetch its partitions again: `chatlake state reset --pipeline FILE --stream {}`, then `chatlake run`",
-            names[0]
-        )
-    };
-    Some(format!(
-        "column `{column}` of {} is missing from a file written by an older chatlake: {advice}",
-        names.join(", ")
     ))
 }
 

@@ -17,11 +17,11 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::support::*;
 
-const PASSWORD: &str = "serve-pass-4e1f0b7a";
+pub(crate) const PASSWORD: &str = "serve-pass-4e1f0b7a";
 
 /// Starts the server over `env`'s warehouse on a free loopback port; it
 /// stops when the returned sender is dropped.
-async fn start(
+pub(crate) async fn start(
     env: &Env,
     max_connections: usize,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -65,7 +65,7 @@ async fn start_with(
     (addr_rx.await.unwrap(), stop_tx)
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

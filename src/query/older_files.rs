@@ -1,0 +1,79 @@
+//! A file written by an older chatlake, named where it is opened.
+//!
+//! When a table gains a NOT NULL column, its files written before lack it.
+//! DataFusion would read the column as nulls and fail later with Arrow's
+//! "Column 'c' is declared as non-nullable but contains null values", which
+//! names neither the table nor what to do. Each table's scan here adapts a
+//! file's columns to the table's with DataFusion's own adapter, after one
+//! check as the file is opened: a column declared NOT NULL and missing from
+//! the file is an error naming the column and the table, and how its files
+//! get written again. The check is of the file, not of the columns a query
+//! reads: DataFusion has already put NULL for a column its statistics say
+//! is all null, so a missing column is no longer seen by name. Being in the
+//! scan, the message reaches every reader: `chatlake query`, `report` and
+//! the server's clients.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+
+/// The adapter factory of one table's scan.
+#[derive(Debug)]
+pub struct OlderFiles {
+    table: String,
+}
+
+impl OlderFiles {
+    /// For table `table` (`schema.name`).
+    pub fn new(table: &str) -> Arc<OlderFiles> {
+        Arc::new(OlderFiles {
+            table: table.to_string(),
+        })
+    }
+}
+
+impl PhysicalExprAdapterFactory for OlderFiles {
+    /// Called as each file is opened, with the table's columns (`logical`)
+    /// and the file's (`physical`).
+    fn create(
+        &self,
+        logical: SchemaRef,
+        physical: SchemaRef,
+    ) -> Result<Arc<dyn PhysicalExprAdapter>> {
+        let missing: Vec<&str> = logical
+            .fields()
+            .iter()
+            .filter(|f| !f.is_nullable() && physical.field_with_name(f.name()).is_err())
+            .map(|f| f.name().as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DataFusionError::Execution(message(&self.table, &missing)));
+        }
+        DefaultPhysicalExprAdapterFactory.create(logical, physical)
+    }
+}
+
+/// What to do about `columns` missing from a file of `table`.
+fn message(table: &str, columns: &[&str]) -> String {
+    // The reporting calendar is written whole by every run.
+    let advice = if crate::calendar::TABLES.contains(&table) {
+        "the next `chatlake run` of the pipeline rewrites it".to_string()
+    } else {
+        format!(
+            "fetch its partitions again: `chatlake state reset --pipeline FILE --stream {table}`, then `chatlake run`"
+        )
+    };
+    let names: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+    let (noun, verb) = match columns.len() {
+        1 => ("column", "is"),
+        _ => ("columns", "are"),
+    };
+    format!(
+        "{noun} {} of {table} {verb} missing from a file written by an older chatlake: {advice}",
+        names.join(", ")
+    )
+}
