@@ -77,3 +77,43 @@ fn message(table: &str, columns: &[&str]) -> String {
         names.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema(fields: &[(&str, bool)]) -> SchemaRef {
+        Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|(name, nullable)| Field::new(*name, DataType::Int64, *nullable))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// A file lacking NOT NULL columns is refused, naming them all and what
+    /// writes them again (a calendar table: the next run; a source's: fetch
+    /// again); one lacking only nullable columns is read (as nulls).
+    #[test]
+    fn missing_not_null_columns_are_named_with_what_writes_them_again() {
+        let table = schema(&[("a", false), ("b", false), ("c", true)]);
+        let err = |name: &str, file: SchemaRef| {
+            OlderFiles::new(name)
+                .create(Arc::clone(&table), file)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("meta.business_clock", schema(&[("c", true)])).contains(
+                "columns `a`, `b` of meta.business_clock are missing from a file written by an older chatlake: the next `chatlake run` of the pipeline rewrites it"
+            )
+        );
+        assert!(err("socialintents.chats", schema(&[("a", false)])).contains(
+            "column `b` of socialintents.chats is missing from a file written by an older chatlake: fetch its partitions again: `chatlake state reset --pipeline FILE --stream socialintents.chats`, then `chatlake run`"
+        ));
+        assert!(OlderFiles::new("socialintents.chats")
+            .create(Arc::clone(&table), schema(&[("a", false), ("b", false)]))
+            .is_ok());
+    }
+}
