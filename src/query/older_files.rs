@@ -59,13 +59,14 @@ impl PhysicalExprAdapterFactory for OlderFiles {
 
 /// What to do about `columns` missing from a file of `table`.
 fn message(table: &str, columns: &[&str]) -> String {
-    // The reporting calendar is written whole by every run.
     let advice = if crate::calendar::TABLES.contains(&table) {
+        // The reporting calendar is written whole by every run.
         "the next `chatlake run` of the pipeline rewrites it".to_string()
+    } else if table.starts_with("meta.") {
+        // Run history and the like: nothing fetches it again.
+        "this chatlake cannot read that file; move it out of the warehouse".to_string()
     } else {
-        format!(
-            "fetch its partitions again: `chatlake state reset --pipeline FILE --stream {table}`, then `chatlake run`"
-        )
+        "fetch its partitions again: reset the stream that writes it (`chatlake state reset --pipeline FILE --stream SOURCE.STREAM`), then `chatlake run`".to_string()
     };
     let names: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
     let (noun, verb) = match columns.len() {
@@ -94,7 +95,7 @@ mod tests {
 
     /// A file lacking NOT NULL columns is refused, naming them all and what
     /// writes them again (a calendar table: the next run; a source's: fetch
-    /// again); one lacking only nullable columns is read (as nulls).
+    /// again; a run history: move it away); one lacking only nullable columns is read (as nulls).
     #[test]
     fn missing_not_null_columns_are_named_with_what_writes_them_again() {
         let table = schema(&[("a", false), ("b", false), ("c", true)]);
@@ -109,8 +110,11 @@ mod tests {
                 "columns `a`, `b` of meta.business_clock are missing from a file written by an older chatlake: the next `chatlake run` of the pipeline rewrites it"
             )
         );
-        assert!(err("socialintents.chats", schema(&[("a", false)])).contains(
-            "column `b` of socialintents.chats is missing from a file written by an older chatlake: fetch its partitions again: `chatlake state reset --pipeline FILE --stream socialintents.chats`, then `chatlake run`"
+        assert!(err("social25.conversation_stats", schema(&[("a", false)])).contains(
+            "column `b` of social25.conversation_stats is missing from a file written by an older chatlake: fetch its partitions again: reset the stream that writes it (`chatlake state reset --pipeline FILE --stream SOURCE.STREAM`), then `chatlake run`"
+        ));
+        assert!(err("meta.runs", schema(&[("b", false)])).contains(
+            "column `a` of meta.runs is missing from a file written by an older chatlake: this chatlake cannot read that file; move it out of the warehouse"
         ));
         assert!(OlderFiles::new("socialintents.chats")
             .create(Arc::clone(&table), schema(&[("a", false), ("b", false)]))
