@@ -194,7 +194,7 @@ async fn session_with(
         }
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
-            .with_schema(t.file_schema())
+            .with_schema(with_string_views(t.file_schema()))
             .with_expr_adapter_factory(older_files::OlderFiles::new(&t.name));
         let mut table = ListingTable::try_new(config)?;
         if let Some(key) = unique_key(t) {
@@ -238,6 +238,24 @@ async fn session_with(
         store_url: wh.store_url().to_string(),
         settings,
     })
+}
+
+/// `schema` with its string columns as `Utf8View`, as DataFusion's Parquet
+/// reader reads them (`schema_force_view_types`): declared `Utf8`, every
+/// string read is copied once more by a cast to the declared type.
+fn with_string_views(schema: SchemaRef) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// The primary key of a table that chatlake computes and writes whole, in
