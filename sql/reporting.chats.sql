@@ -21,6 +21,10 @@
 --
 -- ${timezone} is filled in from meta.reporting_settings.
 --
+-- source is CAST(... AS STRING): the same text in every engine, and in
+-- DataFusion the string type its tables' columns have (Utf8View), so that
+-- the joins below move 16-byte views rather than copy each chat's source name.
+--
 -- Social Intents: agent messages are messageToVisitor, customer messages
 -- messageToAgent; a chat is missed when the API calls it Missed. The chat's
 -- first_message_at and first_response_at are computed from its messages when
@@ -33,7 +37,7 @@
 CREATE VIEW reporting.chats AS
 WITH base AS (
 SELECT
-    'socialintents' AS source,
+    CAST('socialintents' AS STRING) AS source,
     c.chat_id,
     c.widget_id AS channel,
     c.agent_name,
@@ -48,7 +52,7 @@ SELECT
 FROM socialintents.chats c
 UNION ALL
 SELECT
-    'social25' AS source,
+    CAST('social25' AS STRING) AS source,
     c.conversation_id AS chat_id,
     c.platform_source AS channel,
     CASE WHEN a.agent_id IS NULL THEN NULL ELSE concat_ws(' ', a.first_name, a.last_name) END AS agent_name,
