@@ -625,7 +625,7 @@ async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewri
     let expected = "columns `business_us_before_slot`, `opens_us`, `closes_us` of meta.business_clock are missing from a file written by an older chatlake: the next `chatlake run` of the pipeline rewrites it";
     let sql = "SELECT COUNT(*) FROM reporting.chats WHERE first_response_business_seconds >= 0";
     let (code, _, err) = chatlake(&["query", "--warehouse", wh.to_str().unwrap(), sql]);
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 1, "a failed query, not a usage error: {err}");
     assert!(err.contains(expected), "{err}");
     // a server's client reads the same words
     let (addr, _stop) = crate::serve::start(&env, 4).await;
