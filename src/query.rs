@@ -196,7 +196,12 @@ async fn session_with(
             .with_listing_options(options)
             .with_schema(with_string_views(t.file_schema()))
             .with_expr_adapter_factory(older_files::OlderFiles::new(&t.name));
-        let mut table = ListingTable::try_new(config)?;
+        // Each file's statistics (for pruning and planning) are read once
+        // and kept while its size and modification time stay the same, as
+        // DataFusion keeps its footers: a query over a year of daily
+        // partitions otherwise decodes every footer's statistics again.
+        let mut table = ListingTable::try_new(config)?
+            .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache());
         if let Some(key) = unique_key(t) {
             table = table.with_constraints(key);
         }
