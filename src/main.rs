@@ -14,12 +14,11 @@ const STACK: usize = 256 << 20;
 
 /// glibc's malloc serves only C code here (Rust allocates with mimalloc):
 /// above all zstd, which creates a compression and a decompression context
-/// (about 200 KB) for every Parquet column chunk a query reads, and frees
-/// them when the chunk is read. With glibc's defaults each free trims the
-/// arena back to the kernel and the next context faults its pages in again:
-/// 10% of the CPU of a query over a year of daily partitions (BENCHMARKS.md,
-/// "Memory that C code gives back"). Keep freed memory for reuse instead; C
-/// code here holds a few MB at most.
+/// for every Parquet column chunk a query reads, and frees them when the
+/// chunk is read. With glibc's defaults each free trims the arena back to
+/// the kernel and the next context faults its pages in again: about 10% of
+/// the time of `reporting.response_times` through the server (BENCHMARKS.md,
+/// "Statistics kept, C memory kept"). Keep freed memory for reuse instead.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_c_memory() {
     // SAFETY: mallopt only sets two of glibc's tunables; called before any
