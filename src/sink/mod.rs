@@ -26,6 +26,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -553,15 +554,69 @@ impl Warehouse {
             path: path.to_string(),
             source,
         };
-        let writer = BufWriter::new(Arc::clone(&self.store), path.clone());
-        let mut w =
-            AsyncArrowWriter::try_new(writer, batch.schema(), Some(writer_properties(table)))
-                .map_err(perr)?;
-        w.write(batch).await.map_err(perr)?;
-        w.close().await.map_err(perr)?;
+        let file = encode(batch, writer_properties(table)).map_err(perr)?;
+        let failed = |e: std::io::Error| Error::File {
+            path: path.to_string(),
+            message: format!("not written: {e}"),
+        };
+        // A file larger than the buffer goes up in parts; a part that fails
+        // aborts the upload (nothing is committed until `shutdown`).
+        let mut up = BufWriter::new(Arc::clone(&self.store), path.clone());
+        if let Err(e) = up.write_all(&file).await {
+            let _ = up.abort().await;
+            return Err(failed(e));
+        }
+        up.shutdown().await.map_err(failed)?;
         tracing::debug!(table = %table.name, path = %path, rows = batch.num_rows(), "partition committed");
         Ok(())
     }
+}
+
+/// `batch` as a Parquet file in memory (it is never larger than the batch).
+/// Each column chunk is compressed with zstd only where zstd makes it
+/// smaller: dictionary-encoded ids, names and small counts often come out
+/// as large or larger, and every compressed chunk costs each reader a zstd
+/// context and a pass to undo it. So the batch is encoded with zstd
+/// everywhere, and, if some column did not shrink, encoded again with those
+/// columns uncompressed (BENCHMARKS.md, "Only what zstd shrinks").
+fn encode(
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> std::result::Result<Vec<u8>, parquet::errors::ParquetError> {
+    let write = |props: WriterProperties| {
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+        w.write(batch)?;
+        let meta = w.close()?;
+        Ok::<_, parquet::errors::ParquetError>((out, meta))
+    };
+    let (out, meta) = write(props.clone())?;
+    let unshrunk = columns_zstd_does_not_shrink(&meta);
+    if unshrunk.is_empty() {
+        return Ok(out);
+    }
+    let props = unshrunk.into_iter().fold(props.into_builder(), |p, c| {
+        p.set_column_compression(c, Compression::UNCOMPRESSED)
+    });
+    Ok(write(props.build())?.0)
+}
+
+/// The leaf columns whose compressed chunks, summed over the row groups, are
+/// at least as large as the same chunks uncompressed.
+fn columns_zstd_does_not_shrink(
+    meta: &parquet::file::metadata::ParquetMetaData,
+) -> Vec<parquet::schema::types::ColumnPath> {
+    let leaves = meta.file_metadata().schema_descr().num_columns();
+    (0..leaves)
+        .filter(|&i| {
+            let (packed, raw) = meta.row_groups().iter().fold((0, 0), |(p, r), rg| {
+                let c = rg.column(i);
+                (p + c.compressed_size(), r + c.uncompressed_size())
+            });
+            packed >= raw
+        })
+        .map(|i| meta.file_metadata().schema_descr().column(i).path().clone())
+        .collect()
 }
 
 impl std::fmt::Display for Warehouse {
@@ -638,7 +693,8 @@ fn mark_deleted(
     RecordBatch::try_new(batch.schema(), columns)
 }
 
-/// zstd, page statistics, and the sort order recorded in the footer.
+/// zstd (left off per column where it does not shrink: see [`encode`]),
+/// page statistics, and the sort order recorded in the footer.
 fn writer_properties(table: &TableDef) -> WriterProperties {
     let sorting: Vec<SortingColumn> = table
         .sort_by

@@ -247,6 +247,7 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
     let tz = env.tz();
     let chat_dir = env.dir.path().join("wh/socialintents/chats");
     let mut total = 0usize;
+    let mut codecs = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(&chat_dir).unwrap() {
         let part = entry.unwrap().path();
         let name = part.file_name().unwrap().to_string_lossy().to_string();
@@ -269,12 +270,8 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
             .iter()
             .find(|c| c.column_path().string() == "started_at")
             .unwrap();
-        assert!(
-            col.compression().to_string().starts_with("ZSTD"),
-            "{}",
-            col.compression()
-        );
         assert!(col.statistics().is_some(), "column statistics");
+        codecs_follow_what_zstd_shrinks(&files[0], &mut codecs);
         let mut prev = i64::MIN;
         for batch in builder.build().unwrap() {
             let batch = batch.unwrap();
@@ -292,6 +289,62 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
         }
     }
     assert_eq!(total, env.served_chats("2025-10-27", "2025-11-04").len());
+    assert_eq!(
+        codecs,
+        ["UNCOMPRESSED", "ZSTD"].into(),
+        "both kinds of column chunk in these files"
+    );
+}
+
+/// Each column chunk of `file` is zstd exactly where zstd makes it smaller:
+/// the file's rows are encoded again here with zstd on every column, and a
+/// column is expected uncompressed where that chunk came out no smaller.
+fn codecs_follow_what_zstd_shrinks(
+    file: &std::path::Path,
+    seen: &mut std::collections::BTreeSet<&'static str>,
+) {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
+    let written = reader.metadata().clone();
+    let schema = reader.schema().clone();
+    let batches: Vec<_> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+    let rows = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    let mut all_zstd = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut all_zstd, schema, Some(props)).unwrap();
+    w.write(&rows).unwrap();
+    let reference = w.close().unwrap();
+    assert_eq!(written.num_row_groups(), 1);
+    for (got, zstd) in written
+        .row_group(0)
+        .columns()
+        .iter()
+        .zip(reference.row_group(0).columns())
+    {
+        let shrinks = zstd.compressed_size() < zstd.uncompressed_size();
+        let expected = if shrinks { "ZSTD" } else { "UNCOMPRESSED" };
+        // (a file does not record the zstd level)
+        let codec = match got.compression() {
+            Compression::ZSTD(_) => "ZSTD",
+            Compression::UNCOMPRESSED => "UNCOMPRESSED",
+            other => panic!("{}: codec {other}", file.display()),
+        };
+        assert_eq!(
+            codec,
+            expected,
+            "{}, column {}: zstd {} of {} bytes",
+            file.display(),
+            got.column_path().string(),
+            zstd.compressed_size(),
+            zstd.uncompressed_size()
+        );
+        seen.insert(codec);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
