@@ -2,6 +2,8 @@
 //! Hive-partitioned listing table (`dt` as a Date32 partition column), and
 //! every view of `sql/` created on top. User SQL runs read-only.
 
+mod guard;
+pub use guard::{MAX_JSON_ARROWS, MAX_OPERATORS};
 mod older_files;
 mod percentile;
 
@@ -61,6 +63,8 @@ async fn settings(ctx: &SessionContext) -> Vec<(&'static str, String)> {
 pub struct Session {
     ctx: SessionContext,
     opened: crate::sink::readable::Opened,
+    /// The last file a table's scan refused as too old (see query::older_files).
+    refused: older_files::Refused,
     store_url: String,
     /// The reporting settings the views were filled with.
     settings: Vec<(&'static str, String)>,
@@ -167,6 +171,7 @@ async fn session_with(
     // percentile_cont, exact for DOUBLE (see query/percentile.rs)
     ctx.register_udaf(percentile::udaf());
     // Queries read only what chatlake wrote, and write nothing.
+    let refused = older_files::Refused::default();
     let (readable, opened) =
         crate::sink::readable::Readable::new(Arc::clone(wh.store()), wh.is_local());
     ctx.register_object_store(wh.store_url(), Arc::new(readable));
@@ -195,7 +200,11 @@ async fn session_with(
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(with_string_views(t.file_schema()))
-            .with_expr_adapter_factory(older_files::OlderFiles::new(&t.name));
+            .with_expr_adapter_factory(older_files::OlderFiles::new(
+                &t.name,
+                partition::table_dir(wh.root(), t),
+                &refused,
+            ));
         // Each file's statistics (for pruning and planning) are read once
         // and kept while its size and modification time stay the same, as
         // DataFusion keeps its footers: a query over a year of daily
@@ -240,6 +249,7 @@ async fn session_with(
     Ok(Session {
         ctx,
         opened,
+        refused,
         store_url: wh.store_url().to_string(),
         settings,
     })
@@ -412,12 +422,17 @@ async fn run_once<S>(
     mut each: impl FnMut(&mut S, RecordBatch) -> Result<()>,
 ) -> std::result::Result<S, Attempt> {
     use futures::{FutureExt, StreamExt};
-    check_size(sql).map_err(Failed)?;
+    guard::check_size(sql).map_err(Failed)?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
     session.opened.clear();
+    session
+        .refused
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let mut ours: Option<Error> = None;
     let outcome = std::panic::AssertUnwindSafe(async {
         let df = session.ctx.sql_with_options(sql, read_only).await?;
@@ -471,6 +486,24 @@ async fn run_once<S>(
             crate::error::panic_message(panic.as_ref())
         )),
     };
+    let refused = session
+        .refused
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(older_files::Refusal {
+        dir,
+        columns,
+        message,
+    }) = refused
+    {
+        if let Some(path) = session.opened.lacking(&dir, &columns).await {
+            return Err(Failed(Error::File {
+                path: session.url_of(&path),
+                message,
+            }));
+        }
+    }
     match session.opened.diagnose().await.into_iter().next() {
         Some((path, why)) => Err(Failed(Error::File {
             path: session.url_of(&path),
@@ -547,105 +580,6 @@ pub fn nested_as_json(batch: &RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// Most operators one statement may hold. Planning and evaluating an
-/// expression recurse once per operator; a statement like `SELECT 1+1+...`
-/// with thousands of terms would otherwise exhaust the stack and abort.
-pub const MAX_OPERATORS: usize = 1000;
-
-/// Most `->`/`->>` operators one statement may hold.
-pub const MAX_JSON_ARROWS: usize = 12;
-
-/// Refuses a statement with more than [`MAX_OPERATORS`] operators, with an
-/// error that says so (instead of a stack overflow).
-fn check_size(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
-        return Ok(()); // the parser will say what is wrong
-    };
-    let operators = tokens
-        .iter()
-        .filter(|t| match t {
-            Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::DuckIntDiv => true,
-            Token::Eq
-            | Token::DoubleEq
-            | Token::Spaceship
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq => true,
-            // Bitwise operators, casts, JSON and regex operators.
-            Token::Ampersand
-            | Token::Pipe
-            | Token::Caret
-            | Token::ShiftLeft
-            | Token::ShiftRight
-            | Token::Sharp
-            | Token::Tilde
-            | Token::TildeAsterisk
-            | Token::ExclamationMarkTilde
-            | Token::ExclamationMarkTildeAsterisk
-            | Token::DoubleColon
-            | Token::Arrow
-            | Token::LongArrow
-            | Token::HashArrow
-            | Token::HashLongArrow
-            | Token::AtArrow
-            | Token::ArrowAt
-            | Token::Question
-            | Token::QuestionAnd
-            | Token::QuestionPipe => true,
-            // Each parenthesis nests: a call, a subquery, a group.
-            Token::LParen => true,
-            Token::Word(w) => matches!(
-                w.keyword,
-                Keyword::AND
-                    | Keyword::OR
-                    | Keyword::NOT
-                    | Keyword::XOR
-                    | Keyword::UNION
-                    | Keyword::INTERSECT
-                    | Keyword::EXCEPT
-                    | Keyword::AT
-                    | Keyword::LIKE
-                    | Keyword::ILIKE
-                    | Keyword::SIMILAR
-                    | Keyword::IS
-                    | Keyword::IN
-                    | Keyword::BETWEEN
-                    | Keyword::WHEN
-                    | Keyword::COLLATE
-            ),
-            _ => false,
-        })
-        .count();
-    // `->` and `->>` (the JSON functions) plan in time exponential in how
-    // many a statement chains: 24 took over a minute.
-    let json = tokens
-        .iter()
-        .filter(|t| matches!(t, Token::Arrow | Token::LongArrow))
-        .count();
-    if json > MAX_JSON_ARROWS {
-        return Err(Error::Usage(format!(
-            "the statement has {json} `->`/`->>` operators; at most {MAX_JSON_ARROWS} are accepted in one statement (planning them takes time exponential in their number); use json_get(_extra, 'a', 'b', ...) with a path instead"
-        )));
-    }
-    if operators > MAX_OPERATORS {
-        return Err(Error::Usage(format!(
-            "the statement has {operators} operators; at most {MAX_OPERATORS} are accepted in one statement (an expression that deep would exhaust the stack)"
-        )));
-    }
-    Ok(())
-}
-
 /// DataFusion's message in one line a person reads, where it is one of the
 /// common ones: a parser error (with its position), an unknown table (with
 /// the closest names and where to list them).
@@ -698,45 +632,13 @@ fn distance(a: &str, b: &str) -> usize {
 /// string stays where it is); an empty text is an error.
 pub fn split_statements(text: &str) -> Result<Vec<String>> {
     use datafusion::sql::parser::DFParser;
-    refuse_writes(text)?;
+    guard::refuse_writes(text)?;
     let statements =
         DFParser::parse_sql(text).map_err(|e| Error::Usage(sql_error(&e.to_string())))?;
     if statements.is_empty() {
         return Err(Error::Usage("no SQL statement given".into()));
     }
     Ok(statements.iter().map(|s| s.to_string()).collect())
-}
-
-/// Statements that write, refused by their first word with a reason
-/// (before parsing: `COPY ... TO '/x'` gave a parser error about `STORED`).
-fn refuse_writes(text: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize() else {
-        return Ok(()); // the parser will say what is wrong
-    };
-    let mut first = true;
-    for t in &tokens {
-        match t {
-            Token::Whitespace(_) => {}
-            Token::SemiColon => first = true,
-            Token::Word(w) if first => {
-                let word = w.value.to_ascii_uppercase();
-                const WRITES: [&str; 12] = [
-                    "COPY", "INSERT", "UPDATE", "DELETE", "MERGE", "CREATE", "DROP", "ALTER",
-                    "TRUNCATE", "SET", "RESET", "ATTACH",
-                ];
-                if WRITES.contains(&word.as_str()) {
-                    return Err(Error::Usage(format!(
-                        "{word} is refused: queries are read-only (to save a result, use --out FILE with .csv, .json, .ndjson or .parquet)"
-                    )));
-                }
-                first = false;
-            }
-            _ => first = false,
-        }
-    }
-    Ok(())
 }
 
 /// A parser error in one human line: `SQL error: ParserError("Expected: an

@@ -11,27 +11,46 @@
 //! reads: DataFusion has already put NULL for a column its statistics say
 //! is all null, so a missing column is no longer seen by name. Being in the
 //! scan, the message reaches every reader: `chatlake query`, `report` and
-//! the server's clients.
+//! the server's clients; `chatlake query` also names the file.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
+use object_store::path::Path;
 
 /// The adapter factory of one table's scan.
 #[derive(Debug)]
 pub struct OlderFiles {
     table: String,
+    dir: Path,
+    refused: Refused,
+}
+
+/// Where a session's scans record the last file they refused: the factory
+/// is not told the file's name, so the statement's error path looks for it
+/// ([`crate::sink::readable::Opened::lacking`]) among the files opened.
+pub type Refused = Arc<Mutex<Option<Refusal>>>;
+
+/// A table's directory, the NOT NULL columns a file under it lacks, and
+/// what the scan said.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub dir: Path,
+    pub columns: Vec<String>,
+    pub message: String,
 }
 
 impl OlderFiles {
-    /// For table `table` (`schema.name`).
-    pub fn new(table: &str) -> Arc<OlderFiles> {
+    /// For table `table` (`schema.name`), whose files are under `dir`.
+    pub fn new(table: &str, dir: Path, refused: &Refused) -> Arc<OlderFiles> {
         Arc::new(OlderFiles {
             table: table.to_string(),
+            dir,
+            refused: Arc::clone(refused),
         })
     }
 }
@@ -51,7 +70,13 @@ impl PhysicalExprAdapterFactory for OlderFiles {
             .map(|f| f.name().as_str())
             .collect();
         if !missing.is_empty() {
-            return Err(DataFusionError::Execution(message(&self.table, &missing)));
+            let message = message(&self.table, &missing);
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(Refusal {
+                dir: self.dir.clone(),
+                columns: missing.iter().map(|c| c.to_string()).collect(),
+                message: message.clone(),
+            });
+            return Err(DataFusionError::Execution(message));
         }
         DefaultPhysicalExprAdapterFactory.create(logical, physical)
     }
@@ -100,7 +125,7 @@ mod tests {
     fn missing_not_null_columns_are_named_with_what_writes_them_again() {
         let table = schema(&[("a", false), ("b", false), ("c", true)]);
         let err = |name: &str, file: SchemaRef| {
-            OlderFiles::new(name)
+            OlderFiles::new(name, Path::from("t"), &Refused::default())
                 .create(Arc::clone(&table), file)
                 .unwrap_err()
                 .to_string()
@@ -116,8 +141,10 @@ mod tests {
         assert!(err("meta.runs", schema(&[("b", false)])).contains(
             "column `a` of meta.runs is missing from a file written by an older chatlake: this chatlake cannot read that file; move it out of the warehouse"
         ));
-        assert!(OlderFiles::new("socialintents.chats")
-            .create(Arc::clone(&table), schema(&[("a", false), ("b", false)]))
-            .is_ok());
+        assert!(
+            OlderFiles::new("socialintents.chats", Path::from("t"), &Refused::default())
+                .create(Arc::clone(&table), schema(&[("a", false), ("b", false)]))
+                .is_ok()
+        );
     }
 }

@@ -89,6 +89,33 @@ impl Opened {
             .clear();
     }
 
+    /// The first opened file under `dir` that lacks one of `columns` (a
+    /// file from an older chatlake, refused by `query::older_files`).
+    pub async fn lacking(&self, dir: &Path, columns: &[String]) -> Option<Path> {
+        let paths: Vec<Path> = self
+            .opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| p.prefix_matches(dir))
+            .cloned()
+            .collect();
+        for p in paths {
+            let Ok(meta) = footer(self.store.as_ref(), &p).await else {
+                continue;
+            };
+            let fields = meta
+                .file_metadata()
+                .schema_descr()
+                .root_schema()
+                .get_fields();
+            if columns.iter().any(|c| fields.iter().all(|f| f.name() != c)) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// The opened Parquet files whose footer does not decode, each with why:
     /// checked here, with any panic of the decoder caught.
     pub async fn diagnose(&self) -> Vec<(Path, String)> {
@@ -101,7 +128,7 @@ impl Opened {
             .collect();
         let mut bad = Vec::new();
         for p in paths {
-            if let Err(why) = check_footer(self.store.as_ref(), &p).await {
+            if let Err(why) = footer(self.store.as_ref(), &p).await {
                 bad.push((p, why));
             }
         }
@@ -109,8 +136,11 @@ impl Opened {
     }
 }
 
-/// Whether `path` ends with a Parquet footer that decodes.
-async fn check_footer(store: &dyn ObjectStore, path: &Path) -> std::result::Result<(), String> {
+/// The footer of `path`, or why it does not decode.
+async fn footer(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> std::result::Result<parquet::file::metadata::ParquetMetaData, String> {
     use object_store::ObjectStoreExt;
     let bytes = store
         .get(path)
@@ -140,7 +170,7 @@ async fn check_footer(store: &dyn ObjectStore, path: &Path) -> std::result::Resu
         parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes)
     });
     match decoded {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(meta)) => Ok(meta),
         Ok(Err(e)) => Err(format!("corrupt footer: {e}")),
         Err(_) => Err("corrupt footer (the Parquet decoder failed on it)".into()),
     }

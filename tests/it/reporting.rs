@@ -579,7 +579,8 @@ async fn sla_hours_buckets_and_agents_match_independent_figures() {
 /// A meta.business_clock written by an older chatlake (its day-and-four-
 /// intervals columns, not this one's quarter-hour columns) is not read as
 /// zero business seconds: the query fails naming the columns, the table and
-/// what rewrites it, through `chatlake query` and through the server alike;
+/// what rewrites it, through `chatlake query` (naming the file too) and
+/// through the server alike;
 /// the next run rewrites it, and the view reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewrites_it() {
@@ -627,6 +628,10 @@ async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewri
     let (code, _, err) = chatlake(&["query", "--warehouse", wh.to_str().unwrap(), sql]);
     assert_eq!(code, 1, "a failed query, not a usage error: {err}");
     assert!(err.contains(expected), "{err}");
+    assert!(
+        err.contains(&format!("warehouse file {}: ", clock.display())),
+        "the file is named: {err}"
+    );
     // a server's client reads the same words
     let (addr, _stop) = crate::serve::start(&env, 4).await;
     let client = crate::serve::connect(addr, crate::serve::PASSWORD)
