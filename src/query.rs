@@ -138,7 +138,7 @@ async fn session_with(
 ) -> Result<Session> {
     // DataFusion's own settings may be tuned from the environment, as in
     // datafusion-cli: DATAFUSION_EXECUTION_TARGET_PARTITIONS=4 and so on.
-    let config = SessionConfig::from_env()
+    let mut config = SessionConfig::from_env()
         .map_err(|e| {
             let set: Vec<String> = std::env::vars_os()
                 .filter_map(|(k, _)| k.into_string().ok())
@@ -150,6 +150,18 @@ async fn session_with(
             ))
         })?
         .with_information_schema(true);
+    // A join whose smaller side is at most 32 MB (meta.business_clock, the
+    // agents) builds its hash table once and every partition probes it,
+    // instead of both sides being hash-partitioned: the SLA view's two clock
+    // joins no longer repartition every chat (BENCHMARKS.md, "The clock
+    // joins in one partition"). DataFusion's default is 1 MB; the
+    // environment variable still decides where it is set.
+    if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
+        config
+            .options_mut()
+            .optimizer
+            .hash_join_single_partition_threshold = 32 << 20;
+    }
     // No cache of file listings (DataFusion keeps them forever by default):
     // a session outlives runs (the shell, a report beside a schedule), and
     // every statement must see the partitions as they are now, and read the
