@@ -153,8 +153,9 @@ async fn session_with(
     // A join whose smaller side is at most 32 MB (meta.business_clock, the
     // agents) builds its hash table once and every partition probes it,
     // instead of both sides being hash-partitioned: the SLA view's two clock
-    // joins no longer repartition every chat (BENCHMARKS.md, "The clock
-    // joins in one partition"). DataFusion's default is 1 MB; the
+    // joins no longer repartition every chat (BENCHMARKS.md, "Only what
+    // zstd shrinks, and the clock joins in one partition"). DataFusion's
+    // default is 1 MB; the
     // environment variable still decides where it is set.
     if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
         config

@@ -578,7 +578,8 @@ impl Warehouse {
 /// as large or larger, and every compressed chunk costs each reader a zstd
 /// context and a pass to undo it. So the batch is encoded with zstd
 /// everywhere, and, if some column did not shrink, encoded again with those
-/// columns uncompressed (BENCHMARKS.md, "Only what zstd shrinks").
+/// columns uncompressed (BENCHMARKS.md, "Only what zstd shrinks, and the clock joins in one
+/// partition").
 fn encode(
     batch: &RecordBatch,
     props: WriterProperties,
@@ -595,6 +596,7 @@ fn encode(
     if unshrunk.is_empty() {
         return Ok(out);
     }
+    drop(out); // one encoded copy in memory at a time
     let props = unshrunk.into_iter().fold(props.into_builder(), |p, c| {
         p.set_column_compression(c, Compression::UNCOMPRESSED)
     });
