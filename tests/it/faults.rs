@@ -141,10 +141,16 @@ fn bad_credentials_fail_at_once_without_leaking_the_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The chats stream asks /chats and /missedchats at once; its error
+    // names whichever was refused first.
     assert!(
         stderr.contains("401")
             && stderr.contains("socialintents")
-            && stderr.contains("/missedchats"),
+            && (stderr.contains(
+                "socialintents.chats, window 2025-10-27..2025-10-28: socialintents /missedchats?"
+            ) || stderr.contains(
+                "socialintents.chats, window 2025-10-27..2025-10-28: socialintents /chats?"
+            )),
         "{stderr}"
     );
     assert!(
@@ -154,6 +160,16 @@ fn bad_credentials_fail_at_once_without_leaking_the_token() {
     assert_eq!(
         env.sim.requests()["socialintents/missedchats"],
         1,
+        "401 is not retried"
+    );
+    // (/chats may not have been asked before the stream stopped)
+    assert!(
+        env.sim
+            .requests()
+            .get("socialintents/chats")
+            .copied()
+            .unwrap_or(0)
+            <= 1,
         "401 is not retried"
     );
     for f in files(&env.dir.path().join("wh")) {
