@@ -126,8 +126,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--no-duckdb", action="store_true")
+    ap.add_argument("-q", "--query", action="append", help="run this SQL instead of the reporting views (repeatable)")
     ap.add_argument("servers", nargs="+", help="NAME=BINARY:WAREHOUSE[:VAR=VALUE...]")
     args = ap.parse_args()
+    if args.query:
+        QUERIES[:] = args.query
     servers = [Server(*s.split("=", 1)) for s in args.servers]
     for s in servers:
         print(f"{s.name}: {s.label}")
@@ -161,7 +164,7 @@ def main():
         line = "".join(f"{results[q][n][0]:>9.3f}s {results[q][n][1]:>8.3f}s" for n in names)
         if duck:
             line += f"{duck[i]:>8.3f}s" + "".join(f"{results[q][n][0] / duck[i]:>9.2f}" for n in names)
-        print(f"{line}  {q}")
+        print(f"{line}  {' '.join(q.split())[:100]}")
 
 
 if __name__ == "__main__":

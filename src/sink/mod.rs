@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use arrow::array::{Array, BooleanArray, StringArray, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
@@ -23,9 +23,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -266,9 +267,16 @@ impl Warehouse {
             source,
         };
         let writer = BufWriter::new(Arc::clone(&self.store), path.clone());
+        // Written as it comes, so not encoded twice: the delta-packed
+        // columns, which zstd barely shrinks, are left uncompressed.
+        let props = delta_packed(table)
+            .into_iter()
+            .fold(writer_properties(table).into_builder(), |p, c| {
+                p.set_column_compression(c, Compression::UNCOMPRESSED)
+            })
+            .build();
         let mut w =
-            AsyncArrowWriter::try_new(writer, table.file_schema(), Some(writer_properties(table)))
-                .map_err(perr)?;
+            AsyncArrowWriter::try_new(writer, table.file_schema(), Some(props)).map_err(perr)?;
         let mut rows = 0;
         for batch in batches {
             let batch = match batch {
@@ -573,13 +581,15 @@ impl Warehouse {
 }
 
 /// `batch` as a Parquet file in memory (it is never larger than the batch).
-/// Each column chunk is compressed with zstd only where zstd makes it
-/// smaller: dictionary-encoded ids, names and small counts often come out
-/// as large or larger, and every compressed chunk costs each reader a zstd
-/// context and a pass to undo it. So the batch is encoded with zstd
-/// everywhere, and, if some column did not shrink, encoded again with those
-/// columns uncompressed (BENCHMARKS.md, "Only what zstd shrinks, and the clock joins in one
-/// partition").
+/// Each column chunk is compressed with zstd only where zstd saves at least
+/// an eighth of it and at least 4 KiB: every compressed chunk costs each
+/// reader a zstd context and a pass to undo it (about 40 µs a chunk, an
+/// eighth of a reporting view's CPU when the warehouse was zstd
+/// throughout), and dictionary-encoded ids and names, and delta-packed
+/// times, come out barely smaller or larger. So the batch is encoded with
+/// zstd everywhere, and, if some column saved too little, encoded again
+/// with those columns uncompressed (BENCHMARKS.md, "Times delta-packed, and
+/// zstd only where it saves").
 fn encode(
     batch: &RecordBatch,
     props: WriterProperties,
@@ -592,7 +602,7 @@ fn encode(
         Ok::<_, parquet::errors::ParquetError>((out, meta))
     };
     let (out, meta) = write(props.clone())?;
-    let unshrunk = columns_zstd_does_not_shrink(&meta);
+    let unshrunk = columns_zstd_saves_little(&meta);
     if unshrunk.is_empty() {
         return Ok(out);
     }
@@ -603,11 +613,15 @@ fn encode(
     Ok(write(props.build())?.0)
 }
 
-/// The leaf columns whose compressed chunks, summed over the row groups, are
-/// at least as large as the same chunks uncompressed.
-fn columns_zstd_does_not_shrink(
-    meta: &parquet::file::metadata::ParquetMetaData,
-) -> Vec<parquet::schema::types::ColumnPath> {
+/// zstd stays on a column chunk only when it saves at least this many bytes...
+const ZSTD_MIN_SAVING_BYTES: i64 = 4096;
+/// ...and at least this fraction (1/n) of the chunk.
+const ZSTD_MIN_SAVING_DIVISOR: i64 = 8;
+
+/// The leaf columns whose compressed chunks, summed over the row groups,
+/// save less than [`ZSTD_MIN_SAVING_BYTES`] or less than
+/// 1/[`ZSTD_MIN_SAVING_DIVISOR`] of the same chunks uncompressed.
+fn columns_zstd_saves_little(meta: &parquet::file::metadata::ParquetMetaData) -> Vec<ColumnPath> {
     let leaves = meta.file_metadata().schema_descr().num_columns();
     (0..leaves)
         .filter(|&i| {
@@ -615,7 +629,8 @@ fn columns_zstd_does_not_shrink(
                 let c = rg.column(i);
                 (p + c.compressed_size(), r + c.uncompressed_size())
             });
-            packed >= raw
+            let saved = raw - packed;
+            saved < ZSTD_MIN_SAVING_BYTES || saved * ZSTD_MIN_SAVING_DIVISOR < raw
         })
         .map(|i| meta.file_metadata().schema_descr().column(i).path().clone())
         .collect()
@@ -695,8 +710,9 @@ fn mark_deleted(
     RecordBatch::try_new(batch.schema(), columns)
 }
 
-/// zstd (left off per column where it does not shrink: see [`encode`]),
-/// page statistics, and the sort order recorded in the footer.
+/// zstd (left off per column where it saves little: see [`encode`]),
+/// numbers and times delta-packed (see [`delta_packed`]), page statistics,
+/// and the sort order recorded in the footer.
 fn writer_properties(table: &TableDef) -> WriterProperties {
     let sorting: Vec<SortingColumn> = table
         .sort_by
@@ -725,5 +741,32 @@ fn writer_properties(table: &TableDef) -> WriterProperties {
             props = props.set_column_bloom_filter_enabled(c.name.as_str().into(), true);
         }
     }
+    for c in delta_packed(table) {
+        props = props
+            .set_column_dictionary_enabled(c.clone(), false)
+            .set_column_encoding(c, Encoding::DELTA_BINARY_PACKED);
+    }
     props.build()
+}
+
+/// The columns written DELTA_BINARY_PACKED rather than with a dictionary:
+/// integers, timestamps and dates. Times are nearly all distinct, so a
+/// dictionary holds every value once plus an index for each row; the
+/// differences between neighbouring rows (sorted by time) pack into a few
+/// bytes a value without zstd, and decode without a gather (BENCHMARKS.md,
+/// "Times delta-packed, and zstd only where it saves"). DuckDB, Spark,
+/// pyarrow and polars read the encoding.
+fn delta_packed(table: &TableDef) -> Vec<ColumnPath> {
+    table
+        .file_schema()
+        .fields()
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Int64 | DataType::Timestamp(..) | DataType::Date32
+            )
+        })
+        .map(|f| ColumnPath::from(f.name().as_str()))
+        .collect()
 }

@@ -242,7 +242,7 @@ async fn windows_are_read_a_few_at_once_and_committed_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
-    let env = env_with(data(15), 7).await;
+    let env = env_with(data(120), 7).await;
     env.run(Some("2025-10-27"), "2025-11-04").await;
     let tz = env.tz();
     let chat_dir = env.dir.path().join("wh/socialintents/chats");
@@ -271,7 +271,7 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
             .find(|c| c.column_path().string() == "started_at")
             .unwrap();
         assert!(col.statistics().is_some(), "column statistics");
-        codecs_follow_what_zstd_shrinks(&files[0], &mut codecs);
+        codecs_follow_what_zstd_saves(&files[0], &mut codecs);
         let mut prev = i64::MIN;
         for batch in builder.build().unwrap() {
             let batch = batch.unwrap();
@@ -296,14 +296,17 @@ async fn parquet_files_read_as_hive_partitions_by_the_parquet_crate() {
     );
 }
 
-/// Each column chunk of `file` is zstd exactly where zstd makes it smaller:
-/// the file's rows are encoded again here with zstd on every column, and a
-/// column is expected uncompressed where that chunk came out no smaller.
-fn codecs_follow_what_zstd_shrinks(
+/// Integer and time columns of `file` are delta-packed without a
+/// dictionary, text columns dictionary-encoded; and each column chunk is zstd
+/// exactly where zstd saves at least 4 KiB and an eighth of it: the file's
+/// rows are encoded again here with zstd on every column (same encodings),
+/// and a column is expected uncompressed where that chunk saved less.
+fn codecs_follow_what_zstd_saves(
     file: &std::path::Path,
     seen: &mut std::collections::BTreeSet<&'static str>,
 ) {
-    use parquet::basic::{Compression, ZstdLevel};
+    use arrow::datatypes::DataType;
+    use parquet::basic::{Compression, Encoding, ZstdLevel};
     use parquet::file::properties::{EnabledStatistics, WriterProperties};
     let reader =
         ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
@@ -311,12 +314,24 @@ fn codecs_follow_what_zstd_shrinks(
     let schema = reader.schema().clone();
     let batches: Vec<_> = reader.build().unwrap().map(|b| b.unwrap()).collect();
     let rows = arrow::compute::concat_batches(&schema, &batches).unwrap();
-    let props = WriterProperties::builder()
+    let is_number = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Int64 | DataType::Timestamp(..) | DataType::Date32
+        )
+    };
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for f in schema.fields().iter().filter(|f| is_number(f.data_type())) {
+        props = props
+            .set_column_dictionary_enabled(f.name().as_str().into(), false)
+            .set_column_encoding(f.name().as_str().into(), Encoding::DELTA_BINARY_PACKED);
+    }
     let mut all_zstd = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut all_zstd, schema, Some(props)).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut all_zstd, schema.clone(), Some(props.build()))
+            .unwrap();
     w.write(&rows).unwrap();
     let reference = w.close().unwrap();
     assert_eq!(written.num_row_groups(), 1);
@@ -326,8 +341,30 @@ fn codecs_follow_what_zstd_shrinks(
         .iter()
         .zip(reference.row_group(0).columns())
     {
-        let shrinks = zstd.compressed_size() < zstd.uncompressed_size();
-        let expected = if shrinks { "ZSTD" } else { "UNCOMPRESSED" };
+        let column = got.column_path().string();
+        let field = schema.field_with_name(&column).unwrap();
+        let encodings: Vec<Encoding> = got.encodings().collect();
+        if is_number(field.data_type()) {
+            assert!(
+                encodings.contains(&Encoding::DELTA_BINARY_PACKED)
+                    && !encodings.contains(&Encoding::RLE_DICTIONARY)
+                    && got.dictionary_page_offset().is_none(),
+                "{}, column {column}: {encodings:?}",
+                file.display()
+            );
+        } else if field.data_type() == &DataType::Utf8 {
+            assert!(
+                encodings.contains(&Encoding::RLE_DICTIONARY),
+                "{}, column {column}: {encodings:?}",
+                file.display()
+            );
+        }
+        let saved = zstd.uncompressed_size() - zstd.compressed_size();
+        let expected = if saved >= 4096 && saved * 8 >= zstd.uncompressed_size() {
+            "ZSTD"
+        } else {
+            "UNCOMPRESSED"
+        };
         // (a file does not record the zstd level)
         let codec = match got.compression() {
             Compression::ZSTD(_) => "ZSTD",
@@ -337,9 +374,8 @@ fn codecs_follow_what_zstd_shrinks(
         assert_eq!(
             codec,
             expected,
-            "{}, column {}: zstd {} of {} bytes",
+            "{}, column {column}: zstd {} of {} bytes",
             file.display(),
-            got.column_path().string(),
             zstd.compressed_size(),
             zstd.uncompressed_size()
         );
