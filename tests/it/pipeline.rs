@@ -565,3 +565,87 @@ async fn three_sources_run_at_once_and_end_exact() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Delta-packed columns hold any value: neighbouring rows at the two ends
+/// of the range (whose differences overflow 64 bits) and dates at the ends
+/// of Date32 read back exactly, with the `parquet` crate and through
+/// `chatlake query`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_numbers_survive_delta_packing() {
+    use chatlake::normalize::{build_batch, Cell, Row};
+    let dir = tempfile::tempdir().unwrap();
+    let wh = chatlake::sink::Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let table = chatlake::schema::table("meta.business_clock");
+    // (slot, dt as days since 1970, before, opens, closes); slots ascend, as
+    // the file is sorted by slot.
+    let values: [(i64, i32, i64, i64, i64); 6] = [
+        (i64::MIN, i32::MIN, i64::MAX, i64::MIN, 0),
+        (i64::MIN + 1, i32::MAX, i64::MIN, i64::MAX, i64::MAX),
+        (-1, 0, 1, i64::MAX, i64::MIN),
+        (0, -719_162, 0, -1, -1),
+        (1, 2_932_896, i64::MAX, 0, i64::MAX),
+        (i64::MAX, -1, i64::MIN, i64::MIN, i64::MIN),
+    ];
+    let rows: Vec<Row> = values
+        .iter()
+        .map(|&(slot, dt, before, opens, closes)| {
+            let cells = vec![
+                ("slot", Cell::Int(slot)),
+                ("dt", Cell::Date(dt)),
+                ("business_us_before_slot", Cell::Int(before)),
+                ("opens_us", Cell::Int(opens)),
+                ("closes_us", Cell::Int(closes)),
+            ];
+            Row::named(table, cells, 0).unwrap()
+        })
+        .collect();
+    let batch = build_batch(table, "run-1", &rows).unwrap();
+    // Written whole (encoded in memory), then as a stream of batches (how a
+    // run writes the clock).
+    for streamed in [false, true] {
+        if streamed {
+            let batches = std::iter::once(Ok(batch.clone()));
+            wh.replace_partition_with(table, None, batches)
+                .await
+                .unwrap();
+        } else {
+            wh.replace_partition(table, None, &batch).await.unwrap();
+        }
+        let file = dir.path().join("meta/business_clock/data.parquet");
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap();
+        for c in reader.metadata().row_group(0).columns() {
+            let name = c.column_path().string();
+            if name != "_run_id" && name != "_extra" {
+                assert!(
+                    c.encodings()
+                        .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED),
+                    "{name} is delta-packed (streamed: {streamed})"
+                );
+            }
+        }
+        let back: Vec<_> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let back = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
+        for (i, f) in batch.schema().fields().iter().enumerate() {
+            assert_eq!(
+                back.column_by_name(f.name()).unwrap().as_ref(),
+                batch.column(i).as_ref(),
+                "column {} (streamed: {streamed})",
+                f.name()
+            );
+        }
+    }
+    // Through DataFusion (dates at the ends of Date32 are beyond what chrono
+    // prints, so they are compared as days).
+    let (code, out, err) = query_csv(
+        dir.path().to_str().unwrap(),
+        "SELECT slot, CAST(dt AS INT) AS days, business_us_before_slot, opens_us, closes_us \
+         FROM meta.business_clock ORDER BY slot",
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut expected = String::from("slot,days,business_us_before_slot,opens_us,closes_us\n");
+    for (slot, dt, before, opens, closes) in values {
+        expected += &format!("{slot},{dt},{before},{opens},{closes}\n");
+    }
+    assert_eq!(out, expected);
+}
