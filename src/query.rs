@@ -155,8 +155,8 @@ async fn session_with(
     // instead of both sides being hash-partitioned: the SLA view's two clock
     // joins no longer repartition every chat (BENCHMARKS.md, "Only what
     // zstd shrinks, and the clock joins in one partition"). DataFusion's
-    // default is 1 MB; the
-    // environment variable still decides where it is set.
+    // default is 1 MB; the environment variable still decides where it is
+    // set.
     if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
         config
             .options_mut()
