@@ -1,8 +1,10 @@
 //! Stage 3: RecordBatches -> Parquet files in the warehouse (local disk or S3
 //! through object_store). A partition is one file, replaced by a single PUT
 //! (multipart for large files), so readers see the old or the new partition,
-//! never half of one, and a crash leaves no duplicate file.
+//! never half of one, and a crash leaves no duplicate file. How the rows
+//! are encoded (codecs, encodings, statistics) is in `encode.rs`.
 
+mod encode;
 pub mod partition;
 pub mod readable;
 
@@ -12,7 +14,7 @@ use std::collections::HashSet;
 
 use arrow::array::{Array, BooleanArray, StringArray, TimestampMicrosecondArray};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
@@ -23,16 +25,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use crate::error::{Error, Result};
 use crate::normalize::{key_hash, sort_batch};
-use crate::schema::{Personal, TableDef};
+use crate::schema::TableDef;
 
 /// Where the warehouse lives and how to reach it.
 #[derive(Debug, Clone)]
@@ -267,14 +265,7 @@ impl Warehouse {
             source,
         };
         let writer = BufWriter::new(Arc::clone(&self.store), path.clone());
-        // Written as it comes, so not encoded twice: the delta-packed
-        // columns, which zstd barely shrinks, are left uncompressed.
-        let props = delta_packed(table)
-            .into_iter()
-            .fold(writer_properties(table).into_builder(), |p, c| {
-                p.set_column_compression(c, Compression::UNCOMPRESSED)
-            })
-            .build();
+        let props = encode::streamed_properties(table);
         let mut w =
             AsyncArrowWriter::try_new(writer, table.file_schema(), Some(props)).map_err(perr)?;
         let mut rows = 0;
@@ -562,7 +553,7 @@ impl Warehouse {
             path: path.to_string(),
             source,
         };
-        let file = encode(batch, writer_properties(table)).map_err(perr)?;
+        let file = encode::encode(batch, table).map_err(perr)?;
         let failed = |e: std::io::Error| Error::File {
             path: path.to_string(),
             message: format!("not written: {e}"),
@@ -578,62 +569,6 @@ impl Warehouse {
         tracing::debug!(table = %table.name, path = %path, rows = batch.num_rows(), "partition committed");
         Ok(())
     }
-}
-
-/// `batch` as a Parquet file in memory (it is never larger than the batch).
-/// Each column chunk is compressed with zstd only where zstd saves at least
-/// an eighth of it and at least 4 KiB: every compressed chunk costs each
-/// reader a zstd context and a pass to undo it (about 40 µs a chunk, an
-/// eighth of a reporting view's CPU when the warehouse was zstd
-/// throughout), and dictionary-encoded ids and names, and delta-packed
-/// times, come out barely smaller or larger. So the batch is encoded with
-/// zstd everywhere, and, if some column saved too little, encoded again
-/// with those columns uncompressed (BENCHMARKS.md, "Times delta-packed, and
-/// zstd only where it saves").
-fn encode(
-    batch: &RecordBatch,
-    props: WriterProperties,
-) -> std::result::Result<Vec<u8>, parquet::errors::ParquetError> {
-    let write = |props: WriterProperties| {
-        let mut out = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-        w.write(batch)?;
-        let meta = w.close()?;
-        Ok::<_, parquet::errors::ParquetError>((out, meta))
-    };
-    let (out, meta) = write(props.clone())?;
-    let unshrunk = columns_zstd_saves_little(&meta);
-    if unshrunk.is_empty() {
-        return Ok(out);
-    }
-    drop(out); // one encoded copy in memory at a time
-    let props = unshrunk.into_iter().fold(props.into_builder(), |p, c| {
-        p.set_column_compression(c, Compression::UNCOMPRESSED)
-    });
-    Ok(write(props.build())?.0)
-}
-
-/// zstd stays on a column chunk only when it saves at least this many bytes...
-const ZSTD_MIN_SAVING_BYTES: i64 = 4096;
-/// ...and at least this fraction (1/n) of the chunk.
-const ZSTD_MIN_SAVING_DIVISOR: i64 = 8;
-
-/// The leaf columns whose compressed chunks, summed over the row groups,
-/// save less than [`ZSTD_MIN_SAVING_BYTES`] or less than
-/// 1/[`ZSTD_MIN_SAVING_DIVISOR`] of the same chunks uncompressed.
-fn columns_zstd_saves_little(meta: &parquet::file::metadata::ParquetMetaData) -> Vec<ColumnPath> {
-    let leaves = meta.file_metadata().schema_descr().num_columns();
-    (0..leaves)
-        .filter(|&i| {
-            let (packed, raw) = meta.row_groups().iter().fold((0, 0), |(p, r), rg| {
-                let c = rg.column(i);
-                (p + c.compressed_size(), r + c.uncompressed_size())
-            });
-            let saved = raw - packed;
-            saved < ZSTD_MIN_SAVING_BYTES || saved * ZSTD_MIN_SAVING_DIVISOR < raw
-        })
-        .map(|i| meta.file_metadata().schema_descr().column(i).path().clone())
-        .collect()
 }
 
 impl std::fmt::Display for Warehouse {
@@ -708,65 +643,4 @@ fn mark_deleted(
     let mut columns = batch.columns().to_vec();
     columns[i] = Arc::new(new);
     RecordBatch::try_new(batch.schema(), columns)
-}
-
-/// zstd (left off per column where it saves little: see [`encode`]),
-/// numbers and times delta-packed (see [`delta_packed`]), page statistics,
-/// and the sort order recorded in the footer.
-fn writer_properties(table: &TableDef) -> WriterProperties {
-    let sorting: Vec<SortingColumn> = table
-        .sort_by
-        .iter()
-        .map(|c| SortingColumn {
-            column_idx: table.index_of(c).expect("validated sort column") as i32,
-            descending: false,
-            nulls_first: false,
-        })
-        .collect();
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
-        ))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(sorting))
-        .set_created_by(concat!("chatlake ", env!("CARGO_PKG_VERSION")).into());
-    // Bloom filters on the columns that find one person (emails, phones,
-    // person ids, hashed or not): a point lookup by email, in chatlake,
-    // DuckDB or Spark, skips the row groups that cannot hold it.
-    for c in &table.columns {
-        if matches!(
-            c.personal,
-            Some(Personal::Email | Personal::Phone | Personal::PersonId)
-        ) {
-            props = props.set_column_bloom_filter_enabled(c.name.as_str().into(), true);
-        }
-    }
-    for c in delta_packed(table) {
-        props = props
-            .set_column_dictionary_enabled(c.clone(), false)
-            .set_column_encoding(c, Encoding::DELTA_BINARY_PACKED);
-    }
-    props.build()
-}
-
-/// The columns written DELTA_BINARY_PACKED rather than with a dictionary:
-/// integers, timestamps and dates. Times are nearly all distinct, so a
-/// dictionary holds every value once plus an index for each row; the
-/// differences between neighbouring rows (sorted by time) pack into a few
-/// bytes a value without zstd, and decode without a gather (BENCHMARKS.md,
-/// "Times delta-packed, and zstd only where it saves"). DuckDB, Spark,
-/// pyarrow and polars read the encoding.
-fn delta_packed(table: &TableDef) -> Vec<ColumnPath> {
-    table
-        .file_schema()
-        .fields()
-        .iter()
-        .filter(|f| {
-            matches!(
-                f.data_type(),
-                DataType::Int64 | DataType::Timestamp(..) | DataType::Date32
-            )
-        })
-        .map(|f| ColumnPath::from(f.name().as_str()))
-        .collect()
 }
