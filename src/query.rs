@@ -5,6 +5,7 @@
 mod guard;
 pub use guard::{MAX_JSON_ARROWS, MAX_OPERATORS};
 mod older_files;
+pub use older_files::Namer;
 mod percentile;
 
 use std::sync::Arc;
@@ -62,10 +63,9 @@ async fn settings(ctx: &SessionContext) -> Vec<(&'static str, String)> {
 /// [`SessionContext`]), which knows the files its queries opened.
 pub struct Session {
     ctx: SessionContext,
-    opened: crate::sink::readable::Opened,
-    /// The last file a table's scan refused as too old (see query::older_files).
-    refused: older_files::Refused,
-    store_url: String,
+    /// The files its queries opened, the last file a table's scan refused
+    /// as too old, and where they are (see query::older_files).
+    files: older_files::Namer,
     /// The reporting settings the views were filled with.
     settings: Vec<(&'static str, String)>,
 }
@@ -89,10 +89,13 @@ impl Session {
 
     /// Where a file is, as a user would type it (a plain path on local disk).
     fn url_of(&self, path: &object_store::path::Path) -> String {
-        match self.store_url.strip_prefix("file://") {
-            Some(_) => format!("/{path}"),
-            None => format!("{}/{path}", self.store_url.trim_end_matches('/')),
-        }
+        self.files.url_of(path)
+    }
+
+    /// What names the file behind an older file's error, for the server's
+    /// connections.
+    pub fn older_files(&self) -> Namer {
+        self.files.clone()
     }
 }
 
@@ -261,9 +264,11 @@ async fn session_with(
     }
     Ok(Session {
         ctx,
-        opened,
-        refused,
-        store_url: wh.store_url().to_string(),
+        files: older_files::Namer {
+            opened,
+            refused,
+            store_url: wh.store_url().to_string(),
+        },
         settings,
     })
 }
@@ -440,8 +445,9 @@ async fn run_once<S>(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    session.opened.clear();
+    session.files.opened.clear();
     session
+        .files
         .refused
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -499,25 +505,10 @@ async fn run_once<S>(
             crate::error::panic_message(panic.as_ref())
         )),
     };
-    let refused = session
-        .refused
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(older_files::Refusal {
-        dir,
-        columns,
-        message,
-    }) = refused
-    {
-        if let Some(path) = session.opened.lacking(&dir, &columns).await {
-            return Err(Failed(Error::File {
-                path: session.url_of(&path),
-                message,
-            }));
-        }
+    if let Some((path, message)) = session.files.refused_file(None).await {
+        return Err(Failed(Error::File { path, message }));
     }
-    match session.opened.diagnose().await.into_iter().next() {
+    match session.files.opened.diagnose().await.into_iter().next() {
         Some((path, why)) => Err(Failed(Error::File {
             path: session.url_of(&path),
             message: format!("{why}; it was not written by chatlake or is damaged: move it away, or re-run the stream that writes this partition"),

@@ -11,7 +11,7 @@
 //! reads: DataFusion has already put NULL for a column its statistics say
 //! is all null, so a missing column is no longer seen by name. Being in the
 //! scan, the message reaches every reader: `chatlake query`, `report` and
-//! the server's clients; `chatlake query` also names the file.
+//! the server's clients, and both also name the file ([`Namer`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -82,6 +82,64 @@ impl PhysicalExprAdapterFactory for OlderFiles {
     }
 }
 
+/// Names the file behind a refusal: the files a session opened, the last
+/// refusal its scans recorded, and where the warehouse is. Cloned into the
+/// server's connections, which get a statement's error apart from the
+/// session that ran it.
+#[derive(Debug, Clone)]
+pub struct Namer {
+    pub(crate) opened: crate::sink::readable::Opened,
+    pub(crate) refused: Refused,
+    pub(crate) store_url: String,
+}
+
+impl Namer {
+    /// The file the recorded refusal is about, as a user would type it,
+    /// with the refusal's message; the refusal is taken. With `error`,
+    /// only a refusal whose message the error quotes (another statement's
+    /// refusal, on a server, is left for it).
+    pub async fn refused_file(&self, error: Option<&str>) -> Option<(String, String)> {
+        let refusal = {
+            let mut slot = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            match (&*slot, error) {
+                (Some(r), Some(e)) if !e.contains(&r.message) => return None,
+                _ => slot.take()?,
+            }
+        };
+        let path = self.opened.lacking(&refusal.dir, &refusal.columns).await?;
+        Some((self.url_of(&path), refusal.message))
+    }
+
+    /// `message` with the file it is about (`warehouse file PATH: ...`),
+    /// when it quotes the refusal recorded last; otherwise `message`.
+    pub async fn name_in(&self, message: String) -> String {
+        if !message.contains(OLDER) {
+            return message;
+        }
+        match self.refused_file(Some(&message)).await {
+            Some((path, refusal)) => {
+                // The client's text from the refusal on (DataFusion's
+                // "Execution error: " and the like before it left out),
+                // worded as `chatlake query` words it.
+                let from = message.find(&refusal).unwrap_or(0);
+                format!("warehouse file {path}: {}", &message[from..])
+            }
+            None => message,
+        }
+    }
+
+    /// Where a file is, as a user would type it (a plain path on local disk).
+    pub(crate) fn url_of(&self, path: &Path) -> String {
+        match self.store_url.strip_prefix("file://") {
+            Some(_) => format!("/{path}"),
+            None => format!("{}/{path}", self.store_url.trim_end_matches('/')),
+        }
+    }
+}
+
+/// The words every refusal's message holds.
+const OLDER: &str = "missing from a file written by an older chatlake";
+
 /// What to do about `columns` missing from a file of `table`.
 fn message(table: &str, columns: &[&str]) -> String {
     let advice = if crate::calendar::TABLES.contains(&table) {
@@ -99,7 +157,7 @@ fn message(table: &str, columns: &[&str]) -> String {
         _ => ("columns", "are"),
     };
     format!(
-        "{noun} {} of {table} {verb} missing from a file written by an older chatlake: {advice}",
+        "{noun} {} of {table} {verb} {OLDER}: {advice}",
         names.join(", ")
     )
 }

@@ -46,6 +46,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::query::Namer;
 
 /// The memory pool of one connection's queries: at most `limit` bytes, taken
 /// from the server's shared pool.
@@ -281,6 +282,8 @@ pub(super) struct Guarded {
     conn: Arc<Connection>,
     /// The server's statement timeout (`--statement-timeout-secs`).
     timeout: Option<Duration>,
+    /// Names the file behind an older file's error.
+    files: Namer,
 }
 
 /// What stops one query, shared by its row streams.
@@ -291,6 +294,7 @@ impl Guarded {
         service: Arc<DfSessionService>,
         conn: Arc<Connection>,
         timeout: Option<Duration>,
+        files: Namer,
     ) -> Guarded {
         let parser = Arc::new(super::compat::Parser(service.query_parser()));
         Guarded {
@@ -298,6 +302,7 @@ impl Guarded {
             parser,
             conn,
             timeout,
+            files,
         }
     }
 
@@ -357,7 +362,7 @@ impl Guarded {
 
 /// `response` with its rows cut off by `stop` (an error row, then the end)
 /// and counted busy until the last is sent.
-fn watched(response: Response, busy: &Arc<Busy>, stop: &Stopper) -> Response {
+fn watched(response: Response, busy: &Arc<Busy>, stop: &Stopper, files: &Namer) -> Response {
     let Response::Query(mut query) = response else {
         return response;
     };
@@ -366,12 +371,14 @@ fn watched(response: Response, busy: &Arc<Busy>, stop: &Stopper) -> Response {
         stop: Stopper,
         _busy: Arc<Busy>,
         done: bool,
+        files: Namer,
     }
     let state = Rows {
         rows: std::mem::replace(&mut query.data_rows, futures::stream::empty().boxed()),
         stop: stop.clone(),
         _busy: Arc::clone(busy),
         done: false,
+        files: files.clone(),
     };
     query.data_rows = futures::stream::unfold(state, |mut s| async move {
         if s.done {
@@ -383,11 +390,30 @@ fn watched(response: Response, busy: &Arc<Busy>, stop: &Stopper) -> Response {
                 s.done = true;
                 Some((Err(why.error()), s))
             }
-            row = s.rows.next() => row.map(|row| (row.map_err(out_of_memory), s)),
+            row = s.rows.next() => match row {
+                Some(Err(e)) => {
+                    let e = named(&s.files, out_of_memory(e)).await;
+                    Some((Err(e), s))
+                }
+                row => row.map(|row| (row, s)),
+            },
         }
     })
     .boxed();
     Response::Query(query)
+}
+
+/// An error about a file from an older chatlake, with the file named as
+/// `chatlake query` names it (see query::older_files); others pass.
+async fn named(files: &Namer, e: PgWireError) -> PgWireError {
+    let text = e.to_string();
+    let with_file = files.name_in(text.clone()).await;
+    if with_file == text {
+        return e;
+    }
+    let mut info = ErrorInfo::from(e);
+    info.message = with_file;
+    PgWireError::UserError(Box::new(info))
 }
 
 /// A query stopped by a memory limit answers as Postgres does when out of
@@ -428,13 +454,16 @@ impl SimpleQueryHandler for Guarded {
         let rewritten = super::compat::rewrite(query);
         let query = rewritten.as_deref().unwrap_or(query);
         let responses = tokio::select! {
-            responses = SimpleQueryHandler::do_query(&*self.service, client, query) => responses?,
+            responses = SimpleQueryHandler::do_query(&*self.service, client, query) => match responses {
+                Ok(r) => r,
+                Err(e) => return Err(named(&self.files, e).await),
+            },
             why = stop.clone() => return Err(why.error()),
         };
         let busy = Arc::new(busy);
         Ok(responses
             .into_iter()
-            .map(|r| watched(r, &busy, &stop))
+            .map(|r| watched(r, &busy, &stop, &self.files))
             .collect())
     }
 }
@@ -467,10 +496,13 @@ impl ExtendedQueryHandler for Guarded {
     {
         let (busy, stop) = self.begin(client);
         let response = tokio::select! {
-            response = ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows) => response?,
+            response = ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows) => match response {
+                Ok(r) => r,
+                Err(e) => return Err(named(&self.files, e).await),
+            },
             why = stop.clone() => return Err(why.error()),
         };
-        Ok(watched(response, &Arc::new(busy), &stop))
+        Ok(watched(response, &Arc::new(busy), &stop, &self.files))
     }
 }
 

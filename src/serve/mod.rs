@@ -119,6 +119,8 @@ struct Server {
     user: Option<Arc<auth::OneUser>>,
     cancels: Arc<limits::Registry>,
     options: Options,
+    /// Names the file behind an older file's error (query::older_files).
+    files: crate::query::Namer,
 }
 
 /// The handlers of one connection (pgwire asks for them once per
@@ -140,6 +142,7 @@ impl Server {
                 )),
                 Arc::clone(conn),
                 self.options.statement_timeout,
+                self.files.clone(),
             )),
             startup: Arc::new(auth::startup(self.user.as_ref())),
             cancels: Arc::clone(&self.cancels),
@@ -230,6 +233,7 @@ pub async fn serve(
         user: o.password.as_ref().map(|p| auth::OneUser::new(&o.user, p)),
         cancels: Arc::new(limits::Registry::default()),
         options: o.clone(),
+        files: session.older_files(),
     });
     let tls = match &o.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),

@@ -579,8 +579,8 @@ async fn sla_hours_buckets_and_agents_match_independent_figures() {
 /// A meta.business_clock written by an older chatlake (its day-and-four-
 /// intervals columns, not this one's quarter-hour columns) is not read as
 /// zero business seconds: the query fails naming the columns, the table and
-/// what rewrites it, through `chatlake query` (naming the file too) and
-/// through the server alike;
+/// what rewrites it, and the file, through `chatlake query` and through
+/// the server alike;
 /// the next run rewrites it, and the view reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewrites_it() {
@@ -632,17 +632,19 @@ async fn a_business_clock_from_an_older_chatlake_is_named_and_the_next_run_rewri
         err.contains(&format!("warehouse file {}: ", clock.display())),
         "the file is named: {err}"
     );
-    // a server's client reads the same words
+    // a server's client reads the same words, the file named too, by the
+    // simple and the extended protocol
     let (addr, _stop) = crate::serve::start(&env, 4).await;
     let client = crate::serve::connect(addr, crate::serve::PASSWORD)
         .await
         .unwrap();
+    let named = format!("warehouse file {}: {expected}", clock.display());
     let e = client.simple_query(sql).await.unwrap_err();
     let message = e.as_db_error().map(|d| d.message().to_string());
-    assert!(
-        message.as_deref().is_some_and(|m| m.contains(expected)),
-        "{e:?}"
-    );
+    assert_eq!(message.as_deref(), Some(named.as_str()), "{e:?}");
+    let e = client.query(sql, &[]).await.unwrap_err();
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert_eq!(message.as_deref(), Some(named.as_str()), "{e:?}");
     let report = env.run(None, "2025-11-09").await;
     assert!(report.failures().next().is_none());
     let (code, out, err) = query_csv(wh.to_str().unwrap(), sql);
