@@ -445,13 +445,7 @@ async fn run_once<S>(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    session.files.opened.clear();
-    session
-        .files
-        .refused
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    session.files.clear();
     let mut ours: Option<Error> = None;
     let outcome = std::panic::AssertUnwindSafe(async {
         let df = session.ctx.sql_with_options(sql, read_only).await?;

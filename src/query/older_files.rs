@@ -94,6 +94,16 @@ pub struct Namer {
 }
 
 impl Namer {
+    /// Forgets the files opened and the refusal recorded (before the next
+    /// statement of `chatlake query`).
+    pub(crate) fn clear(&self) {
+        self.opened.clear();
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// The file the recorded refusal is about, as a user would type it,
     /// with the refusal's message; the refusal is taken. With `error`,
     /// only a refusal whose message the error quotes (another statement's

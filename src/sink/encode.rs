@@ -32,20 +32,19 @@ use crate::schema::{Personal, TableDef};
 /// appended to the file. Row groups are cut as the `ArrowWriter` cuts them
 /// (at its default row count).
 pub(super) fn encode(batch: &RecordBatch, table: &TableDef) -> Result<Vec<u8>, ParquetError> {
-    let max_rows = writer_properties(table)
-        .max_row_group_row_count()
-        .unwrap_or(usize::MAX);
-    encode_in_groups(batch, table, max_rows)
+    let props = writer_properties(table);
+    let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
+    encode_in_groups(batch, props, max_rows)
 }
 
-/// [`encode`], with row groups of at most `max_rows` rows.
+/// [`encode`] with the settings `props` ([`writer_properties`]), in row
+/// groups of at most `max_rows` rows.
 fn encode_in_groups(
     batch: &RecordBatch,
-    table: &TableDef,
+    props: WriterProperties,
     max_rows: usize,
 ) -> Result<Vec<u8>, ParquetError> {
     let max_rows = max_rows.max(1);
-    let props = writer_properties(table);
     let plain = props
         .clone()
         .into_builder()
@@ -329,7 +328,7 @@ mod tests {
         // with a list column: its values cut with their rows
         let table = crate::schema::table("crm.conversations");
         let batch = rows(table, 2500);
-        let file = encode_in_groups(&batch, table, 1000).unwrap();
+        let file = encode_in_groups(&batch, writer_properties(table), 1000).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file)).unwrap();
         let meta = reader.metadata().clone();
         let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
